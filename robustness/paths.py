@@ -1,0 +1,135 @@
+"""The one module that knows how ``saved_models/`` and ``plots/`` are laid out (SPEC 2).
+
+    saved_models/<Arch>/<DATASET>/Init_<i>/<Arch>_<DATASET>_<epoch>epochs.ckpt
+    saved_models/<Arch>/<DATASET>/Init_<i>/history.json
+    saved_models/<Arch>/<DATASET>/{Step_minmax,Step_maxmin,Pulse_minmax}/   local analysis
+    saved_models/<Arch>/<DATASET>/global_data/                              global analysis
+    saved_models/<Arch>/<DATASET>/Defensive_<norm>/                          defended data
+    plots/<name>.png
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from .errors import InvalidArgument
+
+ARCH_DIRS: dict[str, str] = {
+    "resnet18": "ResNet18",
+    "resnet50": "ResNet50",
+    "squeezenet1_1": "SqueezeNet",
+    "shufflenet_v2_x1_0": "ShuffleNet",
+    "shufflenet_v2_x0_5": "ShuffleNet_x0_5",
+    "mnist_cnn": "MnistCNN",
+}
+DATASET_DIRS: dict[str, str] = {
+    "mnist": "MNIST",
+    "cifar10": "CIFAR10",
+    "tinyimagenet": "ImageNet",
+    "mnist5k": "MNIST5K",
+}
+# Local analysis folders keep the original study's names; the global one is shared.
+LOCAL_DIRS: dict[str, str] = {"highpass": "Step_minmax", "lowpass": "Step_maxmin", "pulse": "Pulse_minmax"}
+GLOBAL_DIR = "global_data"
+
+Scope = Literal["local", "global"]
+
+DEFAULT_MODELS_ROOT = Path("saved_models")
+DEFAULT_PLOTS_ROOT = Path("plots")
+
+
+def _lookup(table: dict[str, str], key: str, what: str) -> str:
+    try:
+        return table[key]
+    except KeyError:
+        raise InvalidArgument(f"unknown {what} {key!r}: choose one of {', '.join(table)}") from None
+
+
+def model_dir(arch: str, dataset: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """``saved_models/<Arch>/<DATASET>``."""
+    return Path(root) / _lookup(ARCH_DIRS, arch, "architecture") / _lookup(DATASET_DIRS, dataset, "dataset")
+
+
+def init_dir(arch: str, dataset: str, init: int, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """``saved_models/<Arch>/<DATASET>/Init_<init>`` (initialisations count from 1)."""
+    return model_dir(arch, dataset, root) / f"Init_{init}"
+
+
+def checkpoint_path(arch: str, dataset: str, init: int, epoch: int, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """The checkpoint of ``init`` after ``epoch`` epochs."""
+    name = f"{ARCH_DIRS[arch]}_{DATASET_DIRS[dataset]}_{epoch}epochs.ckpt"
+    return init_dir(arch, dataset, init, root) / name
+
+
+def history_path(arch: str, dataset: str, init: int, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """The per-epoch loss/accuracy record of ``init``."""
+    return init_dir(arch, dataset, init, root) / "history.json"
+
+
+def list_checkpoints(arch: str, dataset: str, init: int, root: str | Path = DEFAULT_MODELS_ROOT) -> dict[int, Path]:
+    """The checkpoints written for ``init``, keyed by epoch, in epoch order."""
+    folder = init_dir(arch, dataset, init, root)
+    pattern = re.compile(rf"{re.escape(ARCH_DIRS[arch])}_{re.escape(DATASET_DIRS[dataset])}_(\d+)epochs\.ckpt")
+    found = {int(m.group(1)): p for p in folder.glob("*.ckpt") if (m := pattern.fullmatch(p.name))}
+    return dict(sorted(found.items()))
+
+
+def list_inits(arch: str, dataset: str, root: str | Path = DEFAULT_MODELS_ROOT) -> list[int]:
+    """The initialisations that have a folder, in order."""
+    folder = model_dir(arch, dataset, root)
+    return sorted(int(p.name[5:]) for p in folder.glob("Init_*") if p.name[5:].isdigit())
+
+
+def analysis_dir(arch: str, dataset: str, kind: str, scope: Scope, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """Where sweep results go: ``Step_minmax/`` … for local analysis, ``global_data/`` for global."""
+    if scope == "global":
+        return model_dir(arch, dataset, root) / GLOBAL_DIR
+    if scope == "local":
+        return model_dir(arch, dataset, root) / _lookup(LOCAL_DIRS, kind, "filter")
+    raise InvalidArgument(f"unknown scope {scope!r}: choose local or global")
+
+
+def sweep_result_path(
+    arch: str, dataset: str, init: int, epoch: int, kind: str, scope: Scope, attack_tag: str,
+    root: str | Path = DEFAULT_MODELS_ROOT,
+) -> Path:
+    """One result file per (checkpoint, filter, scope, attack, eps); ``attack_tag`` names attack and eps."""
+    prefix = "" if scope == "local" else f"{kind}_"
+    return analysis_dir(arch, dataset, kind, scope, root) / f"{prefix}Init_{init}_{epoch}epochs_{attack_tag}.json"
+
+
+def scores_table_path(
+    arch: str, dataset: str, kind: str, scope: Scope, score: str, root: str | Path = DEFAULT_MODELS_ROOT
+) -> Path:
+    """The layers x epochs CSV table of one filtering score."""
+    prefix = "" if scope == "local" else f"{kind}_"
+    return analysis_dir(arch, dataset, kind, scope, root) / f"{prefix}scores_{score}.csv"
+
+
+def defense_dir(arch: str, dataset: str, norm: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """``saved_models/<Arch>/<DATASET>/Defensive_<norm>``: defended images and labels per split."""
+    return model_dir(arch, dataset, root) / f"Defensive_{norm}"
+
+
+def plot_path(name: str, root: str | Path = DEFAULT_PLOTS_ROOT) -> Path:
+    """``plots/<name>.png``; the folder is created if needed."""
+    path = Path(root) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def plot_name(*parts: object) -> str:
+    """Join the parts of a figure name, e.g. ``plot_name("ResNet18", "MNIST5K", "local", "highpass")``."""
+    return "_".join(str(p) for p in parts if p is not None and p != "")
+
+
+def arch_dir_name(arch: str) -> str:
+    """The ``<Arch>`` folder name of an architecture key."""
+    return _lookup(ARCH_DIRS, arch, "architecture")
+
+
+def dataset_dir_name(dataset: str) -> str:
+    """The ``<DATASET>`` folder name of a dataset key."""
+    return _lookup(DATASET_DIRS, dataset, "dataset")

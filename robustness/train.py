@@ -1,0 +1,203 @@
+"""Training of ``N`` initialisations with checkpoints, history and resume (SPEC 2).
+
+Each initialisation ``i`` (counted from 1) gets its own seed, ``seed * 1000 + i``.
+A checkpoint is written at epoch 0, every ``save_every`` epochs and at the last
+epoch; it holds everything needed to resume bitwise: weights, optimiser state, the
+torch RNG state and the history so far. The shuffling order of epoch ``e`` depends
+only on the seed and ``e``, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import paths
+from .data import dataset_info, load_dataset, make_loader
+from .errors import CheckpointError, InvalidArgument
+from .evaluation import accuracy
+from .files import save_json, save_torch
+from .models import MODELS, build_model
+from .runtime import pick_device, progress, seed_everything
+
+CHECKPOINT_FORMAT = "robustness-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how; defaults are the original study's (Adam, lr 1e-3, batch 100)."""
+
+    arch: str = "resnet18"
+    dataset: str = "mnist5k"
+    inits: int = 1
+    epochs: int = 10
+    save_every: int = 1
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    subset: int | None = None
+    models_root: str = "saved_models"
+    data_root: str = "Dataset"
+    download: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidArgument` for a value no run could use."""
+        if self.arch not in MODELS:
+            raise InvalidArgument(f"unknown architecture {self.arch!r}: choose one of {', '.join(MODELS)}")
+        dataset_info(self.dataset)
+        for name in ("inits", "epochs", "save_every", "batch_size"):
+            if getattr(self, name) < 1 and not (name == "epochs" and self.epochs == 0):
+                raise InvalidArgument(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InvalidArgument(f"lr must be positive, got {self.lr}")
+
+
+def init_seed(seed: int, init: int) -> int:
+    """The seed of initialisation ``init`` in a run seeded with ``seed``."""
+    return seed * 1000 + init
+
+
+def save_epochs(epochs: int, save_every: int) -> list[int]:
+    """The epochs that get a checkpoint: 0, every ``save_every``, and the last."""
+    return sorted({0, epochs, *range(save_every, epochs + 1, save_every)})
+
+
+def train(config: TrainConfig, resume: bool = True) -> dict[int, list[dict[str, float]]]:
+    """Train ``config.inits`` initialisations; return each one's history, keyed by init.
+
+    With ``resume`` (default) an initialisation continues from its newest checkpoint
+    and one already trained to ``config.epochs`` is skipped.
+    """
+    config.validate()
+    device = pick_device(config.device)
+    train_loader_data = load_dataset(config.dataset, True, config.data_root, config.download)
+    test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
+    return {
+        init: _train_init(config, init, device, train_loader_data, test_loader, resume)
+        for init in range(1, config.inits + 1)
+    }
+
+
+def _train_init(config, init, device, train_data, test_loader, resume) -> list[dict[str, float]]:
+    seed = init_seed(config.seed, init)
+    seed_everything(seed)
+    model = build_model(config.arch, config.dataset).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history: list[dict[str, float]] = []
+    start = 0
+    existing = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
+    usable = [e for e in existing if e <= config.epochs]
+    if usable:
+        start = usable[-1]
+        ckpt = _read_checkpoint(existing[start], config.arch, config.dataset)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+    if start == 0 and 0 not in existing:
+        _save(config, init, seed, 0, model, optimizer, history)
+    if start >= config.epochs:
+        return history
+
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = nn.CrossEntropyLoss()
+    keep = save_epochs(config.epochs, config.save_every)
+    for epoch in progress(range(start + 1, config.epochs + 1), f"Init_{init}", config.epochs - start, leave=True):
+        order = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        loader = make_loader(
+            train_data, config.batch_size, shuffle=True, subset=config.subset, seed=seed, generator=order
+        )
+        model.train()
+        tic = time.perf_counter()
+        loss_sum = correct = seen = 0.0
+        for x, y in progress(loader, f"epoch {epoch}"):
+            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", enabled=use_amp):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "test_acc": accuracy(model, test_loader),
+                "seconds": time.perf_counter() - tic,
+            }
+        )
+        save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+        if epoch in keep:
+            _save(config, init, seed, epoch, model, optimizer, history)
+    return history
+
+
+def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Module, optimizer, history) -> Path:
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "init": init,
+        "epoch": epoch,
+        "seed": seed,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "history": list(history),
+        "config": asdict(config),
+    }
+    path = paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root)
+    save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+    return save_torch(ckpt, path)
+
+
+def _read_checkpoint(path: str | Path, arch: str | None, dataset: str | None, map_location="cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train one first (python -m robustness train ...)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged or foreign file
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}): it may be corrupt or truncated; "
+            f"delete it and train again"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint written by this package (robustness.train)")
+    for key, wanted in (("arch", arch), ("dataset", dataset)):
+        if wanted is not None and ckpt[key] != wanted:
+            raise CheckpointError(
+                f"{path} holds a {ckpt['arch']} for {ckpt['dataset']}, not a {arch or ckpt['arch']} for "
+                f"{dataset or ckpt['dataset']}: pick the checkpoint of the model you asked for"
+            )
+    return ckpt
+
+
+def load_checkpoint(
+    path: str | Path, arch: str | None = None, dataset: str | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint (``weights_only=True``) and return ``(model in eval mode, metadata)``.
+
+    ``arch``/``dataset``, when given, must match the checkpoint's. A missing,
+    corrupt or foreign file raises :class:`CheckpointError` naming it.
+    """
+    ckpt = _read_checkpoint(path, arch, dataset, map_location)
+    model = build_model(ckpt["arch"], ckpt["dataset"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.to(map_location).eval()
+    meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")}
+    meta["path"] = str(path)
+    return model, meta

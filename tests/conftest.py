@@ -1,0 +1,36 @@
+"""Shared fixtures: small real data and small trained models, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustness.data import load_dataset, loader_to_tensors, make_loader
+from robustness.train import TrainConfig, load_checkpoint, train
+from robustness import paths
+
+
+@pytest.fixture(scope="session")
+def mnist5k_test() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,000 mnist5k test images and labels."""
+    return loader_to_tensors(make_loader(load_dataset("mnist5k", train=False), 500))
+
+
+def _trained(tmp_path_factory: pytest.TempPathFactory, arch: str, epochs: int) -> nn.Module:
+    root = tmp_path_factory.mktemp(f"models_{arch}")
+    train(TrainConfig(arch=arch, dataset="mnist5k", epochs=epochs, models_root=str(root), device="cpu"))
+    model, _ = load_checkpoint(paths.checkpoint_path(arch, "mnist5k", 1, epochs, root))
+    return model
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
+    """``mnist_cnn`` after 2 epochs on mnist5k (about 95% test accuracy), in eval mode."""
+    return _trained(tmp_path_factory, "mnist_cnn", 2)
+
+
+@pytest.fixture(scope="session")
+def trained_resnet18(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
+    """ResNet-18 after 1 epoch on mnist5k, in eval mode."""
+    return _trained(tmp_path_factory, "resnet18", 1)
