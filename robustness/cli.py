@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from .data import DATASETS
 from .errors import RobustnessError
 from .models import MODELS
+from .report import format_table
 
 
 def _model_args(p: argparse.ArgumentParser, arch: str = "resnet18") -> None:
@@ -61,10 +62,8 @@ def _run_train(args: argparse.Namespace) -> int:
         subset=args.subset, models_root=args.models_root, data_root=args.data_root, download=args.download,
     )
     histories = train(config, resume=args.resume)
-    print(f"{'init':>4} {'epoch':>5} {'train loss':>10} {'test acc':>8}")
-    for init, history in histories.items():
-        for row in history:
-            print(f"{init:>4} {row['epoch']:>5} {row['train_loss']:>10.4f} {row['test_acc']:>8.4f}")
+    rows = [{"init": init, **row} for init, history in histories.items() for row in history]
+    print(format_table(rows))
     return 0
 
 

@@ -100,12 +100,39 @@ def sweep_result_path(
     return analysis_dir(arch, dataset, kind, scope, root) / f"{prefix}Init_{init}_{epoch}epochs_{attack_tag}.json"
 
 
-def scores_table_path(
-    arch: str, dataset: str, kind: str, scope: Scope, score: str, root: str | Path = DEFAULT_MODELS_ROOT
-) -> Path:
-    """The layers x epochs CSV table of one filtering score."""
+def list_sweep_results(
+    arch: str, dataset: str, kind: str, scope: Scope, root: str | Path = DEFAULT_MODELS_ROOT
+) -> dict[str, dict[tuple[int, int], Path]]:
+    """The result files of one filter and scope, as ``{attack_tag: {(init, epoch): path}}``, sorted.
+
+    The inverse of :func:`sweep_result_path`.
+    """
     prefix = "" if scope == "local" else f"{kind}_"
-    return analysis_dir(arch, dataset, kind, scope, root) / f"{prefix}scores_{score}.csv"
+    pattern = re.compile(rf"{re.escape(prefix)}Init_(\d+)_(\d+)epochs_(.+)\.json")
+    found: dict[str, dict[tuple[int, int], Path]] = {}
+    for path in sorted(analysis_dir(arch, dataset, kind, scope, root).glob("*.json")):
+        if m := pattern.fullmatch(path.name):
+            found.setdefault(m.group(3), {})[(int(m.group(1)), int(m.group(2)))] = path
+    return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
+
+
+def scores_table_path(
+    arch: str, dataset: str, kind: str, scope: Scope, score: str, root: str | Path = DEFAULT_MODELS_ROOT,
+    tag: str = "",
+) -> Path:
+    """The layers x epochs CSV table of one filtering score; ``tag`` names the attack and baseline."""
+    prefix = "" if scope == "local" else f"{kind}_"
+    suffix = f"_{tag}" if tag else ""
+    return analysis_dir(arch, dataset, kind, scope, root) / f"{prefix}scores_{score}{suffix}.csv"
+
+
+def retrain_result_path(
+    arch: str, dataset: str, init: int, epoch: int, kind: str, score: str, attack_tag: str,
+    root: str | Path = DEFAULT_MODELS_ROOT,
+) -> Path:
+    """The selective-retraining comparison of one checkpoint (``.json``; a ``.csv`` twin sits beside it)."""
+    name = f"Init_{init}_{epoch}epochs_{kind}_{score}_{attack_tag}.json"
+    return model_dir(arch, dataset, root) / "retraining" / name
 
 
 def defense_dir(arch: str, dataset: str, norm: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:

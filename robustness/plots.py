@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from . import paths
+
+if TYPE_CHECKING:
+    from .scores import ScoresTable
+    from .sweep import SweepResult
 
 
 def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT) -> Path:
@@ -28,5 +35,108 @@ def plot_learning_curves(histories: dict[int, list[dict[str, float]]], title: st
     ax_loss.set(xlabel="epoch", ylabel="train loss", title=title)
     ax_acc.set(xlabel="epoch", ylabel="test accuracy", title=title)
     ax_acc.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _sweep_panel(ax: Axes, x: np.ndarray, result: SweepResult) -> tuple[list[Any], list[str]]:
+    """Clean and adversarial accuracy against ``x``, the removed fraction as bars on a twin axis.
+
+    Returns the legend handles and labels of both axes.
+    """
+    bars = ax.twinx()
+    width = 0.8 * (float(np.min(np.abs(np.diff(x)))) if len(x) > 1 else 1.0)
+    bars.bar(x, result.removed_fraction, width=width, color="0.85", label="removed fraction")
+    bars.set_ylim(0, 1)
+    bars.set_ylabel("removed fraction", fontsize=8)
+    ax.set_zorder(bars.get_zorder() + 1)  # lines in front of the bars
+    ax.patch.set_visible(False)
+    ax.plot(x, result.clean_acc, "o-", ms=3, color="tab:blue", label="clean")
+    ax.plot(x, result.adv_acc, "s-", ms=3, color="tab:red", label="adversarial")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    bar_handles, bar_labels = bars.get_legend_handles_labels()
+    return handles + bar_handles, labels + bar_labels
+
+
+def plot_layer_grid(results: Mapping[str, SweepResult], title: str, ncols: int = 4) -> Figure:
+    """Local sweeps of one checkpoint: one subplot per layer, titled with its module name.
+
+    Each shows clean and adversarial accuracy against the normalised threshold
+    ``t̂ = 0 … 1`` and the removed-weight fraction as bars on a second axis.
+    """
+    ncols = max(1, min(ncols, len(results)))
+    nrows = -(-len(results) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
+    for ax, (name, result) in zip(axes.flat, results.items()):
+        legend = _sweep_panel(ax, np.linspace(0, 1, len(result.thresholds)), result)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("normalised threshold t̂", fontsize=8)
+    for ax in axes.flat[len(results):]:
+        fig.delaxes(ax)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.legend(*legend, loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_global_curves(results: Mapping[str, SweepResult], title: str) -> Figure:
+    """Global sweeps, one subplot per filter: accuracies against the threshold ``α``, removed fraction as bars."""
+    fig, axes = plt.subplots(1, len(results), figsize=(4.4 * len(results), 3.3), squeeze=False)
+    for ax, (kind, result) in zip(axes.flat, results.items()):
+        legend = _sweep_panel(ax, np.asarray(result.thresholds, dtype=float), result)
+        ax.set_title(f"{kind}, all layers at once", fontsize=10)
+        ax.set_xlabel("threshold α")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.legend(*legend, loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_score_heatmaps(tables: Mapping[str, ScoresTable], title: str) -> Figure:
+    """Heatmaps of scores over layers × epochs, one panel per table (e.g. the three scores of one filter).
+
+    A diverging colormap centred at 0 (red fragile, blue antifragile, grey undefined);
+    the colour bar marks ``±τ`` and each cell shows its label's initial (F, R, A, ``?``).
+    """
+    n_epochs = max(len(t.epochs) for t in tables.values())
+    n_layers = max(len(t.layers) for t in tables.values())
+    fig, axes = plt.subplots(
+        1, len(tables), figsize=((3.0 + 0.45 * n_epochs) * len(tables), 1.6 + 0.28 * n_layers), squeeze=False
+    )
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.8")
+    for ax, table in zip(axes.flat, tables.values()):
+        finite = np.abs(table.values[np.isfinite(table.values)])
+        limit = max(float(finite.max()) if finite.size else 0.0, 2 * table.tau, 1e-3)
+        image = ax.imshow(np.ma.masked_invalid(table.values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+        for i, row in enumerate(table.labels):
+            for j, lab in enumerate(row):
+                ax.text(j, i, "?" if lab == "undefined" else lab[0].upper(), ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(table.epochs)), [str(e) for e in table.epochs])
+        ax.set_yticks(range(len(table.layers)), table.layers, fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{table.score} score (τ = {table.tau:g})", fontsize=10)
+        bar = fig.colorbar(image, ax=ax, fraction=0.08)
+        for level in (-table.tau, table.tau):
+            bar.ax.axhline(level, color="k", lw=0.8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_retraining(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
+    """Clean and adversarial test accuracy of each retraining variant, as grouped bars."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(rows), 3.6))
+    x = np.arange(len(rows))
+    for offset, key, colour in ((-0.2, "clean_acc", "tab:blue"), (0.2, "adv_acc", "tab:red")):
+        drawn = ax.bar(x + offset, [row[key] for row in rows], width=0.4, color=colour,
+                       label="clean" if key == "clean_acc" else "adversarial")
+        ax.bar_label(drawn, fmt="%.3f", fontsize=7)
+    ax.set_xticks(x, [f"{row['variant']}\n({row['n_layers']} layers)" for row in rows], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

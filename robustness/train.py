@@ -145,6 +145,19 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     return history
 
 
+def checkpoint_accuracies(config: TrainConfig) -> list[dict[str, Any]]:
+    """Test accuracy of every checkpoint written for ``config``, one row per (init, epoch)."""
+    device = pick_device(config.device)
+    test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
+    rows = []
+    for init in range(1, config.inits + 1):
+        found = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root)
+        for epoch, path in progress(found.items(), f"Init_{init} checkpoints", len(found)):
+            model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
+            rows.append({"init": init, "epoch": epoch, "test_acc": accuracy(model, test_loader)})
+    return rows
+
+
 def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Module, optimizer, history) -> Path:
     ckpt = {
         "format": CHECKPOINT_FORMAT,
