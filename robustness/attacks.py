@@ -1,0 +1,361 @@
+"""Adversarial attacks: FGSM, PGD-L∞ and PGD-L2 (SPEC 3).
+
+One-line use, torchattacks style::
+
+    x_adv = fgsm(model, x, y, eps=0.1)
+    x_adv = pgd(model, x, y, eps=0.3, alpha=0.03, steps=10, norm="linf")
+
+or as a reusable, file-nameable object::
+
+    attack = make_attack("pgd", eps=2.0, alpha=0.25, steps=10, norm="l2")
+    x_adv = attack(model, x, y)          # attack.tag == "pgd-l2_eps2_a0.25_k10"
+
+The geometry of each norm (random start, step, projection, size of a perturbation)
+lives in one place, :data:`GEOMETRIES`, and every attack goes through it. Attacks run
+under :func:`runtime.frozen_eval`: only the input gets a gradient, and the model's mode
+and ``requires_grad`` flags are restored on exit. Images are ``[0, 1]`` tensors of shape
+``(N, C, H, W)``; the adversarial images come back on the model's device.
+
+Iterative attacks stop early per example: an example whose iterate is misclassified
+keeps that iterate and leaves the batch, so it costs no further passes. An example the
+model already gets wrong on the clean image keeps the clean image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import InvalidArgument
+from .runtime import frozen_eval, model_device
+
+Norm = Literal["linf", "l2"]
+AttackName = Literal["fgsm", "pgd"]
+
+_TINY = 1e-10  # keeps divisions by a zero-norm gradient or perturbation finite
+
+
+class Geometry(Protocol):
+    """How one norm starts, steps, projects and measures a perturbation."""
+
+    def random_start(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
+        """A random perturbation inside the eps-ball, one per example, drawn on the CPU with ``generator``
+        (so the same seed gives the same start on every device)."""
+
+    def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:
+        """``x`` moved by ``alpha`` along the steepest-ascent direction of ``grad`` in this norm."""
+
+    def project(self, delta: Tensor, eps: float) -> Tensor:
+        """``delta`` projected onto the eps-ball, per example."""
+
+    def size(self, delta: Tensor) -> Tensor:
+        """The norm of each example's perturbation, shape ``(N,)``."""
+
+
+class Linf:
+    """The L∞ ball: sign steps, coordinate-wise clipping."""
+
+    def random_start(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return (2 * u - 1) * eps
+
+    def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:
+        return x + alpha * grad.sign()
+
+    def project(self, delta: Tensor, eps: float) -> Tensor:
+        return delta.clamp(-eps, eps)
+
+    def size(self, delta: Tensor) -> Tensor:
+        return delta.flatten(1).abs().amax(1)
+
+
+class L2:
+    """The L2 ball: normalised-gradient steps, radial shrinking."""
+
+    def random_start(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
+        # Uniform in the ball: a uniform direction and a radius eps * U^(1/d).
+        direction = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        direction = direction / _expand(self.size(direction) + _TINY, x)
+        u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype).to(x.device)
+        radius = eps * u ** (1 / x[0].numel())
+        return direction * _expand(radius, x)
+
+    def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:
+        return x + alpha * grad / _expand(self.size(grad) + _TINY, grad)
+
+    def project(self, delta: Tensor, eps: float) -> Tensor:
+        factor = torch.clamp(eps / self.size(delta).clamp_min(_TINY), max=1.0)
+        return delta * _expand(factor, delta)
+
+    def size(self, delta: Tensor) -> Tensor:
+        return delta.flatten(1).norm(p=2, dim=1)
+
+
+GEOMETRIES: dict[Norm, Geometry] = {"linf": Linf(), "l2": L2()}
+
+
+def _expand(per_example: Tensor, like: Tensor) -> Tensor:
+    """Reshape an ``(N,)`` tensor to broadcast against ``(N, C, H, W)``."""
+    return per_example.view(-1, *([1] * (like.dim() - 1)))
+
+
+def geometry(norm: str) -> Geometry:
+    """The geometry of ``norm`` ("linf" or "l2")."""
+    if norm not in GEOMETRIES:
+        raise InvalidArgument(f"unknown norm {norm!r}: use one of {', '.join(GEOMETRIES)}")
+    return GEOMETRIES[norm]
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def _check_number(name: str, value: float, minimum: float = 0.0) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < minimum:
+        raise InvalidArgument(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_batch(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Validate images and labels; return both on the model's device, detached."""
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise InvalidArgument(f"x must be a float tensor of shape (N, C, H, W), got {shape}: add a batch dimension")
+    y = torch.as_tensor(y)
+    if y.is_floating_point() or y.is_complex() or (len(y) and y.min() < 0):
+        raise InvalidArgument(f"y must hold class indices (integers >= 0), got dtype {y.dtype}")
+    if y.dim() != 1 or len(y) != len(x):
+        raise InvalidArgument(f"y must hold one label per image: x has {len(x)} images, y has shape {tuple(y.shape)}")
+    if not ((x >= 0) & (x <= 1)).all():
+        raise InvalidArgument(
+            f"images must lie in [0, 1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]: "
+            "pass unnormalised images (the models normalise inside)"
+        )
+    device = model_device(model)
+    return x.detach().to(device), y.to(device=device, dtype=torch.long)
+
+
+# ---------------------------------------------------------------- the attacks
+
+
+def _check_labels(logits: Tensor, y: Tensor) -> Tensor:
+    """``logits``, after checking that every label names one of its classes."""
+    if len(y) and y.max() >= logits.shape[1]:
+        raise InvalidArgument(f"label {y.max().item()} out of range for a model with {logits.shape[1]} classes")
+    return logits
+
+
+def _loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits at ``x`` and the gradient of the summed cross-entropy w.r.t. ``x`` (never the parameters)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = _check_labels(model(x), y)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+    return logits.detach(), grad
+
+
+def _fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """FGSM with the clean logits its forward pass yields (the caller has frozen the model)."""
+    logits, grad = _loss_grad(model, x, y)
+    if eps == 0:
+        return x.clone(), logits
+    return GEOMETRIES["linf"].step(x, grad, eps).clamp(0, 1), logits
+
+
+@dataclass(frozen=True)
+class FGSM:
+    """Fast gradient sign method: ``clamp(x + eps * sign(∇x CE), 0, 1)``, one L∞ step."""
+
+    eps: float
+    norm: ClassVar[Norm] = "linf"
+
+    def __post_init__(self) -> None:
+        _check_number("eps", self.eps)
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe label, e.g. ``fgsm_eps0.1``."""
+        return f"fgsm_eps{self.eps:g}"
+
+    def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_adv, clean_logits)`` from one forward and one input-gradient backward pass."""
+        x, y = _check_batch(model, x, y)
+        with frozen_eval(model):
+            return _fgsm(model, x, y, self.eps)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The adversarial images."""
+        return self.with_clean_logits(model, x, y)[0]
+
+
+@dataclass(frozen=True)
+class PGD:
+    """Projected gradient descent in the L∞ or L2 ball, with early stop and restarts (SPEC 3).
+
+    ``random_start`` draws the start uniformly in the eps-ball (seeded by ``seed``);
+    ``restarts > 1`` keeps, per example, a misclassifying iterate if any restart finds
+    one, else the final iterate with the highest loss.
+    """
+
+    eps: float
+    alpha: float
+    steps: int = 10
+    norm: Norm = "linf"
+    random_start: bool = True
+    restarts: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_number("eps", self.eps)
+        _check_number("alpha", self.alpha)
+        _check_count("steps", self.steps, 1)
+        _check_count("restarts", self.restarts, 1)
+        _check_count("seed", self.seed, 0)
+        geometry(self.norm)
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe label, e.g. ``pgd-linf_eps0.3_a0.03_k10``."""
+        tag = f"pgd-{self.norm}_eps{self.eps:g}_a{self.alpha:g}_k{self.steps}"
+        if not self.random_start:
+            tag += "_norand"
+        if self.restarts > 1:
+            tag += f"_r{self.restarts}"
+        if self.seed:
+            tag += f"_s{self.seed}"
+        return tag
+
+    def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_adv, clean_logits)``; the clean logits come from a forward pass the attack needs anyway."""
+        x, y = _check_batch(model, x, y)
+        with frozen_eval(model):
+            return self._run(model, x, y)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The adversarial images."""
+        return self.with_clean_logits(model, x, y)[0]
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The attack on a checked batch with the model frozen: a first run from x itself (without a random
+        start), then random-start runs on the examples not yet fooled, each kept where it does better."""
+        if self.eps == 0 or self.random_start:
+            with torch.no_grad():
+                clean_logits = _check_labels(model(x), y)
+        if self.eps == 0:
+            return x.clone(), clean_logits
+        if self.random_start:
+            best, fooled = x.clone(), clean_logits.argmax(1) != y
+            best_loss = torch.full((len(x),), -math.inf, device=x.device)
+            runs = self.restarts
+        else:
+            # The first iterate is x itself, so its forward pass gives the clean logits.
+            best, fooled, best_loss, clean_logits = self._descend(model, x, y, x, need_loss=self.restarts > 1)
+            runs = self.restarts - 1
+        geo = GEOMETRIES[self.norm]
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(runs):
+            todo = (~fooled).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            x0, y0 = x[todo], y[todo]
+            start = (x0 + geo.random_start(x0, self.eps, generator)).clamp(0, 1)
+            x_adv, now_fooled, loss, _ = self._descend(model, x0, y0, start, need_loss=self.restarts > 1)
+            better = now_fooled | (loss > best_loss[todo]) if self.restarts > 1 else torch.ones_like(now_fooled)
+            best[todo[better]] = x_adv[better]
+            best_loss[todo] = torch.maximum(best_loss[todo], loss)
+            fooled[todo] = fooled[todo] | now_fooled
+        return best, clean_logits
+
+    def _descend(
+        self, model: nn.Module, x: Tensor, y: Tensor, start: Tensor, need_loss: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """PGD from ``start`` with per-example early stop.
+
+        Returns the final iterates, which examples ended misclassified (only iterates
+        that were evaluated count), their loss at the final iterate (``-inf`` for
+        fooled examples; computed only with ``need_loss``), and the logits at ``start``.
+        """
+        geo = GEOMETRIES[self.norm]
+        out = start.clone()
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        loss = torch.full((len(x),), -math.inf, device=x.device)
+        active = torch.arange(len(x), device=x.device)
+        x_t, start_logits = start, None
+        for _ in range(self.steps):
+            logits, grad = _loss_grad(model, x_t, y[active])
+            if start_logits is None:
+                start_logits = logits
+            wrong = logits.argmax(1) != y[active]
+            out[active[wrong]] = x_t[wrong]
+            fooled[active[wrong]] = True
+            keep = ~wrong
+            active, x_t, grad = active[keep], x_t[keep], grad[keep]
+            if len(active) == 0:
+                return out, fooled, loss, start_logits
+            delta = geo.project(geo.step(x_t, grad, self.alpha) - x[active], self.eps)
+            x_t = (x[active] + delta).clamp(0, 1)
+        out[active] = x_t
+        if need_loss:
+            with torch.no_grad():
+                logits = model(x_t)
+            final_wrong = logits.argmax(1) != y[active]
+            fooled[active[final_wrong]] = True
+            loss[active] = F.cross_entropy(logits, y[active], reduction="none")
+        return out, fooled, loss, start_logits
+
+
+Attack = FGSM | PGD
+
+
+def make_attack(
+    name: AttackName,
+    eps: float,
+    alpha: float | None = None,
+    steps: int = 10,
+    *,
+    norm: Norm = "linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    seed: int = 0,
+) -> Attack:
+    """An attack by name. For PGD, ``alpha`` defaults to ``2.5 * eps / steps`` (Madry et al.)."""
+    if name == "fgsm":
+        if norm != "linf":
+            raise InvalidArgument(f"FGSM is an L∞ attack, got norm={norm!r}: use pgd for the L2 norm")
+        return FGSM(eps)
+    if name == "pgd":
+        _check_count("steps", steps, 1)
+        _check_number("eps", eps)
+        alpha = 2.5 * eps / steps if alpha is None else alpha
+        return PGD(eps, alpha, steps, norm, random_start, restarts, seed)
+    raise InvalidArgument(f"unknown attack {name!r}: use one of {', '.join(get_args(AttackName))}")
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """FGSM adversarial images: ``clamp(x + eps * sign(∇x CE), 0, 1)``."""
+    return FGSM(eps)(model, x, y)
+
+
+def pgd(  # noqa: PLR0917 (torchattacks-style one-line call)
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    norm: Norm = "linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    seed: int = 0,
+) -> Tensor:
+    """PGD adversarial images (see :class:`PGD`)."""
+    return PGD(eps, alpha, steps, norm, random_start, restarts, seed)(model, x, y)

@@ -1,0 +1,95 @@
+"""Clean/adversarial evaluation, eps sweeps, eps calibration and the ``attack`` command (SPEC 3)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from robustness import plots
+from robustness.attacks import FGSM, PGD, fgsm
+from robustness.cli import main
+from robustness.errors import InvalidArgument
+from robustness.evaluation import accuracy, calibrate_eps, eps_sweep, evaluate
+from robustness.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = mnist5k_test
+    return x[:200], y[:200]
+
+
+@pytest.fixture(scope="module")
+def loader(batch) -> DataLoader:
+    return DataLoader(TensorDataset(*batch), batch_size=64)  # uneven last batch on purpose
+
+
+def test_evaluate_counts_match_a_direct_computation(trained_cnn, batch, loader):
+    x, y = batch
+    with torch.no_grad():
+        clean_ok = trained_cnn(x).argmax(1) == y
+        x_adv = fgsm(trained_cnn, x, y, 0.1)
+        adv_ok = trained_cnn(x_adv).argmax(1) == y
+    result = evaluate(trained_cnn, loader, FGSM(0.1))
+    assert result["n"] == 200
+    assert result["clean_acc"] == clean_ok.sum().item() / 200 == accuracy(trained_cnn, loader)
+    assert result["robust_acc"] == adv_ok.sum().item() / 200
+    assert result["success_rate"] == pytest.approx((clean_ok & ~adv_ok).sum().item() / clean_ok.sum().item())
+    assert 0 < result["success_rate"] < 1
+    assert result["max_norm"] == pytest.approx(0.1, abs=1e-6)  # FGSM moves some pixel by the full eps
+    sizes = (x_adv - x).flatten(1).abs().amax(1)
+    assert result["mean_norm"] == pytest.approx(sizes.mean().item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("attack", [None, FGSM(0.0), PGD(0.0, 0.01, 5), PGD(0.0, 0.1, 5, "l2")],
+                         ids=["none", "fgsm", "pgd-linf", "pgd-l2"])
+def test_eps_zero_gives_clean_accuracy_exactly(trained_cnn, loader, attack):
+    result = evaluate(trained_cnn, loader, attack)
+    assert result["robust_acc"] == result["clean_acc"] == accuracy(trained_cnn, loader)
+    assert result["success_rate"] == result["mean_norm"] == result["max_norm"] == 0
+
+
+def test_robust_accuracy_never_increases_with_eps(trained_cnn, loader, tmp_path):
+    rows = eps_sweep(trained_cnn, loader, [0.0, 0.05, 0.1, 0.2], "pgd", steps=5)
+    accs = [row["robust_acc"] for row in rows]
+    assert accs[0] == rows[0]["clean_acc"]
+    assert all(a >= b for a, b in pairwise(accs))
+    assert accs[-1] < accs[0] - 0.2
+    assert [row["attack"] for row in rows][1] == "pgd-linf_eps0.05_a0.025_k5"
+    fgsm_rows = eps_sweep(trained_cnn, loader, [0.1, 0.2], FGSM)  # a factory eps -> attack
+    assert all(p["robust_acc"] <= f["robust_acc"] for p, f in zip(rows[2:], fgsm_rows, strict=True))
+    fig = plots.plot_eps_sweep({"PGD-L∞": rows, "FGSM": fgsm_rows}, "mnist_cnn")
+    assert plots.save_figure(fig, "eps_sweep_test", root=tmp_path).stat().st_size > 0
+
+
+def test_calibrate_eps_hits_the_target(trained_cnn, loader):
+    eps = calibrate_eps(trained_cnn, loader, 0.5, "fgsm", tol=0.02)
+    assert 0 < eps < 1
+    assert evaluate(trained_cnn, loader, FGSM(eps))["robust_acc"] == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize(("target", "kwargs"), [(1.5, {}), (0.999, {}), (0.0, {"hi": 0.01}), (0.5, {"tol": 0}),
+                                                (0.5, {"norm": "l2"})])
+def test_calibrate_eps_rejects_unreachable_targets(trained_cnn, loader, target, kwargs):
+    with pytest.raises(InvalidArgument):
+        calibrate_eps(trained_cnn, loader, target, "fgsm", **kwargs)
+
+
+def test_attack_command(tmp_path, capsys):
+    root = str(tmp_path / "models")
+    assert main(["attack", "--arch", "mnist_cnn", "--models-root", root]) == 2
+    assert "no checkpoint of Init_1" in capsys.readouterr().err
+    train(TrainConfig(arch="mnist_cnn", epochs=0, models_root=root, device="cpu"))  # an epoch-0 checkpoint
+    common = ["attack", "--arch", "mnist_cnn", "--models-root", root, "--device", "cpu", "--subset", "40"]
+    assert main([*common, "--epoch", "3"]) == 2
+    assert main([*common, "--attack", "fgsm", "-p", "l2"]) == 2
+    assert main([*common, "--attack", "pgd", "-k", "0"]) == 2
+    capsys.readouterr()
+    assert main([*common, "--attack", "pgd", "-p", "l2", "-k", "2", "-e", "1.0", "-a", "0.5"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["init", "epoch", "attack", "clean_acc", "robust_acc", "success_rate", "mean_norm",
+                              "max_norm", "n"]
+    assert row.split()[:3] == ["1", "0", "pgd-l2_eps1_a0.5_k2"] and row.split()[-1] == "40"
