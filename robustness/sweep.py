@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +34,13 @@ from . import paths
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import CheckpointError, InvalidArgument
 from .files import load_json, save_json
-from .filters import KINDS, canonical_kind, filter_mask, global_range, half_width, thresholds, weight_range
+from .filters import KINDS, AlphaRange, canonical_kind, filter_mask, global_range, half_width, thresholds, weight_range
 from .models import build_model, filterable_layers
 from .runtime import frozen_eval, model_device, pick_device, progress
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EvalData = DataLoader | tuple[Tensor, Tensor]
-AlphaRange = tuple[float, float] | Literal["auto"]
+
 SCOPES: tuple[str, ...] = get_args(paths.Scope)
 DEFAULT_BATCH = 1000  # images per forward pass during a sweep
 
@@ -110,15 +111,17 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size: int = DEFAULT_BATCH) -> Evaluation:
-    """Clean and adversarial accuracy and loss of ``model`` on ``(x, y)`` (on the model's device).
+    """Clean and adversarial accuracy and loss of ``model`` on ``(x, y)``: what one point of a sweep records.
 
+    Unlike :func:`robustness.evaluation.evaluate` it also sums the losses, takes tensors
+    already on the model's device, and waits for the device once per call, not per batch.
     An attack with ``with_clean_logits`` (FGSM, PGD) shares its first forward pass
     with the clean evaluation: FGSM then costs 2 forward passes and 1 input-gradient
     backward pass per batch, no more.
     """
     shared = getattr(attack, "with_clean_logits", None)
     counts = torch.zeros(4, dtype=torch.float64, device=x.device)  # clean/adv correct, clean/adv loss sum
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         if shared is not None:
             x_adv, clean_logits = shared(model, xb, yb)
         else:
@@ -149,7 +152,7 @@ def _filtering(weights: list[Tensor]) -> Iterator[Callable[[str, float, float], 
     def set_filter(kind: str, alpha: float, h: float) -> int:
         removed = torch.zeros((), dtype=torch.long, device=originals[0].device)
         with torch.no_grad():
-            for w, original in zip(weights, originals):
+            for w, original in zip(weights, originals, strict=True):
                 mask = filter_mask(original, kind, alpha, h)
                 w.copy_(original).masked_fill_(mask, 0)
                 removed += mask.sum()
@@ -159,12 +162,12 @@ def _filtering(weights: list[Tensor]) -> Iterator[Callable[[str, float, float], 
         yield set_filter
     finally:
         with torch.no_grad():
-            for w, original in zip(weights, originals):
+            for w, original in zip(weights, originals, strict=True):
                 w.copy_(original)
 
 
 def _sweep(
-    model: nn.Module, modules: list[nn.Module], layer: str | None, kind: str, lo: float, hi: float, count: int,
+    model: nn.Module, modules: list[nn.Module], layer: str | None, kind: str, *, lo: float, hi: float, count: int,
     attack: Attack, x: Tensor, y: Tensor, reference: Evaluation, batch_size: int,
 ) -> SweepResult:
     """Filter ``modules`` together at each of ``count`` thresholds over ``[lo, hi]`` and evaluate."""
@@ -197,7 +200,7 @@ def _tensors(data: EvalData, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 def local_analysis(
-    model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25,
+    model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25, *,
     layers: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH, reference: Evaluation | None = None,
 ) -> dict[str, SweepResult]:
     """Filter one layer at a time over its own ``[min W, max W]``; one sweep per layer, keyed by module name.
@@ -212,15 +215,16 @@ def local_analysis(
         x, y = _tensors(data, model_device(model))
         if reference is None:
             reference = evaluate(model, x, y, attack, batch_size)
-        return {
-            name: _sweep(model, [m], name, kind, *weight_range([m.weight]), thresholds, attack, x, y, reference,
-                         batch_size)
-            for name, m in progress(chosen, "layers")
-        }
+        sweeps = {}
+        for name, m in progress(chosen, "layers") if len(chosen) > 1 else chosen:
+            lo, hi = weight_range([m.weight])
+            sweeps[name] = _sweep(model, [m], name, kind, lo=lo, hi=hi, count=thresholds, attack=attack, x=x, y=y,
+                                  reference=reference, batch_size=batch_size)
+        return sweeps
 
 
 def global_analysis(
-    model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25,
+    model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25, *,
     alpha_range: AlphaRange = (-1.0, 1.0), batch_size: int = DEFAULT_BATCH, reference: Evaluation | None = None,
 ) -> SweepResult:
     """Filter every filterable layer at once with the same threshold over ``alpha_range``
@@ -232,7 +236,8 @@ def global_analysis(
         x, y = _tensors(data, model_device(model))
         if reference is None:
             reference = evaluate(model, x, y, attack, batch_size)
-        return _sweep(model, modules, None, kind, lo, hi, thresholds, attack, x, y, reference, batch_size)
+        return _sweep(model, modules, None, kind, lo=lo, hi=hi, count=thresholds, attack=attack, x=x, y=y,
+                      reference=reference, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------- studies over checkpoints
@@ -312,7 +317,7 @@ def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
         available = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root)
         missing = [e for e in config.epochs or () if e not in available]
         if not available or missing:
-            what = f"epoch(s) {missing}" if available else "any checkpoint"
+            what = f"epoch(s) {missing}" if available else "checkpoint"
             raise CheckpointError(
                 f"{paths.init_dir(config.arch, config.dataset, init, config.models_root)} has no {what} "
                 f"(found epochs {list(available)}): train first with python -m robustness train "
@@ -350,11 +355,7 @@ def result_path(config: StudyConfig, init: int, epoch: int, kind: str, scope: st
 def unit_path(config: StudyConfig, unit: Unit) -> Path:
     """The file a unit writes: its result file (global) or its layer's part file (local)."""
     final = result_path(config, unit.init, unit.epoch, unit.kind, unit.scope)
-    return final if unit.layer is None else _parts_dir(final) / f"{unit.layer}.json"
-
-
-def _parts_dir(final: Path) -> Path:
-    return final.parent / ".parts" / final.stem
+    return final if unit.layer is None else paths.sweep_part_path(final, unit.layer)
 
 
 def _meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
@@ -399,15 +400,18 @@ def evaluation_set(config: StudyConfig, device: torch.device) -> tuple[Tensor, T
 
 
 def run_unit(
-    config: StudyConfig, unit: Unit, model: nn.Module, x: Tensor, y: Tensor, reference: Evaluation
+    config: StudyConfig, unit: Unit, model: nn.Module, data: tuple[Tensor, Tensor], reference: Evaluation
 ) -> Path:
-    """Run one unit on its checkpoint's ``model`` and write its file atomically."""
+    """Run one unit on its checkpoint's ``model`` (frozen, on the device of ``data``) and write its file atomically."""
+    shared = {"batch_size": config.batch_size, "reference": reference}
     if unit.scope == "local":
-        (result,) = local_analysis(model, (x, y), unit.kind, config.attack, config.thresholds, [unit.layer],
-                                   config.batch_size, reference).values()
+        (result,) = local_analysis(
+            model, data, unit.kind, config.attack, config.thresholds, layers=[unit.layer], **shared
+        ).values()
     else:
-        result = global_analysis(model, (x, y), unit.kind, config.attack, config.thresholds, config.alpha_range,
-                                 config.batch_size, reference)
+        result = global_analysis(
+            model, data, unit.kind, config.attack, config.thresholds, alpha_range=config.alpha_range, **shared
+        )
     return save_json({"meta": _meta(config, unit), "results": [result.to_dict()]}, unit_path(config, unit))
 
 
@@ -428,12 +432,11 @@ def run_units(config: StudyConfig, units: Sequence[Unit], data: tuple[Tensor, Te
             continue
         if data is None:
             data = evaluation_set(config, device)
-        x, y = data
         model, _ = load_checkpoint(found[init, epoch], config.arch, config.dataset, map_location=device)
         with frozen_eval(model):
-            reference = evaluate(model, x, y, config.attack, config.batch_size)
+            reference = evaluate(model, *data, config.attack, config.batch_size)
             for unit in progress(todo, f"Init_{init} epoch {epoch}"):
-                run_unit(config, unit, model, x, y, reference)
+                run_unit(config, unit, model, data, reference)
     return [unit_path(config, u) for u in units]
 
 
@@ -452,7 +455,10 @@ def merge_results(config: StudyConfig, only: Sequence[tuple[int, int]] | None = 
             loaded = [load_json(p) for p in parts]
             save_json({"meta": loaded[0]["meta"], "results": [r for part in loaded for r in part["results"]]}, final)
         if scope == "local" and final.is_file():
-            shutil.rmtree(_parts_dir(final), ignore_errors=True)
+            folder = parts[0].parent
+            shutil.rmtree(folder, ignore_errors=True)
+            with suppress(OSError):  # .parts/ goes once no other (checkpoint, filter) has parts left in it
+                folder.parent.rmdir()
         if final.is_file():
             written.append(final)
     return written
@@ -473,8 +479,15 @@ def calibrated(config: StudyConfig) -> StudyConfig:
     newest = max(epoch for init, epoch in found if init == first)
     device = pick_device(config.device)
     model, _ = load_checkpoint(found[first, newest], config.arch, config.dataset, map_location=device)
-    eps = calibrate_eps(model, _evaluation_loader(config), config.calibrate_eps)
-    return replace(config, attack=replace(config.attack, eps=eps))
+    eps = calibrate_eps(model, _evaluation_loader(config), config.calibrate_eps, partial(_with_eps, config.attack))
+    return replace(config, attack=_with_eps(config.attack, eps))
+
+
+def _with_eps(attack: Any, eps: float) -> Any:
+    """``attack`` at budget ``eps``; a PGD step size keeps its ratio to eps."""
+    if hasattr(attack, "alpha") and attack.eps > 0:
+        return replace(attack, eps=eps, alpha=attack.alpha * eps / attack.eps)
+    return replace(attack, eps=eps)
 
 
 def run_study(config: StudyConfig) -> list[Path]:
@@ -484,11 +497,12 @@ def run_study(config: StudyConfig) -> list[Path]:
     and ends with the same files as an uninterrupted run.
     """
     config = calibrated(config.validate())
-    data = evaluation_set(config, pick_device(config.device))
-    for checkpoint, group in progress(groupby(plan_units(config), key=lambda u: u.checkpoint), "checkpoints",
-                                      total=len(checkpoints(config)), leave=True):
-        run_units(config, list(group), data)
-        merge_results(config, [checkpoint])
+    todo = [u for u in plan_units(config) if not _is_done(config, u)]
+    data = evaluation_set(config, pick_device(config.device)) if todo else None
+    groups = [list(g) for _, g in groupby(todo, key=lambda u: u.checkpoint)]
+    for group in progress(groups, "checkpoints", leave=True):
+        run_units(config, group, data)
+        merge_results(config, [group[0].checkpoint])
     return merge_results(config)
 
 

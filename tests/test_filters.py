@@ -1,0 +1,107 @@
+"""Filters and threshold grids on hand-made tensors (SPEC 4): exact zero sets, ties, range ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustness.errors import InvalidArgument
+from robustness.filters import (
+    apply_filter,
+    canonical_kind,
+    filter_mask,
+    global_range,
+    half_width,
+    thresholds,
+    weight_range,
+)
+from robustness.models import build_model
+
+# Exactly representable values, with a tie at 0.25 and repeated range ends.
+W = torch.tensor([[-1.0, -0.5, 0.0], [0.25, 0.25, 0.5], [1.0, -1.0, 1.0]])
+
+
+def zeroed(kind: str, alpha: float, h: float | None = None) -> list[float]:
+    """The values the filter sets to zero, sorted."""
+    return sorted(W[filter_mask(W, kind, alpha, h)].tolist())
+
+
+@pytest.mark.parametrize(
+    ("kind", "alpha", "h", "expected"),
+    [
+        ("highpass", 0.25, None, [-1.0, -1.0, -0.5, 0.0, 0.25, 0.25]),  # W <= a: the tie at a goes
+        ("highpass", -1.0, None, [-1.0, -1.0]),  # bottom end: only the minimum
+        ("highpass", 1.0, None, sorted(W.flatten().tolist())),  # top end: everything
+        ("lowpass", 0.25, None, [0.25, 0.25, 0.5, 1.0, 1.0]),  # W >= a: the tie at a goes
+        ("lowpass", 1.0, None, [1.0, 1.0]),  # top end: only the maximum
+        ("lowpass", -1.0, None, sorted(W.flatten().tolist())),  # bottom end: everything
+        ("pulse", 0.25, 0.25, [0.0, 0.25, 0.25]),  # [0, 0.5): lower edge in, upper edge out
+        ("pulse", 0.5, 0.25, [0.25, 0.25, 0.5]),  # [0.25, 0.75)
+        ("pulse", -1.0, 0.5, [-1.0, -1.0]),  # [-1.5, -0.5): the bottom end in, -0.5 out
+        ("pulse", 1.0, 0.5, [0.5, 1.0, 1.0]),  # [0.5, 1.5): the top end and the lower edge 0.5 are inside
+        ("pulse", 0.3, 0.0, []),  # zero width removes nothing
+    ],
+)
+def test_exact_zero_sets(kind: str, alpha: float, h: float | None, expected: list[float]) -> None:
+    assert zeroed(kind, alpha, h) == expected
+
+
+@pytest.mark.parametrize(("alias", "kind"), [("step_minmax", "highpass"), ("step_maxmin", "lowpass"),
+                                             ("pulse_minmax", "pulse")])
+def test_aliases_are_the_same_filters(alias: str, kind: str) -> None:
+    assert canonical_kind(alias) == kind
+    for alpha in (-1.0, -0.5, 0.25, 1.0):
+        assert torch.equal(filter_mask(W, alias, alpha, 0.25), filter_mask(W, kind, alpha, 0.25))
+        assert torch.equal(apply_filter(W, alias, alpha, 0.25), apply_filter(W, kind, alpha, 0.25))
+
+
+def test_apply_filter_is_out_of_place_and_zeroes_exactly_the_mask() -> None:
+    original = W.clone()
+    out = apply_filter(W, "highpass", 0.0)
+    assert torch.equal(W, original)
+    assert out.dtype == W.dtype and out.shape == W.shape
+    assert torch.equal(out, torch.where(W <= 0.0, torch.zeros_like(W), W))
+
+
+def test_threshold_grids_direction_and_exact_ends() -> None:
+    w = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    lo, hi = weight_range([w])
+    up = thresholds("highpass", lo, hi, 7)
+    assert len(up) == 7 and up[0] == lo and up[-1] == hi and up == sorted(up)
+    assert thresholds("pulse", lo, hi, 7) == up
+    assert thresholds("lowpass", lo, hi, 7) == up[::-1]
+    # The ends compare exactly against the float32 weights: the sweep ends remove everything.
+    assert filter_mask(w, "highpass", up[-1]).all() and filter_mask(w, "lowpass", up[0]).all()
+    assert filter_mask(w, "highpass", up[0]).sum() == 1 and filter_mask(w, "lowpass", up[-1]).sum() == 1
+
+
+def test_pulse_bands_of_neighbouring_thresholds_do_not_overlap() -> None:
+    w = torch.linspace(-0.7, 0.9, 1001)
+    lo, hi = weight_range([w])
+    T = 25
+    h = half_width(lo, hi, T)
+    assert h == pytest.approx((hi - lo) / (2 * T))
+    hits = torch.stack([filter_mask(w, "pulse", a, h) for a in thresholds("pulse", lo, hi, T)]).sum(0)
+    assert hits.max() == 1  # every weight falls in at most one band
+    assert hits[0] == 1 and hits[-1] == 1  # both ends are covered
+
+
+def test_global_range() -> None:
+    model = build_model("mnist_cnn", "mnist5k")
+    assert global_range(model) == (-1.0, 1.0)
+    assert global_range(model, (-0.5, 2)) == (-0.5, 2.0)
+    weights = torch.cat([m.weight.flatten() for m in (model.conv1, model.conv2, model.fc1, model.fc2)])
+    assert global_range(model, "auto") == (weights.min().item(), weights.max().item())
+
+
+def test_bad_arguments_name_the_fix() -> None:
+    with pytest.raises(InvalidArgument, match="highpass, lowpass, pulse, step_minmax"):
+        filter_mask(W, "bandpass", 0.0)
+    with pytest.raises(InvalidArgument, match="half_width"):
+        filter_mask(W, "pulse", 0.0)
+    with pytest.raises(InvalidArgument, match="at least 2"):
+        thresholds("highpass", 0.0, 1.0, 1)
+    with pytest.raises(InvalidArgument, match="empty"):
+        thresholds("highpass", 1.0, 0.0, 5)
+    with pytest.raises(InvalidArgument, match="auto"):
+        global_range(build_model("mnist_cnn", "mnist5k"), "max")
