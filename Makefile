@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(PY) -m robustness demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check robustness tests benchmarks
 	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)

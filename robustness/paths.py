@@ -3,6 +3,7 @@
     saved_models/<Arch>/<DATASET>/Init_<i>/<Arch>_<DATASET>_<epoch>epochs.ckpt
     saved_models/<Arch>/<DATASET>/Init_<i>/history.json
     saved_models/<Arch>/<DATASET>/{Step_minmax,Step_maxmin,Pulse_minmax}/   local analysis
+    saved_models/<Arch>/<DATASET>/<local folder>/.parts/<result>/<layer>.json   until merged
     saved_models/<Arch>/<DATASET>/global_data/                              global analysis
     saved_models/<Arch>/<DATASET>/Defensive_<norm>/                          defended data
     plots/<name>.png
@@ -116,6 +117,15 @@ def list_sweep_results(
     return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
 
 
+def sweep_part_path(result_path: Path, layer: str) -> Path:
+    """The part file of one layer of a local result file: ``<folder>/.parts/<result name>/<layer>.json``.
+
+    The layers of a local sweep may be computed by different processes; each writes its
+    own part, and the parts are merged into ``result_path`` once all exist.
+    """
+    return result_path.parent / ".parts" / result_path.stem / f"{layer}.json"
+
+
 def scores_table_path(
     arch: str, dataset: str, kind: str, scope: Scope, score: str, root: str | Path = DEFAULT_MODELS_ROOT,
     tag: str = "",
@@ -127,7 +137,7 @@ def scores_table_path(
 
 
 def retrain_result_path(
-    arch: str, dataset: str, init: int, epoch: int, kind: str, score: str, attack_tag: str,
+    arch: str, dataset: str, init: int, epoch: int, *, kind: str, score: str, attack_tag: str,
     root: str | Path = DEFAULT_MODELS_ROOT,
 ) -> Path:
     """The selective-retraining comparison of one checkpoint (``.json``; a ``.csv`` twin sits beside it)."""
@@ -138,6 +148,19 @@ def retrain_result_path(
 def defense_dir(arch: str, dataset: str, norm: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
     """``saved_models/<Arch>/<DATASET>/Defensive_<norm>``: defended images and labels per split."""
     return model_dir(arch, dataset, root) / f"Defensive_{norm}"
+
+
+def defense_data_path(
+    arch: str, dataset: str, norm: str, split: str, label: str, root: str | Path = DEFAULT_MODELS_ROOT
+) -> Path:
+    """``Defensive_<norm>/<split>.npz`` (``<split>_oracle.npz`` when the defense used the true labels)."""
+    suffix = "_oracle" if label == "oracle" else ""
+    return defense_dir(arch, dataset, norm, root) / f"{split}{suffix}.npz"
+
+
+def report_path(arch: str, dataset: str, name: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
+    """``saved_models/<Arch>/<DATASET>/reports/<name>.json``: a small summary a run reuses on rerun."""
+    return model_dir(arch, dataset, root) / "reports" / f"{name}.json"
 
 
 def plot_path(name: str, root: str | Path = DEFAULT_PLOTS_ROOT) -> Path:

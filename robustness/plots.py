@@ -39,6 +39,25 @@ def plot_learning_curves(histories: dict[int, list[dict[str, float]]], title: st
     return fig
 
 
+def plot_eps_sweep(
+    rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]], title: str
+) -> Figure:
+    """Robust accuracy against eps (rows of :func:`evaluation.eps_sweep`), clean accuracy dashed.
+
+    ``rows`` is one sweep, or several keyed by their legend label (e.g. ``{"FGSM": ..., "PGD": ...}``).
+    """
+    sweeps = rows if isinstance(rows, Mapping) else {"adversarial": rows}
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, sweep in sweeps.items():
+        ax.plot([r["eps"] for r in sweep], [r["robust_acc"] for r in sweep], "o-", ms=3, label=label)
+    first = next(iter(sweeps.values()))
+    ax.axhline(first[0]["clean_acc"], color="0.5", ls="--", lw=1, label="clean")
+    ax.set(xlabel="eps", ylabel="accuracy", ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _sweep_panel(ax: Axes, x: np.ndarray, result: SweepResult) -> tuple[list[Any], list[str]]:
     """Clean and adversarial accuracy against ``x``, the removed fraction as bars on a twin axis.
 
@@ -69,7 +88,7 @@ def plot_layer_grid(results: Mapping[str, SweepResult], title: str, ncols: int =
     ncols = max(1, min(ncols, len(results)))
     nrows = -(-len(results) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
-    for ax, (name, result) in zip(axes.flat, results.items()):
+    for ax, (name, result) in zip(axes.flat, results.items(), strict=False):
         legend = _sweep_panel(ax, np.linspace(0, 1, len(result.thresholds)), result)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("normalised threshold t̂", fontsize=8)
@@ -77,20 +96,20 @@ def plot_layer_grid(results: Mapping[str, SweepResult], title: str, ncols: int =
         fig.delaxes(ax)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.legend(*legend, loc="lower right", fontsize=8)
+    fig.legend(*legend, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8)
     return fig
 
 
 def plot_global_curves(results: Mapping[str, SweepResult], title: str) -> Figure:
     """Global sweeps, one subplot per filter: accuracies against the threshold ``α``, removed fraction as bars."""
     fig, axes = plt.subplots(1, len(results), figsize=(4.4 * len(results), 3.3), squeeze=False)
-    for ax, (kind, result) in zip(axes.flat, results.items()):
+    for ax, (kind, result) in zip(axes.flat, results.items(), strict=False):
         legend = _sweep_panel(ax, np.asarray(result.thresholds, dtype=float), result)
         ax.set_title(f"{kind}, all layers at once", fontsize=10)
         ax.set_xlabel("threshold α")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.legend(*legend, loc="lower right", fontsize=8)
+    fig.legend(*legend, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8)
     return fig
 
 
@@ -106,13 +125,15 @@ def plot_score_heatmaps(tables: Mapping[str, ScoresTable], title: str) -> Figure
         1, len(tables), figsize=((3.0 + 0.45 * n_epochs) * len(tables), 1.6 + 0.28 * n_layers), squeeze=False
     )
     cmap = plt.get_cmap("RdBu").with_extremes(bad="0.8")
-    for ax, table in zip(axes.flat, tables.values()):
+    for ax, table in zip(axes.flat, tables.values(), strict=False):
         finite = np.abs(table.values[np.isfinite(table.values)])
         limit = max(float(finite.max()) if finite.size else 0.0, 2 * table.tau, 1e-3)
         image = ax.imshow(np.ma.masked_invalid(table.values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
-        for i, row in enumerate(table.labels):
-            for j, lab in enumerate(row):
-                ax.text(j, i, "?" if lab == "undefined" else lab[0].upper(), ha="center", va="center", fontsize=7)
+        labels = table.labels
+        for (i, j), value in np.ndenumerate(table.values):
+            lab = labels[i][j]
+            ax.text(j, i, "?" if lab == "undefined" else lab[0].upper(), ha="center", va="center", fontsize=7,
+                    color="white" if abs(value) > 0.6 * limit else "black")
         ax.set_xticks(range(len(table.epochs)), [str(e) for e in table.epochs])
         ax.set_yticks(range(len(table.layers)), table.layers, fontsize=7)
         ax.set_xlabel("epoch")
@@ -139,4 +160,78 @@ def plot_retraining(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def _save_closed(fig: Figure, name: str, root: str | Path) -> Path:
+    path = save_figure(fig, name, root)
+    plt.close(fig)
+    return path
+
+
+def plot_study(
+    arch: str,
+    dataset: str,
+    tables: Sequence[ScoresTable],
+    *,
+    models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
+    plots_root: str | Path = paths.DEFAULT_PLOTS_ROOT,
+) -> list[Path]:
+    """Save (and close) the figures of a scored study; return their paths.
+
+    For each (filter, scope, attack) of ``tables``: the heatmaps of its three scores;
+    for the newest checkpoint of each initialisation, the local per-layer grid and the
+    global curves of every filter side by side.
+    """
+    from .sweep import load_results
+
+    arch_name, data_name = paths.arch_dir_name(arch), paths.dataset_dir_name(dataset)
+    groups: dict[tuple[str, str, str], dict[str, ScoresTable]] = {}
+    for table in tables:
+        groups.setdefault((table.kind, table.scope, table.attack), {})[table.score] = table
+    saved = []
+    global_curves: dict[tuple[str, int, int], dict[str, SweepResult]] = {}
+    for (kind, scope, attack), per_score in groups.items():
+        first = next(iter(per_score.values()))
+        name = paths.plot_name(arch_name, data_name, scope, kind, "scores", attack, first.baseline)
+        fig = plot_score_heatmaps(per_score, f"{arch_name} {data_name}: {kind} filter, {scope}, {attack}, "
+                                             f"baseline {first.baseline}")
+        saved.append(_save_closed(fig, name, plots_root))
+        units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
+        newest = {init: epoch for init, epoch in units}  # units are sorted, so the last epoch wins
+        for init, epoch in newest.items():
+            results = load_results(units[(init, epoch)])[1]
+            if scope == "global":
+                global_curves.setdefault((attack, init, epoch), {})[kind] = results["global"]
+                continue
+            fig = plot_layer_grid(results, f"{arch_name} {data_name} Init_{init} epoch {epoch}: local {kind} "
+                                           f"filter, {attack}")
+            name = paths.plot_name(arch_name, data_name, "local", kind, f"Init_{init}", f"{epoch}epochs", attack)
+            saved.append(_save_closed(fig, name, plots_root))
+    for (attack, init, epoch), by_kind in global_curves.items():
+        fig = plot_global_curves(by_kind, f"{arch_name} {data_name} Init_{init} epoch {epoch}: global filters, "
+                                          f"{attack}")
+        name = paths.plot_name(arch_name, data_name, "global", f"Init_{init}", f"{epoch}epochs", attack)
+        saved.append(_save_closed(fig, name, plots_root))
+    return saved
+
+
+def plot_tsne(sets: Mapping[str, tuple[Any, Any]], title: str, seed: int = 0) -> Figure:
+    """A 2-D t-SNE map (scikit-learn) of each set of ``(images, labels)``, points coloured by class.
+
+    Each set gets its own map, computed on the flattened pixels.
+    """
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 4.2), squeeze=False)
+    for ax, (name, (images, labels)) in zip(axes.flat, sets.items(), strict=True):
+        flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+        perplexity = min(30.0, (len(flat) - 1) / 3)
+        points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(flat)
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(labels), cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(scatter, ax=axes.ravel().tolist(), ticks=range(10), label="class", fraction=0.03)
+    fig.suptitle(title)
     return fig

@@ -5,6 +5,12 @@ A checkpoint is written at epoch 0, every ``save_every`` epochs and at the last
 epoch; it holds everything needed to resume bitwise: weights, optimiser state, the
 torch RNG state and the history so far. The shuffling order of epoch ``e`` depends
 only on the seed and ``e``, so a resumed run sees the same batches.
+
+Under ``torchrun`` with N processes, training uses DistributedDataParallel: each
+process takes every N-th example of the epoch's shuffled order in batches of
+``batch_size / N``, so the N batches of one step make one global batch of
+``batch_size`` (the optimiser sees the same batch size, learning rate and number of
+steps per epoch as a single process). Only rank 0 evaluates and writes files.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from . import paths
+from . import distributed, paths
 from .data import dataset_info, load_dataset, make_loader
 from .errors import CheckpointError, InvalidArgument
 from .evaluation import accuracy
@@ -73,56 +80,83 @@ def train(config: TrainConfig, resume: bool = True) -> dict[int, list[dict[str, 
     """Train ``config.inits`` initialisations; return each one's history, keyed by init.
 
     With ``resume`` (default) an initialisation continues from its newest checkpoint
-    and one already trained to ``config.epochs`` is skipped.
+    and one already trained to ``config.epochs`` is skipped. Under ``torchrun``, every
+    process calls it and gets the same histories (see the module docstring).
     """
     config.validate()
-    device = pick_device(config.device)
+    world = distributed.world_size()
+    if config.batch_size % world:
+        raise InvalidArgument(
+            f"batch size {config.batch_size} is the global batch, split evenly over the {world} processes: "
+            f"pass a multiple of {world}, e.g. --batch-size {-(-config.batch_size // world) * world}"
+        )
     train_loader_data = load_dataset(config.dataset, True, config.data_root, config.download)
     test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
-    return {
-        init: _train_init(config, init, device, train_loader_data, test_loader, resume)
-        for init in range(1, config.inits + 1)
-    }
+    with distributed.process_group(pick_device(config.device)) as device:
+        return {
+            init: _train_init(config, init, device, train_loader_data, test_loader, resume)
+            for init in range(1, config.inits + 1)
+        }
+
+
+def _epoch_loader(
+    train_data: Dataset, config: TrainConfig, seed: int, epoch: int, *, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """The training batches of ``epoch``: the fixed ``config.subset``, shuffled by a generator seeded
+    with ``(seed, epoch)``; with ``world_size`` > 1, process ``rank``'s every ``world_size``-th example
+    in batches of ``batch_size / world_size`` (a DistributedSampler seeded alike, at ``set_epoch(epoch)``)."""
+    order = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    loader = make_loader(train_data, config.batch_size, shuffle=True, subset=config.subset, seed=seed, generator=order)
+    if world_size == 1:
+        return loader
+    sampler = DistributedSampler(loader.dataset, world_size, rank, shuffle=True, seed=seed * 100_003)
+    sampler.set_epoch(epoch)
+    return DataLoader(loader.dataset, config.batch_size // world_size, sampler=sampler, generator=order,
+                      pin_memory=loader.pin_memory)
 
 
 def _train_init(config, init, device, train_data, test_loader, resume) -> list[dict[str, float]]:
     seed = init_seed(config.seed, init)
-    seed_everything(seed)
+    seed_everything(seed)  # on every rank alike: one initialisation, and RNG streams that stay equal
     model = build_model(config.arch, config.dataset).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: list[dict[str, float]] = []
     start = 0
-    existing = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
+    # every rank resumes from the checkpoints rank 0 finds
+    existing = distributed.on_main(
+        lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
+    )
     usable = [e for e in existing if e <= config.epochs]
     if usable:
         start = usable[-1]
-        ckpt = _read_checkpoint(existing[start], config.arch, config.dataset)
+        ckpt = distributed.on_all(lambda: _read_checkpoint(existing[start], config.arch, config.dataset))
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
-    if start == 0 and 0 not in existing:
+    if start == 0 and 0 not in existing and distributed.is_main():
         _save(config, init, seed, 0, model, optimizer, history)
     if start >= config.epochs:
         return history
+    net = distributed.wrap(model, device)
 
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = nn.CrossEntropyLoss()
     keep = save_epochs(config.epochs, config.save_every)
     for epoch in progress(range(start + 1, config.epochs + 1), f"Init_{init}", config.epochs - start, leave=True):
-        order = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        loader = make_loader(
-            train_data, config.batch_size, shuffle=True, subset=config.subset, seed=seed, generator=order
+        loader = _epoch_loader(
+            train_data, config, seed, epoch, rank=distributed.rank(), world_size=distributed.world_size()
         )
-        model.train()
+        net.train()
         tic = time.perf_counter()
         loss_sum = correct = seen = 0.0
-        for x, y in progress(loader, f"epoch {epoch}"):
-            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+        for images, targets in progress(loader, f"epoch {epoch}"):
+            x = images.to(device, non_blocking=True)
+            y = torch.as_tensor(targets).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=use_amp):
-                logits = model(x)
+                logits = net(x)
                 loss = loss_fn(logits, y)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -130,18 +164,21 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
+        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
+        # Rank 0 evaluates the model it saves (its BatchNorm statistics are those DDP gives the other ranks),
+        # with its CPU RNG forked so that the test loader's draw keeps its stream equal to the other ranks'.
+        with torch.random.fork_rng(devices=[], enabled=distributed.world_size() > 1):
+            test_acc, seconds = distributed.on_main(
+                lambda: (accuracy(model, test_loader), time.perf_counter() - tic)  # noqa: B023 (called at once)
+            )
         history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "test_acc": accuracy(model, test_loader),
-                "seconds": time.perf_counter() - tic,
-            }
+            {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "test_acc": test_acc,
+             "seconds": seconds}
         )
-        save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
-        if epoch in keep:
-            _save(config, init, seed, epoch, model, optimizer, history)
+        if distributed.is_main():
+            save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+            if epoch in keep:
+                _save(config, init, seed, epoch, model, optimizer, history)
     return history
 
 
@@ -168,7 +205,7 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
         "seed": seed,
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": torch.get_rng_state(),  # every rank's: seeded alike, they draw the same numbers
         "history": list(history),
         "config": asdict(config),
     }

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from robustness import paths
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.train import TrainConfig, load_checkpoint, train
-from robustness import paths
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ def test_train_writes_checkpoints_and_prints_a_table(tmp_path: Path, capsys: pyt
 def test_missing_dataset_is_one_line_of_error(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "robustness", "train", "--dataset", "cifar10", "--data-root", str(tmp_path / "none")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert run.returncode == 2
     assert run.stderr.startswith("error: cifar10 not found") and "--download" in run.stderr

@@ -30,8 +30,8 @@ def test_mnist_reads_idx_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     images = {s: rng.integers(0, 256, (n, 28, 28)) for s, n in (("train", 12), ("t10k", 5))}
     labels = {s: rng.integers(0, 10, len(images[s])) for s in images}
-    for split in images:
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images[split])
+    for split, pixels in images.items():
+        _write_idx(raw / f"{split}-images-idx3-ubyte", pixels)
         _write_idx(raw / f"{split}-labels-idx1-ubyte", labels[split])
     for train, split in ((True, "train"), (False, "t10k")):
         ds = load_dataset("mnist", train=train, root=tmp_path)
@@ -48,7 +48,8 @@ def test_cifar10_reads_python_batches(tmp_path: Path, monkeypatch: pytest.Monkey
     rng = np.random.default_rng(1)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batches[name] = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, 4).tolist()}
+        pixels = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+        batches[name] = {"data": pixels, "labels": rng.integers(0, 10, 4).tolist()}
         (folder / name).write_bytes(pickle.dumps(batches[name]))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustness import paths, train as train_module
+from robustness import paths
+from robustness import train as train_module
 from robustness.errors import CheckpointError, InvalidArgument
 from robustness.files import load_json
 from robustness.train import TrainConfig, load_checkpoint, train
@@ -59,7 +60,7 @@ def test_interrupted_training_resumes_bitwise(tmp_path: Path, monkeypatch: pytes
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in reference]
     a, _ = load_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 3, tmp_path / "a"))
     b, _ = load_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 3, tmp_path / "b"))
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
 
 

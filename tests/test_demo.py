@@ -1,0 +1,29 @@
+"""The main job in tiny settings: every step runs, and a rerun writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustness.demo import DemoSettings, run_demo
+
+
+def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = DemoSettings.smoke(models_root=str(tmp_path / "saved_models"), plots_root=str(tmp_path / "plots"))
+    first = run_demo(settings)
+    names = {Path(p).name for p in first["written"]}
+    assert "MnistCNN_MNIST5K_1epochs.ckpt" in names
+    assert {"Step_minmax", "Step_maxmin", "Pulse_minmax", "global_data", "reports", "retraining"} <= {
+        Path(p).parent.name for p in first["written"]
+    }
+    assert any(n.endswith("_tsne_linf.png") for n in names) and any("_scores_" in n for n in names)
+    assert 0 < first["attacks"]["eps"] < 1
+    assert set(first["defense"]) == {"preemptive/predicted", "preemptive/oracle", "test-time/predicted",
+                                     "test-time/oracle"}
+    assert [row["variant"] for row in first["retraining"]] == ["none", "robust+antifragile", "all", "fragile"]
+
+    second = run_demo(settings)
+    assert second["written"] == []
+    assert second["attacks"] == first["attacks"] and second["defense"] == first["defense"]
+    assert "everything was reused" in capsys.readouterr().out
