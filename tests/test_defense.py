@@ -1,0 +1,206 @@
+"""Defensive perturbation: label-free mode, budget, errors, the evaluation's rows, BPDA, saved data, CLI."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from robustness import paths
+from robustness.attacks import geometry
+from robustness.cli import main
+from robustness.defense import (
+    ATTACKED_ROWS,
+    ROWS,
+    Defense,
+    StraightThrough,
+    defend_splits,
+    defensive_perturbation,
+    evaluate_defense,
+    format_results,
+    load_defended,
+    save_defended,
+)
+from robustness.errors import DataNotFoundError, InvalidArgument
+
+SMALL = {"eps": 0.2, "alpha": 0.05, "steps": 3, "def_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = mnist5k_test
+    return x[:12], y[:12]
+
+
+def test_predicted_mode_never_reads_the_labels(trained_cnn, batch) -> None:
+    x, y = batch
+    runs = [
+        defensive_perturbation(trained_cnn, x, budget=0.2, y=labels, **SMALL)
+        for labels in (None, y, (y + 3) % 10, "not labels at all")
+    ]
+    assert all(torch.equal(runs[0], other) for other in runs[1:])
+    assert not torch.equal(runs[0], x)  # the defense did move the images
+
+
+@pytest.mark.parametrize(("norm", "attack", "budget"), [("linf", (0.2, 0.05), 0.03), ("l2", (2.0, 0.5), 0.4)])
+def test_budget_and_pixel_range_hold(trained_cnn, batch, norm: str, attack: tuple, budget: float) -> None:
+    x, _ = batch
+    eps, alpha = attack
+    x_def = defensive_perturbation(trained_cnn, x, norm=norm, eps=eps, alpha=alpha, steps=3, budget=budget,
+                                   def_steps=4, lr=0.1)
+    sizes = geometry(norm).size(x_def - x)
+    assert x_def.min() >= 0 and x_def.max() <= 1
+    assert sizes.max() <= budget * (1 + 1e-5)
+    # Adam's first steps move every pixel by ~lr, so the budget is the active constraint.
+    assert sizes.max() >= 0.9 * budget
+
+
+def test_unbounded_only_when_asked(trained_cnn, batch) -> None:
+    x, _ = batch
+    x_def = defensive_perturbation(trained_cnn, x, budget=math.inf, **SMALL)
+    assert geometry("linf").size(x_def - x).max() > 0.2
+    assert Defense(0.2, 0.05, 3, None).bound == math.inf
+    with pytest.raises(TypeError):
+        defensive_perturbation(trained_cnn, x, eps=0.2, alpha=0.05, steps=3)  # no default budget
+
+
+def test_oracle_mode_needs_and_uses_the_labels(trained_cnn, batch) -> None:
+    x, y = batch
+    with pytest.raises(InvalidArgument, match="pass y"):
+        defensive_perturbation(trained_cnn, x, budget=0.2, label="oracle", **SMALL)
+    true = defensive_perturbation(trained_cnn, x, budget=0.2, label="oracle", y=y, **SMALL)
+    wrong = defensive_perturbation(trained_cnn, x, budget=0.2, label="oracle", y=(y + 1) % 10, **SMALL)
+    assert not torch.equal(true, wrong)
+
+
+BAD = [
+    ({"norm": "l1"}, "unknown norm"),
+    ({"label": "truth"}, "unknown label mode"),
+    ({"eps": -0.1}, "eps"),
+    ({"alpha": -0.01}, "alpha"),
+    ({"steps": 0}, "steps"),
+    ({"steps": -3}, "steps"),
+    ({"budget": -1.0}, "budget"),
+    ({"budget": float("nan")}, "budget"),
+    ({"def_steps": -1}, "def_steps"),
+    ({"lr": 0.0}, "lr"),
+    ({"label": "oracle", "y": torch.zeros(3, dtype=torch.long)}, "one integer label per image"),
+    ({"label": "oracle", "y": torch.full((12,), 10)}, "labels must lie in"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD)
+def test_bad_arguments_raise_one_clear_error(trained_cnn, batch, change: dict, message: str) -> None:
+    x, _ = batch
+    kwargs = {"eps": 0.2, "alpha": 0.05, "steps": 2, "budget": 0.2, "def_steps": 1, **change}
+    with pytest.raises(InvalidArgument, match=message):
+        defensive_perturbation(trained_cnn, x, **kwargs)
+
+
+def test_bad_images_and_threats_raise(trained_cnn, batch) -> None:
+    x, y = batch
+    with pytest.raises(InvalidArgument, match=r"\[0, 1\]"):
+        defensive_perturbation(trained_cnn, x * 255, budget=0.2, **SMALL)
+    with pytest.raises(InvalidArgument, match="batch dimension"):
+        defensive_perturbation(trained_cnn, x[0], budget=0.2, **SMALL)
+    loader = DataLoader(TensorDataset(x, y), batch_size=6)
+    for change, message in (({"threat": "before"}, "unknown threat"), ({"eot_samples": 0}, "eot_samples")):
+        with pytest.raises(InvalidArgument, match=message):
+            evaluate_defense(trained_cnn, loader, budget=0.2, **SMALL, **change)
+
+
+def test_model_mode_and_flags_are_restored(trained_cnn, batch) -> None:
+    model = copy.deepcopy(trained_cnn).train()
+    model.fc1.weight.requires_grad_(False)
+    defensive_perturbation(model, batch[0], budget=0.2, **SMALL)
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == [n != "fc1.weight" for n, _ in model.named_parameters()]
+
+
+@pytest.mark.parametrize("label", ["predicted", "oracle"])
+def test_evaluation_rows_and_worst_case(trained_cnn, batch, label: str) -> None:
+    x, y = batch
+    result = evaluate_defense(trained_cnn, DataLoader(TensorDataset(x, y), batch_size=12), threat="preemptive",
+                              budget=0.2, label=label, restarts=1, **SMALL)
+    assert set(ROWS) <= set(result)
+    assert all(0 <= result[row] <= 1 for row in ROWS)
+    assert result["worst_case"] == min(result[row] for row in ATTACKED_ROWS)
+    assert result["adaptive"] <= result["defended_attacked"]
+    assert result["clean"] > result["attacked"]  # the attack does attack
+    assert (result["oracle"], result["budget"], result["examples"]) == (label == "oracle", 0.2, 12)
+    table = format_results({"preemptive/" + label: result})
+    assert ("[ORACLE]" in table) == (label == "oracle")
+
+
+def test_straight_through_runs_the_defense_forward_and_the_identity_backward(trained_cnn, batch) -> None:
+    x, y = batch
+    defense = Defense(0.2, 0.05, 2, 0.2, def_steps=2)
+    x_in = x.clone().requires_grad_(True)
+    logits = StraightThrough(trained_cnn, defense, seeds=(3,))(x_in)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x_in)
+
+    x_def = defense(trained_cnn, x, seed=3).requires_grad_(True)
+    expected_logits = trained_cnn(x_def)
+    (expected_grad,) = torch.autograd.grad(F.cross_entropy(expected_logits, y, reduction="sum"), x_def)
+    assert torch.allclose(logits, expected_logits, atol=1e-5)
+    assert torch.allclose(grad, expected_grad, atol=1e-6)
+
+
+def test_adaptive_attack_is_stronger_than_the_non_adaptive_one(trained_cnn, mnist5k_test) -> None:
+    # Preemptive: the defense was tuned against PGD from particular starts; fresh restarts
+    # break images the non-adaptive attack leaves correct.
+    x, y = mnist5k_test
+    loader = DataLoader(TensorDataset(x[:40], y[:40]), batch_size=40)
+    result = evaluate_defense(trained_cnn, loader, threat="preemptive", eps=0.2, alpha=0.02, steps=10, budget=0.2,
+                              def_steps=4, restarts=4)
+    assert result["adaptive"] < result["defended_attacked"]
+
+
+def test_test_time_rows(trained_cnn, batch) -> None:
+    # Test-time: the non-adaptive attack is made on the undefended model, so it is the transfer attack.
+    x, y = batch
+    loader = DataLoader(TensorDataset(x[:6], y[:6]), batch_size=6)
+    result = evaluate_defense(trained_cnn, loader, threat="test-time", budget=0.2, eps=0.2, alpha=0.1, steps=2,
+                              def_steps=1)
+    assert result["transfer"] == result["defended_attacked"]
+    assert result["adaptive"] <= result["defended_attacked"]
+    assert result["worst_case"] == min(result[row] for row in ATTACKED_ROWS)
+
+
+def test_saved_defended_data_reloads_equal(trained_cnn, batch, tmp_path) -> None:
+    x, y = batch
+    defense = Defense(0.2, 0.05, 2, 0.2, def_steps=1, label="oracle")
+    x_def = defense(trained_cnn, x, y)
+    path = save_defended(tmp_path / "valid.npz", x_def, y, defense)
+    images, labels = load_defended(path)
+    assert torch.equal(images, x_def) and torch.equal(labels, y)
+    with pytest.raises(DataNotFoundError, match="--save-data"):
+        load_defended(tmp_path / "missing.npz")
+
+    written = defend_splits(trained_cnn, defense, "mnist_cnn", "mnist5k", subset=5, models_root=tmp_path)
+    assert written == {split: paths.defense_data_path("mnist_cnn", "mnist5k", "linf", split, "oracle", tmp_path)
+                       for split in ("train", "valid")}
+    assert all(len(load_defended(p)[0]) == 5 for p in written.values())
+
+
+def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
+    status = main(["defend", "-p", "l2", "-k", "2", "-e", "1.5", "-a", "0.5", "--train-epochs", "1",
+                   "--def-steps", "2", "--subset", "10", "--threat", "preemptive", "--label", "oracle",
+                   "--restarts", "1", "--tsne", "--device", "cpu", "--models-root", str(tmp_path / "models"),
+                   "--plots-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "PGD-l2 eps 1.5" in out and "preemptive/oracle [ORACLE]" in out and "worst_case" in out
+    assert paths.list_checkpoints("mnist_cnn", "mnist5k", 1, tmp_path / "models")
+    assert len(list(tmp_path.glob("*tsne*oracle.png"))) == 1
+
+
+def test_cli_rejects_bad_numbers_before_training(tmp_path, capsys) -> None:
+    status = main(["defend", "-p", "linf", "-k", "20", "-e", "-0.2", "-a", "0.01", "--models-root", str(tmp_path)])
+    assert status == 2
+    assert capsys.readouterr().err.startswith("error: eps must be")
+    assert not any(tmp_path.iterdir())
