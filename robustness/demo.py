@@ -46,7 +46,7 @@ class DemoSettings:
     epochs: int = 2
     train_subset: int | None = None
     eval_subset: int = 200
-    thresholds: int = 7
+    thresholds: int = 5
     target_adv_acc: float = 0.5
     pgd_steps: int = 10
     defense_arch: str = "mnist_cnn"
