@@ -13,12 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read the process's umask: there is no call that reads it without setting it
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place on success.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. The file
+    gets the permissions a plain ``open(path, "w")`` would give it (``mkstemp`` makes it
+    private to its owner).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        tmp_path.chmod(0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
