@@ -1,12 +1,13 @@
 """Run-time helpers shared by every module: device choice, seeding, progress bars,
-and the eval-mode guard that attacks, sweeps and defenses run under (SPEC 1)."""
+the eval-mode guard that attacks, sweeps and defenses run under (SPEC 1), and the
+opt-in speed options (bf16 autocast, channels-last memory format)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from .errors import InvalidArgument
 
 T = TypeVar("T")
+Precision = Literal["fp32", "bf16"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -78,3 +80,28 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without any)."""
     return next(model.parameters(), torch.empty(0)).device
+
+
+def check_precision(precision: str) -> Precision:
+    """``precision`` if it is one of :data:`Precision`; else :class:`InvalidArgument`."""
+    if precision not in get_args(Precision):
+        raise InvalidArgument(f"unknown precision {precision!r}: use 'fp32' or 'bf16'")
+    return precision  # type: ignore[return-value]
+
+
+@contextmanager
+def autocast(device: torch.device, precision: Precision = "fp32") -> Iterator[None]:
+    """Run the body in ``precision``: ``"fp32"`` as is, or ``"bf16"`` under ``torch.autocast``
+    (convolutions and matrix products in bfloat16; losses, softmax and input gradients in fp32).
+
+    bf16 pays off on GPUs with bfloat16 tensor cores (A100, H100); on a CPU it is usually slower.
+    """
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
+        yield
+
+
+def channels_last(model: nn.Module, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Switch ``model`` to the channels-last memory format in place (faster convolutions on
+    tensor-core GPUs) and return ``images`` in the same format; values are unchanged."""
+    model.to(memory_format=torch.channels_last)
+    return tuple(x.contiguous(memory_format=torch.channels_last) for x in images)

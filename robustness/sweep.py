@@ -36,7 +36,16 @@ from .errors import CheckpointError, InvalidArgument
 from .files import load_json, save_json
 from .filters import KINDS, AlphaRange, canonical_kind, filter_mask, global_range, half_width, thresholds, weight_range
 from .models import build_model, filterable_layers
-from .runtime import frozen_eval, model_device, pick_device, progress
+from .runtime import (
+    Precision,
+    autocast,
+    channels_last,
+    check_precision,
+    frozen_eval,
+    model_device,
+    pick_device,
+    progress,
+)
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 EvalData = DataLoader | tuple[Tensor, Tensor]
@@ -251,7 +260,9 @@ class StudyConfig:
     checkpoint found under ``models_root``. ``calibrate_eps`` (a target adversarial
     accuracy) replaces the attack's eps by the one that calibrates the newest selected
     checkpoint of the first initialisation to it. ``subset`` picks a fixed, seeded
-    part of the test split as evaluation set.
+    part of the test split as evaluation set. ``precision="bf16"`` (autocast, recorded
+    in the result files) and ``channels_last`` are GPU speed options
+    (:func:`runtime.autocast`, :func:`runtime.channels_last`).
     """
 
     attack: Any
@@ -268,6 +279,8 @@ class StudyConfig:
     seed: int = 0
     calibrate_eps: float | None = None
     batch_size: int = DEFAULT_BATCH
+    precision: Precision = "fp32"
+    channels_last: bool = False
     models_root: str = "saved_models"
     data_root: str = "Dataset"
     device: str = "auto"
@@ -287,6 +300,7 @@ class StudyConfig:
             raise InvalidArgument(f"a sweep needs at least 2 thresholds, got {self.thresholds}")
         if self.batch_size < 1:
             raise InvalidArgument(f"batch_size must be at least 1, got {self.batch_size}")
+        check_precision(self.precision)
         if self.calibrate_eps is not None and not 0 <= self.calibrate_eps <= 1:
             raise InvalidArgument(f"calibrate_eps is a target accuracy in [0, 1], got {self.calibrate_eps}")
         kinds = tuple(dict.fromkeys(canonical_kind(k) for k in self.kinds))
@@ -363,7 +377,7 @@ def _meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
         "arch": config.arch, "dataset": config.dataset, "init": unit.init, "epoch": unit.epoch,
         "kind": unit.kind, "scope": unit.scope, "attack": config.attack.tag, "eps": config.attack.eps,
         "calibrate_eps": config.calibrate_eps, "thresholds": config.thresholds, "subset": config.subset,
-        "seed": config.seed,
+        "seed": config.seed, "precision": config.precision,
     }
     if unit.scope == "global":
         meta["alpha_range"] = config.alpha_range if config.alpha_range == "auto" else list(config.alpha_range)
@@ -396,7 +410,18 @@ def _evaluation_loader(config: StudyConfig) -> DataLoader:
 
 def evaluation_set(config: StudyConfig, device: torch.device) -> tuple[Tensor, Tensor]:
     """The study's evaluation images and labels on ``device``, loaded once for every checkpoint."""
-    return _tensors(_evaluation_loader(config), device)
+    x, y = _tensors(_evaluation_loader(config), device)
+    return (x.contiguous(memory_format=torch.channels_last) if config.channels_last else x), y
+
+
+def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Module:
+    """The checkpoint at ``path`` on ``device``, in channels-last format when the study asks for it."""
+    from .train import load_checkpoint  # noqa: PLC0415 (train imports evaluation; keep this module light)
+
+    model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
+    if config.channels_last:
+        channels_last(model)
+    return model
 
 
 def run_unit(
@@ -421,8 +446,6 @@ def run_units(config: StudyConfig, units: Sequence[Unit], data: tuple[Tensor, Te
     ``units`` may be any part of :func:`plan_units` (e.g. one rank's share): a unit
     only ever writes its own file. ``data`` is :func:`evaluation_set`, when loaded.
     """
-    from .train import load_checkpoint  # noqa: PLC0415 (train imports evaluation; keep this module light)
-
     config = config.validate()
     device = pick_device(config.device)
     found = checkpoints(config)
@@ -432,8 +455,8 @@ def run_units(config: StudyConfig, units: Sequence[Unit], data: tuple[Tensor, Te
             continue
         if data is None:
             data = evaluation_set(config, device)
-        model, _ = load_checkpoint(found[init, epoch], config.arch, config.dataset, map_location=device)
-        with frozen_eval(model):
+        model = load_model(config, found[init, epoch], device)
+        with frozen_eval(model), autocast(device, config.precision):
             reference = evaluate(model, *data, config.attack, config.batch_size)
             for unit in progress(todo, f"Init_{init} epoch {epoch}"):
                 run_unit(config, unit, model, data, reference)
@@ -472,14 +495,16 @@ def calibrated(config: StudyConfig) -> StudyConfig:
     if config.calibrate_eps is None:
         return config
     from .evaluation import calibrate_eps  # noqa: PLC0415
-    from .train import load_checkpoint  # noqa: PLC0415
 
     found = checkpoints(config)
     first = min(init for init, _ in found)
     newest = max(epoch for init, epoch in found if init == first)
     device = pick_device(config.device)
-    model, _ = load_checkpoint(found[first, newest], config.arch, config.dataset, map_location=device)
-    eps = calibrate_eps(model, _evaluation_loader(config), config.calibrate_eps, partial(_with_eps, config.attack))
+    model = load_model(config, found[first, newest], device)
+    with autocast(device, config.precision):
+        eps = calibrate_eps(
+            model, _evaluation_loader(config), config.calibrate_eps, partial(_with_eps, config.attack)
+        )
     return replace(config, attack=_with_eps(config.attack, eps))
 
 

@@ -90,6 +90,11 @@ def test_attack_command(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--attack", "pgd", "-p", "l2", "-k", "2", "-e", "1.0", "-a", "0.5"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["init", "epoch", "attack", "clean_acc", "robust_acc", "success_rate", "mean_norm",
-                              "max_norm", "n"]
-    assert row.split()[:3] == ["1", "0", "pgd-l2_eps1_a0.5_k2"] and row.split()[-1] == "40"
+    assert header.split() == ["init", "epoch", "attack", "precision", "clean_acc", "robust_acc", "success_rate",
+                              "mean_norm", "max_norm", "n"]
+    assert row.split()[:4] == ["1", "0", "pgd-l2_eps1_a0.5_k2", "fp32"] and row.split()[-1] == "40"
+    assert main([*common, "--attack", "pgd", "-k", "2", "--precision", "bf16", "--channels-last"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[3] == "bf16"
+    with pytest.raises(SystemExit, match="2"):
+        main([*common, "--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
