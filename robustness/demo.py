@@ -2,24 +2,21 @@
 
 Train ResNet-18 (2 initialisations), calibrate FGSM eps to a target adversarial
 accuracy, evaluate FGSM and PGD, sweep all three filters locally and globally over
-the checkpoints, score and plot the layers, evaluate the defensive perturbation
-(both threat models, predicted and oracle labels) with t-SNE plots, and compare
-selective retraining. Every step reuses what an earlier run wrote, so a rerun (or a
-run after an interruption) only does what is missing.
+the last checkpoint of each initialisation, score and plot the layers, evaluate the
+defensive perturbation (both threat models, predicted and oracle labels) with t-SNE
+plots, and compare selective retraining. Every step reuses what an earlier run
+wrote, so a rerun (or a run after an interruption) only does what is missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
 
 from . import paths
 from .attacks import FGSM, PGD
@@ -27,7 +24,7 @@ from .data import load_dataset, loader_to_tensors, make_loader
 from .defense import Defense, defense_table, format_results, load_or_train, tsne_figure
 from .evaluation import calibrate_eps, evaluate
 from .files import load_json, save_json
-from .plots import plot_learning_curves, plot_study, save_figure
+from .plots import draw_and_save, plot_learning_curves, plot_study
 from .report import format_table
 from .retrain import run_comparison
 from .runtime import pick_device
@@ -45,17 +42,17 @@ class DemoSettings:
     inits: int = 2
     epochs: int = 2
     train_subset: int | None = None
-    eval_subset: int = 200
+    eval_subset: int = 100
     thresholds: int = 5
     target_adv_acc: float = 0.5
     pgd_steps: int = 10
     defense_arch: str = "mnist_cnn"
     defense_epochs: int = 3
-    defense_subset: int = 100
+    defense_subset: int = 50
     defense_eps: float = 0.2
-    defense_alpha: float = 0.01
-    defense_steps: int = 10
-    def_steps: int = 20
+    defense_alpha: float = 0.05
+    defense_steps: int = 5
+    def_steps: int = 5
     retrain_subset: int = 1000
     seed: int = 0
     device: str = "auto"
@@ -94,14 +91,6 @@ def _cached(path: Path, settings: dict[str, Any], compute) -> Any:
     return result
 
 
-def _figure_once(name: str, plots_root: str, draw: Callable[[], Figure]) -> None:
-    """Draw and save figure ``name`` unless an earlier run saved it."""
-    if not paths.plot_path(name, plots_root).is_file():
-        fig = draw()
-        save_figure(fig, name, plots_root)
-        plt.close(fig)
-
-
 def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
     """Run every step of the study; print a summary; return the numbers and the files written."""
     s = settings
@@ -114,8 +103,10 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
     with _step(1, f"training {s.inits} initialisations of {s.arch} on {s.dataset} for {s.epochs} epochs"):
         histories = train(TrainConfig(arch=s.arch, dataset=s.dataset, inits=s.inits, epochs=s.epochs,
                                       subset=s.train_subset, **common))
-        _figure_once(paths.plot_name(arch_name, data_name, "learning_curves"), s.plots_root,
-                     lambda: plot_learning_curves(histories, f"{arch_name} on {data_name}"))
+        draw_and_save(lambda: plot_learning_curves(histories, f"{arch_name} on {data_name}"),
+                      paths.plot_name(arch_name, data_name, "learning_curves"), s.plots_root,
+                      keep_if_newer_than=[paths.history_path(s.arch, s.dataset, i, s.models_root)
+                                          for i in range(1, s.inits + 1)])
 
     with _step(2, f"calibrating FGSM eps to {s.target_adv_acc:.0%} adversarial accuracy; FGSM and PGD evaluation"):
         model, _ = load_checkpoint(paths.checkpoint_path(s.arch, s.dataset, 1, s.epochs, s.models_root),
@@ -131,22 +122,24 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
                           _settings(s, "epochs", "eval_subset", "target_adv_acc", "pgd_steps", "seed"), attack_table)
         fgsm = FGSM(attacks["eps"])
 
-    with _step(3, f"synaptic filtering: 3 filters, local and global, {s.thresholds} thresholds, "
-                  f"{s.inits * s.epochs} checkpoints, {s.eval_subset} test images"):
+    with _step(3, f"synaptic filtering: 3 filters, local and global, {s.thresholds} thresholds, the epoch-{s.epochs} "
+                  f"checkpoint of each initialisation, {s.eval_subset} test images"):
+        # Channels-last: the same accuracies, and about 1.5x faster input gradients on a CPU too.
         run_study(StudyConfig(attack=fgsm, arch=s.arch, dataset=s.dataset, inits=tuple(range(1, s.inits + 1)),
-                              epochs=tuple(range(1, s.epochs + 1)), thresholds=s.thresholds, subset=s.eval_subset,
+                              epochs=(s.epochs,), thresholds=s.thresholds, subset=s.eval_subset, channels_last=True,
                               **common))
 
     with _step(4, "filtering scores and plots"):
         tables = score_study(s.arch, s.dataset, root=s.models_root, attack=fgsm.tag)
-        plot_study(s.arch, s.dataset, tables, models_root=s.models_root, plots_root=s.plots_root)
+        plot_study(s.arch, s.dataset, tables, models_root=s.models_root, plots_root=s.plots_root, redraw=False)
 
     with _step(5, f"defensive perturbation ({s.defense_arch}, PGD-linf eps {s.defense_eps}, "
                   f"{s.defense_subset} test images)"):
         defense_model = load_or_train(s.defense_arch, s.dataset, epochs=s.defense_epochs, **common)
         defense_loader = make_loader(test_split, 100, subset=s.defense_subset, seed=s.seed)
+        report = paths.report_path(s.defense_arch, s.dataset, "demo_defense", s.models_root)
         defense = _cached(
-            paths.report_path(s.defense_arch, s.dataset, "demo_defense", s.models_root),
+            report,
             _settings(s, *(k for k in asdict(s) if k.startswith("def")), "seed"),
             lambda: defense_table(defense_model, defense_loader, norm="linf", eps=s.defense_eps,
                                   alpha=s.defense_alpha, steps=s.defense_steps, budget=s.defense_eps,
@@ -154,11 +147,12 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         )
         x, y = loader_to_tensors(defense_loader)
         predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.def_steps)
-        _figure_once(paths.plot_name(paths.arch_dir_name(s.defense_arch), data_name, "tsne", "linf"), s.plots_root,
-                     lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed))
+        draw_and_save(lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed),
+                      paths.plot_name(paths.arch_dir_name(s.defense_arch), data_name, "tsne", "linf"), s.plots_root,
+                      keep_if_newer_than=[report])
 
-    with _step(6, "selective retraining of robust + antifragile layers (adversarial high-pass scores)"):
-        retraining, _ = run_comparison(s.arch, s.dataset, 1, s.epochs, kind="highpass", score="adversarial",
+    with _step(6, "selective retraining of robust + antifragile layers (high-pass difference scores)"):
+        retraining, _ = run_comparison(s.arch, s.dataset, 1, s.epochs, kind="highpass", score="difference",
                                        attack_tag=fgsm.tag, subset=s.retrain_subset, test_subset=s.eval_subset,
                                        plots_root=s.plots_root, **common)
 
@@ -185,8 +179,10 @@ def _print_summary(
             print(format_table(table.rows()))
     print("\n== defensive perturbation ==")
     print(format_results(defense))
-    print("\n== selective retraining ==")
-    print(format_table(retraining))
+    print("\n== selective retraining (Init_1) ==")
+    print(format_table([{k: v for k, v in row.items() if k != "layers"} for row in retraining]))
+    selected = next(row["layers"] for row in retraining if row["variant"] == "robust+antifragile")
+    print(f"robust+antifragile layers: {', '.join(selected) or '(none)'}")
     print(f"\n{len(written)} files written in {seconds:.0f} s" + (":" if written else " (everything was reused)"))
     for path in written:
         print(f"  {path}")

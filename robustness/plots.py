@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from . import paths
+from .files import atomic_path
 
 if TYPE_CHECKING:
     from .scores import ScoresTable
@@ -19,9 +21,29 @@ if TYPE_CHECKING:
 
 
 def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT) -> Path:
-    """Save ``fig`` as ``plots/<name>.png`` (150 dpi) and return the path; the figure stays open."""
+    """Save ``fig`` as ``plots/<name>.png`` (150 dpi, atomically) and return the path; the figure stays open."""
     path = paths.plot_path(name, root)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    return path
+
+
+def draw_and_save(
+    draw: Callable[[], Figure], name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT, *,
+    keep_if_newer_than: Iterable[str | Path] | None = None,
+) -> Path:
+    """Draw a figure with ``draw()``, save it as ``name`` and close it; return its path.
+
+    With ``keep_if_newer_than``, an existing PNG newer than every one of those files is
+    kept and nothing is drawn (as ``make`` decides).
+    """
+    path = paths.plot_path(name, root)
+    if keep_if_newer_than is not None and path.is_file():
+        if all(Path(f).stat().st_mtime_ns <= path.stat().st_mtime_ns for f in keep_if_newer_than):
+            return path
+    fig = draw()
+    save_figure(fig, name, root)
+    plt.close(fig)
     return path
 
 
@@ -163,12 +185,6 @@ def plot_retraining(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
     return fig
 
 
-def _save_closed(fig: Figure, name: str, root: str | Path) -> Path:
-    path = save_figure(fig, name, root)
-    plt.close(fig)
-    return path
-
-
 def plot_study(
     arch: str,
     dataset: str,
@@ -176,43 +192,48 @@ def plot_study(
     *,
     models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
     plots_root: str | Path = paths.DEFAULT_PLOTS_ROOT,
+    redraw: bool = True,
 ) -> list[Path]:
     """Save (and close) the figures of a scored study; return their paths.
 
     For each (filter, scope, attack) of ``tables``: the heatmaps of its three scores;
     for the newest checkpoint of each initialisation, the local per-layer grid and the
-    global curves of every filter side by side.
+    global curves of every filter side by side. ``redraw=False`` keeps a figure that is
+    newer than the result files it shows (right only while ``tables`` were scored with the
+    same options as when it was drawn).
     """
     from .sweep import load_results
 
     arch_name, data_name = paths.arch_dir_name(arch), paths.dataset_dir_name(dataset)
+
+    def save(draw: Callable[[], Figure], name: str, inputs: Iterable[Path]) -> Path:
+        return draw_and_save(draw, name, plots_root, keep_if_newer_than=None if redraw else list(inputs))
+
     groups: dict[tuple[str, str, str], dict[str, ScoresTable]] = {}
     for table in tables:
         groups.setdefault((table.kind, table.scope, table.attack), {})[table.score] = table
     saved = []
-    global_curves: dict[tuple[str, int, int], dict[str, SweepResult]] = {}
+    global_curves: dict[tuple[str, int, int], dict[str, tuple[Path, SweepResult]]] = {}
     for (kind, scope, attack), per_score in groups.items():
         first = next(iter(per_score.values()))
-        name = paths.plot_name(arch_name, data_name, scope, kind, "scores", attack, first.baseline)
-        fig = plot_score_heatmaps(per_score, f"{arch_name} {data_name}: {kind} filter, {scope}, {attack}, "
-                                             f"baseline {first.baseline}")
-        saved.append(_save_closed(fig, name, plots_root))
         units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
-        newest = {init: epoch for init, epoch in units}  # units are sorted, so the last epoch wins
-        for init, epoch in newest.items():
-            results = load_results(units[(init, epoch)])[1]
+        name = paths.plot_name(arch_name, data_name, scope, kind, "scores", attack, first.baseline)
+        title = f"{arch_name} {data_name}: {kind} filter, {scope}, {attack}, baseline {first.baseline}"
+        saved.append(save(partial(plot_score_heatmaps, per_score, title), name, units.values()))
+        newest = {init: (epoch, units[init, epoch]) for init, epoch in units}  # units are sorted: the last wins
+        for init, (epoch, path) in newest.items():
+            results = load_results(path)[1]
             if scope == "global":
-                global_curves.setdefault((attack, init, epoch), {})[kind] = results["global"]
+                global_curves.setdefault((attack, init, epoch), {})[kind] = (path, results["global"])
                 continue
-            fig = plot_layer_grid(results, f"{arch_name} {data_name} Init_{init} epoch {epoch}: local {kind} "
-                                           f"filter, {attack}")
             name = paths.plot_name(arch_name, data_name, "local", kind, f"Init_{init}", f"{epoch}epochs", attack)
-            saved.append(_save_closed(fig, name, plots_root))
+            title = f"{arch_name} {data_name} Init_{init} epoch {epoch}: local {kind} filter, {attack}"
+            saved.append(save(partial(plot_layer_grid, results, title), name, [path]))
     for (attack, init, epoch), by_kind in global_curves.items():
-        fig = plot_global_curves(by_kind, f"{arch_name} {data_name} Init_{init} epoch {epoch}: global filters, "
-                                          f"{attack}")
         name = paths.plot_name(arch_name, data_name, "global", f"Init_{init}", f"{epoch}epochs", attack)
-        saved.append(_save_closed(fig, name, plots_root))
+        title = f"{arch_name} {data_name} Init_{init} epoch {epoch}: global filters, {attack}"
+        curves = {kind: result for kind, (_, result) in by_kind.items()}
+        saved.append(save(partial(plot_global_curves, curves, title), name, [path for path, _ in by_kind.values()]))
     return saved
 
 

@@ -29,8 +29,3 @@ def trained_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     """``mnist_cnn`` after 2 epochs on mnist5k (about 95% test accuracy), in eval mode."""
     return _trained(tmp_path_factory, "mnist_cnn", 2)
 
-
-@pytest.fixture(scope="session")
-def trained_resnet18(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
-    """ResNet-18 after 1 epoch on mnist5k, in eval mode."""
-    return _trained(tmp_path_factory, "resnet18", 1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from robustness.plots import (
+    draw_and_save,
     plot_global_curves,
     plot_layer_grid,
     plot_retraining,
@@ -46,3 +48,22 @@ def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
         assert _is_png(save_figure(fig, f"figure_{i}", tmp_path))
         plt.close(fig)
     assert set(plt.get_fignums()) == before
+
+
+def test_draw_and_save_keeps_a_figure_newer_than_its_inputs(tmp_path) -> None:
+    inputs = tmp_path / "result.json"
+    inputs.write_text("{}")
+    drawn = []
+
+    def draw():
+        drawn.append(1)
+        return plot_global_curves({"highpass": _sweep(None)}, "global")
+
+    path = draw_and_save(draw, "curves", tmp_path, keep_if_newer_than=[inputs])
+    assert _is_png(path) and len(drawn) == 1 and not list(tmp_path.glob(".*.tmp"))
+    assert draw_and_save(draw, "curves", tmp_path, keep_if_newer_than=[inputs]) == path and len(drawn) == 1
+    later = path.stat().st_mtime_ns + 10**9
+    os.utime(inputs, ns=(later, later))  # the results changed after the figure was drawn
+    draw_and_save(draw, "curves", tmp_path, keep_if_newer_than=[inputs])
+    draw_and_save(draw, "curves", tmp_path)  # no inputs given: always drawn
+    assert len(drawn) == 3
