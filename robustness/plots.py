@@ -39,7 +39,8 @@ def draw_and_save(
     """
     path = paths.plot_path(name, root)
     if keep_if_newer_than is not None and path.is_file():
-        if all(Path(f).stat().st_mtime_ns <= path.stat().st_mtime_ns for f in keep_if_newer_than):
+        drawn = path.stat().st_mtime_ns
+        if all(Path(f).stat().st_mtime_ns <= drawn for f in keep_if_newer_than):
             return path
     fig = draw()
     save_figure(fig, name, root)
@@ -207,13 +208,13 @@ def plot_study(
     arch_name, data_name = paths.arch_dir_name(arch), paths.dataset_dir_name(dataset)
 
     def save(draw: Callable[[], Figure], name: str, inputs: Iterable[Path]) -> Path:
-        return draw_and_save(draw, name, plots_root, keep_if_newer_than=None if redraw else list(inputs))
+        return draw_and_save(draw, name, plots_root, keep_if_newer_than=None if redraw else inputs)
 
     groups: dict[tuple[str, str, str], dict[str, ScoresTable]] = {}
     for table in tables:
         groups.setdefault((table.kind, table.scope, table.attack), {})[table.score] = table
     saved = []
-    global_curves: dict[tuple[str, int, int], dict[str, tuple[Path, SweepResult]]] = {}
+    global_curves: dict[tuple[str, int, int], dict[str, Path]] = {}
     for (kind, scope, attack), per_score in groups.items():
         first = next(iter(per_score.values()))
         units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
@@ -222,18 +223,17 @@ def plot_study(
         saved.append(save(partial(plot_score_heatmaps, per_score, title), name, units.values()))
         newest = {init: (epoch, units[init, epoch]) for init, epoch in units}  # units are sorted: the last wins
         for init, (epoch, path) in newest.items():
-            results = load_results(path)[1]
             if scope == "global":
-                global_curves.setdefault((attack, init, epoch), {})[kind] = (path, results["global"])
+                global_curves.setdefault((attack, init, epoch), {})[kind] = path
                 continue
             name = paths.plot_name(arch_name, data_name, "local", kind, f"Init_{init}", f"{epoch}epochs", attack)
             title = f"{arch_name} {data_name} Init_{init} epoch {epoch}: local {kind} filter, {attack}"
-            saved.append(save(partial(plot_layer_grid, results, title), name, [path]))
-    for (attack, init, epoch), by_kind in global_curves.items():
+            saved.append(save(partial(plot_layer_grid, load_results(path)[1], title), name, [path]))
+    for (attack, init, epoch), files in global_curves.items():
         name = paths.plot_name(arch_name, data_name, "global", f"Init_{init}", f"{epoch}epochs", attack)
         title = f"{arch_name} {data_name} Init_{init} epoch {epoch}: global filters, {attack}"
-        curves = {kind: result for kind, (_, result) in by_kind.items()}
-        saved.append(save(partial(plot_global_curves, curves, title), name, [path for path, _ in by_kind.values()]))
+        curves = {kind: load_results(path)[1]["global"] for kind, path in files.items()}
+        saved.append(save(partial(plot_global_curves, curves, title), name, files.values()))
     return saved
 
 
