@@ -16,6 +16,7 @@ steps per epoch as a single process). Only rank 0 evaluates and writes files.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,12 @@ class TrainConfig:
                 raise InvalidArgument(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise InvalidArgument(f"lr must be positive, got {self.lr}")
+
+
+def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` trains with (Adam at ``config.lr``); selective retraining rebuilds it
+    over fewer parameters and restores its state from a checkpoint."""
+    return torch.optim.Adam(params, lr=config.lr)
 
 
 def init_seed(seed: int, init: int) -> int:
@@ -119,7 +126,7 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     seed = init_seed(config.seed, init)
     seed_everything(seed)  # on every rank alike: one initialisation, and RNG streams that stay equal
     model = build_model(config.arch, config.dataset).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = build_optimizer(model.parameters(), config)
     history: list[dict[str, float]] = []
     start = 0
     # every rank resumes from the checkpoints rank 0 finds
