@@ -136,7 +136,7 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     usable = [e for e in existing if e <= config.epochs]
     if usable:
         start = usable[-1]
-        ckpt = distributed.on_all(lambda: _read_checkpoint(existing[start], config.arch, config.dataset))
+        ckpt = distributed.on_all(lambda: read_checkpoint(existing[start], config.arch, config.dataset))
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"])
@@ -221,7 +221,11 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
     return save_torch(ckpt, path)
 
 
-def _read_checkpoint(path: str | Path, arch: str | None, dataset: str | None, map_location="cpu") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, arch: str | None = None, dataset: str | None = None, map_location="cpu"
+) -> dict[str, Any]:
+    """The whole checkpoint dict (weights, optimiser state, RNG, history, config), checked like
+    :func:`load_checkpoint`; for what needs more than the model, e.g. resuming or retraining."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train one first (python -m robustness train ...)")
@@ -251,7 +255,7 @@ def load_checkpoint(
     ``arch``/``dataset``, when given, must match the checkpoint's. A missing,
     corrupt or foreign file raises :class:`CheckpointError` naming it.
     """
-    ckpt = _read_checkpoint(path, arch, dataset, map_location)
+    ckpt = read_checkpoint(path, arch, dataset, map_location)
     model = build_model(ckpt["arch"], ckpt["dataset"])
     model.load_state_dict(ckpt["state_dict"])
     model.to(map_location).eval()
