@@ -38,7 +38,7 @@ from .sweep import SweepResult, load_results
 
 Score = Literal["clean", "adversarial", "difference"]
 Baseline = Literal["unfiltered", "density"]
-Label = Literal["fragile", "robust", "antifragile", "undefined"]
+Label = Literal["fragile", "robust", "antifragile", "uncertain", "undefined"]
 
 SCORES: tuple[Score, ...] = ("clean", "adversarial", "difference")
 BASELINES: tuple[Baseline, ...] = ("unfiltered", "density")
@@ -123,6 +123,26 @@ def layer_scores(
     This per-checkpoint scores table is what :func:`robustness.retrain.select_layers` reads.
     """
     return {name: filtering_scores(result, baseline, tau, floor) for name, result in results.items()}
+
+
+def consensus_labels(
+    per_init: Mapping[int, Mapping[str, Mapping[str, Any]]], score: Score
+) -> dict[str, Label]:
+    """One label per layer over initialisations: the label every initialisation gives it, else ``uncertain``.
+
+    ``per_init[init][layer]`` is a :func:`filtering_scores` dict (e.g. :func:`layer_scores` of each
+    initialisation's sweeps of one checkpoint epoch). A layer missing from some initialisation is uncertain.
+    """
+    if score not in SCORES:
+        raise InvalidArgument(f"unknown score {score!r}: choose one of {', '.join(SCORES)}")
+    if not per_init:
+        raise InvalidArgument("no initialisation's scores to aggregate: run the filter command first")
+    layers = list(dict.fromkeys(name for per_layer in per_init.values() for name in per_layer))
+    out: dict[str, Label] = {}
+    for name in layers:
+        found = {per_layer[name]["labels"][score] if name in per_layer else None for per_layer in per_init.values()}
+        out[name] = found.pop() if len(found) == 1 and None not in found else "uncertain"
+    return out
 
 
 @dataclass

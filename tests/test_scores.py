@@ -11,7 +11,15 @@ from robustness import paths
 from robustness.cli import main
 from robustness.errors import DataNotFoundError, InvalidArgument
 from robustness.files import save_json
-from robustness.scores import build_tables, filtering_scores, label, read_table, save_table, score_study
+from robustness.scores import (
+    build_tables,
+    consensus_labels,
+    filtering_scores,
+    label,
+    read_table,
+    save_table,
+    score_study,
+)
 from robustness.sweep import SweepResult
 
 
@@ -175,3 +183,13 @@ def test_scores_command_prints_labelled_tables_and_writes_csv_and_plots(tmp_path
         "MnistCNN_MNIST5K_local_highpass_scores_fgsm_eps0.1_unfiltered.png",
         "MnistCNN_MNIST5K_local_highpass_Init_1_2epochs_fgsm_eps0.1.png",
     }
+
+
+def test_consensus_labels_keep_only_what_every_initialisation_says() -> None:
+    def scored(**labels: str) -> dict:
+        return {layer: {"labels": {"difference": lab}} for layer, lab in labels.items()}
+
+    per_init = {1: scored(a="robust", b="fragile", c="antifragile"), 2: scored(a="robust", b="robust")}
+    assert consensus_labels(per_init, "difference") == {"a": "robust", "b": "uncertain", "c": "uncertain"}
+    with pytest.raises(InvalidArgument, match="unknown score"):
+        consensus_labels(per_init, "adv")
