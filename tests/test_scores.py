@@ -10,7 +10,6 @@ import pytest
 from robustness import paths
 from robustness.cli import main
 from robustness.errors import DataNotFoundError, InvalidArgument
-from robustness.files import save_json
 from robustness.scores import (
     build_tables,
     consensus_labels,
@@ -20,7 +19,7 @@ from robustness.scores import (
     save_table,
     score_study,
 )
-from robustness.sweep import SweepResult
+from robustness.sweep import SweepResult, save_results
 
 
 def sweep(clean_rel, adv_rel, removed_fraction, *, ref_clean=0.8, ref_adv=0.4, layer="conv1", kind="highpass"):
@@ -140,11 +139,10 @@ def _write_study(root) -> None:
     t = np.linspace(0, 1, 5)
     for epoch, slope in ((1, 1.0), (2, 0.0)):
         meta = {"init": 1, "epoch": epoch, "kind": "highpass", "attack": "fgsm_eps0.1", "eps": 0.1}
-        local = [sweep(1 - slope * t, np.ones(5), t, layer=name).to_dict() for name in ("conv1", "fc")]
-        save_json({"meta": {**meta, "scope": "local"}, "results": local},
-                  paths.sweep_result_path("mnist_cnn", "mnist5k", 1, epoch, "highpass", "local", "fgsm_eps0.1", root))
-        save_json({"meta": {**meta, "scope": "global"}, "results": [sweep(1 - t, 1 - t, t, layer=None).to_dict()]},
-                  paths.sweep_result_path("mnist_cnn", "mnist5k", 1, epoch, "highpass", "global", "fgsm_eps0.1", root))
+        local = [sweep(1 - slope * t, np.ones(5), t, layer=name) for name in ("conv1", "fc")]
+        for scope, results in (("local", local), ("global", [sweep(1 - t, 1 - t, t, layer=None)])):
+            path = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, epoch, "highpass", scope, "fgsm_eps0.1", root)
+            save_results({**meta, "scope": scope}, results, path)
 
 
 def test_score_study_reads_the_result_files_and_writes_every_table(tmp_path) -> None:
