@@ -7,6 +7,8 @@
     saved_models/<Arch>/<DATASET>/global_data/                              global analysis
     saved_models/<Arch>/<DATASET>/Defensive_<norm>/                          defended data
     plots/<name>.png
+
+Every sweep result ``<name>.json`` (and part file) has its per-image outcomes in ``<name>.npz`` beside it.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 The work is split by concern: :mod:`robustness.analysis` sweeps one model
 (:func:`local_analysis`, :func:`global_analysis`), :mod:`robustness.results` holds what a
 sweep records and reads and writes result files, :mod:`robustness.batchnorm` re-estimates
-BatchNorm statistics, and :mod:`robustness.study` runs a study over many checkpoints
-(:class:`StudyConfig`, :func:`run_study`, :func:`run_recheck`). Every public name of those
-modules is importable from here.
+BatchNorm statistics, :mod:`robustness.plan` says what a study covers and where its files
+go (:class:`StudyConfig`), and :mod:`robustness.study` runs it over many checkpoints
+(:func:`run_study`, :func:`run_recheck`). Every public name of those modules is importable
+from here.
 """
 
 from .analysis import (
@@ -21,32 +22,36 @@ from .analysis import (
     select_layers,
 )
 from .batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
-from .results import Evaluation, SweepResult, load_results, outcomes_path, save_results
-from .study import (
+from .plan import (
     BN_MODES,
     RECHECK,
     SCOPES,
-    CheckpointRun,
     StudyConfig,
     StudyData,
     Unit,
     attack_params,
     attack_tag,
-    checkpoint_eps,
-    checkpoint_epsilons,
     checkpoints,
     evaluation_set,
     is_done,
     load_model,
-    merge_results,
     plan_units,
     result_path,
+    split_test_images,
+    study_data,
+    unit_path,
+    with_eps,
+)
+from .results import Evaluation, SweepResult, load_results, outcomes_path, save_results
+from .study import (
+    CheckpointRun,
+    checkpoint_eps,
+    checkpoint_epsilons,
+    merge_results,
     run_recheck,
     run_study,
     run_unit,
     run_units,
-    study_data,
-    unit_path,
 )
 
 __all__ = [
@@ -55,5 +60,6 @@ __all__ = [
     "batchnorm_layers", "checkpoint_eps", "checkpoint_epsilons", "checkpoints", "evaluate", "evaluation_set",
     "global_analysis", "is_done", "load_model", "load_results", "local_analysis", "measure_reference", "merge_results",
     "null_ranks", "outcomes_path", "plan_units", "preserved_batchnorm", "recalibrate_batchnorm", "result_path",
-    "run_recheck", "run_study", "run_unit", "run_units", "save_results", "select_layers", "study_data", "unit_path",
+    "run_recheck", "run_study", "run_unit", "run_units", "save_results", "select_layers", "split_test_images",
+    "study_data", "unit_path", "with_eps",
 ]

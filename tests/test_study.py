@@ -27,6 +27,7 @@ from robustness.sweep import (
     run_recheck,
     run_study,
     run_units,
+    split_test_images,
     study_data,
 )
 from robustness.train import TrainConfig, load_checkpoint, train
@@ -187,7 +188,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
     config = study(root, epochs=(1,), kinds=("highpass",), layers=("fc2",), thresholds=2, subset=50,
                    calibrate_eps=0.5, calibration_images=200)
     written = run_study(config)
-    evaluated, held = study_module._test_split(config)
+    evaluated, held = split_test_images(config)
     assert len(held.indices) == 200 and len(evaluated.indices) == 50
     assert not set(held.indices) & set(evaluated.indices)  # eps is never calibrated on scored images
     x, y = loader_to_tensors(make_loader(evaluated, 1000))
