@@ -22,7 +22,11 @@ from pathlib import Path
 from torch import nn
 
 from .analysis import Attack, global_analysis, local_analysis, measure_reference
+from .attacks import FGSM, make_attack
+from .batchnorm import preserved_batchnorm, recalibrate_batchnorm
 from .errors import InvalidArgument
+from .evaluation import calibrate_eps
+from .files import load_json
 from .plan import (
     StudyConfig,
     StudyData,
@@ -64,9 +68,6 @@ def checkpoint_eps(
     recorded = recorded_eps(config, init, epoch)
     if recorded is not None:
         return recorded
-    from .batchnorm import preserved_batchnorm, recalibrate_batchnorm  # noqa: PLC0415
-    from .evaluation import calibrate_eps  # noqa: PLC0415
-
     device = data.x.device
     if model is None:
         model = load_model(config, checkpoints(config)[init, epoch], device)
@@ -212,8 +213,6 @@ def run_recheck(
     ``pgd-linf_a<2.5/steps>_k<steps>_r<restarts>_recheck_of_<FGSM tag>``; returns their paths
     (checkpoints with no layers are skipped).
     """
-    from .attacks import FGSM, make_attack  # noqa: PLC0415
-
     config = config.validate()
     if len(config.kinds) != 1:
         raise InvalidArgument(f"a re-check covers one filter, the config has {config.kinds}: call once per filter")
@@ -224,9 +223,14 @@ def run_recheck(
     for (init, epoch), names in layers.items():
         if not names:
             continue
-        if finished_file(config, Unit(init, epoch, config.kinds[0], "local")) is None:
+        source = finished_file(config, Unit(init, epoch, config.kinds[0], "local"))
+        if source is None:
             raise InvalidArgument(f"the FGSM local {config.kinds[0]} results of Init_{init} epoch {epoch} are not "
                                   f"complete: run the FGSM study first")
+        swept = [r["layer"] for r in load_json(source)["results"]]
+        if unknown := [name for name in names if name not in swept]:
+            raise InvalidArgument(f"{source} has no sweep of {', '.join(unknown)}: re-check layers it swept "
+                                  f"({', '.join(swept)})")
         recheck = replace(config, attack=pgd, inits=(init,), epochs=(epoch,), scopes=("local",), layers=tuple(names),
                           random_baseline=False, recheck_of=attack_tag(config))
         (written[init, epoch],) = run_study(recheck)

@@ -186,10 +186,10 @@ def two_inits(checkpoints_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tmp_path: Path, monkeypatch) -> None:
     root = fresh_root(two_inits, tmp_path, "calibrated")
     config = study(root, epochs=(1,), kinds=("highpass",), layers=("fc2",), thresholds=2, subset=50,
-                   calibrate_eps=0.5, calibration_images=200)
+                   calibrate_eps=0.5, calibration_images=120)
     written = run_study(config)
     evaluated, held = split_test_images(config)
-    assert len(held.indices) == 200 and len(evaluated.indices) == 50
+    assert len(held.indices) == 120 and len(evaluated.indices) == 50
     assert not set(held.indices) & set(evaluated.indices)  # eps is never calibrated on scored images
     x, y = loader_to_tensors(make_loader(evaluated, 1000))
     epsilons = []
@@ -203,7 +203,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
             meta, results = load_results(path)
             result = next(iter(results.values()))
             assert meta["eps"] == eps and meta["attack_params"] == {"name": "fgsm", "eps": eps}
-            assert (meta["calibrate_eps"], meta["calibration_images"], meta["attack"]) == (0.5, 200, "fgsm_acc0.5")
+            assert (meta["calibrate_eps"], meta["calibration_images"], meta["attack"]) == (0.5, 120, "fgsm_acc0.5")
             with torch.no_grad():  # the reference was measured on the 50 evaluated images, in their order
                 own = (model(x).argmax(1) == y).numpy()
             assert np.array_equal(result.ref_clean_correct, own) and meta["ref_clean_acc"] == own.mean()
@@ -271,14 +271,14 @@ def resnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_study_recalibrates_on_a_seeded_training_subset(resnet_root: Path) -> None:
     common = dict(attack=FGSM(0.05), arch="resnet18", kinds=("highpass",), scopes=("local",), layers=("fc",),
-                  thresholds=2, subset=30, bn_images=150, models_root=str(resnet_root), device="cpu")
+                  thresholds=2, subset=20, bn_images=120, models_root=str(resnet_root), device="cpu")
     recal = load_results(run_study(StudyConfig(**common))[0])
     frozen = load_results(run_study(StudyConfig(**{**common, "bn": "frozen", "kinds": ("lowpass",)}))[0])
     assert (recal[0]["bn"], recal[0]["bn_images"], frozen[0]["bn"], frozen[0]["bn_images"]) == (
-        "recalibrate", 150, "frozen", 0)
+        "recalibrate", 120, "frozen", 0)
     model, _ = load_checkpoint(paths.checkpoint_path("resnet18", "mnist5k", 1, 0, resnet_root))
-    evaluated = loader_to_tensors(make_loader(load_dataset("mnist5k", train=False), 100, subset=30, seed=0))
-    images = loader_to_tensors(make_loader(load_dataset("mnist5k", train=True), 100, subset=150, seed=0))
+    evaluated = loader_to_tensors(make_loader(load_dataset("mnist5k", train=False), 100, subset=20, seed=0))
+    images = loader_to_tensors(make_loader(load_dataset("mnist5k", train=True), 100, subset=120, seed=0))
     direct = local_analysis(model, evaluated, "highpass", FGSM(0.05), 2, layers=["fc"], calibration=images)["fc"]
     assert recal[1]["fc"] == direct
     assert frozen[1]["fc"].ref_clean_loss != direct.ref_clean_loss  # the stored statistics give other numbers
@@ -310,13 +310,15 @@ def test_cli_filter_bn_grid_and_random_baseline(checkpoints_root: Path, tmp_path
 
 def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
     root = fresh_root(two_inits, tmp_path, "recheck")
-    config = study(root, epochs=(1,), inits=(1, 2), kinds=("highpass",), scopes=("local",), layers=("conv1", "fc2"),
+    config = study(root, epochs=(1,), inits=(1,), kinds=("highpass",), scopes=("local",), layers=("conv1", "fc2"),
                    thresholds=3, subset=60, calibrate_eps=0.5, calibration_images=100)
     with pytest.raises(InvalidArgument, match="run the FGSM study first"):
         run_recheck(config, {(1, 1): ["fc2"]}, steps=3)
     run_study(config)
     with pytest.raises(InvalidArgument, match="one filter"):
         run_recheck(study(root, epochs=(1,), calibrate_eps=0.5), {(1, 1): ["fc2"]})
+    with pytest.raises(InvalidArgument, match=r"no sweep of conv2: re-check layers it swept \(conv1, fc2\)"):
+        run_recheck(config, {(1, 1): ["conv2"]})
     paths_written = run_recheck(config, {(1, 1): ["fc2"], (2, 1): []}, steps=3, restarts=2)
     assert list(paths_written) == [(1, 1)]  # a checkpoint without layers is skipped
     path = paths_written[1, 1]
