@@ -107,9 +107,13 @@ class ScoresTable:
 
     @property
     def agreement(self) -> list[list[tuple[Label, int]]]:
-        """The most common label of every cell and how many initialisations give it."""
-        return [[(Counter(lab for lab in cell if lab).most_common(1) or [("undefined", 0)])[0] for cell in row]
-                for row in self.init_labels]
+        """The most common label of every cell (a tie goes to a confident label) and how many initialisations
+        give it."""
+        def modal(cell: list[Label | None]) -> tuple[Label, int]:
+            counts = Counter(lab for lab in cell if lab)
+            return max(counts.items(), key=lambda kv: (kv[1], kv[0] in CONFIDENT), default=("undefined", 0))
+
+        return [[modal(cell) for cell in row] for row in self.init_labels]
 
     def label_counts(self) -> Counter[str]:
         """How many cells get each consensus label."""
@@ -137,7 +141,7 @@ class ScoresTable:
                 intervals = [f"[{self.lo[i, j, k]:+.2f}, {self.hi[i, j, k]:+.2f}]"
                              for k in range(len(self.inits)) if self.init_labels[i][j][k]]
                 modal, count = agreement[i][j]
-                n = sum(1 for lab in self.init_labels[i][j] if lab)
+                n = len(self.inits)
                 consensus = labels[i][j]
                 cells[f"epoch {epoch}"] = f"{values[i, j]:+.3f}{spread}"
                 cells[f"epoch {epoch} intervals"] = " ".join(intervals)

@@ -10,9 +10,11 @@ import pytest
 from planted import latent, nested, planted, sweep_from_outcomes
 from scipy.integrate import simpson
 
+from robustness import paths
 from robustness.errors import InvalidArgument
-from robustness.scores import consensus_labels, filtering_scores, interval_label, label, layer_scores
-from robustness.stats import bootstrap_counts
+from robustness.scores import SCORES, consensus_labels, filtering_scores, interval_label, label, layer_scores
+from robustness.stats import bootstrap_counts, wilson_interval
+from robustness.tables import build_tables, read_table, save_table
 
 
 @pytest.mark.parametrize("t_count", [5, 6, 25])
@@ -232,3 +234,67 @@ def test_consensus_labels_keep_only_what_every_initialisation_says() -> None:
                                                         "d": "uncertain"}
     with pytest.raises(InvalidArgument, match="unknown score"):
         consensus_labels(per_init, "adv")
+
+
+def _cell(value: float, lab: str, half: float = 0.04) -> dict:
+    return {**dict.fromkeys(SCORES, value), "ci": dict.fromkeys(SCORES, (value - half, value + half)),
+            "se": dict.fromkeys(SCORES, half / 2), "labels": dict.fromkeys(SCORES, lab), "floor": 0.05,
+            "coverage": 0.95, "n_boot": 1000}
+
+
+def _study() -> dict:
+    """3 initialisations at epoch 2, one at epoch 0: conv1 fragile everywhere; fc split at epoch 2."""
+    return {
+        (1, 2): {"conv1": _cell(-0.2, "fragile"), "fc": _cell(0.01, "robust")},
+        (2, 2): {"conv1": _cell(-0.3, "fragile"), "fc": _cell(0.03, "robust")},
+        (3, 2): {"conv1": _cell(-0.1, "fragile"), "fc": _cell(0.06, "uncertain")},
+        (1, 0): {"conv1": _cell(-0.4, "fragile"), "fc": _cell(math.nan, "undefined")},
+    }
+
+
+def _info(init: int, epoch: int) -> dict:
+    k = 400 + init
+    lo, hi = wilson_interval(k, 500)
+    return {"eps": 0.08 + init / 100, "n_images": 500, "ref_clean_acc": k / 500, "ref_clean_lo": lo,
+            "ref_clean_hi": hi, "ref_adv_acc": 0.5, "ref_adv_lo": 0.45, "ref_adv_hi": 0.55}
+
+
+def test_tables_give_mean_sd_consensus_and_agreement_over_initialisations() -> None:
+    tables = build_tables(_study(), kind="highpass", scope="local", attack="fgsm_acc0.5",
+                          checkpoints={c: _info(*c) for c in _study()}, bn="recalibrate", grid="quantile")
+    table = tables["difference"]
+    assert table.layers == ["conv1", "fc"] and table.epochs == [0, 2] and table.inits == [1, 2, 3]
+    np.testing.assert_allclose(table.values, [[-0.4, -0.2], [np.nan, 0.1 / 3]])
+    np.testing.assert_allclose(table.sd[:, 1], [0.1, np.std([0.01, 0.03, 0.06], ddof=1)])
+    assert np.isnan(table.sd[0, 0])  # one initialisation: no spread
+    # Epoch 0 has Init_1 only: a layer the others lack is uncertain, not fragile.
+    assert table.labels == [["uncertain", "fragile"], ["uncertain", "uncertain"]]
+    assert table.agreement == [[("fragile", 1), ("fragile", 3)], [("undefined", 1), ("robust", 2)]]
+    assert table.label_counts() == {"uncertain": 3, "fragile": 1}
+    row = table.rows()[1]
+    assert row["epoch 2"] == f"+0.033 ± {np.std([0.01, 0.03, 0.06], ddof=1):.3f}"
+    assert row["epoch 2 intervals"] == "[-0.03, +0.05] [-0.01, +0.07] [+0.02, +0.10]"
+    assert row["epoch 2 label"] == "uncertain (robust 2/3)" and table.rows()[0]["epoch 2 label"] == "fragile 3/3"
+    text = table.text()
+    assert "baseline density, tau=0.05, 95% intervals (1000 paired resamples" in text
+    assert "BatchNorm recalibrate, quantile grid" in text and "1 of 4 labels confident" in text
+    assert "[0.765, 0.835]" in text  # Init_1's clean accuracy 401/500 with its Wilson interval
+
+
+def test_tables_round_trip_through_a_plain_csv(tmp_path) -> None:
+    table = build_tables(_study(), kind="highpass", scope="local", attack="fgsm_acc0.5", tau=0.05,
+                         checkpoints={c: _info(*c) for c in _study()}, bn="recalibrate")["clean"]
+    path = save_table(table, "resnet18", "mnist5k", tmp_path)
+    assert path == paths.scores_table_path("resnet18", "mnist5k", "highpass", "local", "clean", tmp_path,
+                                           tag="fgsm_acc0.5_density")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("score,filter,scope,attack,baseline,tau,floor,ci,n_boot,bn,grid,layer,epoch,init,")
+    assert len(lines) == 1 + 8  # one row per (layer, epoch, initialisation) present
+    back = read_table(path)
+    for name in ("layers", "epochs", "inits", "init_labels", "checkpoints", "tau", "floor", "coverage", "n_boot",
+                 "bn", "grid", "baseline", "attack", "score", "kind", "scope"):
+        assert getattr(back, name) == getattr(table, name), name
+    for name in ("per_init", "lo", "hi", "se", "values", "sd"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(table, name))
+    assert back.labels == table.labels and back.text() == table.text()
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
