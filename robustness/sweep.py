@@ -19,12 +19,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import groupby
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,9 +34,10 @@ from torch.utils.data import DataLoader
 from . import paths
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import CheckpointError, InvalidArgument
-from .files import load_json, save_json
+from .files import load_json
 from .filters import KINDS, AlphaRange, canonical_kind, filter_mask, global_range, half_width, thresholds, weight_range
 from .models import build_model, filterable_layers
+from .results import Evaluation, SweepResult, load_results, outcomes_path, save_results  # noqa: F401 (re-exported)
 from .runtime import (
     Precision,
     autocast,
@@ -54,69 +56,7 @@ SCOPES: tuple[str, ...] = get_args(paths.Scope)
 DEFAULT_BATCH = 1000  # images per forward pass during a sweep
 
 
-@dataclass
-class SweepResult:
-    """One threshold sweep: per-threshold lists, plus the unfiltered reference.
-
-    ``removed`` counts the filtered weights set to zero at each threshold and
-    ``removed_fraction`` divides it by ``total``, the number of weights the filter
-    acts on (one layer's for a local sweep, all filterable layers' for a global one).
-    ``layer`` is the module name for a local sweep and ``None`` for a global one.
-    """
-
-    kind: str
-    layer: str | None
-    total: int
-    ref_clean_acc: float
-    ref_adv_acc: float
-    ref_clean_loss: float
-    ref_adv_loss: float
-    thresholds: list[float] = field(default_factory=list)
-    clean_acc: list[float] = field(default_factory=list)
-    adv_acc: list[float] = field(default_factory=list)
-    clean_loss: list[float] = field(default_factory=list)
-    adv_loss: list[float] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    removed_fraction: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SweepResult:
-        """The inverse of :meth:`to_dict`."""
-        return cls(**data)
-
-    @classmethod
-    def start(cls, kind: str, layer: str | None, total: int, reference: Evaluation) -> SweepResult:
-        """An empty sweep whose reference is the unfiltered model's ``reference``."""
-        return cls(
-            kind, layer, total, reference.clean_acc, reference.adv_acc, reference.clean_loss, reference.adv_loss
-        )
-
-    def record(self, threshold: float, evaluation: Evaluation, removed: int) -> None:
-        """Append the point measured at ``threshold`` with ``removed`` weights set to zero."""
-        self.thresholds.append(threshold)
-        self.clean_acc.append(evaluation.clean_acc)
-        self.adv_acc.append(evaluation.adv_acc)
-        self.clean_loss.append(evaluation.clean_loss)
-        self.adv_loss.append(evaluation.adv_loss)
-        self.removed.append(removed)
-        self.removed_fraction.append(removed / self.total)
-
-
 # ---------------------------------------------------------------- one configuration
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Clean and adversarial accuracy and mean cross-entropy of one model on one evaluation set."""
-
-    clean_acc: float
-    adv_acc: float
-    clean_loss: float
-    adv_loss: float
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size: int = DEFAULT_BATCH) -> Evaluation:
@@ -129,7 +69,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size:
     backward pass per batch, no more.
     """
     shared = getattr(attack, "with_clean_logits", None)
-    counts = torch.zeros(4, dtype=torch.float64, device=x.device)  # clean/adv correct, clean/adv loss sum
+    losses = torch.zeros(2, dtype=torch.float64, device=x.device)  # clean, adversarial loss sums
+    clean_ok, adv_ok = [], []
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         if shared is not None:
             x_adv, clean_logits = shared(model, xb, yb)
@@ -139,14 +80,20 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size:
             x_adv = attack(model, xb, yb)
         with torch.no_grad():
             adv_logits = model(x_adv)
-            counts += torch.stack([
-                (clean_logits.argmax(1) == yb).sum(),
-                (adv_logits.argmax(1) == yb).sum(),
-                F.cross_entropy(clean_logits, yb, reduction="sum"),
-                F.cross_entropy(adv_logits, yb, reduction="sum"),
+            clean_ok.append(clean_logits.argmax(1) == yb)
+            adv_ok.append(adv_logits.argmax(1) == yb)
+            losses += torch.stack([
+                F.cross_entropy(clean_logits, yb, reduction="sum"), F.cross_entropy(adv_logits, yb, reduction="sum")
             ]).double()
-    clean, adv, clean_loss, adv_loss = (counts / max(len(y), 1)).tolist()
-    return Evaluation(clean, adv, clean_loss, adv_loss)
+    clean_correct = torch.cat(clean_ok).cpu().numpy() if clean_ok else np.zeros(0, dtype=bool)
+    adv_correct = torch.cat(adv_ok).cpu().numpy() if adv_ok else np.zeros(0, dtype=bool)
+    clean_loss, adv_loss = (losses / max(len(y), 1)).tolist()
+    return Evaluation(_mean(clean_correct), _mean(adv_correct), clean_loss, adv_loss, clean_correct, adv_correct)
+
+
+def _mean(correct: np.ndarray) -> float:
+    """The accuracy of per-image outcomes: exactly ``correct.mean()`` (0 for no images)."""
+    return float(correct.mean()) if len(correct) else 0.0
 
 
 # ---------------------------------------------------------------- sweeps
@@ -437,7 +384,7 @@ def run_unit(
         result = global_analysis(
             model, data, unit.kind, config.attack, config.thresholds, alpha_range=config.alpha_range, **shared
         )
-    return save_json({"meta": _meta(config, unit), "results": [result.to_dict()]}, unit_path(config, unit))
+    return save_results(_meta(config, unit), [result], unit_path(config, unit))
 
 
 def run_units(config: StudyConfig, units: Sequence[Unit], data: tuple[Tensor, Tensor] | None = None) -> list[Path]:
@@ -475,8 +422,8 @@ def merge_results(config: StudyConfig, only: Sequence[tuple[int, int]] | None = 
         final = result_path(config, init, epoch, kind, scope)
         parts = [unit_path(config, u) for u in group]
         if scope == "local" and not final.is_file() and all(p.is_file() for p in parts):
-            loaded = [load_json(p) for p in parts]
-            save_json({"meta": loaded[0]["meta"], "results": [r for part in loaded for r in part["results"]]}, final)
+            loaded = [load_results(p) for p in parts]
+            save_results(loaded[0][0], [r for _, part in loaded for r in part.values()], final)
         if scope == "local" and final.is_file():
             folder = parts[0].parent
             shutil.rmtree(folder, ignore_errors=True)
@@ -529,14 +476,3 @@ def run_study(config: StudyConfig) -> list[Path]:
         run_units(config, group, data)
         merge_results(config, [group[0].checkpoint])
     return merge_results(config)
-
-
-def load_results(path: str | Path) -> tuple[dict[str, Any], dict[str, SweepResult]]:
-    """Read a result file: ``(meta, results)``, results keyed by layer name, or ``"global"`` for a global sweep.
-
-    ``meta`` holds arch, dataset, init, epoch, kind, scope, attack (its tag), eps,
-    calibrate_eps, thresholds (T), subset, seed, and alpha_range (global) or layers (local).
-    """
-    data = load_json(path)
-    results = [SweepResult.from_dict(r) for r in data["results"]]
-    return data["meta"], {r.layer or "global": r for r in results}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,9 +94,16 @@ def test_ddp_training_writes_a_checkpoint_tree_that_resumes_under_torchrun_and_a
 
 
 def analysis_files(root: Path) -> dict[str, object]:
-    """Every file of a study outside the Init_* folders, by relative path, with its JSON content."""
-    return {str(p.relative_to(root)): load_json(p) for p in sorted(root.rglob("*"))
+    """Every file of a study outside the Init_* folders, by relative path, with its JSON content or, for an
+    .npz of per-image outcomes, its arrays."""
+    return {str(p.relative_to(root)): load_json(p) if p.suffix == ".json" else npz_arrays(p)
+            for p in sorted(root.rglob("*"))
             if p.is_file() and not any(part.startswith("Init_") for part in p.relative_to(root).parts[:-1])}
+
+
+def npz_arrays(path: Path) -> dict[str, list]:
+    with np.load(path) as npz:
+        return {k: npz[k].tolist() for k in sorted(npz.files)}
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +127,7 @@ def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: P
     out = torchrun("filter", *SWEEP, "--models-root", str(sharded), cwd=tmp_path).stdout
 
     expected = analysis_files(alone)
-    assert len(expected) == 2 * 2, "2 checkpoints x (local + global), 4 units each: every rank works on both"
+    assert len(expected) == 2 * 2 * 2, "2 checkpoints x (local + global) x (.json + .npz): every rank works on both"
     assert analysis_files(sharded) == expected
     assert out.count("ref clean") == 1, "only rank 0 prints"
 

@@ -13,11 +13,11 @@ from robustness import paths
 from robustness.attacks import FGSM
 from robustness.cli import main
 from robustness.errors import DataNotFoundError, InvalidArgument
-from robustness.files import load_json, save_json
+from robustness.files import load_json
 from robustness.models import build_model
 from robustness.retrain import compare_retraining, run_comparison, select_layers, selective_retrain
 from robustness.runtime import seed_everything
-from robustness.sweep import SweepResult
+from robustness.sweep import SweepResult, save_results
 from robustness.train import TrainConfig, train
 
 
@@ -99,9 +99,9 @@ def test_retrain_command_writes_json_csv_and_plot(tmp_path, capsys) -> None:
     n, t = 5, np.linspace(0, 1, 5)
     labels = {"conv1": 1.0, "conv2": 0.0, "fc1": 1.0, "fc2": 1.0}  # slope of Â_clean: conv2 robust, others fragile
     results = [SweepResult("highpass", name, 10, 0.5, 0.5, 1.0, 1.0, list(t), list(0.5 * (1 - s * t)),
-                           [0.5] * n, [1.0] * n, [1.0] * n, [0] * n, list(t)).to_dict() for name, s in labels.items()]
-    save_json({"meta": {"attack": "fgsm_eps0.05", "eps": 0.05}, "results": results},
-              paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "local", "fgsm_eps0.05", models))
+                           [0.5] * n, [1.0] * n, [1.0] * n, [0] * n, list(t)) for name, s in labels.items()]
+    save_results({"attack": "fgsm_eps0.05", "eps": 0.05}, results,
+                 paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "local", "fgsm_eps0.05", models))
     argv = ["retrain", "--arch", "mnist_cnn", "--score", "clean", "--subset", "100", "--test-subset", "100",
             "--device", "cpu", "--models-root", str(models), "--plots-root", str(plots)]
     assert main(argv) == 0

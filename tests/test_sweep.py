@@ -7,6 +7,7 @@ import functools
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,23 +58,25 @@ def deep_copy_reference(model: nn.Module, data, layer: str, kind: str, count: in
     x, y = data
     weight = dict(model.named_modules())[layer].weight.detach()
     lo, hi = weight.min().item(), weight.max().item()
-    out: dict[str, list] = {"clean_acc": [], "adv_acc": [], "removed": []}
+    out: dict[str, list] = {"clean_acc": [], "adv_acc": [], "removed": [], "clean_correct": [], "adv_correct": []}
     for alpha in thresholds(kind, lo, hi, count):
         filtered = copy.deepcopy(model)
         state = copy.deepcopy(filtered.state_dict())
         state[f"{layer}.weight"] = apply_filter(weight, kind, alpha, half_width(lo, hi, count))
         filtered.load_state_dict(state)
-        clean = adv = 0
+        clean, adv = [], []
         for xb, yb in zip(x.split(50), y.split(50), strict=True):
             x_grad = xb.clone().requires_grad_(True)
             logits = filtered(x_grad)
             F.cross_entropy(logits, yb).backward()
             x_adv = (x_grad + EPS * x_grad.grad.sign()).clamp(0, 1).detach()
-            clean += (logits.argmax(1) == yb).sum().item()
+            clean += (logits.argmax(1) == yb).tolist()
             with torch.no_grad():
-                adv += (filtered(x_adv).argmax(1) == yb).sum().item()
-        out["clean_acc"].append(clean / len(y))
-        out["adv_acc"].append(adv / len(y))
+                adv += (filtered(x_adv).argmax(1) == yb).tolist()
+        out["clean_acc"].append(sum(clean) / len(y))
+        out["adv_acc"].append(sum(adv) / len(y))
+        out["clean_correct"].append(clean)
+        out["adv_correct"].append(adv)
         out["removed"].append(int((state[f"{layer}.weight"] == 0).sum() - (weight == 0).sum()))
     return out
 
@@ -89,6 +92,8 @@ def test_local_sweep_equals_deep_copy_reference(trained_cnn: nn.Module, data, ki
         assert result.clean_acc == expected["clean_acc"]
         assert result.adv_acc == expected["adv_acc"]
         assert result.removed == expected["removed"]
+        assert result.clean_correct.tolist() == expected["clean_correct"]
+        assert result.adv_correct.tolist() == expected["adv_correct"]
         assert result.layer == layer and result.kind == kind and len(result.thresholds) == 4
         assert result.total == dict(trained_cnn.named_modules())[layer].weight.numel()
     assert_bitwise_equal(trained_cnn, before)
@@ -212,13 +217,18 @@ def study(root: Path, **changes) -> StudyConfig:
     return StudyConfig(**{**config.__dict__, **changes})
 
 
-def result_files(root: Path) -> dict[str, str]:
-    """Every file written by the study (checkpoints aside), as relative path -> contents."""
+def result_files(root: Path) -> dict[str, object]:
+    """Every file written by the study (checkpoints aside), as relative path -> JSON text, or for an .npz
+    the per-image arrays it holds (a zip's bytes carry time stamps)."""
     folder = paths.model_dir("mnist_cnn", "mnist5k", root)
-    return {
-        str(p.relative_to(folder)): p.read_text()
-        for p in sorted(folder.rglob("*")) if p.is_file() and not p.relative_to(folder).parts[0].startswith("Init_")
-    }
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.relative_to(folder).parts[0].startswith(
+        "Init_")]
+    return {str(p.relative_to(folder)): p.read_text() if p.suffix == ".json" else npz_arrays(p) for p in files}
+
+
+def npz_arrays(path: Path) -> dict[str, list]:
+    with np.load(path) as npz:
+        return {k: npz[k].tolist() for k in sorted(npz.files)}
 
 
 def test_plan_is_deterministic_and_complete(checkpoints_root: Path) -> None:
@@ -290,9 +300,15 @@ def test_units_split_over_workers_merge_to_the_same_files(checkpoints_root, whol
     units, data = plan_units(config), evaluation_set(config, torch.device("cpu"))
     for rank in range(3):  # as three torchrun ranks would, each writing only its own units' files
         run_units(config, units[rank::3], data)
-    assert len(list(Path(config.models_root).rglob(".parts/*/*.json"))) == 2 * 2 * 2  # 8 local layer parts
+    parts = sorted(Path(config.models_root).rglob(".parts/*/*.json"))
+    assert len(parts) == 2 * 2 * 2  # 8 local layer parts, each with its own .npz
+    assert all(p.with_suffix(".npz").is_file() for p in parts)
+    layers = {(p.parent.name, p.stem): load_results(p)[1][p.stem] for p in parts}
     merge_results(config)
     assert result_files(Path(config.models_root)) == result_files(whole)
+    for (name, layer), part in layers.items():  # the merged file carries each part's per-image arrays
+        merged = load_results(next(Path(config.models_root).rglob(f"{name}.json")))[1][layer]
+        assert merged == part and merged.clean_correct.shape == (3, 20)
 
 
 def test_calibrated_eps_is_recorded(checkpoints_root: Path, tmp_path: Path) -> None:
