@@ -138,12 +138,12 @@ class ScoresTable:
             cells: dict[str, Any] = {"layer": name}
             for j, epoch in enumerate(self.epochs):
                 spread = "" if math.isnan(sd[i, j]) else f" ± {sd[i, j]:.3f}"
-                intervals = [f"[{self.lo[i, j, k]:+.2f}, {self.hi[i, j, k]:+.2f}]"
+                intervals = [f"[{_signed(self.lo[i, j, k], 2)}, {_signed(self.hi[i, j, k], 2)}]"
                              for k in range(len(self.inits)) if self.init_labels[i][j][k]]
                 modal, count = agreement[i][j]
                 n = len(self.inits)
                 consensus = labels[i][j]
-                cells[f"epoch {epoch}"] = f"{values[i, j]:+.3f}{spread}"
+                cells[f"epoch {epoch}"] = f"{_signed(values[i, j], 3)}{spread}"
                 cells[f"epoch {epoch} intervals"] = " ".join(intervals)
                 cells[f"epoch {epoch} label"] = (f"{consensus} {count}/{n}" if consensus == modal
                                                  else f"{consensus} ({modal} {count}/{n})")
@@ -167,6 +167,11 @@ class ScoresTable:
         summary = ", ".join(f"{counts[lab]} {lab}" for lab in (*CONFIDENT, "uncertain", "undefined") if counts[lab])
         return (f"{self.title()}\n{format_table(self.checkpoint_rows())}\n{format_table(self.rows())}\n"
                 f"{confident} of {sum(counts.values())} labels confident: {summary}")
+
+
+def _signed(value: float, digits: int) -> str:
+    """``value`` with its sign and ``digits`` decimals, never ``-0.00``."""
+    return f"{round(float(value), digits) + 0.0:+.{digits}f}"
 
 
 def checkpoint_info(meta: Mapping[str, Any], result: SweepResult, coverage: float = DEFAULT_CI) -> dict[str, Any]:
@@ -226,12 +231,12 @@ def build_tables(
     return tables
 
 
-def _one(meta: Sequence[Mapping[str, Any]], key: str, default: str, where: str) -> str:
-    """The one value of ``key`` over the result files' ``meta``; results that differ never mix."""
-    found = {m.get(key, default) for m in meta}
-    if len(found) > 1:
-        raise InvalidArgument(f"the {where} results mix {key} = {sorted(found)}: score them separately")
-    return found.pop()
+def _one(found: Sequence[str], what: str, where: str) -> str:
+    """The one value of ``found`` (a setting over the result files); results that differ never mix."""
+    values = sorted(set(found))
+    if len(values) > 1:
+        raise InvalidArgument(f"the {where} results mix {what} {values}: score them separately")
+    return values[0]
 
 
 def study_tables(
@@ -258,16 +263,17 @@ def study_tables(
     for tag, units in paths.list_sweep_results(arch, dataset, kind, scope, root).items():
         if attack is not None and tag != attack:
             continue
-        scored, infos, metas = {}, {}, []
+        scored, infos, bn, grid = {}, {}, [], []
         for checkpoint, path in units.items():
             meta, results = load_results(path)
             scored[checkpoint] = layer_scores(results, baseline, tau, floor, ci, n_boot, seed)
             infos[checkpoint] = checkpoint_info(meta, next(iter(results.values())), ci)
-            metas.append(meta)
+            bn.append(meta.get("bn", "frozen"))  # files written before recalibration existed were frozen
+            grid += [r.grid for r in results.values()]
         where = f"{kind} {scope} {tag}"
         tables[tag] = build_tables(scored, kind=kind, scope=scope, attack=tag, baseline=baseline, tau=tau,
-                                   checkpoints=infos, bn=_one(metas, "bn", "frozen", where),
-                                   grid=_one(metas, "grid", "value", where))
+                                   checkpoints=infos, bn=_one(bn, "BatchNorm modes", where),
+                                   grid=_one(grid, "threshold grids", where))
     return tables
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from planted import planted
 from scipy.stats import spearmanr
 
+from robustness import paths
+from robustness.cli import main
 from robustness.compare import compare
 from robustness.errors import InvalidArgument
 from robustness.plots import plot_comparison, save_figure
 from robustness.scores import SCORES, label
+from robustness.sweep import save_results
 
 LAYERS = [f"layer{i}" for i in range(8)]
 
@@ -88,3 +94,49 @@ def test_three_sets_give_every_pair_and_bad_input_one_clear_error(tmp_path) -> N
         compare({"a": scored(VALUES)})
     with pytest.raises(InvalidArgument, match="different tau"):
         compare({"a": scored(VALUES), "b": scored(VALUES, tau=0.1)})
+
+
+def _write_checkpoints(root, arch: str = "mnist_cnn", layers=("conv1", "conv2", "fc1", "fc2")) -> None:
+    """Local highpass results for Init_1-2 at epochs 1-2: layer i loses a share i/4 of its accuracy, so every
+    checkpoint ranks the layers alike."""
+    t = np.linspace(0, 1, 5)
+    for init in (1, 2):
+        for epoch in (1, 2):
+            results = [planted(1 - i / 4 * t, 1 - i / 4 * t, t, n=400, layer=name) for i, name in enumerate(layers)]
+            save_results({"attack": "fgsm_acc0.5", "eps": 0.1},
+                         results, paths.sweep_result_path(arch, "mnist5k", init, epoch, "highpass", "local",
+                                                          "fgsm_acc0.5", root))
+
+
+def test_compare_command_by_init_by_epoch_and_by_set(tmp_path, capsys) -> None:
+    models, plots = tmp_path / "models", tmp_path / "plots"
+    _write_checkpoints(models)
+    common = ["--arch", "mnist_cnn", "--n-boot", "100", "--models-root", str(models), "--plots-root", str(plots)]
+    assert main(["compare", "--by", "init", *common]) == 0
+    out = capsys.readouterr().out
+    assert "Init_1 vs Init_2" in out and "+1.00" in out and "(4 layers, tau=0.05)" in out
+    assert (plots / "compare_MnistCNN_MNIST5K_by_init_highpass_density.png").is_file()
+    assert main(["compare", "--by", "epoch", "--init", "2", *common]) == 0
+    assert "epoch 1 vs epoch 2" in capsys.readouterr().out
+    assert main(["compare", "--set", "a=mnist_cnn:mnist5k:1:1", "--set", "b=mnist_cnn:mnist5k:2:2", *common]) == 0
+    assert "a vs b" in capsys.readouterr().out
+    assert main(["compare", *common]) == 2
+    assert "choose what to compare" in capsys.readouterr().err
+    assert main(["compare", "--set", "a=mnist_cnn:mnist5k:1", "--set", "b=x", *common]) == 2
+    assert "NAME=ARCH:DATASET:INIT:EPOCH" in capsys.readouterr().err
+    assert main(["compare", "--set", "a=mnist_cnn:mnist5k:3:1", "--set", "b=mnist_cnn:mnist5k:1:1", *common]) == 2
+    assert "no local highpass results of Init_3 epoch 1" in capsys.readouterr().err
+
+
+def test_a_layer_map_matches_two_architectures(tmp_path, capsys) -> None:
+    models = tmp_path / "models"
+    _write_checkpoints(models)
+    _write_checkpoints(models, arch="resnet18", layers=("conv1", "layer1.0.conv1", "layer2.0.conv1", "fc"))
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"big": {"layer1.0.conv1": "conv2", "layer2.0.conv1": "fc1", "fc": "fc2"}}))
+    argv = ["compare", "--set", "small=mnist_cnn:mnist5k:1:2", "--set", "big=resnet18:mnist5k:1:2", "--n-boot", "50",
+            "--models-root", str(models), "--plots-root", str(tmp_path / "plots")]
+    assert main(argv) == 2
+    assert "1 layer(s) in common (conv1)" in capsys.readouterr().err
+    assert main([*argv, "--layer-map", str(mapping)]) == 0
+    assert "small vs big" in capsys.readouterr().out

@@ -11,10 +11,12 @@ from planted import latent, nested, planted, sweep_from_outcomes
 from scipy.integrate import simpson
 
 from robustness import paths
-from robustness.errors import InvalidArgument
+from robustness.cli import main
+from robustness.errors import DataNotFoundError, InvalidArgument
 from robustness.scores import SCORES, consensus_labels, filtering_scores, interval_label, label, layer_scores
 from robustness.stats import bootstrap_counts, wilson_interval
-from robustness.tables import build_tables, read_table, save_table
+from robustness.sweep import load_results, save_results
+from robustness.tables import build_tables, read_table, save_table, score_study
 
 
 @pytest.mark.parametrize("t_count", [5, 6, 25])
@@ -298,3 +300,67 @@ def test_tables_round_trip_through_a_plain_csv(tmp_path) -> None:
         np.testing.assert_array_equal(getattr(back, name), getattr(table, name))
     assert back.labels == table.labels and back.text() == table.text()
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def _write_study(root, bn: str = "recalibrate") -> None:
+    """Result files, as the filter command writes them, for Init_1 and Init_2 at epoch 1: local and global
+    highpass. conv1 loses accuracy with the weights (slope 1), fc keeps it; Â_adv = ρ everywhere."""
+    t = np.linspace(0, 1, 5)
+    for init in (1, 2):
+        meta = {"init": init, "epoch": 1, "kind": "highpass", "attack": "fgsm_acc0.5", "eps": 0.08 + init / 100,
+                "bn": bn}
+        local = [planted(1 - slope * t, 1 - t, t, n=400, layer=name) for name, slope in (("conv1", 1.0), ("fc", 0.0))]
+        for scope, results in (("local", local), ("global", [planted(1 - t, 1 - t, t, n=400, layer=None)])):
+            path = paths.sweep_result_path("mnist_cnn", "mnist5k", init, 1, "highpass", scope, "fgsm_acc0.5", root)
+            save_results({**meta, "scope": scope}, results, path)
+
+
+def test_score_study_reads_the_result_files_and_writes_every_table(tmp_path) -> None:
+    _write_study(tmp_path)
+    tables = score_study("mnist_cnn", "mnist5k", kinds=["step_minmax"], root=tmp_path, n_boot=100)
+    assert {(t.scope, t.score) for t in tables} == {(s, k) for s in ("local", "global") for k in SCORES}
+    local_clean = next(t for t in tables if t.scope == "local" and t.score == "clean")
+    np.testing.assert_allclose(local_clean.values, [[0.0], [0.5]], atol=1e-12)  # density: ∫ (1 − t) − ρ, ∫ 1 − ρ
+    assert local_clean.labels == [["robust"], ["antifragile"]] and local_clean.bn == "recalibrate"
+    assert local_clean.checkpoints[2, 1]["eps"] == pytest.approx(0.1)
+    assert local_clean.checkpoints[1, 1]["ref_clean_acc"] == 0.8 and local_clean.checkpoints[1, 1]["n_images"] == 400
+    assert next(t for t in tables if t.scope == "global").layers == ["global"]
+    for table in tables:
+        path = paths.scores_table_path("mnist_cnn", "mnist5k", "highpass", table.scope, table.score, tmp_path,
+                                       tag=table.tag())
+        assert read_table(path).text() == table.text()
+    with pytest.raises(DataNotFoundError, match="for attack pgd-linf"):
+        score_study("mnist_cnn", "mnist5k", kinds=["highpass"], root=tmp_path, attack="pgd-linf_eps0.1_a0.025_k10")
+
+
+def test_results_of_different_batchnorm_modes_never_mix(tmp_path) -> None:
+    _write_study(tmp_path)
+    meta, results = load_results(paths.sweep_result_path("mnist_cnn", "mnist5k", 2, 1, "highpass", "local",
+                                                         "fgsm_acc0.5", tmp_path))
+    save_results({**meta, "bn": "frozen"}, list(results.values()),
+                 paths.sweep_result_path("mnist_cnn", "mnist5k", 2, 1, "highpass", "local", "fgsm_acc0.5", tmp_path))
+    with pytest.raises(InvalidArgument, match=r"mix BatchNorm modes \['frozen', 'recalibrate'\]"):
+        score_study("mnist_cnn", "mnist5k", kinds=["highpass"], scopes=["local"], root=tmp_path, n_boot=10)
+
+
+def test_no_result_files_is_one_clear_error_naming_the_filter_command(tmp_path, capsys) -> None:
+    with pytest.raises(DataNotFoundError, match="python -m robustness filter --arch mnist_cnn"):
+        score_study("mnist_cnn", "mnist5k", root=tmp_path)
+    assert main(["scores", "--arch", "mnist_cnn", "--models-root", str(tmp_path)]) == 2
+    assert "run python -m robustness filter" in capsys.readouterr().err
+
+
+def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tmp_path, capsys) -> None:
+    _write_study(tmp_path / "models")
+    argv = ["scores", "--arch", "mnist_cnn", "--filter", "highpass", "--scope", "local", "--tau", "0.1",
+            "--n-boot", "200", "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path / "plots")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "clean score, highpass filter, local scope, fgsm_acc0.5, baseline density, tau=0.1, 95% intervals" in out
+    assert "antifragile 2/2" in out and "[+0.50, +0.50] [+0.50, +0.50]" in out and "-0.000" not in out
+    assert "2 of 2 labels confident: 1 robust, 1 antifragile" in out
+    assert len(list((tmp_path / "models").rglob("scores_*.csv"))) == 3
+    assert {p.name for p in (tmp_path / "plots").glob("*.png")} == {
+        "MnistCNN_MNIST5K_local_highpass_scores_fgsm_acc0.5_density.png",
+        *(f"MnistCNN_MNIST5K_local_highpass_Init_{i}_1epochs_fgsm_acc0.5.png" for i in (1, 2)),
+    }
