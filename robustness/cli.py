@@ -185,7 +185,7 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default="density", choices=["density", "unfiltered", "random"],
                    help="what the relative accuracy is compared with: density (default; B = fraction of the filtered "
                         "weights still present), unfiltered (B = 1) or random (B = the same layer with as many "
-                        "weights removed at random; needs results written with --null-masks)")
+                        "weights removed at random; needs results written with filter --random-baseline)")
     p.add_argument("--tau", type=float, default=0.05,
                    help="label threshold: an interval within +-tau is robust, below -tau fragile, above +tau "
                         "antifragile, anything else uncertain (default 0.05)")

@@ -191,7 +191,7 @@ def filtering_scores(
     if baseline == "random" and found.null_clean is None:
         raise InvalidArgument(
             f"{describe(result)} has no null-model outcomes, which the random baseline needs: rerun the filter "
-            f"command with --null-masks 5 (or choose --baseline density)"
+            f"command with --random-baseline (and --null-masks 5), or choose --baseline density"
         )
     density = 1.0 - np.asarray(result.removed_fraction, dtype=float)
     point = _draws(found, density, baseline, floor, np.ones((1, found.n), dtype=np.int64))[0]

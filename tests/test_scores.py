@@ -200,7 +200,7 @@ def test_results_without_per_image_outcomes_are_rejected_with_the_fix() -> None:
 
 def test_the_random_baseline_needs_the_null_model() -> None:
     t = np.linspace(0, 1, 5)
-    with pytest.raises(InvalidArgument, match="--null-masks"):
+    with pytest.raises(InvalidArgument, match="--random-baseline"):
         filtering_scores(planted(t, t, t), baseline="random")
 
 
