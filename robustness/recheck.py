@@ -18,6 +18,7 @@ The re-checked layer's PGD labels are reported beside the FGSM ones.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -77,7 +78,7 @@ def fgsm_gain(
 
 
 def recheck_rows(
-    fgsm: Mapping[str, SweepResult], pgd: Mapping[str, SweepResult], scored: Mapping[str, Mapping[str, Any]],
+    fgsm: Mapping[str, SweepResult], scored: Mapping[str, Mapping[str, Any]], pgd: Mapping[str, SweepResult],
     **options: Any,
 ) -> list[dict[str, Any]]:
     """One row per re-checked layer of one checkpoint: FGSM and PGD labels, the gain, its SE and the flag.
@@ -106,36 +107,70 @@ def recheck_study(
     Runs :func:`robustness.sweep.run_recheck` (resumable: finished PGD sweeps are read back, not rerun) per
     filter of ``config`` on the checkpoints whose FGSM result files exist (or only ``checkpoints``).
     """
-    from .study import run_recheck
+    from .study import attack_tag, run_recheck
 
     options = {"baseline": baseline, "tau": tau, "floor": floor, "ci": ci, "n_boot": n_boot, "seed": seed}
     rows = []
     for kind in config.kinds:
         found = {}
         for path in paths.list_sweep_results(config.arch, config.dataset, kind, "local",
-                                             config.models_root).get(config.attack.tag, {}).values():
+                                             config.models_root).get(attack_tag(config), {}).values():
             meta, results = load_results(path)
             if checkpoints is None or (meta["init"], meta["epoch"]) in checkpoints:
                 found[meta["init"], meta["epoch"]] = results, layer_scores(results, **options)
         todo = {c: candidates(scored) for c, (_, scored) in found.items() if candidates(scored)}
-        if not todo:
-            continue
-        for path in run_recheck(replace(config, kinds=(kind,)), todo, steps=steps, restarts=restarts):
-            meta, pgd = load_results(path)
-            fgsm, scored = found[meta["init"], meta["epoch"]]
-            rows += [{"init": meta["init"], "epoch": meta["epoch"], "filter": kind, **row}
-                     for row in recheck_rows(fgsm, pgd, scored, **options)]
-    if rows:
-        save_recheck(rows, config, baseline)
+        written = run_recheck(replace(config, kinds=(kind,)), todo, steps=steps, restarts=restarts) if todo else {}
+        kind_rows = [{"init": init, "epoch": epoch, "filter": kind, **row}
+                     for (init, epoch), path in written.items()
+                     for row in recheck_rows(*found[init, epoch], load_results(path)[1], **options)]
+        if kind_rows:
+            save_recheck(kind_rows, config, baseline)
+        rows += kind_rows
+    return rows
+
+
+def config_from_meta(meta: Mapping[str, Any], **runtime: Any) -> StudyConfig:
+    """The FGSM study that wrote a local result file with ``meta``, for :func:`recheck_study`; ``runtime`` sets
+    what files do not record (``models_root``, ``data_root``, ``device``, ``channels_last``, ``batch_size``)."""
+    from .attacks import FGSM, make_attack
+    from .study import StudyConfig
+
+    # A calibrated study records no attack parameters: its eps is found per checkpoint (and read back).
+    attack = make_attack(**meta["attack_params"]) if "attack_params" in meta else FGSM(1.0)
+    # Counts a mode does not use are recorded as 0; the config keeps its defaults for them.
+    optional = {"calibration_images": meta["calibration_images"], "bn_images": meta["bn_images"]}
+    return StudyConfig(
+        attack=attack, arch=meta["arch"], dataset=meta["dataset"], kinds=(meta["kind"],), scopes=("local",),
+        thresholds=meta["thresholds"], grid=meta["grid"], layers=tuple(meta["layers"]) if meta["layers"] else None,
+        subset=meta["subset"], seed=meta["seed"], calibrate_eps=meta["calibrate_eps"], bn=meta["bn"],
+        random_baseline=meta["null_masks"] > 0, null_masks=meta["null_masks"], precision=meta["precision"],
+        **{k: v for k, v in optional.items() if v}, **runtime,
+    )
+
+
+def recheck_results(
+    arch: str, dataset: str, *, kinds: Sequence[str], attack: str | None = None,
+    root: str | Path = paths.DEFAULT_MODELS_ROOT, runtime: Mapping[str, Any] | None = None, **options: Any,
+) -> list[dict[str, Any]]:
+    """:func:`recheck_study` of every FGSM study (attack tag) whose local results of ``kinds`` exist under ``root``
+    (or only ``attack``), its set-up read from the result files; ``options`` are the scoring options."""
+    rows = []
+    for kind in kinds:
+        for tag, units in paths.list_sweep_results(arch, dataset, kind, "local", root).items():
+            if tag.startswith("fgsm") and (attack is None or tag == attack):
+                meta = load_results(next(iter(units.values())))[0]
+                config = config_from_meta(meta, models_root=str(root), **(runtime or {}))
+                rows += recheck_study(config, **options)
     return rows
 
 
 def save_recheck(rows: Sequence[Mapping[str, Any]], config: StudyConfig, baseline: str) -> Path:
-    """Write the re-check rows as a plain CSV beside the first filter's scores tables."""
-    import csv
+    """Write one filter's re-check rows as a plain CSV beside its scores tables."""
+
+    from .study import attack_tag
 
     path = paths.scores_table_path(config.arch, config.dataset, rows[0]["filter"], "local", "pgd_recheck",
-                                   config.models_root, tag=f"{config.attack.tag}_{baseline}")
+                                   config.models_root, tag=f"{attack_tag(config)}_{baseline}")
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
