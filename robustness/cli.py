@@ -103,7 +103,8 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
                                    "adversarial accuracy and loss at every threshold (the attack is regenerated "
                                    "against the filtered model). Writes one JSON file per (checkpoint, filter, scope, "
                                    "attack) under saved_models/<Arch>/<DATASET>/{Step_minmax,Step_maxmin,"
-                                   "Pulse_minmax,global_data}/; files already there are skipped, so an interrupted "
+                                   "Pulse_minmax,global_data}/, each with its per-image outcomes in a .npz beside it; "
+                                   "files already there are skipped, so an interrupted "
                                    "run resumes when the same command is run again. Under torchrun, the units "
                                    "(checkpoint x filter x scope x layer) are dealt round-robin to the processes "
                                    "and rank 0 merges the layer files at the end; the files equal a one-process "
@@ -126,11 +127,28 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="PGD iterations, step 2.5*eps/steps (default 10; PGD only)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="PGD norm (default linf; PGD only)")
     p.add_argument("--calibrate-eps", type=float, default=None, metavar="TARGET",
-                   help="replace --eps by the eps at which the newest selected checkpoint of the first init has "
-                        "adversarial accuracy TARGET (e.g. 0.5), found by bisection; recorded in each file")
+                   help="replace --eps, per checkpoint, by the eps at which its unfiltered model has adversarial "
+                        "accuracy TARGET (e.g. 0.5), found by bisection on held-out test images that are never "
+                        "scored; files are named by the target, each records its eps")
+    p.add_argument("--calibration-images", type=int, default=500, metavar="N",
+                   help="test images held out for --calibrate-eps, disjoint from the evaluated ones (default 500)")
     p.add_argument("--thresholds", type=int, default=25, metavar="T", help="thresholds per sweep (default 25)")
+    p.add_argument("--grid", default="value", choices=["value", "quantile"],
+                   help="value: thresholds evenly spaced in weight value; quantile: evenly spaced in the fraction "
+                        "of weights removed (default value)")
+    p.add_argument("--bn", default="recalibrate", choices=["recalibrate", "frozen"],
+                   help="recalibrate: re-estimate BatchNorm statistics on training images at every threshold "
+                        "(default); frozen: keep the checkpoint's statistics")
+    p.add_argument("--bn-images", type=int, default=1000, metavar="N",
+                   help="training images BatchNorm statistics are re-estimated on (default 1000)")
+    p.add_argument("--random-baseline", action="store_true",
+                   help="also evaluate the random null model: as many weights removed at random as the filter "
+                        "removes, at every threshold (multiplies the work by --null-masks + 1)")
+    p.add_argument("--null-masks", type=int, default=5, metavar="M",
+                   help="seeded random masks of the null model, averaged (default 5)")
     p.add_argument("--subset", type=int, default=None, metavar="N",
-                   help="evaluate on a fixed, seeded subset of N test images (default: the whole test split)")
+                   help="evaluate on a fixed, seeded subset of N test images (default: the whole test split, less "
+                        "the images held out for --calibrate-eps)")
     p.add_argument("--layers", nargs="+", default=None, metavar="NAME",
                    help="module names for the local sweeps, e.g. conv1 layer1.0.conv1 fc (default: every Conv2d "
                         "and Linear)")
@@ -162,8 +180,10 @@ def _run_filter(args: argparse.Namespace) -> int:
         inits=tuple(args.inits) if args.inits else None, epochs=tuple(args.epochs) if args.epochs else None,
         kinds=KINDS if args.filter == "all" else (args.filter,),
         scopes=SCOPES if args.scope == "both" else (args.scope,),
-        thresholds=args.thresholds, layers=tuple(args.layers) if args.layers else None, alpha_range=alpha_range,
-        subset=args.subset, seed=args.seed, calibrate_eps=args.calibrate_eps, batch_size=args.batch_size,
+        thresholds=args.thresholds, grid=args.grid, layers=tuple(args.layers) if args.layers else None,
+        alpha_range=alpha_range, subset=args.subset, seed=args.seed, calibrate_eps=args.calibrate_eps,
+        calibration_images=args.calibration_images, bn=args.bn, bn_images=args.bn_images,
+        random_baseline=args.random_baseline, null_masks=args.null_masks, batch_size=args.batch_size,
         precision=args.precision, channels_last=args.channels_last, models_root=args.models_root,
         data_root=args.data_root, device=args.device,
     )
@@ -175,7 +195,8 @@ def _run_filter(args: argparse.Namespace) -> int:
         meta, results = load_results(path)
         first = next(iter(results.values()))
         rows.append({"init": meta["init"], "epoch": meta["epoch"], "filter": meta["kind"], "scope": meta["scope"],
-                     "attack": meta["attack"], "sweeps": len(results), "ref clean": first.ref_clean_acc,
+                     "attack": meta["attack"], "eps": meta["eps"], "bn": meta["bn"], "grid": meta["grid"],
+                     "null": meta["null_masks"], "sweeps": len(results), "ref clean": first.ref_clean_acc,
                      "ref adv": first.ref_adv_acc, "file": str(path)})
     print(format_table(rows))
     return 0

@@ -95,22 +95,29 @@ def on_main(fn: Callable[[], T]) -> T:
     return box[0]
 
 
-def on_all(fn: Callable[[], T]) -> T:
-    """``fn()`` run by every rank, then a barrier; a :class:`RobustnessError` raised on any rank is
-    raised on all of them (the lowest rank's). Without a group: ``fn()``."""
+def gathered(fn: Callable[[], T]) -> list[T]:
+    """``fn()`` run by every rank; every rank gets the list of all ranks' results, in rank order (each
+    picklable). A :class:`RobustnessError` raised on any rank is raised on all of them (the lowest
+    rank's). Without a group: ``[fn()]``."""
     if not dist.is_initialized():
-        return fn()
+        return [fn()]
     result = error = None
     try:
         result = fn()
     except RobustnessError as err:
         error = err
-    errors: list = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, error)
-    first = next((err for err in errors if err is not None), None)
+    boxes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(boxes, (result, error))
+    first = next((err for _, err in boxes if err is not None), None)
     if first is not None:
         raise first
-    return result
+    return [result for result, _ in boxes]
+
+
+def on_all(fn: Callable[[], T]) -> T:
+    """``fn()`` run by every rank, then a barrier; a :class:`RobustnessError` raised on any rank is
+    raised on all of them (the lowest rank's). Without a group: ``fn()``."""
+    return gathered(fn)[rank()]
 
 
 def all_sum(values: Sequence[float], device: torch.device) -> list[float]:
@@ -141,15 +148,21 @@ def run_study(config: sweep.StudyConfig) -> list[Path]:
     Each rank runs its :func:`shard` of :func:`sweep.plan_units` (the plan depends only on
     ``config`` and the checkpoints on disk, so every rank, on any node, computes the same
     one) and writes only its units' files; once all are done, rank 0 merges the layer parts
-    into the result files, which equal a single-process run's. With ``calibrate_eps``,
-    rank 0 calibrates and every rank uses its eps. Across nodes, ``models_root`` must be
-    one shared folder. Without torchrun it is :func:`sweep.run_study`.
+    into the result files, which equal a single-process run's. Each checkpoint's eps is
+    settled before any sweep: the checkpoints that need one are shared out round-robin, and
+    every rank gets every eps, so all units of a checkpoint use the same. Across nodes,
+    ``models_root`` must be one shared folder. Without torchrun it is :func:`sweep.run_study`.
     """
     if world_size() == 1:
         return sweep.run_study(config)
     config = config.validate()
     with process_group(pick_device(config.device), backend="gloo", timeout=SWEEP_TIMEOUT) as device:
         config = replace(config, device=str(device))
-        config = replace(config, attack=on_main(lambda: sweep.calibrated(config).attack))
-        on_all(lambda: sweep.run_units(config, shard(sweep.plan_units(config))))
+        units = sweep.plan_units(config)
+        pending = sorted({u.checkpoint for u in units if not sweep.is_done(config, u)})
+        data = sweep.study_data(config, device) if pending else None
+        epsilons = {}
+        for share in gathered(lambda: sweep.checkpoint_epsilons(config, shard(pending), data)):
+            epsilons |= share
+        on_all(lambda: sweep.run_units(config, shard(units), data, epsilons))
         return on_main(lambda: sweep.merge_results(config))

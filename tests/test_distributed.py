@@ -114,29 +114,35 @@ def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [[], ["--epochs", "1", "--calibrate-eps", "0.2", "--calibration-images", "200"]])
+def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: Path, tmp_path: Path, options) -> None:
+    """Also with eps calibrated per checkpoint: one rank calibrates, both sweep with its eps."""
     alone, sharded = tmp_path / "alone", tmp_path / "sharded"
     shutil.copytree(checkpoints_root, alone)
     shutil.copytree(checkpoints_root, sharded)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in torchrun's processes: CPU convolutions round alike only with equal thread counts
     try:
-        assert main(["filter", *SWEEP, "--models-root", str(alone)]) == 0
+        assert main(["filter", *SWEEP, *options, "--models-root", str(alone)]) == 0
     finally:
         torch.set_num_threads(threads)
-    out = torchrun("filter", *SWEEP, "--models-root", str(sharded), cwd=tmp_path).stdout
+    out = torchrun("filter", *SWEEP, *options, "--models-root", str(sharded), cwd=tmp_path).stdout
 
     expected = analysis_files(alone)
-    assert len(expected) == 2 * 2 * 2, "2 checkpoints x (local + global) x (.json + .npz): every rank works on both"
+    checkpoints = 1 if options else 2
+    assert len(expected) == checkpoints * 2 * 2, "checkpoints x (local + global) x (.json + .npz)"
     assert analysis_files(sharded) == expected
+    if options:
+        metas = [v["meta"] for k, v in expected.items() if k.endswith(".json")]
+        assert all(m["attack"] == "fgsm_acc0.2" and m["eps"] == metas[0]["eps"] != 0.1 for m in metas)
     assert out.count("ref clean") == 1, "only rank 0 prints"
 
 
 def test_an_error_on_rank_0_is_every_rank_s_one_line_error(checkpoints_root: Path, tmp_path: Path) -> None:
-    # rank 0 alone calibrates eps; the others would otherwise die on a closed connection, with a traceback
+    # each rank calibrates its share of the checkpoints; an error on any becomes every rank's one-line error
     done = torchrun("filter", *SWEEP, "--models-root", str(checkpoints_root), "--calibrate-eps", "0.99",
                     cwd=tmp_path, ok=False)
-    assert done.stderr.count("error: clean accuracy") == 2
+    assert done.stderr.count("error: checkpoint Init_1 epoch 0: clean accuracy") == 2
     assert "[rank0]" not in done.stderr and "[rank1]" not in done.stderr, "no worker traceback"
 
 

@@ -9,10 +9,13 @@ from robustness.errors import InvalidArgument
 from robustness.filters import (
     apply_filter,
     canonical_kind,
+    check_grid,
     filter_mask,
     global_range,
     half_width,
+    quantile_grid,
     thresholds,
+    value_grid,
     weight_range,
 )
 from robustness.models import build_model
@@ -105,3 +108,56 @@ def test_bad_arguments_name_the_fix() -> None:
         thresholds("highpass", 1.0, 0.0, 5)
     with pytest.raises(InvalidArgument, match="auto"):
         global_range(build_model("mnist_cnn", "mnist5k"), "max")
+
+
+# ---------------------------------------------------------------- the quantile grid
+
+
+def removed_counts(w: torch.Tensor, kind: str, count: int) -> list[int]:
+    return [int(cut.mask(w).sum()) for cut in quantile_grid(kind, [w], count)]
+
+
+@pytest.mark.parametrize("kind", ["highpass", "lowpass"])
+def test_quantile_grid_removes_the_fraction_t_hat(kind: str) -> None:
+    w = torch.randn(1000, generator=torch.Generator().manual_seed(0))  # no ties
+    assert removed_counts(w, kind, 5) == [0, 250, 500, 750, 1000]
+    assert removed_counts(w, kind, 7) == [round(k * 1000 / 6) for k in range(7)]  # 0, 167, 333, 500, 667, 833, 1000
+    cuts = quantile_grid(kind, [w], 5)
+    lowest = w.sort().values[:250] if kind == "highpass" else w.sort().values[-250:]
+    assert torch.equal(w[cuts[1].mask(w)].sort().values, lowest)  # which ones: the lowest (highest) quarter
+    order = [c.threshold for c in cuts]
+    assert order == (sorted(order) if kind == "highpass" else sorted(order, reverse=True))
+
+
+def test_quantile_pulse_bands_tile_the_weights_in_equal_counts() -> None:
+    w = torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    cuts = quantile_grid("pulse", [w], 7)
+    hits = torch.stack([c.mask(w) for c in cuts])
+    assert hits.sum(0).eq(1).all()  # every weight in exactly one band
+    assert hits.sum(1).tolist() == [142, 143, 143, 143, 143, 143, 143]  # ranks floor(k n / T) .. floor((k+1) n / T)
+    assert [c.threshold for c in cuts] == sorted(c.threshold for c in cuts)
+    assert all(c.band[0] < c.threshold < c.band[1] for c in cuts)
+
+
+def test_quantile_grid_with_ties_removes_the_closest_count_and_pools_tensors() -> None:
+    # 10 weights: 0.5 four times. Removing 4 (t̂ = 0.4) can take 3 (< 0.5) or 7 (<= 0.5): 3 is closer.
+    w = torch.tensor([-1.0, -0.75, -0.25, 0.5, 0.5, 0.5, 0.5, 0.75, 1.0, 2.0])
+    assert removed_counts(w, "highpass", 6) == [0, 2, 3, 7, 8, 10]  # asked 0, 2, 4, 6, 8, 10: 6 -> 7 (1 off, not 3)
+    assert removed_counts(w, "lowpass", 6) == [0, 2, 3, 7, 8, 10]  # mirrored: 4 -> 3 (0.75 and up), 6 -> 7
+    assert sum(int(c.mask(w).sum()) for c in quantile_grid("pulse", [w], 3)) == 10
+    # one tensor or the same weights split over two: the same thresholds (the grid pools them)
+    assert quantile_grid("highpass", [w[:4], w[4:].view(2, 3)], 6) == quantile_grid("highpass", [w], 6)
+
+
+def test_quantile_thresholds_compare_exactly_in_float32() -> None:
+    w = torch.rand(3, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    first, *_, last = quantile_grid("highpass", [w], 4)
+    assert first.mask(w).sum() == 0 and first.threshold < w.min().item()
+    assert last.mask(w).all() and last.threshold == w.max().item()
+
+
+def test_unknown_grid_names_the_choices() -> None:
+    with pytest.raises(InvalidArgument, match="unknown grid 'log'.*value.*quantile"):
+        check_grid("log")
+    assert [c.band for c in value_grid("pulse", -1.0, 1.0, 4)] == [(a - 0.25, a + 0.25) for a in
+                                                                    thresholds("pulse", -1.0, 1.0, 4)]

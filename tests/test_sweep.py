@@ -1,38 +1,23 @@
-"""Sweeps and the study runner (SPEC 4): deep-copy reference, restore on errors, resume after a kill."""
+"""Sweeps of one model (SPEC 4): equal to a deep-copy reference, restored after errors, speed options agree."""
 
 from __future__ import annotations
 
 import copy
 import functools
-import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustness import paths, sweep
 from robustness.attacks import FGSM, fgsm
-from robustness.cli import main
-from robustness.data import load_dataset, make_loader
-from robustness.errors import CheckpointError, InvalidArgument
-from robustness.evaluation import calibrate_eps
+from robustness.errors import InvalidArgument
 from robustness.filters import apply_filter, half_width, thresholds
 from robustness.runtime import autocast, channels_last
 from robustness.sweep import (
-    StudyConfig,
-    evaluation_set,
     global_analysis,
-    load_results,
     local_analysis,
-    merge_results,
-    plan_units,
-    run_study,
-    run_units,
 )
-from robustness.train import TrainConfig, load_checkpoint, train
 
 EPS = 0.1
 
@@ -192,151 +177,3 @@ def test_channels_last_and_bf16_agree_with_fp32(trained_cnn: nn.Module, data) ->
     for field in ("clean_acc", "adv_acc"):
         assert max(abs(a - b) for a, b in zip(getattr(bf16, field), getattr(fp32, field), strict=True)) <= 0.03
     assert bf16.removed == fp32.removed
-
-
-# ---------------------------------------------------------------- the runner
-
-
-@pytest.fixture(scope="module")
-def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mnist_cnn checkpoints at epochs 0 and 1 (trained on 500 images)."""
-    root = tmp_path_factory.mktemp("study_models")
-    train(TrainConfig(arch="mnist_cnn", dataset="mnist5k", epochs=1, subset=500, models_root=str(root), device="cpu"))
-    return root
-
-
-def fresh_root(checkpoints_root: Path, tmp_path: Path, name: str) -> Path:
-    root = tmp_path / name
-    shutil.copytree(checkpoints_root, root)
-    return root
-
-
-def study(root: Path, **changes) -> StudyConfig:
-    config = StudyConfig(attack=FGSM(EPS), arch="mnist_cnn", dataset="mnist5k", kinds=("highpass", "pulse"),
-                         thresholds=3, layers=("conv1", "fc2"), subset=20, models_root=str(root), device="cpu")
-    return StudyConfig(**{**config.__dict__, **changes})
-
-
-def result_files(root: Path) -> dict[str, object]:
-    """Every file written by the study (checkpoints aside), as relative path -> JSON text, or for an .npz
-    the per-image arrays it holds (a zip's bytes carry time stamps)."""
-    folder = paths.model_dir("mnist_cnn", "mnist5k", root)
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.relative_to(folder).parts[0].startswith(
-        "Init_")]
-    return {str(p.relative_to(folder)): p.read_text() if p.suffix == ".json" else npz_arrays(p) for p in files}
-
-
-def npz_arrays(path: Path) -> dict[str, list]:
-    with np.load(path) as npz:
-        return {k: npz[k].tolist() for k in sorted(npz.files)}
-
-
-def test_plan_is_deterministic_and_complete(checkpoints_root: Path) -> None:
-    units = plan_units(study(checkpoints_root))
-    assert units == plan_units(study(checkpoints_root))
-    assert len(units) == 2 * 2 * 3  # epochs 0 and 1 x 2 filters x (2 layers + 1 global)
-    assert [u.checkpoint for u in units] == sorted(u.checkpoint for u in units)
-    assert {(u.scope, u.layer) for u in units} == {("local", "conv1"), ("local", "fc2"), ("global", None)}
-    with pytest.raises(InvalidArgument, match="conv1, conv2, fc1, fc2"):
-        plan_units(study(checkpoints_root, layers=("conv3",)))
-    with pytest.raises(CheckpointError, match=r"epoch\(s\) \[7\].*found epochs \[0, 1\]"):
-        plan_units(study(checkpoints_root, epochs=(1, 7)))
-
-
-@pytest.fixture(scope="module")
-def whole(checkpoints_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The models root after one uninterrupted study."""
-    root = fresh_root(checkpoints_root, tmp_path_factory.mktemp("whole"), "whole")
-    written = run_study(study(root))
-    assert len(written) == 2 * 2 * 2  # 2 checkpoints x 2 filters x (local, global)
-    return root
-
-
-def test_result_files_and_meta(whole: Path) -> None:
-    local = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "pulse", "local", "fgsm_eps0.1", whole)
-    assert local.parent.name == "Pulse_minmax"
-    meta, results = load_results(local)
-    assert meta == {"arch": "mnist_cnn", "dataset": "mnist5k", "init": 1, "epoch": 1, "kind": "pulse",
-                    "scope": "local", "attack": "fgsm_eps0.1", "eps": EPS, "calibrate_eps": None, "thresholds": 3,
-                    "subset": 20, "seed": 0, "precision": "fp32", "layers": ["conv1", "fc2"]}
-    assert list(results) == ["conv1", "fc2"] and len(results["fc2"].adv_acc) == 3
-    meta, results = load_results(
-        paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "global", "fgsm_eps0.1", whole))
-    assert meta["alpha_range"] == [-1.0, 1.0] and list(results) == ["global"]
-    assert results["global"].thresholds == [-1.0, 0.0, 1.0]
-    assert not list(whole.rglob(".parts"))
-    stamps = {f: f.stat().st_mtime_ns for f in whole.rglob("*.json")}
-    assert sorted(run_study(study(whole))) == sorted(f for f in stamps if f.name != "history.json")
-    assert {f: f.stat().st_mtime_ns for f in whole.rglob("*.json")} == stamps  # a finished study rewrites nothing
-    with pytest.raises(InvalidArgument, match="different study set-up.*thresholds"):
-        run_study(study(whole, thresholds=4))
-
-
-def test_resume_after_a_kill_writes_only_the_rest(checkpoints_root, whole, tmp_path, monkeypatch) -> None:
-    killed = fresh_root(checkpoints_root, tmp_path, "killed")
-    real_run_unit, ran = sweep.run_unit, []
-
-    def run_unit(config, unit, *args):
-        if len(ran) == 5:
-            raise KeyboardInterrupt  # killed during the 6th of 12 units
-        ran.append(unit)
-        return real_run_unit(config, unit, *args)
-
-    monkeypatch.setattr(sweep, "run_unit", run_unit)
-    with pytest.raises(KeyboardInterrupt):
-        run_study(study(killed))
-    first = list(ran)
-    assert len(first) == 5 and result_files(killed) != result_files(whole)
-    ran.clear()
-    monkeypatch.setattr(sweep, "run_unit", lambda config, unit, *args: ran.append(unit) or real_run_unit(
-        config, unit, *args))
-    run_study(study(killed))
-    assert sorted(ran) == sorted(set(plan_units(study(killed))) - set(first))
-    assert result_files(killed) == result_files(whole)
-
-
-def test_units_split_over_workers_merge_to_the_same_files(checkpoints_root, whole, tmp_path) -> None:
-    config = study(fresh_root(checkpoints_root, tmp_path, "shards"))
-    units, data = plan_units(config), evaluation_set(config, torch.device("cpu"))
-    for rank in range(3):  # as three torchrun ranks would, each writing only its own units' files
-        run_units(config, units[rank::3], data)
-    parts = sorted(Path(config.models_root).rglob(".parts/*/*.json"))
-    assert len(parts) == 2 * 2 * 2  # 8 local layer parts, each with its own .npz
-    assert all(p.with_suffix(".npz").is_file() for p in parts)
-    layers = {(p.parent.name, p.stem): load_results(p)[1][p.stem] for p in parts}
-    merge_results(config)
-    assert result_files(Path(config.models_root)) == result_files(whole)
-    for (name, layer), part in layers.items():  # the merged file carries each part's per-image arrays
-        merged = load_results(next(Path(config.models_root).rglob(f"{name}.json")))[1][layer]
-        assert merged == part and merged.clean_correct.shape == (3, 20)
-
-
-def test_calibrated_eps_is_recorded(checkpoints_root: Path, tmp_path: Path) -> None:
-    root = fresh_root(checkpoints_root, tmp_path, "calibrated")
-    config = study(root, epochs=(0, 1), kinds=("highpass",), scopes=("global",), thresholds=2, calibrate_eps=0.5)
-    written = run_study(config)
-    model, _ = load_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, root))  # the newest checkpoint
-    test = make_loader(load_dataset("mnist5k", train=False), 1000, subset=20, seed=0)
-    eps = calibrate_eps(model, test, 0.5, "fgsm")
-    assert len(written) == 2 and all(f"fgsm_eps{eps:g}" in p.name for p in written)
-    meta, results = load_results(written[1])
-    assert meta["eps"] == eps and meta["calibrate_eps"] == 0.5 and meta["epoch"] == 1
-    assert abs(results["global"].ref_adv_acc - 0.5) <= 0.1  # 20 images: accuracy moves in steps of 0.05
-
-
-def test_cli_filter(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
-    root = fresh_root(checkpoints_root, tmp_path, "cli")
-    common = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--epochs", "1",
-              "--subset", "50", "--thresholds", "2", "--filter", "lowpass", "--scope", "local", "-e", "0.05"]
-    assert main([*common, "--layers", "fc2"]) == 0
-    out = capsys.readouterr().out
-    assert "Step_maxmin" in out and "fgsm_eps0.05" in out
-    assert main([*common, "--layers", "fc9"]) == 2
-    assert "error: unknown layer(s) fc9" in capsys.readouterr().err
-    assert main([*common, "--layers", "fc2", "--precision", "bf16"]) == 2
-    assert "different study set-up ({'precision': 'fp32'})" in capsys.readouterr().err
-    fast = fresh_root(checkpoints_root, tmp_path, "fast")
-    args = [*common, "--layers", "fc2", "--precision", "bf16", "--channels-last", "--models-root", str(fast)]
-    assert main(args) == 0
-    written = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "lowpass", "local", "fgsm_eps0.05", fast)
-    assert load_results(written)[0]["precision"] == "bf16"
