@@ -243,7 +243,18 @@ def _add_scores(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", default="both", choices=["local", "global", "both"],
                    help="local (per layer) or global (all layers at once) results, or both (default)")
     p.add_argument("--attack", default=None, metavar="TAG",
-                   help="only the results of this attack tag, e.g. fgsm_eps0.1 (default: every attack found)")
+                   help="only the results of this attack tag, e.g. fgsm_acc0.5 (default: every attack found but "
+                        "the PGD re-checks)")
+    p.add_argument("--pgd-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-check with PGD-linf (20 steps, 2 restarts, the same eps, thresholds and images) every "
+                        "layer that FGSM local results label robust or antifragile on the adversarial or difference "
+                        "score, and flag it when FGSM's accuracy gain under filtering exceeds PGD's by more than 2 "
+                        "SE (default; resumable: finished re-checks are read back; --no-pgd-check skips it)")
+    p.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations of the re-check (default 20)")
+    p.add_argument("--pgd-restarts", type=int, default=2, help="PGD restarts of the re-check (default 2)")
+    p.add_argument("--data-root", default="Dataset", help="folder holding the datasets, for the re-check (default "
+                   "Dataset)")
+    p.add_argument("--device", default="auto", help="device of the re-check: auto, cpu, cuda, cuda:N, mps")
     _score_args(p)
     p.set_defaults(run=_run_scores)
 
@@ -263,6 +274,15 @@ def _run_scores(args: argparse.Namespace) -> int:
     figures = plot_study(args.arch, args.dataset, tables, models_root=args.models_root, plots_root=args.plots_root)
     print(f"\nwrote {len(tables)} CSV tables under {args.models_root}/ and {len(figures)} figures under "
           f"{args.plots_root}/")
+    if args.pgd_check and args.scope != "global":
+        from .recheck import recheck_results  # noqa: PLC0415
+
+        rows = recheck_results(args.arch, args.dataset, kinds=KINDS if args.filter == "all" else (args.filter,),
+                               attack=args.attack, root=args.models_root,
+                               runtime={"data_root": args.data_root, "device": args.device}, steps=args.pgd_steps,
+                               restarts=args.pgd_restarts, **_score_options(args))
+        print("\nPGD re-check (gain: FGSM's accuracy change under filtering minus PGD's; flagged when gain > 2 SE)")
+        print(format_table(rows) if rows else "no FGSM local result labels a layer robust or antifragile")
     return 0
 
 

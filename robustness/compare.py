@@ -30,7 +30,7 @@ from . import paths
 from .errors import DataNotFoundError, InvalidArgument
 from .scores import CONFIDENT, DEFAULT_BOOT, DEFAULT_CI, SCORES, Label, Score, layer_scores
 from .stats import percentile_interval, spearman
-from .sweep import load_results
+from .sweep import RECHECK, load_results
 
 Scores = Mapping[str, Mapping[str, Any]]  # {layer: filtering_scores dict}
 
@@ -140,17 +140,23 @@ def compare(
     return Comparison(names, common, values, intervals, labels, pairs, taus.pop(), ci, n_boot)
 
 
+def _wanted(tag: str, attack: str | None) -> bool:
+    """Whether results of ``tag`` are compared: ``attack``'s, or by default any but the PGD re-checks'."""
+    return tag == attack if attack is not None else RECHECK not in tag
+
+
 def checkpoint_scores(
     arch: str, dataset: str, kind: str, init: int, epoch: int, *, attack: str | None = None,
     root: str | Path = paths.DEFAULT_MODELS_ROOT, **options: Any,
 ) -> Scores:
     """:func:`robustness.scores.layer_scores` of one checkpoint's local sweeps of filter ``kind``.
 
-    ``attack`` is the result's attack tag (default: the only one that checkpoint has); ``options``
+    ``attack`` is the result's attack tag (default: the only one that checkpoint has, PGD re-checks left
+    out); ``options``
     are the scoring options (``baseline``, ``tau``, ``floor``, ``ci``, ``n_boot``, ``seed``).
     """
     found = {tag: units[init, epoch] for tag, units in paths.list_sweep_results(arch, dataset, kind, "local", root)
-             .items() if (init, epoch) in units and (attack is None or tag == attack)}
+             .items() if (init, epoch) in units and _wanted(tag, attack)}
     if len(found) != 1:
         what = "no local" if not found else f"several ({', '.join(found)}: pick one with --attack)"
         raise DataNotFoundError(
@@ -169,7 +175,7 @@ def study_sets(
     """The sets of one study to compare: its initialisations at one epoch (``by="init"``, default: the newest
     epoch they all have) or one initialisation's epochs (``by="epoch"``, default ``Init_1``)."""
     units = {checkpoint for tag, found in paths.list_sweep_results(arch, dataset, kind, "local", root).items()
-             if attack is None or tag == attack for checkpoint in found}
+             if _wanted(tag, attack) for checkpoint in found}
     if by == "init":
         inits = sorted({i for i, _ in units})
         shared = [e for e in sorted({e for _, e in units}) if all((i, e) in units for i in inits)]

@@ -135,6 +135,12 @@ def config_from_meta(meta: Mapping[str, Any], **runtime: Any) -> StudyConfig:
     from .attacks import FGSM, make_attack
     from .study import StudyConfig
 
+    needed = ("arch", "dataset", "kind", "thresholds", "grid", "layers", "subset", "seed", "calibrate_eps",
+              "calibration_images", "bn", "bn_images", "null_masks", "precision")
+    missing = [key for key in needed if key not in meta]
+    if missing:
+        raise InvalidArgument(f"a result file's meta lacks {', '.join(missing)}, which the PGD re-check needs: rerun "
+                              f"the filter command to rewrite it, or skip the re-check (--no-pgd-check)")
     # A calibrated study records no attack parameters: its eps is found per checkpoint (and read back).
     attack = make_attack(**meta["attack_params"]) if "attack_params" in meta else FGSM(1.0)
     # Counts a mode does not use are recorded as 0; the config keeps its defaults for them.

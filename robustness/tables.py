@@ -45,7 +45,7 @@ from .scores import (
     outcomes,
 )
 from .stats import wilson_interval
-from .sweep import SweepResult, load_results
+from .sweep import RECHECK, SweepResult, load_results
 
 SETTINGS = ("score", "filter", "scope", "attack", "baseline", "tau", "floor", "ci", "n_boot", "bn", "grid")
 CHECKPOINT = ("eps", "n_images", "ref_clean_acc", "ref_clean_lo", "ref_clean_hi", "ref_adv_acc", "ref_adv_lo",
@@ -256,12 +256,13 @@ def study_tables(
 ) -> dict[str, dict[Score, ScoresTable]]:
     """Score every result file of one filter and scope of a study: ``{attack_tag: {score: table}}``.
 
-    ``attack`` (a tag such as ``"fgsm_eps0.1"``) keeps only that attack's results. Empty when the
-    filter command has not written any result yet.
+    ``attack`` (a tag such as ``"fgsm_eps0.1"``) keeps only that attack's results; by default every
+    attack's but the PGD re-checks' (:mod:`robustness.recheck` reports those). Empty when the filter
+    command has not written any result yet.
     """
     tables = {}
     for tag, units in paths.list_sweep_results(arch, dataset, kind, scope, root).items():
-        if attack is not None and tag != attack:
+        if tag != attack and (attack is not None or RECHECK in tag):
             continue
         scored, infos, bn, grid = {}, {}, [], []
         for checkpoint, path in units.items():

@@ -1,4 +1,5 @@
-"""The PGD re-check: the gain of FGSM over PGD under filtering, its SE, and the flag, on planted sweeps."""
+"""The PGD re-check: the gain of FGSM over PGD under filtering, its SE and the flag on planted sweeps; a real
+re-check of a small study, resumed, and from the scores command."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import pytest
 from planted import nested, sweep_from_outcomes
 from scipy.integrate import simpson
 
+from robustness import paths
+from robustness.attacks import FGSM
+from robustness.cli import main
 from robustness.errors import InvalidArgument
-from robustness.recheck import candidates, fgsm_gain
+from robustness.recheck import candidates, fgsm_gain, recheck_study
+from robustness.scores import layer_scores
 from robustness.stats import bootstrap_counts
+from robustness.sweep import StudyConfig, load_results, run_study
+from robustness.train import TrainConfig, train
 
 T = np.linspace(0, 1, 9)
 N = 800
@@ -73,3 +80,38 @@ def test_candidates_are_the_layers_fgsm_calls_robust_or_antifragile_on_adversari
     table = {"a": scored("robust", "fragile", "fragile"), "b": scored("fragile", "antifragile", "fragile"),
              "c": scored("fragile", "uncertain", "robust"), "d": scored("antifragile", "uncertain", "uncertain")}
     assert candidates(table) == ["b", "c"]
+
+
+def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_prints_it(tmp_path, capsys) -> None:
+    models = tmp_path / "models"
+    train(TrainConfig(arch="mnist_cnn", epochs=1, subset=300, models_root=str(models), device="cpu"))
+    config = StudyConfig(attack=FGSM(0.1), arch="mnist_cnn", inits=(1,), epochs=(1,), kinds=("highpass",),
+                         scopes=("local",), thresholds=3, layers=("conv2", "fc2"), subset=60, calibrate_eps=0.5,
+                         calibration_images=60, bn_images=60, models_root=str(models), device="cpu")
+    (fgsm_file,) = run_study(config)
+    scored = layer_scores(load_results(fgsm_file)[1], tau=1.0, n_boot=100)  # tau 1: every layer is robust
+    assert candidates(scored) == ["conv2", "fc2"]
+    pgd_options = {"steps": 5, "restarts": 2, "tau": 1.0, "n_boot": 100}  # fewer steps than 20: a fast test
+    rows = recheck_study(config, **pgd_options)
+    assert [(r["init"], r["epoch"], r["filter"], r["layer"]) for r in rows] == [
+        (1, 1, "highpass", name) for name in ("conv2", "fc2")]
+    for row in rows:
+        assert row["fgsm adversarial"] == "robust" and row["pgd adversarial"] in ("robust", "undefined")
+        assert row["flagged"] == (row["gain"] > 2 * row["se"] + 1e-12) and row["se"] > 0
+    (pgd_file,) = [p for p in fgsm_file.parent.glob("*.json") if "_recheck_of_fgsm_acc0.5" in p.name]
+    fgsm, pgd = load_results(fgsm_file), load_results(pgd_file)
+    assert pgd[0]["eps"] == fgsm[0]["eps"] and pgd[0]["thresholds"] == 3
+    assert pgd[1]["fc2"].ref_adv_acc <= fgsm[1]["fc2"].ref_adv_acc  # PGD is the stronger attack
+    saved = paths.scores_table_path("mnist_cnn", "mnist5k", "highpass", "local", "pgd_recheck", models,
+                                    tag="fgsm_acc0.5_density")
+    assert saved.read_text().splitlines()[0].startswith("init,epoch,filter,layer,fgsm adversarial")
+    stamp = pgd_file.stat().st_mtime_ns
+    assert recheck_study(config, **pgd_options) == rows and pgd_file.stat().st_mtime_ns == stamp  # resumed
+
+    argv = ["scores", "--arch", "mnist_cnn", "--scope", "local", "--tau", "1", "--n-boot", "100", "--device", "cpu",
+            "--pgd-steps", "5", "--models-root", str(models), "--plots-root", str(tmp_path / "plots")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "PGD re-check" in out and "fgsm adversarial" in out and "recheck_of" not in out  # no PGD table
+    assert pgd_file.stat().st_mtime_ns == stamp
+    assert main([*argv, "--no-pgd-check"]) == 0 and "PGD re-check" not in capsys.readouterr().out

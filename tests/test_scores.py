@@ -7,10 +7,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from planted import latent, nested, planted, sweep_from_outcomes
 from scipy.integrate import simpson
+from torch import nn
 
 from robustness import paths
+from robustness.analysis import local_analysis
+from robustness.attacks import FGSM
 from robustness.cli import main
 from robustness.errors import DataNotFoundError, InvalidArgument
 from robustness.scores import SCORES, consensus_labels, filtering_scores, interval_label, label, layer_scores
@@ -364,3 +368,59 @@ def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tm
         "MnistCNN_MNIST5K_local_highpass_scores_fgsm_acc0.5_density.png",
         *(f"MnistCNN_MNIST5K_local_highpass_Init_{i}_1epochs_fgsm_acc0.5.png" for i in (1, 2)),
     }
+
+
+class _Planted(nn.Module):
+    """A trained linear classifier whose logits pass through ``bottleneck`` (−I plus small positive off-diagonal
+    weights, negated: it carries every logit, and high-pass filtering removes its diagonal first), with a
+    ``dead`` branch whose output is multiplied by 0."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Linear(784, 10)
+        self.dead = nn.Linear(784, 10)
+        self.bottleneck = nn.Linear(10, 10, bias=False)
+        optimiser = torch.optim.Adam(self.features.parameters(), lr=0.01)
+        for _ in range(100):
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(self.features(x.flatten(1)), y).backward()
+            optimiser.step()
+        with torch.no_grad():
+            self.bottleneck.weight.copy_(0.01 * torch.rand(10, 10) - 1.01 * torch.eye(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        return -self.bottleneck(self.features(flat)) + 0 * self.dead(flat)
+
+
+@pytest.fixture(scope="module")
+def planted_network(mnist5k_test) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    x, y = mnist5k_test
+    return _Planted(x[500:], y[500:]).eval(), x[:200], y[:200]
+
+
+@pytest.mark.parametrize("kind", ["highpass", "lowpass", "pulse"])
+def test_a_layer_whose_output_is_discarded_is_robust_against_the_random_baseline(planted_network, kind) -> None:
+    model, x, y = planted_network
+    (sweep,) = local_analysis(model, (x, y), kind, FGSM(0.05), 5, layers=["dead"], null_masks=2).values()
+    assert sweep.removed_fraction[-1] > 0  # weights were removed, yet nothing changes:
+    for outcome in (sweep.clean_correct, sweep.null_clean_correct[1]):
+        assert (outcome == sweep.ref_clean_correct).all()
+    assert (sweep.adv_correct == sweep.ref_adv_correct).all()
+    scores = filtering_scores(sweep, baseline="random")
+    for name in SCORES:
+        assert scores[name] == 0.0 and scores["ci"][name] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert scores["labels"] == dict.fromkeys(SCORES, "robust")
+
+
+def test_a_bottleneck_everything_passes_through_is_fragile(planted_network) -> None:
+    model, x, y = planted_network
+    (sweep,) = local_analysis(model, (x, y), "highpass", FGSM(0.05), 5, layers=["bottleneck"],
+                              null_masks=2).values()
+    assert sweep.ref_clean_acc > 0.8 and sweep.ref_adv_acc > 0.2
+    for baseline in ("density", "random", "unfiltered"):
+        scores = filtering_scores(sweep, baseline=baseline)
+        for name in ("clean", "adversarial"):
+            assert scores["ci"][name][1] < -0.05, (baseline, name, scores[name])
+            assert scores["labels"][name] == "fragile"
