@@ -55,8 +55,9 @@ class Comparison:
         """The pairs, formatted for printing."""
         pct = f"{self.coverage:.0%}"
         return [{"score": p["score"], "sets": f"{p['a']} vs {p['b']}", "layers": p["n_layers"],
-                 "labels agree": f"{p['agreement']:.2f}", "confident agree": f"{p['confident_agreement']:.2f} "
-                 f"of {p['n_confident']}", "Spearman rho": f"{p['rho']:+.2f}",
+                 "labels agree": f"{p['agreement']:.2f}",
+                 "confident agree": f"{p['confident_agreement']:.2f} of {p['n_confident']}" if p["n_confident"]
+                 else "none confident", "Spearman rho": f"{p['rho']:+.2f}",
                  f"rho {pct} CI": f"[{p['rho_lo']:+.2f}, {p['rho_hi']:+.2f}]"} for p in self.pairs]
 
     def pair(self, score: Score, a: str, b: str) -> dict[str, Any]:

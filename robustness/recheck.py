@@ -41,10 +41,15 @@ RECHECKED = ("robust", "antifragile")  # FGSM labels that call for a re-check
 ON_SCORES = ("adversarial", "difference")
 
 
-def candidates(scored: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def candidates(scored: Mapping[str, Mapping[str, Any]], limit: int | None = None) -> list[str]:
     """The layers of one checkpoint's :func:`robustness.scores.layer_scores` that FGSM labels robust or
-    antifragile on the adversarial or difference score."""
-    return [name for name, s in scored.items() if any(s["labels"][k] in RECHECKED for k in ON_SCORES)]
+    antifragile on the adversarial or difference score, in module order; with ``limit``, only that many,
+    those with the highest adversarial score (the most robust-looking) first."""
+    found = [name for name, s in scored.items() if any(s["labels"][k] in RECHECKED for k in ON_SCORES)]
+    if limit is None:
+        return found
+    kept = sorted(found, key=lambda name: -scored[name]["adversarial"])[:limit]
+    return [name for name in found if name in kept]
 
 
 def fgsm_gain(
@@ -99,13 +104,14 @@ def recheck_rows(
 def recheck_study(
     config: StudyConfig, *, steps: int = 20, restarts: int = 2, baseline: str = "density", tau: float = 0.05,
     floor: float = 0.05, ci: float = DEFAULT_CI, n_boot: int = DEFAULT_BOOT, seed: int = 0,
-    checkpoints: Sequence[tuple[int, int]] | None = None,
+    checkpoints: Sequence[tuple[int, int]] | None = None, limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Re-check with PGD every layer the study's FGSM local sweeps label robust or antifragile (adversarial or
     difference score); return one row per re-checked layer and save them as CSV beside the scores tables.
 
     Runs :func:`robustness.sweep.run_recheck` (resumable: finished PGD sweeps are read back, not rerun) per
-    filter of ``config`` on the checkpoints whose FGSM result files exist (or only ``checkpoints``).
+    filter of ``config`` on the checkpoints whose FGSM result files exist (or only ``checkpoints``); ``limit``
+    re-checks at most that many layers per checkpoint (:func:`candidates`).
     """
     from .study import attack_tag, run_recheck
 
@@ -118,7 +124,7 @@ def recheck_study(
             meta, results = load_results(path)
             if checkpoints is None or (meta["init"], meta["epoch"]) in checkpoints:
                 found[meta["init"], meta["epoch"]] = results, layer_scores(results, **options)
-        todo = {c: candidates(scored) for c, (_, scored) in found.items() if candidates(scored)}
+        todo = {c: candidates(scored, limit) for c, (_, scored) in found.items() if candidates(scored)}
         written = run_recheck(replace(config, kinds=(kind,)), todo, steps=steps, restarts=restarts) if todo else {}
         kind_rows = [{"init": init, "epoch": epoch, "filter": kind, **row}
                      for (init, epoch), path in written.items()

@@ -75,11 +75,13 @@ def test_sweeps_of_other_images_or_thresholds_are_refused() -> None:
 
 def test_candidates_are_the_layers_fgsm_calls_robust_or_antifragile_on_adversarial_or_difference() -> None:
     def scored(clean: str, adv: str, diff: str) -> dict:
-        return {"labels": {"clean": clean, "adversarial": adv, "difference": diff}}
+        return {"adversarial": 0.0, "labels": {"clean": clean, "adversarial": adv, "difference": diff}}
 
     table = {"a": scored("robust", "fragile", "fragile"), "b": scored("fragile", "antifragile", "fragile"),
              "c": scored("fragile", "uncertain", "robust"), "d": scored("antifragile", "uncertain", "uncertain")}
     assert candidates(table) == ["b", "c"]
+    table["b"]["adversarial"], table["c"]["adversarial"] = 0.1, 0.3
+    assert candidates(table, limit=1) == ["c"]  # the most robust-looking first
 
 
 def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_prints_it(tmp_path, capsys) -> None:
