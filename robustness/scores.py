@@ -229,16 +229,15 @@ def layer_scores(
     baseline: Baseline = DEFAULT_BASELINE,
     tau: float = DEFAULT_TAU,
     floor: float = DEFAULT_FLOOR,
-    ci: float = DEFAULT_CI,
-    n_boot: int = DEFAULT_BOOT,
-    seed: int = 0,
+    **bootstrap: Any,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`filtering_scores` of each layer of one checkpoint's local sweeps, keyed by module name.
+    """:func:`filtering_scores` of each layer of one checkpoint's local sweeps, keyed by module name;
+    ``bootstrap`` takes its ``ci``, ``n_boot`` and ``seed``.
 
-    Every layer is resampled with the same ``seed``, so the same resamples of the images. This
+    Every layer is resampled with the same seed, so the same resamples of the images. This
     per-checkpoint scores table is what :func:`robustness.retrain.select_layers` reads.
     """
-    return {name: filtering_scores(result, baseline, tau, floor, ci, n_boot, seed) for name, result in results.items()}
+    return {name: filtering_scores(result, baseline, tau, floor, **bootstrap) for name, result in results.items()}
 
 
 def consensus(labels: Sequence[Label | None]) -> Label:

@@ -245,21 +245,19 @@ def study_tables(
     kind: str,
     scope: paths.Scope,
     *,
-    baseline: Baseline = DEFAULT_BASELINE,
-    tau: float = DEFAULT_TAU,
-    floor: float = DEFAULT_FLOOR,
-    ci: float = DEFAULT_CI,
-    n_boot: int = DEFAULT_BOOT,
-    seed: int = 0,
     root: str | Path = paths.DEFAULT_MODELS_ROOT,
     attack: str | None = None,
+    **options: Any,
 ) -> dict[str, dict[Score, ScoresTable]]:
-    """Score every result file of one filter and scope of a study: ``{attack_tag: {score: table}}``.
+    """Score every result file of one filter and scope of a study: ``{attack_tag: {score: table}}``;
+    ``options`` are :func:`robustness.scores.filtering_scores`'s (``baseline``, ``tau``, ``floor``, ``ci``,
+    ``n_boot``, ``seed``).
 
     ``attack`` (a tag such as ``"fgsm_eps0.1"``) keeps only that attack's results; by default every
     attack's but the PGD re-checks' (:mod:`robustness.recheck` reports those). Empty when the filter
     command has not written any result yet.
     """
+    baseline, tau = options.get("baseline", DEFAULT_BASELINE), options.get("tau", DEFAULT_TAU)
     tables = {}
     for tag, units in paths.list_sweep_results(arch, dataset, kind, scope, root).items():
         if tag != attack and (attack is not None or RECHECK in tag):
@@ -267,8 +265,8 @@ def study_tables(
         scored, infos, bn, grid = {}, {}, [], []
         for checkpoint, path in units.items():
             meta, results = load_results(path)
-            scored[checkpoint] = layer_scores(results, baseline, tau, floor, ci, n_boot, seed)
-            infos[checkpoint] = checkpoint_info(meta, next(iter(results.values())), ci)
+            scored[checkpoint] = layer_scores(results, **options)
+            infos[checkpoint] = checkpoint_info(meta, next(iter(results.values())), options.get("ci", DEFAULT_CI))
             bn.append(meta.get("bn", "frozen"))  # files written before recalibration existed were frozen
             grid += [r.grid for r in results.values()]
         where = f"{kind} {scope} {tag}"
@@ -304,8 +302,8 @@ def score_study(
         table
         for kind in kinds
         for scope in scopes
-        for per_score in study_tables(arch, dataset, kind, scope, baseline=baseline, tau=tau, floor=floor, ci=ci,
-                                      n_boot=n_boot, seed=seed, root=root, attack=attack).values()
+        for per_score in study_tables(arch, dataset, kind, scope, root=root, attack=attack, baseline=baseline, tau=tau,
+                                      floor=floor, ci=ci, n_boot=n_boot, seed=seed).values()
         for table in per_score.values()
     ]
     if not tables:
