@@ -569,10 +569,12 @@ def _run_defend(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole study on mnist5k in minutes (what `make demo` runs)",
-                       description="Train ResNet-18 (2 initialisations), calibrate FGSM eps, evaluate FGSM and PGD, "
-                                   "run local and global synaptic filtering with all three filters, write the scores "
-                                   "tables and plots, evaluate the defensive perturbation with t-SNE plots, and "
-                                   "compare selective retraining. A rerun reuses everything already written.")
+                       description="Train ResNet-18 (3 initialisations), calibrate FGSM eps per checkpoint on "
+                                   "held-out images, sweep the high-pass filter over four layers (500 images, 9 "
+                                   "thresholds, BatchNorm re-estimated), write the scores tables with intervals and "
+                                   "plots, re-check one layer with PGD, compare the initialisations, evaluate the "
+                                   "defensive perturbation with t-SNE plots, and compare selective retraining. A "
+                                   "rerun reuses everything already written.")
     p.add_argument("--models-root", default="saved_models", help="root of the checkpoint tree (default saved_models)")
     p.add_argument("--plots-root", default="plots", help="folder for the figures (default plots)")
     p.add_argument("--device", default="auto", help="auto (cuda, xla, mps, cpu in that order), cpu, cuda, cuda:N, mps")
