@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .data import DATASETS
 from .errors import InvalidArgument, RobustnessError
@@ -199,14 +201,39 @@ def _run_filter(args: argparse.Namespace) -> int:
     print(format_table(rows))
     return 0
 
+def _score_args(p: argparse.ArgumentParser) -> None:
+    """The options that decide how sweeps are scored and labelled."""
+    p.add_argument("--baseline", default="density", choices=["density", "unfiltered", "random"],
+                   help="what the relative accuracy is compared with: density (default; B = fraction of the filtered "
+                        "weights still present), unfiltered (B = 1) or random (B = the same layer with as many "
+                        "weights removed at random; needs results written with filter --random-baseline)")
+    p.add_argument("--tau", type=float, default=0.05,
+                   help="label threshold: an interval within +-tau is robust, below -tau fragile, above +tau "
+                        "antifragile, anything else uncertain (default 0.05)")
+    p.add_argument("--floor", type=float, default=0.05,
+                   help="a reference accuracy below this makes the score that needs it undefined (default 0.05)")
+    p.add_argument("--ci", type=float, default=0.95, help="coverage of the score intervals (default 0.95)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="paired bootstrap resamples of the evaluation images (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resamples (default 0)")
+
+
+def _score_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"baseline": args.baseline, "tau": args.tau, "floor": args.floor, "ci": args.ci, "n_boot": args.n_boot,
+            "seed": args.seed}
+
+
 def _add_scores(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scores", help="filtering scores of a study: tables (CSV) and plots",
+    p = sub.add_parser("scores", help="filtering scores of a study with intervals: tables (CSV) and plots",
                        description="Score every sweep result the filter command wrote: clean, adversarial and "
-                                   "difference scores (Simpson's rule over the normalised threshold, SPEC 4), each "
-                                   "labelled fragile (< -tau), robust (within +-tau) or antifragile (> +tau). Prints "
-                                   "one layers x epochs table per (filter, scope, attack, score), averaged over the "
-                                   "initialisations found, writes it as CSV beside the results, and saves heatmaps "
-                                   "and the sweep curves of each init's newest checkpoint to the plots folder.")
+                                   "difference scores (Simpson's rule over the normalised threshold), each with an "
+                                   "interval from a paired bootstrap over the evaluation images, and labelled from "
+                                   "that interval: fragile (below -tau), robust (within +-tau), antifragile (above "
+                                   "+tau) or uncertain. Prints one layers x epochs table per (filter, scope, attack, "
+                                   "score): mean +- SD over the initialisations found, each one's interval, the "
+                                   "consensus label and how many initialisations agree; writes it as CSV beside the "
+                                   "results, and saves heatmaps and the sweep curves of each init's newest "
+                                   "checkpoint to the plots folder.")
     p.add_argument("--arch", default="resnet18", choices=sorted(MODELS), help="architecture (default resnet18)")
     p.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS), help="dataset key (default mnist5k)")
     p.add_argument("--models-root", default="saved_models", help="root of the checkpoint tree (default saved_models)")
@@ -216,31 +243,124 @@ def _add_scores(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope", default="both", choices=["local", "global", "both"],
                    help="local (per layer) or global (all layers at once) results, or both (default)")
     p.add_argument("--attack", default=None, metavar="TAG",
-                   help="only the results of this attack tag, e.g. fgsm_eps0.1 (default: every attack found)")
-    p.add_argument("--baseline", default="unfiltered", choices=["unfiltered", "density"],
-                   help="what relative accuracy is compared with: unfiltered (B = 1, default) or density "
-                        "(B = fraction of filtered weights still present)")
-    p.add_argument("--tau", type=float, default=0.05, help="label threshold: |score| <= tau is robust (default 0.05)")
-    p.add_argument("--floor", type=float, default=0.05,
-                   help="a reference accuracy below this makes the score that needs it undefined (default 0.05)")
+                   help="only the results of this attack tag, e.g. fgsm_acc0.5 (default: every attack found but "
+                        "the PGD re-checks)")
+    p.add_argument("--pgd-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-check with PGD-linf (20 steps, 2 restarts, the same eps, thresholds and images) every "
+                        "layer that FGSM local results label robust or antifragile on the adversarial or difference "
+                        "score, and flag it when FGSM's accuracy gain under filtering exceeds PGD's by more than 2 "
+                        "SE (default; resumable: finished re-checks are read back; --no-pgd-check skips it)")
+    p.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations of the re-check (default 20)")
+    p.add_argument("--pgd-restarts", type=int, default=2, help="PGD restarts of the re-check (default 2)")
+    p.add_argument("--data-root", default="Dataset", help="folder holding the datasets, for the re-check (default "
+                   "Dataset)")
+    p.add_argument("--device", default="auto", help="device of the re-check: auto, cpu, cuda, cuda:N, mps")
+    _score_args(p)
     p.set_defaults(run=_run_scores)
 
 
 def _run_scores(args: argparse.Namespace) -> int:
     from .filters import KINDS  # noqa: PLC0415 (keeps --help fast)
     from .plots import plot_study  # noqa: PLC0415
-    from .scores import score_study  # noqa: PLC0415
+    from .tables import score_study  # noqa: PLC0415
 
     tables = score_study(
         args.arch, args.dataset, kinds=KINDS if args.filter == "all" else (args.filter,),
-        scopes=("local", "global") if args.scope == "both" else (args.scope,), baseline=args.baseline,
-        tau=args.tau, floor=args.floor, root=args.models_root, attack=args.attack,
+        scopes=("local", "global") if args.scope == "both" else (args.scope,), root=args.models_root,
+        attack=args.attack, **_score_options(args),
     )
     for table in tables:
-        print(f"\n{table.title()}\n{format_table(table.rows())}")
+        print(f"\n{table.text()}")
     figures = plot_study(args.arch, args.dataset, tables, models_root=args.models_root, plots_root=args.plots_root)
     print(f"\nwrote {len(tables)} CSV tables under {args.models_root}/ and {len(figures)} figures under "
           f"{args.plots_root}/")
+    if args.pgd_check and args.scope != "global":
+        from .recheck import recheck_results  # noqa: PLC0415
+
+        rows = recheck_results(args.arch, args.dataset, kinds=KINDS if args.filter == "all" else (args.filter,),
+                               attack=args.attack, root=args.models_root,
+                               runtime={"data_root": args.data_root, "device": args.device}, steps=args.pgd_steps,
+                               restarts=args.pgd_restarts, **_score_options(args))
+        print("\nPGD re-check (gain: FGSM's accuracy change under filtering minus PGD's; flagged when gain > 2 SE)")
+        print(format_table(rows) if rows else "no FGSM local result labels a layer robust or antifragile")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="invariance: label agreement and rank correlation between sets of scores",
+                       description="Compare the local filtering scores of two or more checkpoints: for each score "
+                                   "and pair, the fraction of layers with the same label (uncertain counts as a "
+                                   "label; also over only the layers both label confidently) and Spearman's rank "
+                                   "correlation with a bootstrap interval over layers. Within one study, --by init "
+                                   "compares the initialisations at one epoch and --by epoch one initialisation's "
+                                   "epochs; --set compares any checkpoints, also of other datasets or "
+                                   "architectures (layers matched by name, or through --layer-map). Prints the "
+                                   "pairs and saves a scatter figure of each set's scores against the first's.")
+    p.add_argument("--arch", default="resnet18", choices=sorted(MODELS), help="architecture for --by (default "
+                   "resnet18)")
+    p.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS), help="dataset for --by (default "
+                   "mnist5k)")
+    p.add_argument("--by", choices=["init", "epoch"], default=None,
+                   help="init: every initialisation at --epoch (default: the newest they share); epoch: every "
+                        "epoch of --init")
+    p.add_argument("--init", type=int, default=1, help="the initialisation whose epochs --by epoch compares "
+                   "(default 1)")
+    p.add_argument("--epoch", type=int, default=None, help="the epoch --by init compares (default: the newest "
+                   "shared)")
+    p.add_argument("--set", action="append", default=None, metavar="NAME=ARCH:DATASET:INIT:EPOCH[:ATTACK]",
+                   help="one set of scores, repeated (at least twice), e.g. --set mnist=resnet18:mnist5k:1:2 "
+                        "--set cifar=resnet18:cifar10:1:10")
+    p.add_argument("--layer-map", default=None, metavar="JSON",
+                   help="a JSON file {set name: {its layer name: shared name}} that matches layers of different "
+                        "architectures")
+    p.add_argument("--filter", default="highpass", choices=["highpass", "lowpass", "pulse"],
+                   help="which filter's local results (default highpass)")
+    p.add_argument("--attack", default=None, metavar="TAG",
+                   help="the results' attack tag (default: the only one found)")
+    p.add_argument("--models-root", default="saved_models", help="root of the checkpoint tree (default saved_models)")
+    p.add_argument("--plots-root", default="plots", help="folder the figure goes to (default plots)")
+    _score_args(p)
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from . import paths  # noqa: PLC0415 (keeps --help fast)
+    from .compare import checkpoint_scores, compare, study_sets  # noqa: PLC0415
+    from .plots import draw_and_save, plot_comparison  # noqa: PLC0415
+
+    options = {**_score_options(args), "root": args.models_root}
+    if (args.by is None) == (args.set is None):
+        raise InvalidArgument("choose what to compare: --by init, --by epoch, or two or more --set NAME=ARCH:DATASET:"
+                              "INIT:EPOCH")
+    if args.set:
+        sets = {}
+        for spec in args.set:
+            name, _, where = spec.partition("=")
+            fields = where.split(":")
+            if not name or len(fields) not in (4, 5) or not all(f.isdigit() for f in fields[2:4]):
+                raise InvalidArgument(f"--set takes NAME=ARCH:DATASET:INIT:EPOCH[:ATTACK], got {spec!r}")
+            arch, dataset, init, epoch = fields[0], fields[1], int(fields[2]), int(fields[3])
+            sets[name] = checkpoint_scores(arch, dataset, args.filter, init, epoch,
+                                           attack=fields[4] if len(fields) == 5 else args.attack, **options)
+        what = "_".join(sets)
+    else:
+        sets = study_sets(args.arch, args.dataset, args.filter, by=args.by, init=args.init, epoch=args.epoch,
+                          attack=args.attack, **options)
+        what = f"{paths.arch_dir_name(args.arch)}_{paths.dataset_dir_name(args.dataset)}_by_{args.by}"
+    rename = None
+    if args.layer_map:
+        try:
+            rename = json.loads(Path(args.layer_map).read_text())
+        except (OSError, ValueError) as err:
+            raise InvalidArgument(f"--layer-map {args.layer_map}: not a readable JSON file ({err})") from None
+    result = compare(sets, rename=rename, ci=args.ci, n_boot=args.n_boot, seed=args.seed)
+    title = f"{args.filter} filter, local scores, baseline {args.baseline}: {', '.join(sets)}"
+    print(f"{title} ({len(result.layers)} layers, tau={result.tau:g})\n{format_table(result.rows())}")
+    figure = draw_and_save(lambda: plot_comparison(result, title), paths.plot_name("compare", what, args.filter,
+                                                                                   args.baseline), args.plots_root)
+    print(f"\nfigure: {figure}")
     return 0
 
 
@@ -449,10 +569,12 @@ def _run_defend(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole study on mnist5k in minutes (what `make demo` runs)",
-                       description="Train ResNet-18 (2 initialisations), calibrate FGSM eps, evaluate FGSM and PGD, "
-                                   "run local and global synaptic filtering with all three filters, write the scores "
-                                   "tables and plots, evaluate the defensive perturbation with t-SNE plots, and "
-                                   "compare selective retraining. A rerun reuses everything already written.")
+                       description="Train ResNet-18 (3 initialisations), calibrate FGSM eps per checkpoint on "
+                                   "held-out images, sweep the high-pass filter over four layers (500 images, 9 "
+                                   "thresholds, BatchNorm re-estimated), write the scores tables with intervals and "
+                                   "plots, re-check one layer with PGD, compare the initialisations, evaluate the "
+                                   "defensive perturbation with t-SNE plots, and compare selective retraining. A "
+                                   "rerun reuses everything already written.")
     p.add_argument("--models-root", default="saved_models", help="root of the checkpoint tree (default saved_models)")
     p.add_argument("--plots-root", default="plots", help="folder for the figures (default plots)")
     p.add_argument("--device", default="auto", help="auto (cuda, xla, mps, cpu in that order), cpu, cuda, cuda:N, mps")
@@ -469,7 +591,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_train, _add_attack, _add_filter, _add_scores, _add_retrain, _add_defend)
+COMMANDS = (_add_demo, _add_train, _add_attack, _add_filter, _add_scores, _add_compare, _add_retrain,
+            _add_defend)
 
 
 def build_parser() -> argparse.ArgumentParser:

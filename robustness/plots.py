@@ -14,10 +14,13 @@ from matplotlib.figure import Figure
 
 from . import paths
 from .files import atomic_path
+from .scores import SCORES
 
 if TYPE_CHECKING:
-    from .scores import ScoresTable
+    from .compare import Comparison
     from .sweep import SweepResult
+    from .tables import ScoresTable
+
 
 
 def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT) -> Path:
@@ -136,36 +139,104 @@ def plot_global_curves(results: Mapping[str, SweepResult], title: str) -> Figure
     return fig
 
 
+LETTERS = {"fragile": "F", "robust": "R", "antifragile": "A", "uncertain": "?", "undefined": "–"}
+
+
+def attack_title(table: ScoresTable) -> str:
+    """A readable attack name with its eps, e.g. ``FGSM ε = 0.0894`` (a range when checkpoints differ)."""
+    name = table.attack.split("_")[0].upper().replace("-LINF", "-L∞")
+    eps = sorted({info["eps"] for info in table.checkpoints.values() if np.isfinite(info["eps"])})
+    if not eps:
+        return table.attack
+    return f"{name} ε = {eps[0]:.3g}" + (f"–{eps[-1]:.3g}" if len(eps) > 1 else "")
+
+
 def plot_score_heatmaps(tables: Mapping[str, ScoresTable], title: str) -> Figure:
     """Heatmaps of scores over layers × epochs, one panel per table (e.g. the three scores of one filter).
 
-    A diverging colormap centred at 0 (red fragile, blue antifragile, grey undefined);
-    the colour bar marks ``±τ`` and each cell shows its label's initial (F, R, A, ``?``).
+    Colour: the mean over initialisations on one diverging scale for the whole figure (red fragile, blue
+    antifragile, grey undefined), ``±τ`` marked on the colour bar. Each cell shows its consensus label's
+    letter (F, R, A, ``?`` uncertain, hatched; – undefined), how many initialisations give the most common
+    label, and the mean half-width of their intervals; the legend is on the figure.
     """
+    first = next(iter(tables.values()))
     n_epochs = max(len(t.epochs) for t in tables.values())
     n_layers = max(len(t.layers) for t in tables.values())
-    fig, axes = plt.subplots(
-        1, len(tables), figsize=((3.0 + 0.45 * n_epochs) * len(tables), 1.6 + 0.28 * n_layers), squeeze=False
-    )
+    size = (1.8 + (1.2 + 0.8 * n_epochs) * len(tables), 1.8 + 0.36 * n_layers)
+    fig, axes = plt.subplots(1, len(tables), figsize=size, squeeze=False, sharey=True, layout="constrained")
+    finite = np.concatenate([np.abs(t.values[np.isfinite(t.values)]) for t in tables.values()])
+    limit = max(float(finite.max()) if finite.size else 0.0, 2 * first.tau, 1e-3)
     cmap = plt.get_cmap("RdBu").with_extremes(bad="0.8")
     for ax, table in zip(axes.flat, tables.values(), strict=False):
-        finite = np.abs(table.values[np.isfinite(table.values)])
-        limit = max(float(finite.max()) if finite.size else 0.0, 2 * table.tau, 1e-3)
         image = ax.imshow(np.ma.masked_invalid(table.values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
-        labels = table.labels
+        with np.errstate(invalid="ignore"):
+            half = (table.hi - table.lo) / 2
         for (i, j), value in np.ndenumerate(table.values):
-            lab = labels[i][j]
-            ax.text(j, i, "?" if lab == "undefined" else lab[0].upper(), ha="center", va="center", fontsize=7,
+            lab, (modal, count) = table.labels[i][j], table.agreement[i][j]
+            n = len(table.inits)
+            agree = f" {count}/{n}" if lab == modal else f" {LETTERS[modal]}{count}/{n}"
+            text = LETTERS[lab] + (agree if n > 1 else "")
+            widths = half[i, j][np.isfinite(half[i, j])]
+            if widths.size:
+                text += f"\n±{widths.mean():.2f}"
+            if lab == "uncertain":
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="0.4"))
+            ax.text(j, i, text, ha="center", va="center", fontsize=6, linespacing=0.9,
                     color="white" if abs(value) > 0.6 * limit else "black")
         ax.set_xticks(range(len(table.epochs)), [str(e) for e in table.epochs])
         ax.set_yticks(range(len(table.layers)), table.layers, fontsize=7)
         ax.set_xlabel("epoch")
-        ax.set_title(f"{table.score} score (τ = {table.tau:g})", fontsize=10)
-        bar = fig.colorbar(image, ax=ax, fraction=0.08)
-        for level in (-table.tau, table.tau):
-            bar.ax.axhline(level, color="k", lw=0.8)
-    fig.suptitle(title)
+        ax.set_title(f"{table.score} score", fontsize=10)
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04)
+    bar.set_label(f"score, mean over initialisations (baseline {first.baseline})", fontsize=8)
+    for level in (-first.tau, first.tau):
+        bar.ax.axhline(level, color="k", lw=0.8)
+    fig.suptitle(f"{title}\n{attack_title(first)}, τ = {first.tau:g}, BatchNorm {first.bn}", fontsize=10)
+    legend = (f"F fragile (interval below −τ)   R robust (within ±τ)   A antifragile (above +τ)   ? uncertain "
+              f"(hatched)   – undefined\nk/n: initialisations giving the label (? A2/3: uncertain, 2 of 3 say "
+              f"antifragile);   ±: mean half-width of their {first.coverage:.0%} intervals")
+    fig.get_layout_engine().set(h_pad=0.1)
+    fig.supxlabel(legend, fontsize=7)
+    return fig
+
+
+def plot_comparison(comparison: Comparison, title: str) -> Figure:
+    """Each set's scores against the first set's, one panel per (other set, score): ρ with its interval and the
+    label agreement in each panel's title; filled points share the first set's label, hollow ones differ, grey
+    bars are each score's own interval."""
+    others = comparison.names[1:]
+    fig, axes = plt.subplots(len(others), len(SCORES), figsize=(3.6 * len(SCORES), 3.3 * len(others)),
+                             squeeze=False)
+    tau, base = comparison.tau, comparison.names[0]
+    for row, other in zip(axes, others, strict=True):
+        k = comparison.names.index(other)
+        for ax, score in zip(row, SCORES, strict=True):
+            x, y = comparison.values[score][0], comparison.values[score][k]
+            same = np.array([a == b for a, b in zip(comparison.labels[score][0], comparison.labels[score][k],
+                                                     strict=True)])
+            box = comparison.intervals[score]
+            ax.errorbar(x, y, xerr=np.abs(box[0].T - x), yerr=np.abs(box[k].T - y), fmt="none", ecolor="0.8", lw=0.6,
+                        zorder=0)
+            ax.scatter(x[same], y[same], s=18, color="tab:blue", label="same label")
+            ax.scatter(x[~same], y[~same], s=18, facecolors="none", edgecolors="tab:red", label="different label")
+            for name, xi, yi in zip(comparison.layers, x, y, strict=True):
+                ax.annotate(name, (xi, yi), fontsize=5, xytext=(2, 2), textcoords="offset points", color="0.35")
+            finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)], [-tau, tau]])
+            lim = (finite.min() - 0.05, finite.max() + 0.05)
+            ax.plot(lim, lim, color="0.6", lw=0.8)
+            for level in (-tau, tau):
+                ax.axhline(level, color="0.6", ls=":", lw=0.8)
+                ax.axvline(level, color="0.6", ls=":", lw=0.8)
+            ax.set(xlim=lim, ylim=lim, xlabel=f"{base}", ylabel=f"{other}")
+            p = comparison.pair(score, base, other)
+            ax.set_title(f"{score}: ρ = {p['rho']:+.2f} [{p['rho_lo']:+.2f}, {p['rho_hi']:+.2f}]\n"
+                         f"labels agree {p['agreement']:.0%} (confident {p['confident_agreement']:.0%} "
+                         f"of {p['n_confident']})", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.suptitle(f"{title}\nρ: Spearman, {comparison.coverage:.0%} interval from resampling layers; "
+                 f"bars: each score's interval over images; dotted: ±τ = {tau:g}", fontsize=9)
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
     return fig
 
 
@@ -219,7 +290,7 @@ def plot_study(
         first = next(iter(per_score.values()))
         units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
         name = paths.plot_name(arch_name, data_name, scope, kind, "scores", attack, first.baseline)
-        title = f"{arch_name} {data_name}: {kind} filter, {scope}, {attack}, baseline {first.baseline}"
+        title = f"{arch_name} {data_name}: {kind} filter, {scope}, baseline {first.baseline}"
         saved.append(save(partial(plot_score_heatmaps, per_score, title), name, units.values()))
         newest = {init: (epoch, units[init, epoch]) for init, epoch in units}  # units are sorted: the last wins
         for init, (epoch, path) in newest.items():

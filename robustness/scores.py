@@ -1,128 +1,251 @@
-"""Filtering scores (SPEC 4): how a layer's accuracy responds to synaptic filtering.
+"""Filtering scores: how a layer's accuracy responds to synaptic filtering, with bootstrap intervals.
 
 For a sweep of ``T`` thresholds, ``t̂ = linspace(0, 1, T)`` is the position in the
-sweep, ``Â = A / A_ref`` the accuracy relative to the unfiltered model and
-``ρ = 1 − removed_fraction`` the fraction of filtered weights still present. With the
-baseline ``B`` (``1`` for ``"unfiltered"``, ``ρ`` for ``"density"``)::
+sweep, ``Â = A / A_ref`` the accuracy relative to the unfiltered model, and ``B`` the
+baseline the relative accuracy is compared with::
 
     clean        φ_c = ∫₀¹ (Â_clean − B) dt̂
     adversarial  φ_a = ∫₀¹ (Â_adv − B) dt̂
     difference   φ_Δ = ∫₀¹ (Â_adv − Â_clean) dt̂
 
-each integrated with Simpson's rule over the ``T`` points. A score below ``−τ``
-labels the layer *fragile*, within ``±τ`` *robust*, above ``+τ`` *antifragile*; a
-score that is NaN (its reference accuracy is below the floor) is *undefined*.
+each integrated with Simpson's rule over the ``T`` points. Baselines: ``"density"``
+(default, ``B = ρ``, the fraction of the filtered weights still present),
+``"unfiltered"`` (``B = 1``) and ``"random"`` (``B`` = the relative accuracy of the same
+layer with as many weights removed uniformly at random, averaged over the null model's
+masks, for clean and adversarial accuracy separately).
 
-A study's scores become one table per (filter, scope, attack, score): layers ×
-checkpoint epochs, each cell the mean over the initialisations found.
+Every score gets a percentile interval and a standard error from a *paired* bootstrap
+over the evaluation images: each resample recomputes the reference, every threshold's
+accuracy and the null model's on the same resampled images. The label follows the
+interval: ``fragile`` if it lies below ``−τ``, ``antifragile`` above ``+τ``, ``robust``
+within ``±τ`` (ends included), ``uncertain`` otherwise. A reference accuracy below
+``floor`` makes a score undefined (NaN, label ``undefined``, with a warning).
+
+The study-level tables (:class:`ScoresTable`, :func:`score_study`, ...) live in
+:mod:`robustness.tables`; their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy.integrate import simpson
 
-from . import paths
-from .errors import DataNotFoundError, InvalidArgument
-from .files import atomic_path
-from .filters import KINDS, canonical_kind
-from .sweep import SweepResult, load_results
+from .errors import InvalidArgument
+from .stats import bootstrap_counts, percentile_interval, resampled_mean, standard_error
+from .sweep import SweepResult
 
 Score = Literal["clean", "adversarial", "difference"]
-Baseline = Literal["unfiltered", "density"]
+Baseline = Literal["density", "unfiltered", "random"]
 Label = Literal["fragile", "robust", "antifragile", "uncertain", "undefined"]
 
 SCORES: tuple[Score, ...] = ("clean", "adversarial", "difference")
-BASELINES: tuple[Baseline, ...] = ("unfiltered", "density")
+BASELINES: tuple[Baseline, ...] = ("density", "unfiltered", "random")
+LABELS: tuple[Label, ...] = ("fragile", "robust", "antifragile", "uncertain", "undefined")
+CONFIDENT: tuple[Label, ...] = ("fragile", "robust", "antifragile")
+DEFAULT_BASELINE: Baseline = "density"
 DEFAULT_TAU = 0.05
 DEFAULT_FLOOR = 0.05
+DEFAULT_CI = 0.95
+DEFAULT_BOOT = 1000
+RERUN = "rerun the filter command (python -m robustness filter ...) to write them"
 
 
 def label(score: float, tau: float = DEFAULT_TAU) -> Label:
-    """``fragile`` below ``−tau``, ``robust`` within ``±tau`` (ends included), ``antifragile`` above ``+tau``."""
-    if math.isnan(score):
+    """The label of a point score: ``fragile`` below ``−tau``, ``robust`` within ``±tau`` (ends included),
+    ``antifragile`` above ``+tau``, ``undefined`` for NaN."""
+    return interval_label(score, score, tau)
+
+
+def interval_label(lo: float, hi: float, tau: float = DEFAULT_TAU) -> Label:
+    """The label of a score's interval ``[lo, hi]``: ``fragile`` if ``hi < −tau``, ``antifragile`` if
+    ``lo > +tau``, ``robust`` if ``−tau <= lo`` and ``hi <= +tau``, else ``uncertain``; NaN is ``undefined``."""
+    if math.isnan(lo) or math.isnan(hi):
         return "undefined"
-    if score < -tau:
+    if hi < -tau:
         return "fragile"
-    if score > tau:
+    if lo > tau:
         return "antifragile"
-    return "robust"
+    if -tau <= lo and hi <= tau:
+        return "robust"
+    return "uncertain"
 
 
-def _check_options(baseline: str, tau: float, floor: float) -> None:
+def check_options(baseline: str, tau: float, floor: float, ci: float = DEFAULT_CI, n_boot: int = DEFAULT_BOOT) -> None:
+    """Raise :class:`InvalidArgument` naming the first bad scoring option."""
     if baseline not in BASELINES:
-        raise InvalidArgument(f"unknown baseline {baseline!r}: choose unfiltered or density")
+        raise InvalidArgument(f"unknown baseline {baseline!r}: choose {', '.join(BASELINES)}")
     if not tau >= 0:
         raise InvalidArgument(f"tau must be a non-negative number, got {tau}")
     if not floor > 0:
         raise InvalidArgument(f"the reference-accuracy floor must be positive, got {floor}")
+    if not 0 < ci < 1:
+        raise InvalidArgument(f"ci is a coverage in (0, 1), e.g. 0.95, got {ci!r}")
+    if n_boot < 2:
+        raise InvalidArgument(f"the bootstrap needs at least 2 resamples, got n_boot={n_boot}")
 
 
-def _relative(curve: Sequence[float], ref: float, floor: float, where: str, what: str) -> np.ndarray:
-    """``curve / ref``, or NaNs with a warning when ``ref`` is below ``floor``."""
-    if ref < floor:
-        warnings.warn(
-            f"{where}: the unfiltered model's {what} accuracy {ref:.4f} is below the floor {floor}, so its "
-            f"{what} score is undefined (NaN); for the adversarial score, use a weaker attack (smaller eps, "
-            f"e.g. calibrated with --calibrate-eps 0.5)",
-            RuntimeWarning,
-            stacklevel=3,
+@dataclass(frozen=True)
+class Outcomes:
+    """Per-image outcomes of one sweep: correct (``True``) or not, for ``T`` thresholds and ``n`` images.
+
+    ``clean``/``adv`` have shape ``(T, n)``, ``ref_clean``/``ref_adv`` ``(n,)``, and the null model's
+    ``null_clean``/``null_adv`` ``(M, T, n)`` (``None`` when it was not computed).
+    """
+
+    clean: np.ndarray
+    adv: np.ndarray
+    ref_clean: np.ndarray
+    ref_adv: np.ndarray
+    null_clean: np.ndarray | None
+    null_adv: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        """The number of evaluation images."""
+        return len(self.ref_clean)
+
+
+def outcomes(result: SweepResult) -> Outcomes:
+    """The per-image outcomes of ``result``, checked; :class:`InvalidArgument` when it has none."""
+    where = describe(result)
+    arrays = {name: getattr(result, name, None) for name in (
+        "clean_correct", "adv_correct", "ref_clean_correct", "ref_adv_correct", "null_clean_correct",
+        "null_adv_correct")}
+    if any(arrays[name] is None for name in ("clean_correct", "adv_correct", "ref_clean_correct", "ref_adv_correct")):
+        raise InvalidArgument(
+            f"{where} has no per-image outcomes (a result file written before they were recorded), so its scores "
+            f"have no interval: {RERUN}"
         )
-        return np.full(len(curve), np.nan)
-    return np.asarray(curve, dtype=float) / ref
+    found = Outcomes(*(None if a is None else np.asarray(a, dtype=bool) for a in arrays.values()))
+    t, n = len(result.thresholds), found.n
+    expected = {"clean": (t, n), "adv": (t, n), "ref_adv": (n,)}
+    if found.null_clean is not None:
+        expected |= {"null_clean": (len(found.null_clean), t, n), "null_adv": (len(found.null_clean), t, n)}
+    for name, shape in expected.items():
+        if getattr(found, name) is None or getattr(found, name).shape != shape:
+            raise InvalidArgument(
+                f"{where}: per-image outcomes {name} should have shape {shape} for {t} thresholds and {n} images, "
+                f"found {None if getattr(found, name) is None else getattr(found, name).shape}: {RERUN}"
+            )
+    return found
+
+
+def describe(result: SweepResult) -> str:
+    """``layer 'conv1'`` or ``the global highpass sweep``, for messages."""
+    return f"layer {result.layer!r}" if result.layer is not None else f"the global {result.kind} sweep"
+
+
+def integrate(curves: np.ndarray) -> np.ndarray:
+    """Simpson's rule over ``t̂ = linspace(0, 1, T)`` along the last axis of ``curves``."""
+    return simpson(curves, x=np.linspace(0.0, 1.0, curves.shape[-1]), axis=-1)
+
+
+def _draws(found: Outcomes, density: np.ndarray, baseline: Baseline, floor: float, counts: np.ndarray) -> np.ndarray:
+    """The three scores under each resample of ``counts`` (``(draws, n)``): shape ``(draws, 3)``."""
+    clean, adv = resampled_mean(found.clean, counts), resampled_mean(found.adv, counts)  # (draws, T)
+    ref = resampled_mean(np.stack([found.ref_clean, found.ref_adv]), counts)  # (draws, 2)
+    ref = np.where(ref >= floor, ref, np.nan)[..., None]  # below the floor: undefined
+    if baseline == "random":
+        # Â_random: each mask's accuracy, averaged over the masks, relative to the same reference.
+        base_clean = resampled_mean(found.null_clean, counts).mean(1) / ref[:, 0]
+        base_adv = resampled_mean(found.null_adv, counts).mean(1) / ref[:, 1]
+    else:
+        base_clean = base_adv = density if baseline == "density" else np.ones_like(density)
+    rel_clean, rel_adv = clean / ref[:, 0], adv / ref[:, 1]
+    return np.stack([integrate(rel_clean - base_clean), integrate(rel_adv - base_adv),
+                     integrate(rel_adv - rel_clean)], axis=-1)
 
 
 def filtering_scores(
-    result: SweepResult, baseline: Baseline = "unfiltered", tau: float = DEFAULT_TAU, floor: float = DEFAULT_FLOOR
+    result: SweepResult,
+    baseline: Baseline = DEFAULT_BASELINE,
+    tau: float = DEFAULT_TAU,
+    floor: float = DEFAULT_FLOOR,
+    ci: float = DEFAULT_CI,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """The clean, adversarial and difference scores of one sweep, their labels, and ``tau``.
+    """The clean, adversarial and difference scores of one sweep, with intervals and interval labels.
 
-    Returns ``{"clean": φ_c, "adversarial": φ_a, "difference": φ_Δ, "labels": {score:
-    label}, "tau": tau, "baseline": baseline}``. A reference accuracy below ``floor``
-    makes the scores that need it NaN (label ``"undefined"``) and warns, naming the layer.
+    Returns ``{"clean": φ_c, "adversarial": φ_a, "difference": φ_Δ, "ci": {score: (lo, hi)},
+    "se": {score: bootstrap SE}, "labels": {score: label}, "tau", "baseline", "floor", "coverage": ci,
+    "n_boot", "n_images"}``. The interval comes from ``n_boot`` paired resamples of the images
+    (``seed`` fixes them); a resample whose reference falls below ``floor`` counts as undefined and
+    widens the interval (:func:`robustness.stats.percentile_interval`). A point reference below ``floor``
+    makes the scores that need it NaN (label ``undefined``) and warns, naming the layer.
     """
-    _check_options(baseline, tau, floor)
-    n = len(result.thresholds)
-    if n < 2:
+    check_options(baseline, tau, floor, ci, n_boot)
+    n_thresholds = len(result.thresholds)
+    if n_thresholds < 2:
         raise InvalidArgument(
-            f"a sweep needs at least 2 thresholds to be scored, this one has {n}: rerun the filter command "
-            f"with --thresholds 3 or more"
+            f"a sweep needs at least 2 thresholds to be scored, this one has {n_thresholds}: rerun the filter "
+            f"command with --thresholds 3 or more"
         )
-    for name in ("clean_acc", "adv_acc", "removed_fraction"):
-        if len(getattr(result, name)) != n:
-            raise InvalidArgument(f"the sweep's {name} has {len(getattr(result, name))} values for {n} thresholds")
-    where = f"layer {result.layer!r}" if result.layer is not None else f"the global {result.kind} sweep"
-    t = np.linspace(0.0, 1.0, n)
-    base = np.ones(n) if baseline == "unfiltered" else 1.0 - np.asarray(result.removed_fraction, dtype=float)
-    clean = _relative(result.clean_acc, result.ref_clean_acc, floor, where, "clean")
-    adv = _relative(result.adv_acc, result.ref_adv_acc, floor, where, "adversarial")
-    scores = {
-        "clean": float(simpson(clean - base, x=t)),
-        "adversarial": float(simpson(adv - base, x=t)),
-        "difference": float(simpson(adv - clean, x=t)),
+    found = outcomes(result)
+    if baseline == "random" and found.null_clean is None:
+        raise InvalidArgument(
+            f"{describe(result)} has no null-model outcomes, which the random baseline needs: rerun the filter "
+            f"command with --random-baseline (and --null-masks 5), or choose --baseline density"
+        )
+    density = 1.0 - np.asarray(result.removed_fraction, dtype=float)
+    point = _draws(found, density, baseline, floor, np.ones((1, found.n), dtype=np.int64))[0]
+    _warn_below_floor(result, found, floor)
+    draws = _draws(found, density, baseline, floor, bootstrap_counts(found.n, n_boot, seed))
+    lo, hi = percentile_interval(draws, ci, undefined="widen")
+    se = standard_error(draws)
+    scores = {name: float(v) for name, v in zip(SCORES, point, strict=True)}
+    undefined = {name: math.isnan(v) for name, v in scores.items()}
+    intervals = {name: (math.nan, math.nan) if undefined[name] else (float(lo[i]), float(hi[i]))
+                 for i, name in enumerate(SCORES)}
+    return {
+        **scores,
+        "ci": intervals,
+        "se": {name: math.nan if undefined[name] else float(se[i]) for i, name in enumerate(SCORES)},
+        "labels": {name: interval_label(*intervals[name], tau) for name in SCORES},
+        "tau": tau, "baseline": baseline, "floor": floor, "coverage": ci, "n_boot": n_boot, "n_images": found.n,
     }
-    return {**scores, "labels": {k: label(v, tau) for k, v in scores.items()}, "tau": tau, "baseline": baseline}
+
+
+def _warn_below_floor(result: SweepResult, found: Outcomes, floor: float) -> None:
+    for what, ref in (("clean", found.ref_clean.mean()), ("adversarial", found.ref_adv.mean())):
+        if ref < floor:
+            warnings.warn(
+                f"{describe(result)}: the unfiltered model's {what} accuracy {ref:.4f} is below the floor {floor}, "
+                f"so its {what} score is undefined (NaN); for the adversarial score, use a weaker attack (smaller "
+                f"eps, e.g. calibrated with --calibrate-eps 0.5)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def layer_scores(
     results: Mapping[str, SweepResult],
-    baseline: Baseline = "unfiltered",
+    baseline: Baseline = DEFAULT_BASELINE,
     tau: float = DEFAULT_TAU,
     floor: float = DEFAULT_FLOOR,
+    **bootstrap: Any,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`filtering_scores` of each layer of one checkpoint's local sweeps, keyed by module name.
+    """:func:`filtering_scores` of each layer of one checkpoint's local sweeps, keyed by module name;
+    ``bootstrap`` takes its ``ci``, ``n_boot`` and ``seed``.
 
-    This per-checkpoint scores table is what :func:`robustness.retrain.select_layers` reads.
+    Every layer is resampled with the same seed, so the same resamples of the images. This
+    per-checkpoint scores table is what :func:`robustness.retrain.select_layers` reads.
     """
-    return {name: filtering_scores(result, baseline, tau, floor) for name, result in results.items()}
+    return {name: filtering_scores(result, baseline, tau, floor, **bootstrap) for name, result in results.items()}
+
+
+def consensus(labels: Sequence[Label | None]) -> Label:
+    """The label every initialisation gives (``None``: it has none), else ``uncertain``; ``undefined`` for none."""
+    if not labels:
+        return "undefined"
+    found = set(labels)
+    return found.pop() if len(found) == 1 and None not in found else "uncertain"  # type: ignore[return-value]
 
 
 def consensus_labels(
@@ -138,182 +261,17 @@ def consensus_labels(
     if not per_init:
         raise InvalidArgument("no initialisation's scores to aggregate: run the filter command first")
     layers = list(dict.fromkeys(name for per_layer in per_init.values() for name in per_layer))
-    out: dict[str, Label] = {}
-    for name in layers:
-        found = {per_layer[name]["labels"][score] if name in per_layer else None for per_layer in per_init.values()}
-        out[name] = found.pop() if len(found) == 1 and None not in found else "uncertain"
-    return out
+    return {name: consensus([per_layer[name]["labels"][score] if name in per_layer else None
+                             for per_layer in per_init.values()]) for name in layers}
 
 
-@dataclass
-class ScoresTable:
-    """One score over layers × checkpoint epochs for one filter, scope and attack.
-
-    ``values[i, j]`` is the score of ``layers[i]`` at ``epochs[j]``, the mean over
-    ``inits`` (NaN when any of them is undefined); ``labels`` follow from ``tau``.
-    """
-
-    score: Score
-    kind: str
-    scope: paths.Scope
-    attack: str
-    baseline: Baseline
-    tau: float
-    layers: list[str]
-    epochs: list[int]
-    inits: list[int]
-    values: np.ndarray
-
-    @property
-    def labels(self) -> list[list[Label]]:
-        """The label of every cell, in the layout of ``values``."""
-        return [[label(float(v), self.tau) for v in row] for row in self.values]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One dict per layer: its score and label at every epoch (for printing)."""
-        out = []
-        for name, row, row_labels in zip(self.layers, self.values, self.labels, strict=True):
-            cells: dict[str, Any] = {"layer": name}
-            for epoch, value, lab in zip(self.epochs, row, row_labels, strict=True):
-                cells[f"epoch_{epoch}"] = float(value)
-                cells[f"epoch_{epoch}_label"] = lab
-            out.append(cells)
-        return out
-
-    def title(self) -> str:
-        """A one-line description: score, filter, scope, attack, baseline and ``tau``."""
-        return (f"{self.score} score, {self.kind} filter, {self.scope} scope, {self.attack}, "
-                f"baseline {self.baseline}, tau={self.tau:g}")
-
-    def tag(self) -> str:
-        """What tells this table's file apart from others of the same score and filter."""
-        return f"{self.attack}_{self.baseline}"
+_TABLE_NAMES = ("ScoresTable", "build_tables", "study_tables", "score_study", "save_table", "read_table")
 
 
-def build_tables(
-    scored: Mapping[tuple[int, int], Mapping[str, Mapping[str, Any]]],
-    *,
-    kind: str,
-    scope: paths.Scope,
-    attack: str,
-    baseline: Baseline = "unfiltered",
-    tau: float = DEFAULT_TAU,
-) -> dict[Score, ScoresTable]:
-    """The layers × epochs table of each score from per-checkpoint scores.
+def __getattr__(name: str) -> Any:
+    """The table names, importable from here as before they moved to :mod:`robustness.tables`."""
+    if name in _TABLE_NAMES:
+        from . import tables
 
-    ``scored[(init, epoch)][layer]`` is a :func:`filtering_scores` dict. Layers keep
-    their first-seen order; a cell missing for some initialisation averages the others.
-    """
-    if not scored:
-        raise InvalidArgument("no sweep results to build a scores table from: run the filter command first")
-    layers = list(dict.fromkeys(name for per_layer in scored.values() for name in per_layer))
-    epochs = sorted({epoch for _, epoch in scored})
-    inits = sorted({init for init, _ in scored})
-    tables = {}
-    for score in SCORES:
-        values = np.full((len(layers), len(epochs)), np.nan)
-        for i, name in enumerate(layers):
-            for j, epoch in enumerate(epochs):
-                cell = [per_layer[name][score] for (_, e), per_layer in scored.items()
-                        if e == epoch and name in per_layer]
-                if cell:
-                    values[i, j] = float(np.mean(cell))
-        tables[score] = ScoresTable(score, kind, scope, attack, baseline, tau, layers, epochs, inits, values)
-    return tables
-
-
-def study_tables(
-    arch: str,
-    dataset: str,
-    kind: str,
-    scope: paths.Scope,
-    *,
-    baseline: Baseline = "unfiltered",
-    tau: float = DEFAULT_TAU,
-    floor: float = DEFAULT_FLOOR,
-    root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    attack: str | None = None,
-) -> dict[str, dict[Score, ScoresTable]]:
-    """Score every result file of one filter and scope of a study: ``{attack_tag: {score: table}}``.
-
-    ``attack`` (a tag such as ``"fgsm_eps0.1"``) keeps only that attack's results.
-    Empty when the filter command has not written any result yet.
-    """
-    tables = {}
-    for tag, units in paths.list_sweep_results(arch, dataset, kind, scope, root).items():
-        if attack is None or tag == attack:
-            scored = {checkpoint: layer_scores(load_results(path)[1], baseline, tau, floor)
-                      for checkpoint, path in units.items()}
-            tables[tag] = build_tables(scored, kind=kind, scope=scope, attack=tag, baseline=baseline, tau=tau)
-    return tables
-
-
-def score_study(
-    arch: str,
-    dataset: str,
-    *,
-    kinds: Sequence[str] = KINDS,
-    scopes: Sequence[paths.Scope] = ("local", "global"),
-    baseline: Baseline = "unfiltered",
-    tau: float = DEFAULT_TAU,
-    floor: float = DEFAULT_FLOOR,
-    root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    attack: str | None = None,
-) -> list[ScoresTable]:
-    """Build and save (CSV, atomically) every scores table of a study; return the tables.
-
-    One table per (filter, scope, attack, score) that has result files. Raises
-    :class:`DataNotFoundError`, naming the command that writes them, when there are none.
-    """
-    _check_options(baseline, tau, floor)
-    kinds = [canonical_kind(k) for k in kinds]
-    tables = [
-        table
-        for kind in kinds
-        for scope in scopes
-        for per_score in study_tables(arch, dataset, kind, scope, baseline=baseline, tau=tau, floor=floor, root=root,
-                                      attack=attack).values()
-        for table in per_score.values()
-    ]
-    if not tables:
-        which = f" for attack {attack}" if attack else ""
-        raise DataNotFoundError(
-            f"no filtering results{which} under {paths.model_dir(arch, dataset, root)} for filter(s) "
-            f"{', '.join(kinds)} and scope(s) {', '.join(scopes)}: run python -m robustness filter --arch {arch} "
-            f"--dataset {dataset} --filter all --scope both --attack fgsm -e EPS first"
-        )
-    for table in tables:
-        save_table(table, arch, dataset, root)
-    return tables
-
-
-def save_table(table: ScoresTable, arch: str, dataset: str, root: str | Path = paths.DEFAULT_MODELS_ROOT) -> Path:
-    """Write ``table`` as CSV (atomically) to :func:`robustness.paths.scores_table_path`.
-
-    The first line is a ``#`` comment with the score, filter, scope, attack, baseline,
-    ``tau`` and initialisations; then one row per layer with each epoch's score and label.
-    """
-    path = paths.scores_table_path(arch, dataset, table.kind, table.scope, table.score, root, tag=table.tag())
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        f.write(
-            f"# score={table.score} filter={table.kind} scope={table.scope} attack={table.attack} "
-            f"baseline={table.baseline} tau={table.tau!r} inits={','.join(map(str, table.inits))}\n"
-        )
-        rows = table.rows()
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    return path
-
-
-def read_table(path: str | Path) -> ScoresTable:
-    """Read a table written by :func:`save_table`."""
-    with open(path, newline="") as f:
-        meta = dict(item.split("=", 1) for item in f.readline().lstrip("# ").split())
-        rows = list(csv.DictReader(f))
-    epochs = [int(c[len("epoch_"):]) for c in rows[0] if c.startswith("epoch_") and not c.endswith("_label")]
-    values = np.array([[float(row[f"epoch_{e}"]) for e in epochs] for row in rows])
-    return ScoresTable(
-        meta["score"], meta["filter"], meta["scope"], meta["attack"], meta["baseline"], float(meta["tau"]),
-        [row["layer"] for row in rows], epochs, [int(i) for i in meta["inits"].split(",")], values,
-    )
+        return getattr(tables, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

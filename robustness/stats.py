@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 import warnings
 from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
+from scipy.stats import rankdata
 
 from .errors import InvalidArgument
 
@@ -65,13 +67,58 @@ def resampled_mean(outcomes: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return means.reshape(counts.shape[0], *outcomes.shape[:-1])
 
 
-def percentile_interval(samples: np.ndarray, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """The equal-tailed percentile interval of bootstrap ``samples`` along axis 0 (NaN draws ignored;
-    all-NaN gives NaN): ``(lo, hi)``, each of the shape of one sample."""
+def percentile_interval(
+    samples: np.ndarray, ci: float = 0.95, *, undefined: Literal["ignore", "widen"] = "ignore"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The equal-tailed percentile interval of bootstrap ``samples`` along axis 0: ``(lo, hi)``, each
+    of the shape of one sample.
+
+    A NaN draw is one whose quantity is undefined (e.g. a resample whose reference accuracy fell below a
+    floor). ``undefined="ignore"`` drops those draws (all-NaN gives NaN). ``"widen"`` counts each as
+    ``-inf`` for the lower end and ``+inf`` for the upper, so the interval keeps what those draws could
+    have been: once more than ``(1 - ci) / 2`` of the draws are undefined, that end is infinite.
+    """
     _check_ci(ci)
     samples = np.asarray(samples, dtype=float)
-    tail = 100 * (1 - ci) / 2
+    tail = (1 - ci) / 2
     with warnings.catch_warnings():  # an all-NaN column is a NaN interval, on purpose
         warnings.filterwarnings("ignore", message="All-NaN slice", category=RuntimeWarning)
-        lo, hi = np.nanpercentile(samples, [tail, 100 - tail], axis=0)
-    return lo, hi
+        if undefined == "ignore":
+            lo, hi = np.nanquantile(samples, [tail, 1 - tail], axis=0)
+            return lo, hi
+        if undefined != "widen":
+            raise InvalidArgument(f"undefined is 'ignore' or 'widen', got {undefined!r}")
+        # The q-quantile of all N draws sits at position q (N - 1) of the sorted draws (linear interpolation),
+        # the k undefined ones first (for lo) or last (for hi); an end that touches them is infinite.
+        flat = samples.reshape(len(samples), -1)
+        bounds = np.full((2, flat.shape[1]), np.nan)
+        last = len(flat) - 1
+        for j, column in enumerate(flat.T):
+            defined = np.sort(column[~np.isnan(column)])
+            if len(defined) == 0:
+                continue
+            at_lo, at_hi = tail * last - (len(column) - len(defined)), (1 - tail) * last
+            positions = np.arange(len(defined))
+            bounds[0, j] = np.interp(at_lo, positions, defined) if at_lo >= 0 else -np.inf
+            bounds[1, j] = np.interp(at_hi, positions, defined) if math.ceil(at_hi) < len(defined) else np.inf
+        shape = samples.shape[1:]
+        return bounds[0].reshape(shape), bounds[1].reshape(shape)
+
+
+def standard_error(samples: np.ndarray) -> np.ndarray:
+    """The bootstrap standard error: the SD (``ddof=1``) of the defined (non-NaN) draws along axis 0."""
+    samples = np.asarray(samples, dtype=float)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Degrees of freedom", category=RuntimeWarning)
+        return np.nanstd(samples, axis=0, ddof=1)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rank correlation of ``a`` and ``b`` along the last axis (any leading shape, e.g. bootstrap
+    draws): the Pearson correlation of their ranks; NaN where either side is constant."""
+    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)  # ties get their average rank
+    ra = ra - ra.mean(-1, keepdims=True)
+    rb = rb - rb.mean(-1, keepdims=True)
+    denominator = np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (ra * rb).sum(-1) / denominator, np.nan)

@@ -14,16 +14,20 @@ def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys:
     first = run_demo(settings)
     names = {Path(p).name for p in first["written"]}
     assert "MnistCNN_MNIST5K_1epochs.ckpt" in names
-    assert {"Step_minmax", "Step_maxmin", "Pulse_minmax", "global_data", "reports", "retraining"} <= {
-        Path(p).parent.name for p in first["written"]
-    }
+    assert {"Step_minmax", "global_data", "reports", "retraining"} <= {Path(p).parent.name for p in first["written"]}
     assert any(n.endswith("_tsne_linf.png") for n in names) and any("_scores_" in n for n in names)
-    assert 0 < first["attacks"]["eps"] < 1
+    assert any(n.startswith("compare_") for n in names) and any("pgd_recheck" in n for n in names)
+    assert set(first["eps"]) == {"Init_1", "Init_2"} and all(0 < eps < 1 for eps in first["eps"].values())
+    # Every local label of both initialisations is counted, confident or not.
+    assert all(sum(counts.values()) == 4 for counts in first["labels"].values())
+    assert len(first["recheck"]) == 1  # the one most robust-looking layer of Init_1
     assert set(first["defense"]) == {"preemptive/predicted", "preemptive/oracle", "test-time/predicted",
                                      "test-time/oracle"}
     assert [row["variant"] for row in first["retraining"]] == ["none", "robust+antifragile", "all", "fragile"]
 
     second = run_demo(settings)
     assert second["written"] == []
-    assert second["attacks"] == first["attacks"] and second["defense"] == first["defense"]
-    assert "everything was reused" in capsys.readouterr().out
+    assert second["eps"] == first["eps"] and second["labels"] == first["labels"]
+    assert second["recheck"] == first["recheck"] and second["defense"] == first["defense"]
+    out = capsys.readouterr().out
+    assert "everything was reused" in out and "labels confident" in out and "Spearman rho" in out

@@ -16,8 +16,9 @@ from robustness.plots import (
     plot_score_heatmaps,
     save_figure,
 )
-from robustness.scores import build_tables
+from robustness.scores import SCORES
 from robustness.sweep import SweepResult
+from robustness.tables import CHECKPOINT, build_tables
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -26,6 +27,20 @@ def _sweep(layer: str | None, kind: str = "highpass", n: int = 5) -> SweepResult
     t = np.linspace(0, 1, n)
     return SweepResult(kind, layer, 10, 0.9, 0.5, 0.3, 1.2, list(np.linspace(-1, 1, n)), list(0.9 * (1 - t)),
                        list(0.5 * (1 - t**2)), [0.3] * n, [1.2] * n, [round(10 * v) for v in t], list(t))
+
+
+def _cell(value: float, label: str) -> dict:
+    return {**{s: value for s in SCORES}, "ci": {s: (value - 0.1, value + 0.1) for s in SCORES},
+            "se": {s: 0.05 for s in SCORES}, "labels": {s: label for s in SCORES}}
+
+
+def _tables() -> dict:
+    """conv1 at epoch 0: undefined for Init_1, fragile for Init_2; fc: robust for Init_1 only."""
+    scored = {(1, 0): {"conv1": _cell(math.nan, "undefined"), "fc": _cell(0.01, "robust")},
+              (2, 0): {"conv1": _cell(-0.3, "fragile")}}
+    info = {"eps": 0.0894, "n_images": 500, **dict.fromkeys(CHECKPOINT[2:], 0.5)}
+    return build_tables(scored, kind="highpass", scope="local", attack="fgsm_eps0.0894", bn="recalibrate",
+                        checkpoints={(1, 0): info, (2, 0): info})
 
 
 def _is_png(path) -> bool:
@@ -38,10 +53,14 @@ def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
     grid = plot_layer_grid({name: _sweep(name) for name in layers}, "local highpass")
     assert [ax.get_title() for ax in grid.axes if ax.get_title()] == layers  # one titled panel per layer
     curves = plot_global_curves({k: _sweep(None, k) for k in ("highpass", "lowpass", "pulse")}, "global")
-    nan_cell = {"clean": math.nan, "adversarial": 0.2, "difference": -0.2, "labels": {}}
-    scored = {(1, 0): {"conv1": nan_cell, "fc": {**nan_cell, "clean": 0.01}}, (1, 2): {"conv1": nan_cell}}
-    heatmaps = plot_score_heatmaps(build_tables(scored, kind="highpass", scope="local", attack="fgsm_eps0.1"), "h")
-    assert "τ = 0.05" in heatmaps.axes[0].get_title()
+    heatmaps = plot_score_heatmaps(_tables(), "h")
+    assert [ax.get_title() for ax in heatmaps.axes[:3]] == ["clean score", "adversarial score", "difference score"]
+    assert len(heatmaps.axes) == 4  # three panels and one colour bar for the whole figure
+    assert "FGSM ε = 0.0894, τ = 0.05, BatchNorm recalibrate" in heatmaps._suptitle.get_text()
+    cells = [t.get_text() for t in heatmaps.axes[0].texts]
+    # conv1: Init_1 undefined, Init_2 fragile; fc: robust for Init_1, missing for Init_2. Both uncertain.
+    assert cells == ["? F1/2\n±0.10", "? R1/2\n±0.10"]
+    assert "? uncertain" in heatmaps._supxlabel.get_text()
     bars = plot_retraining([{"variant": "none", "n_layers": 0, "clean_acc": 0.9, "adv_acc": 0.4},
                             {"variant": "all", "n_layers": 5, "clean_acc": 0.95, "adv_acc": 0.5}], "retraining")
     for i, fig in enumerate((grid, curves, heatmaps, bars)):

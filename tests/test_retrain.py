@@ -98,8 +98,12 @@ def test_retrain_command_writes_json_csv_and_plot(tmp_path, capsys) -> None:
     train(TrainConfig(arch="mnist_cnn", epochs=0, models_root=str(models), device="cpu"))
     n, t = 5, np.linspace(0, 1, 5)
     labels = {"conv1": 1.0, "conv2": 0.0, "fc1": 1.0, "fc2": 1.0}  # slope of Â_clean: conv2 robust, others fragile
+    images = np.arange(200)  # per-image outcomes: the first k of 200 images correct, k = 200 × accuracy
     results = [SweepResult("highpass", name, 10, 0.5, 0.5, 1.0, 1.0, list(t), list(0.5 * (1 - s * t)),
-                           [0.5] * n, [1.0] * n, [1.0] * n, [0] * n, list(t)) for name, s in labels.items()]
+                           [0.5] * n, [1.0] * n, [1.0] * n, [0] * n, list(t),
+                           clean_correct=images < 100 * (1 - s * t)[:, None], adv_correct=np.tile(images < 100, (n, 1)),
+                           ref_clean_correct=images < 100, ref_adv_correct=images < 100)
+               for name, s in labels.items()]
     save_results({"attack": "fgsm_eps0.05", "eps": 0.05}, results,
                  paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "local", "fgsm_eps0.05", models))
     argv = ["retrain", "--arch", "mnist_cnn", "--score", "clean", "--subset", "100", "--test-subset", "100",

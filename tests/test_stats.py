@@ -1,12 +1,20 @@
-"""Intervals: Wilson against published values, the bootstrap against direct resampling."""
+"""Intervals: Wilson against published values, the bootstrap against direct resampling, Spearman against scipy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from robustness.errors import InvalidArgument
-from robustness.stats import bootstrap_counts, percentile_interval, resampled_mean, wilson_interval
+from robustness.stats import (
+    bootstrap_counts,
+    percentile_interval,
+    resampled_mean,
+    spearman,
+    standard_error,
+    wilson_interval,
+)
 
 
 def test_wilson_matches_published_values() -> None:
@@ -61,3 +69,36 @@ def test_percentile_interval_ignores_nan_draws() -> None:
     lo, hi = percentile_interval(samples, ci=0.5)
     assert lo[0] == pytest.approx(1.5) and hi[0] == pytest.approx(2.5)
     assert np.isnan(lo[1]) and np.isnan(hi[1])
+
+
+def test_widened_interval_puts_undefined_draws_at_both_extremes() -> None:
+    draws = np.arange(1.0, 101.0)  # 1 … 100
+    lo, hi = percentile_interval(draws, ci=0.9, undefined="widen")
+    assert (lo, hi) == pytest.approx(np.quantile(draws, [0.05, 0.95]))  # nothing undefined: the plain interval
+    with_nan = np.concatenate([draws[:97], [np.nan] * 3])  # 3 % undefined
+    lo, hi = percentile_interval(with_nan, ci=0.9, undefined="widen")
+    # As if the 3 draws were -inf (for lo) or +inf (for hi): the 5 % and 95 % quantiles of 100 draws.
+    assert lo == pytest.approx(np.quantile(np.concatenate([[-1e9] * 3, draws[:97]]), 0.05))
+    assert hi == pytest.approx(np.quantile(np.concatenate([draws[:97], [1e9] * 3]), 0.95), rel=1e-6)
+    lo, hi = percentile_interval(np.concatenate([draws[:90], [np.nan] * 10]), ci=0.9, undefined="widen")
+    assert lo == -np.inf and hi == np.inf  # more than 5 % undefined: neither end can be trusted
+    with pytest.raises(InvalidArgument, match="widen"):
+        percentile_interval(draws, undefined="drop")  # type: ignore[arg-type]
+
+
+def test_standard_error_is_the_sd_of_the_defined_draws() -> None:
+    draws = np.array([[1.0, np.nan], [2.0, 5.0], [4.0, np.nan]])
+    se = standard_error(draws)
+    assert se[0] == pytest.approx(np.std([1, 2, 4], ddof=1)) and np.isnan(se[1])
+
+
+def test_spearman_equals_scipy_with_ties_and_over_leading_axes() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, (50, 12)).astype(float), rng.integers(0, 4, (50, 12)).astype(float)
+    ours = spearman(a, b)
+    assert ours.shape == (50,)
+    for i in range(50):
+        assert ours[i] == pytest.approx(spearmanr(a[i], b[i]).statistic, abs=1e-12)
+    x = rng.random(8)
+    assert spearman(x, x) == pytest.approx(1.0) and spearman(x, -x) == pytest.approx(-1.0)
+    assert np.isnan(spearman(x, np.ones(8)))  # a constant side has no ranking
