@@ -26,7 +26,7 @@ from .evaluation import calibrate_eps, evaluate
 from .files import load_json, save_json
 from .plots import draw_and_save, plot_learning_curves, plot_study
 from .report import format_table
-from .retrain import run_comparison
+from .retrain import format_comparison, run_comparison
 from .runtime import pick_device
 from .scores import ScoresTable, score_study
 from .sweep import StudyConfig, run_study
@@ -180,7 +180,7 @@ def _print_summary(
     print("\n== defensive perturbation ==")
     print(format_results(defense))
     print("\n== selective retraining (Init_1) ==")
-    print(format_table([{k: v for k, v in row.items() if k != "layers"} for row in retraining]))
+    print(format_comparison(retraining))
     selected = next(row["layers"] for row in retraining if row["variant"] == "robust+antifragile")
     print(f"robust+antifragile layers: {', '.join(selected) or '(none)'}")
     print(f"\n{len(written)} files written in {seconds:.0f} s" + (":" if written else " (everything was reused)"))
