@@ -42,8 +42,10 @@ def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
     scored = {(1, 0): {"conv1": nan_cell, "fc": {**nan_cell, "clean": 0.01}}, (1, 2): {"conv1": nan_cell}}
     heatmaps = plot_score_heatmaps(build_tables(scored, kind="highpass", scope="local", attack="fgsm_eps0.1"), "h")
     assert "τ = 0.05" in heatmaps.axes[0].get_title()
-    bars = plot_retraining([{"variant": "none", "n_layers": 0, "clean_acc": 0.9, "adv_acc": 0.4},
-                            {"variant": "all", "n_layers": 5, "clean_acc": 0.95, "adv_acc": 0.5}], "retraining")
+    bars = plot_retraining([{"variant": "none", "n_layers": 0, "params": 0, "clean": 0.9, "clean_sd": 0.0,
+                             "fgsm": 0.4, "fgsm_sd": 0.0},
+                            {"variant": "all", "n_layers": 5, "params": 9e5, "clean": 0.95, "clean_sd": 0.01,
+                             "fgsm": 0.5, "fgsm_sd": math.nan}], "retraining")
     for i, fig in enumerate((grid, curves, heatmaps, bars)):
         assert _is_png(save_figure(fig, f"figure_{i}", tmp_path))
         plt.close(fig)
