@@ -183,15 +183,15 @@ def summarise(
     if randoms:
         groups[RANDOM_MEAN] = randoms
         stacked[RANDOM_MEAN] = {m: np.mean([stacked[v][m] for v in randoms], axis=0) for m in metrics}
-    counts = bootstrap_counts(stacked["none"][metrics[0]].shape[1], n_boot, seed)
+    counts = bootstrap_counts(next(iter(stacked.values()))[metrics[0]].shape[1], n_boot, seed)
     # accuracy per run, and the mean over runs under every resample of the images
     acc = {name: {m: per_run[m].mean(axis=1) for m in metrics} for name, per_run in stacked.items()}
     boot = {name: {m: resampled_mean(per_run[m], counts).mean(axis=1) for m in metrics}
             for name, per_run in stacked.items()}
-    references = {"none": "none", "random": RANDOM_MEAN} if randoms else {"none": "none"}
+    references = {label: ref for label, ref in (("none", "none"), ("random", RANDOM_MEAN)) if ref in stacked}
     rows = []
     for name, members in groups.items():
-        described = [_describe(variants[v], variants["robust+antifragile"], sizes) for v in members]
+        described = [_describe(variants[v], variants.get("robust+antifragile", []), sizes) for v in members]
         row: dict[str, Any] = {"variant": name}
         row |= {k: described[0][k] if len(members) == 1 else float(np.mean([d[k] for d in described]))
                 for k in described[0]}
