@@ -195,7 +195,8 @@ def plot_retraining(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
                       for row in rows], fontsize=7)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8, loc="lower right", title="dashed: no retraining", title_fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="dashed: no\nretraining",
+              title_fontsize=7)
     ax.set_title(title, fontsize=9, wrap=True)
     fig.tight_layout()
     return fig

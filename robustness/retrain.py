@@ -365,7 +365,7 @@ def run_comparison(
         _save_csv(rows, out.with_suffix(".csv"))
     title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} epoch {epoch}: retraining by {kind} "
              f"{score} labels ({attack_tag}, tau={tau:g}); error bars: SD over {rows[0]['runs']} runs "
-             f"(Init {', '.join(map(str, retrained))} x {seeds} seeds)")
+             f"({', '.join(f'Init_{i}' for i in retrained)} × {seeds} seeds)")
     name = paths.plot_name(paths.arch_dir_name(arch), paths.dataset_dir_name(dataset), "retrain", f"{epoch}epochs",
                            kind, score, attack_tag, digest)
     return rows, draw_and_save(lambda: plot_retraining(rows, title), name, plots_root, keep_if_newer_than=[out])

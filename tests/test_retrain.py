@@ -297,8 +297,8 @@ def two_inits(tmp_path_factory) -> Path:
     return models
 
 
-SMALL = dict(kind="highpass", score="clean", baseline="unfiltered", seeds=2, random_sets=2, subset=100,
-             test_subset=100, pgd_steps=3, n_boot=100, device="cpu")
+SMALL = dict(kind="highpass", score="clean", baseline="unfiltered", seeds=2, random_sets=1, subset=100,
+             test_subset=40, pgd_steps=2, n_boot=100, device="cpu")
 
 
 def test_an_interrupted_comparison_recomputes_only_the_missing_runs(two_inits, tmp_path, monkeypatch) -> None:
@@ -321,7 +321,7 @@ def test_an_interrupted_comparison_recomputes_only_the_missing_runs(two_inits, t
         "robust+antifragile_Init_1_seed1.npz"]
     stop, calls[:] = False, []
     rows, _ = run_comparison("mnist_cnn", "mnist5k", [1], models_root=two_inits, plots_root=tmp_path, **SMALL)
-    assert len(calls) == 2 * 4  # all, fragile, random-1, random-2 for two seeds: nothing done twice
+    assert len(calls) == 2 * 3  # all, fragile, random-1 for two seeds: nothing done twice
     uninterrupted, _ = retrain_once(two_inits, tmp_path)
     assert json.dumps(rows) == json.dumps(uninterrupted)  # the same numbers (NaN depth of none included)
 
@@ -337,7 +337,7 @@ def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -
     models = tmp_path / "models"
     shutil.copytree(two_inits, models, ignore=shutil.ignore_patterns("retraining"))
     argv = ["retrain", "--arch", "mnist_cnn", "--score", "clean", "--baseline", "unfiltered", "--seeds", "2",
-            "--random-sets", "1", "--subset", "100", "--test-subset", "100", "--pgd-steps", "2", "--n-boot", "50",
+            "--random-sets", "1", "--subset", "100", "--test-subset", "40", "--pgd-steps", "2", "--n-boot", "50",
             "--device", "cpu", "--models-root", str(models), "--plots-root", str(tmp_path / "plots")]
     assert main(argv) == 0
     out = capsys.readouterr().out
