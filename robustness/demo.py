@@ -39,7 +39,7 @@ from .files import load_json, save_json
 from .plots import draw_and_save, plot_comparison, plot_learning_curves, plot_study
 from .recheck import recheck_study
 from .report import format_table
-from .retrain import run_comparison
+from .retrain import format_comparison, run_comparison
 from .study import StudyConfig, attack_tag, run_study
 from .tables import ScoresTable, score_study
 from .train import TrainConfig, train
@@ -77,7 +77,11 @@ class DemoSettings:
     defense_alpha: float = 0.05
     defense_steps: int = 5
     def_steps: int = 5
-    retrain_subset: int = 1000
+    retrain_inits: tuple[int, ...] = (1,)
+    retrain_seeds: int = 3
+    retrain_random_sets: int = 5
+    retrain_subset: int = 200
+    retrain_pgd_steps: int = 3
     seed: int = 0
     device: str = "auto"
     models_root: str = "saved_models"
@@ -90,7 +94,8 @@ class DemoSettings:
                     scopes=("local", "global"),
                     thresholds=3, bn_images=60, layers=None, recheck_steps=3, n_boot=100, defense_epochs=1,
                     defense_subset=16,
-                    defense_steps=2, def_steps=2, retrain_subset=100)
+                    defense_steps=2, def_steps=2, retrain_seeds=2, retrain_random_sets=1, retrain_subset=100,
+                    retrain_pgd_steps=2)
         return replace(cls(), **{**tiny, **overrides})
 
 
@@ -186,9 +191,14 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
                       paths.plot_name(paths.arch_dir_name(s.defense_arch), data_name, "tsne", "linf"), s.plots_root,
                       keep_if_newer_than=[report])
 
-    with _step(6, "selective retraining of robust + antifragile layers (high-pass difference scores)"):
-        retraining, _ = run_comparison(s.arch, s.dataset, 1, s.epochs, kind="highpass", score="difference",
-                                       attack_tag=tag, subset=s.retrain_subset, test_subset=s.eval_subset,
+    with _step(6, f"selective retraining of Init {', '.join(map(str, s.retrain_inits))} for one epoch of "
+                  f"{s.retrain_subset} training images: robust + antifragile layers (high-pass difference labels "
+                  f"agreed by every initialisation) against none, all, fragile and {s.retrain_random_sets} matched "
+                  f"random sets, {s.retrain_seeds} seeds each, on {s.eval_subset} test images"):
+        retraining, _ = run_comparison(s.arch, s.dataset, s.retrain_inits, s.epochs, kind="highpass",
+                                       score="difference", attack_tag=tag, seeds=s.retrain_seeds,
+                                       random_sets=s.retrain_random_sets, subset=s.retrain_subset,
+                                       test_subset=s.eval_subset, pgd_steps=s.retrain_pgd_steps, n_boot=s.n_boot,
                                        plots_root=s.plots_root, **common)
 
     written = sorted(str(p) for p, digest in _snapshot(s.models_root, s.plots_root).items() if before.get(p) != digest)
@@ -231,8 +241,8 @@ def _print_summary(
     print(format_table(comparison.rows()))
     print("\n== defensive perturbation ==")
     print(format_results(defense))
-    print("\n== selective retraining (Init_1) ==")
-    print(format_table([{k: v for k, v in row.items() if k != "layers"} for row in retraining]))
+    print("\n== selective retraining ==")
+    print(format_comparison(retraining))
     selected = next(row["layers"] for row in retraining if row["variant"] == "robust+antifragile")
     print(f"robust+antifragile layers: {', '.join(selected) or '(none)'}")
     print(f"\n{len(written)} files written in {seconds:.0f} s" + (":" if written else " (everything was reused)"))

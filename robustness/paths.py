@@ -139,11 +139,12 @@ def scores_table_path(
 
 
 def retrain_result_path(
-    arch: str, dataset: str, init: int, epoch: int, *, kind: str, score: str, attack_tag: str,
+    arch: str, dataset: str, epoch: int, *, kind: str, score: str, attack_tag: str, digest: str,
     root: str | Path = DEFAULT_MODELS_ROOT,
 ) -> Path:
-    """The selective-retraining comparison of one checkpoint (``.json``; a ``.csv`` twin sits beside it)."""
-    name = f"Init_{init}_{epoch}epochs_{kind}_{score}_{attack_tag}.json"
+    """The selective-retraining comparison at one checkpoint epoch (``.json``; a ``.csv`` twin and a folder of
+    per-run outcomes share its stem); ``digest`` tells apart runs with different settings."""
+    name = f"{epoch}epochs_{kind}_{score}_{attack_tag}_{digest}.json"
     return model_dir(arch, dataset, root) / "retraining" / name
 
 

@@ -1,158 +1,67 @@
-"""Selective retraining (SPEC 4, the study's application): retrain only chosen layers.
+"""Selective retraining, compared with controls (the study's application of the layer labels).
 
-:func:`selective_retrain` trains the parameters of the named modules and nothing
-else. The whole model stays in **eval mode** while it trains: BatchNorm layers
-normalise with their stored running statistics and never update them (also those
-inside a named module, should one name a whole block), and dropout is off. So every
-tensor of the state dict other than the named modules' parameters — BatchNorm running
-statistics and ``num_batches_tracked`` included — is bitwise unchanged, and the layers
-that do train see the same normalisation as at test time.
+Each *variant* retrains one set of layers with :func:`selective_retrain` (the trainer's
+protocol: train mode, the checkpoint's optimiser state, its lr and batch size):
 
-:func:`compare_retraining` runs the study's comparison from one checkpoint: no
-retraining, the robust + antifragile layers, all layers, the fragile layers only —
-each from the same weights, for the same number of steps, with the same seed.
+- ``none``: the checkpoint as it is;
+- ``robust+antifragile``: the layers labelled robust or antifragile;
+- ``all``: every Conv2d/Linear layer;
+- ``fragile``: the layers labelled fragile;
+- ``random-1`` … ``random-K``: random sets of as many layers as ``robust+antifragile``,
+  the closest to it in parameter count (:func:`matched_random_sets`), the control for
+  the size of the set.
+
+Every variant runs once per seed (the seed orders the training batches, the same order
+for every variant) from each chosen checkpoint, and every retrained model is evaluated on
+the test images, clean and under FGSM and PGD at the eps of the filtering results, keeping
+each image's outcome. Per variant the table gives the mean ± SD over runs of each
+accuracy and the difference from ``none`` and from the mean of the random sets, with a
+paired bootstrap interval over test images pooled over runs: one resample of the images
+recomputes every variant × run accuracy. Layers are chosen by labels agreed on by every
+initialisation (:func:`robustness.scores.consensus_labels`).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from . import paths
 from .attacks import FGSM, make_attack
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import DataNotFoundError, InvalidArgument
-from .files import atomic_path, load_json, save_json
+from .files import atomic_path, load_json, save_json, save_npz
 from .filters import canonical_kind
-from .models import filterable_layers
-from .plots import plot_retraining, save_figure
-from .runtime import frozen_eval, model_device, pick_device, progress, seed_everything
-from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, layer_scores
-from .sweep import evaluate, load_results
+from .models import build_model
+from .plots import draw_and_save, plot_retraining
+from .report import format_table
+from .runtime import frozen_eval, model_device, pick_device, progress
+from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labels, layer_scores
+from .selective import VARIANTS, layer_sizes, plan_variants, select_layers, selective_retrain
+from .stats import bootstrap_counts, percentile_interval, resampled_mean
+from .sweep import load_results
+from .train import load_checkpoint, read_checkpoint
+
+__all__ = [  # the algorithm's names are importable from here too, as they were before it had its own module
+    "VARIANTS", "attack_from_meta", "compare_retraining", "evaluation_attacks", "format_comparison",
+    "per_image_outcomes", "plan_variants", "retrain_runs", "run_comparison", "select_layers", "selective_retrain",
+    "summarise",
+]
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
+Outcomes = dict[str, np.ndarray]  # metric ("clean", "fgsm", "pgd") -> per test image, correct or not
 
-# (variant, labels of the layers it retrains; None = every filterable layer)
-VARIANTS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
-    ("none", ()),
-    ("robust+antifragile", ("robust", "antifragile")),
-    ("all", None),
-    ("fragile", ("fragile",)),
-)
-
-
-def _named_modules(model: nn.Module, layers: Iterable[str]) -> list[nn.Module]:
-    modules = dict(model.named_modules())
-    layers = list(layers)
-    unknown = [name for name in layers if name not in modules or name == ""]
-    if unknown:
-        valid = ", ".join(name for name, _ in filterable_layers(model))
-        raise InvalidArgument(f"no module named {', '.join(map(repr, unknown))} in the model: use one of {valid}")
-    return [modules[name] for name in layers]
-
-
-def selective_retrain(
-    model: nn.Module,
-    train_loader: DataLoader,
-    layers: Sequence[str],
-    *,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> nn.Module:
-    """Train only the parameters of the modules named in ``layers`` (Adam, cross-entropy); return ``model``.
-
-    Trains in place for ``epochs`` passes over ``train_loader``, with the model in
-    eval mode (see the module docstring); every other state-dict tensor stays
-    bitwise unchanged. The model's modes and ``requires_grad`` flags are restored
-    after. ``seed`` seeds torch before the first batch (the loader's shuffling
-    included, when it uses the global generator).
-    """
-    if not layers:
-        raise InvalidArgument("no layers to retrain: name at least one module (e.g. 'fc')")
-    if epochs < 1:
-        raise InvalidArgument(f"epochs must be at least 1, got {epochs}")
-    if not lr > 0:
-        raise InvalidArgument(f"lr must be positive, got {lr}")
-    params = list(dict.fromkeys(p for m in _named_modules(model, layers) for p in m.parameters()))
-    device = model_device(model)
-    seed_everything(seed)
-    with frozen_eval(model):
-        for p in params:
-            p.requires_grad_(True)
-        optimizer = torch.optim.Adam(params, lr=lr)
-        for epoch in progress(range(1, epochs + 1), "retrain", total=epochs):
-            for images, labels in progress(train_loader, f"retrain epoch {epoch}"):
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(images.to(device)), torch.as_tensor(labels).to(device)).backward()
-                optimizer.step()
-    return model
-
-
-def select_layers(
-    scores_table: Mapping[str, Mapping[str, Any]], score: str, labels: Sequence[str] = ("robust", "antifragile")
-) -> list[str]:
-    """The layers whose label for ``score`` is one of ``labels``, in table order.
-
-    ``scores_table`` maps module names to :func:`robustness.scores.filtering_scores`
-    dicts (as :func:`robustness.scores.layer_scores` returns for one checkpoint).
-    """
-    if score not in SCORES:
-        raise InvalidArgument(f"unknown score {score!r}: choose one of {', '.join(SCORES)}")
-    return [name for name, scores in scores_table.items() if scores["labels"][score] in labels]
-
-
-def compare_retraining(
-    model: nn.Module,
-    train_loader: DataLoader,
-    test_data: tuple[Tensor, Tensor],
-    scores_table: Mapping[str, Mapping[str, Any]],
-    *,
-    score: str,
-    attack: Attack,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Clean and adversarial test accuracy after each retraining variant, one row per variant.
-
-    Variants: ``none``; ``robust+antifragile`` and ``fragile`` (layers chosen by their
-    ``score`` label in ``scores_table``); ``all`` (every Conv2d/Linear layer). Each starts
-    from a copy of ``model``'s weights and trains ``epochs × len(train_loader)`` steps
-    with ``seed``; a variant whose selection is empty trains nothing (``steps`` = 0).
-    ``attack`` is regenerated against each retrained model on ``test_data`` (``(x, y)``
-    tensors). ``model`` itself is left unchanged.
-    """
-    rows = []
-    for variant, wanted in progress(VARIANTS, "variants", total=len(VARIANTS), leave=True):
-        if wanted is None:
-            layers = [name for name, _ in filterable_layers(model)]
-        else:
-            layers = select_layers(scores_table, score, wanted) if wanted else []
-        trained = copy.deepcopy(model)
-        if layers:
-            selective_retrain(trained, train_loader, layers, epochs=epochs, lr=lr, seed=seed)
-        device = model_device(trained)
-        with frozen_eval(trained):
-            result = evaluate(trained, test_data[0].to(device), test_data[1].to(device), attack)
-        rows.append({
-            "variant": variant,
-            "n_layers": len(layers),
-            "steps": epochs * len(train_loader) if layers else 0,
-            "clean_acc": result.clean_acc,
-            "adv_acc": result.adv_acc,
-            "layers": layers,
-        })
-    return rows
+RANDOM_MEAN = "random (mean)"
 
 
 def attack_from_meta(meta: Mapping[str, Any]) -> Attack:
@@ -172,104 +81,327 @@ def attack_from_meta(meta: Mapping[str, Any]) -> Attack:
     )
 
 
+def evaluation_attacks(meta: Mapping[str, Any], pgd_steps: int = 10, seed: int = 0) -> dict[str, Attack]:
+    """The attacks every retrained model is evaluated with, at the eps and norm of a sweep's ``meta``:
+    ``fgsm`` (L∞ only) and ``pgd`` (``pgd_steps`` steps of 2.5 eps/steps, random start seeded by ``seed``)."""
+    norm = getattr(attack_from_meta(meta), "norm", "linf")
+    eps = float(meta["eps"])
+    pgd = {"pgd": make_attack("pgd", eps, steps=pgd_steps, norm=norm, seed=seed)}
+    return {"fgsm": FGSM(eps), **pgd} if norm == "linf" else pgd
+
+
+def per_image_outcomes(
+    model: nn.Module, x: Tensor, y: Tensor, attacks: Mapping[str, Attack], batch_size: int = 500
+) -> Outcomes:
+    """Whether ``model`` classifies each image correctly: ``clean`` and under each of ``attacks``
+    (regenerated against ``model``), as boolean arrays over the images. Runs frozen, in eval mode."""
+    device = model_device(model)
+    found: dict[str, list[Tensor]] = {"clean": [], **{name: [] for name in attacks}}
+    with frozen_eval(model):
+        for x_cpu, y_cpu in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            xb, yb = x_cpu.to(device), y_cpu.to(device)
+            inputs = {"clean": xb, **{name: attack(model, xb, yb) for name, attack in attacks.items()}}
+            with torch.no_grad():
+                for name, images in inputs.items():
+                    found[name].append(model(images).argmax(1) == yb)
+    return {name: torch.cat(parts).cpu().numpy() for name, parts in found.items()}
+
+
+def retrain_runs(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: tuple[Tensor, Tensor],
+    variants: Mapping[str, Sequence[str]],
+    *,
+    attacks: Mapping[str, Attack],
+    seeds: Sequence[int] = (0, 1, 2),
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 100,
+    optimizer_state: Mapping[str, Any] | None = None,
+    folder: Path | None = None,
+    tag: str = "",
+) -> dict[str, list[Outcomes]]:
+    """Retrain a copy of ``model`` for every variant and seed and evaluate it: ``{variant: [outcomes per seed]}``.
+
+    Seed ``s`` shuffles ``train_data`` in batches of ``batch_size`` with a generator seeded
+    by ``s``, the same order for every variant. A variant without layers is ``model`` itself;
+    variants with the same layers share one run. With ``folder``, each (variant, seed) is
+    written as ``<variant>_<tag>_seed<s>.npz`` as it finishes and read back instead of rerun.
+    ``model`` is left unchanged.
+    """
+    x, y = test_data[0].to(model_device(model)), torch.as_tensor(test_data[1]).to(model_device(model))
+    done: dict[tuple[tuple[str, ...], int], Outcomes] = {}
+    found: dict[str, list[Outcomes]] = {variant: [] for variant in variants}
+    todo = [(variant, seed) for variant in variants for seed in seeds]
+    for variant, seed in progress(todo, f"retraining runs {tag}".strip(), total=len(todo), leave=True):
+        layers = tuple(variants[variant])
+        key = (layers, seed if layers else 0)
+        path = folder / "_".join(filter(None, [variant, tag, f"seed{seed}.npz"])) if folder else None
+        if key not in done and path is not None and path.is_file():
+            with np.load(path) as saved:
+                done[key] = {name: saved[name] for name in saved.files}
+        if key not in done:
+            trained = model
+            if layers:
+                trained = copy.deepcopy(model)
+                order = torch.Generator().manual_seed(seed)
+                loader = make_loader(train_data, batch_size, shuffle=True, generator=order)
+                selective_retrain(trained, loader, layers, epochs=epochs, lr=lr, seed=seed,
+                                  optimizer_state=optimizer_state)
+            done[key] = per_image_outcomes(trained, x, y, attacks)
+        if path is not None and not path.is_file():
+            save_npz(path, **done[key])
+        found[variant].append(done[key])
+    return found
+
+
+def summarise(
+    outcomes: Mapping[str, Sequence[Outcomes]],
+    variants: Mapping[str, Sequence[str]],
+    sizes: Mapping[str, int],
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per variant (and ``random (mean)``, the mean of the random sets, when there are any).
+
+    ``outcomes[variant]`` holds one :data:`Outcomes` per run, runs aligned across variants.
+    Per metric ``m``: ``m`` and ``m_sd``, the mean and SD (ddof 1) over runs of the accuracy;
+    ``m_vs_none`` and ``m_vs_random`` (the mean of the random sets), differences of the
+    run-mean accuracy, each with ``_lo``/``_hi``: the percentile interval at ``ci`` of the
+    paired bootstrap over the images — each of ``n_boot`` resamples (seeded by ``seed``)
+    recomputes every variant's every run on the same images. Also: the number of layers,
+    their parameters, mean depth (0 = first layer, 1 = last) and how many of them are in
+    ``robust+antifragile``.
+    """
+    randoms = [v for v in variants if v.startswith("random-")]
+    metrics = list(next(iter(outcomes.values()))[0])
+    stacked = {v: {m: np.stack([r[m] for r in runs]).astype(float) for m in metrics} for v, runs in outcomes.items()}
+    groups: dict[str, list[str]] = {v: [v] for v in variants}
+    if randoms:
+        groups[RANDOM_MEAN] = randoms
+        stacked[RANDOM_MEAN] = {m: np.mean([stacked[v][m] for v in randoms], axis=0) for m in metrics}
+    counts = bootstrap_counts(next(iter(stacked.values()))[metrics[0]].shape[1], n_boot, seed)
+    # accuracy per run, and the mean over runs under every resample of the images
+    acc = {name: {m: per_run[m].mean(axis=1) for m in metrics} for name, per_run in stacked.items()}
+    boot = {name: {m: resampled_mean(per_run[m], counts).mean(axis=1) for m in metrics}
+            for name, per_run in stacked.items()}
+    references = {label: ref for label, ref in (("none", "none"), ("random", RANDOM_MEAN)) if ref in stacked}
+    rows = []
+    for name, members in groups.items():
+        described = [_describe(variants[v], variants.get("robust+antifragile", []), sizes) for v in members]
+        row: dict[str, Any] = {"variant": name}
+        row |= {k: described[0][k] if len(members) == 1 else float(np.mean([d[k] for d in described]))
+                for k in described[0]}
+        row["runs"] = len(acc[name][metrics[0]])
+        for m in metrics:
+            row[m] = float(acc[name][m].mean())
+            row[f"{m}_sd"] = float(acc[name][m].std(ddof=1)) if row["runs"] > 1 else float("nan")
+            for label, ref in references.items():
+                lo, hi = percentile_interval(boot[name][m] - boot[ref][m], ci)
+                row[f"{m}_vs_{label}"] = row[m] - float(acc[ref][m].mean())
+                row[f"{m}_vs_{label}_lo"], row[f"{m}_vs_{label}_hi"] = float(lo), float(hi)
+        row["layers"] = list(variants[name]) if name in variants else []
+        rows.append(row)
+    return rows
+
+
+def _describe(layers: Sequence[str], chosen: Sequence[str], sizes: Mapping[str, int]) -> dict[str, float]:
+    """Size and depth of a layer set: layers, parameters, mean relative depth, layers shared with ``chosen``."""
+    order = list(sizes)
+    depth = [order.index(name) / max(len(order) - 1, 1) for name in layers]
+    return {"n_layers": len(layers), "params": sum(sizes[name] for name in layers),
+            "depth": float(np.mean(depth)) if depth else float("nan"), "shared": len(set(layers) & set(chosen))}
+
+
+def compare_retraining(
+    model: nn.Module,
+    train_data: Dataset,
+    test_data: tuple[Tensor, Tensor],
+    labels: Mapping[str, str],
+    *,
+    attacks: Mapping[str, Attack],
+    seeds: Sequence[int] = (0, 1, 2),
+    random_sets: int = 5,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 100,
+    optimizer_state: Mapping[str, Any] | None = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The whole comparison for one model in memory: :func:`plan_variants` from ``labels`` (layer -> label),
+    :func:`retrain_runs` over ``seeds``, :func:`summarise`. ``seed`` draws the random sets and the resamples.
+    ``model`` is left unchanged."""
+    sizes = layer_sizes(model)
+    variants = plan_variants(labels, sizes, random_sets=random_sets, seed=seed)
+    runs = retrain_runs(model, train_data, test_data, variants, attacks=attacks, seeds=seeds, epochs=epochs, lr=lr,
+                        batch_size=batch_size, optimizer_state=optimizer_state)
+    return summarise(runs, variants, sizes, n_boot=n_boot, ci=ci, seed=seed)
+
+
+def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The comparison as text, one table per metric: each variant's size, depth, mean ± SD over runs and its
+    differences from ``none`` and from the random sets' mean, with their intervals."""
+    metrics = [m for m in ("clean", "fgsm", "pgd") if m in rows[0]]
+    references = {"none": "none", "random": RANDOM_MEAN}
+    tables = []
+    for m in metrics:
+        table = []
+        for row in rows:
+            cells = {"variant": row["variant"], "layers": f"{row['n_layers']:g}", "params": f"{row['params']:,.0f}",
+                     "depth": "-" if np.isnan(row["depth"]) else f"{row['depth']:.2f}", "runs": row["runs"],
+                     m: f"{row[m]:.3f} ± {row[f'{m}_sd']:.3f}"}
+            for label, ref in references.items():
+                if f"{m}_vs_{label}" in row:
+                    cells[f"vs {label} [CI]"] = "-" if row["variant"] == ref else (
+                        f"{row[f'{m}_vs_{label}']:+.3f} [{row[f'{m}_vs_{label}_lo']:+.3f}, "
+                        f"{row[f'{m}_vs_{label}_hi']:+.3f}]")
+            table.append(cells)
+        tables.append(f"{m} accuracy: mean ± SD over runs; differences with paired bootstrap intervals\n"
+                      + format_table(table))
+    return "\n\n".join(tables)
+
+
 def run_comparison(
     arch: str,
     dataset: str,
-    init: int,
-    epoch: int,
+    inits: int | Sequence[int] | None = None,
+    epoch: int | None = None,
     *,
     kind: str,
     score: str,
     attack_tag: str | None = None,
-    baseline: Baseline = "unfiltered",
+    baseline: Baseline = "density",
     tau: float = DEFAULT_TAU,
     floor: float = DEFAULT_FLOOR,
+    seeds: int = 3,
+    random_sets: int = 5,
     epochs: int = 1,
-    lr: float = 1e-3,
-    batch_size: int = 100,
+    lr: float | None = None,
+    batch_size: int | None = None,
     subset: int | None = None,
     test_subset: int | None = None,
+    pgd_steps: int = 10,
+    n_boot: int = 1000,
+    ci: float = 0.95,
     seed: int = 0,
     device: str = "auto",
     models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
     data_root: str | Path = "Dataset",
     plots_root: str | Path = paths.DEFAULT_PLOTS_ROOT,
 ) -> tuple[list[dict[str, Any]], Path]:
-    """The comparison of :func:`compare_retraining` for one checkpoint, from its local sweep results.
+    """The comparison at checkpoint ``epoch`` (default: the newest with local ``kind`` results), from files.
 
-    Scores come from the local ``kind`` result file of ``(init, epoch)`` (of ``attack_tag``;
-    may be left out when only one attack was run); the adversarial accuracy uses that
-    file's attack and eps. Trains on the train split (or its seeded ``subset``), tests on
-    the test split (or ``test_subset``). Writes the rows as JSON and CSV (atomically) under
-    ``saved_models/<Arch>/<DATASET>/retraining/`` and a bar plot in ``plots/``; a rerun
-    with the same settings reads the JSON back instead of training again. Returns the
+    Labels: :func:`robustness.scores.consensus_labels` of the ``score`` over every
+    initialisation with a local ``kind`` result of ``attack_tag`` at ``epoch`` (the tag may
+    be left out when only one attack was run). Retrained: the checkpoint of each of
+    ``inits`` (default: those same initialisations), each with its own optimiser state,
+    lr and batch size (``lr``/``batch_size`` override them), for ``epochs`` epochs over the
+    train split (or its seeded ``subset``), once per seed ``seed … seed + seeds − 1``.
+    Evaluated on the test split (or its seeded ``test_subset``) by :func:`evaluation_attacks`.
+    Writes the rows of :func:`summarise` as JSON and CSV and the per-run outcomes (one
+    ``.npz`` per variant, init and seed, as each finishes) under
+    ``saved_models/<Arch>/<DATASET>/retraining/``, and a bar plot; a rerun with the same
+    settings reuses them, an interrupted one computes only the missing runs. Returns the
     rows and the plot's path.
     """
-    from .train import load_checkpoint
-
     if score not in SCORES:
         raise InvalidArgument(f"unknown score {score!r}: choose one of {', '.join(SCORES)}")
+    for name, value, least in (("seeds", seeds, 1), ("random_sets", random_sets, 0), ("epochs", epochs, 1),
+                               ("pgd_steps", pgd_steps, 1), ("n_boot", n_boot, 1)):
+        if value < least:
+            raise InvalidArgument(f"{name} must be at least {least}, got {value}")
     kind = canonical_kind(kind)
-    source = _result_file(arch, dataset, init, epoch, kind=kind, attack_tag=attack_tag, root=models_root)
-    meta, results = load_results(source)
-    settings = {
-        "arch": arch, "dataset": dataset, "init": init, "epoch": epoch, "filter": kind, "score": score,
-        "attack": meta["attack"], "eps": meta["eps"], "baseline": baseline, "tau": tau, "floor": floor,
-        "epochs": epochs, "lr": lr, "batch_size": batch_size, "subset": subset, "test_subset": test_subset,
-        "seed": seed,
+    epoch, attack_tag, sources = _local_results(arch, dataset, epoch, kind=kind, attack_tag=attack_tag,
+                                                root=models_root)
+    loaded = {init: load_results(path) for init, path in sources.items()}
+    meta = next(iter(loaded.values()))[0]
+    labels = consensus_labels(
+        {init: layer_scores(results, baseline=baseline, tau=tau, floor=floor) for init, (_, results) in loaded.items()},
+        score,
+    )
+    retrained = sorted(sources) if inits is None else sorted({inits} if isinstance(inits, int) else set(inits))
+    checkpoints = {init: paths.checkpoint_path(arch, dataset, init, epoch, models_root) for init in retrained}
+    configs = {init: read_checkpoint(path, arch, dataset)["config"] for init, path in checkpoints.items()}
+    sizes = layer_sizes(build_model(arch, dataset))
+    variants = plan_variants(labels, sizes, random_sets=random_sets, seed=seed)
+    run_settings = {
+        "arch": arch, "dataset": dataset, "epoch": epoch, "filter": kind, "score": score, "attack": attack_tag,
+        "eps": meta["eps"], "baseline": baseline, "tau": tau, "floor": floor, "label_inits": sorted(sources),
+        "inits": retrained, "seeds": list(range(seed, seed + seeds)), "epochs": epochs,
+        "lr": {str(i): c["lr"] if lr is None else lr for i, c in configs.items()},
+        "batch_size": {str(i): c["batch_size"] if batch_size is None else batch_size for i, c in configs.items()},
+        "subset": subset, "test_subset": test_subset, "pgd_steps": pgd_steps, "seed": seed, "variants": variants,
     }
-    out = paths.retrain_result_path(arch, dataset, init, epoch, kind=kind, score=score,
-                                     attack_tag=meta["attack"], root=models_root)
+    digest = hashlib.sha1(json.dumps(run_settings, sort_keys=True).encode()).hexdigest()[:10]
+    out = paths.retrain_result_path(arch, dataset, epoch, kind=kind, score=score, attack_tag=attack_tag,
+                                    digest=digest, root=models_root)
+    settings = {**run_settings, "n_boot": n_boot, "ci": ci}
     if out.is_file() and load_json(out)["settings"] == settings:
         rows = load_json(out)["rows"]
     else:
-        model, _ = load_checkpoint(paths.checkpoint_path(arch, dataset, init, epoch, models_root), arch, dataset,
-                                   map_location=pick_device(device))
-        train_loader = make_loader(load_dataset(dataset, True, data_root), batch_size, shuffle=True,
-                                   subset=subset, seed=seed)
+        torch_device = pick_device(device)
+        train_data = make_loader(load_dataset(dataset, True, data_root), subset=subset, seed=seed).dataset
         test = loader_to_tensors(make_loader(load_dataset(dataset, False, data_root), 1000, subset=test_subset,
                                              seed=seed))
-        table = layer_scores(results, baseline, tau, floor)
-        rows = compare_retraining(model, train_loader, test, table, score=score, attack=attack_from_meta(meta),
-                                  epochs=epochs, lr=lr, seed=seed)
-        save_json({"settings": settings, "rows": rows}, out)
-        _save_csv(rows, out.with_suffix(".csv"))
-    title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} Init_{init} epoch {epoch}: retraining "
-             f"by {kind} {score} score ({meta['attack']}, tau={tau:g})")
-    fig = plot_retraining(rows, title)
-    name = paths.plot_name(paths.arch_dir_name(arch), paths.dataset_dir_name(dataset), "retrain", f"Init_{init}",
-                           f"{epoch}epochs", kind, score, meta["attack"])
-    plot = save_figure(fig, name, plots_root)
-    plt.close(fig)
-    return rows, plot
-
-
-def _result_file(
-    arch: str, dataset: str, init: int, epoch: int, *, kind: str, attack_tag: str | None, root: str | Path
-) -> Path:
-    """The local sweep result of one checkpoint and filter, with a clear error when it is missing or ambiguous."""
-    found = {tag: units[(init, epoch)] for tag, units in paths.list_sweep_results(arch, dataset, kind, "local", root)
-             .items() if (init, epoch) in units}
-    command = (f"python -m robustness filter --arch {arch} --dataset {dataset} --inits {init} --epochs {epoch} "
-               f"--filter {kind} --scope local --attack fgsm -e EPS")
-    if attack_tag is not None:
-        if attack_tag not in found:
-            raise DataNotFoundError(
-                f"no local {kind} result of Init_{init} epoch {epoch} for attack {attack_tag} (found: "
-                f"{', '.join(found) or 'none'}): run {command}"
+        attacks = evaluation_attacks(meta, pgd_steps, seed)
+        runs: dict[str, list[Outcomes]] = {variant: [] for variant in variants}
+        for init, path in checkpoints.items():
+            model, _ = load_checkpoint(path, arch, dataset, map_location=torch_device)
+            found = retrain_runs(
+                model, train_data, test, variants, attacks=attacks, seeds=settings["seeds"], epochs=epochs,
+                lr=settings["lr"][str(init)], batch_size=settings["batch_size"][str(init)],
+                optimizer_state=read_checkpoint(path, arch, dataset)["optimizer"], folder=out.with_suffix(""),
+                tag=f"Init_{init}",
             )
-        return found[attack_tag]
-    if len(found) != 1:
-        if not found:
-            raise DataNotFoundError(f"no local {kind} result of Init_{init} epoch {epoch}: run {command} first")
-        raise InvalidArgument(f"results of several attacks exist ({', '.join(found)}): pick one with --attack-tag")
-    return next(iter(found.values()))
+            for variant, outcomes in found.items():
+                runs[variant] += outcomes
+        rows = summarise(runs, variants, sizes, n_boot=n_boot, ci=ci, seed=seed)
+        save_json({"settings": settings, "labels": labels, "rows": rows}, out)
+        _save_csv(rows, out.with_suffix(".csv"))
+    title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} epoch {epoch}: retraining by {kind} "
+             f"{score} labels ({attack_tag}, tau={tau:g}); error bars: SD over {rows[0]['runs']} runs "
+             f"({', '.join(f'Init_{i}' for i in retrained)} × {seeds} seeds)")
+    name = paths.plot_name(paths.arch_dir_name(arch), paths.dataset_dir_name(dataset), "retrain", f"{epoch}epochs",
+                           kind, score, attack_tag, digest)
+    return rows, draw_and_save(lambda: plot_retraining(rows, title), name, plots_root, keep_if_newer_than=[out])
+
+
+def _local_results(
+    arch: str, dataset: str, epoch: int | None, *, kind: str, attack_tag: str | None, root: str | Path
+) -> tuple[int, str, dict[int, Path]]:
+    """``(epoch, attack tag, {init: result file})`` of the local ``kind`` results to label layers with,
+    with a clear error when they are missing or several attacks make the choice ambiguous."""
+    found = paths.list_sweep_results(arch, dataset, kind, "local", root)
+    if attack_tag is not None:
+        found = {attack_tag: found[attack_tag]} if attack_tag in found else {}
+    if epoch is None and found:
+        epoch = max(e for units in found.values() for _, e in units)
+    at_epoch = {tag: {i: p for (i, e), p in units.items() if e == epoch} for tag, units in found.items()}
+    at_epoch = {tag: units for tag, units in at_epoch.items() if units}
+    command = (f"python -m robustness filter --arch {arch} --dataset {dataset} --filter {kind} --scope local "
+               f"--attack fgsm -e EPS" + (f" --epochs {epoch}" if epoch is not None else ""))
+    if not at_epoch:
+        which = f" for attack {attack_tag}" if attack_tag else ""
+        at = f" at epoch {epoch}" if epoch is not None else ""
+        raise DataNotFoundError(f"no local {kind} results{which}{at} under {paths.model_dir(arch, dataset, root)}: "
+                                f"run {command} first")
+    if len(at_epoch) > 1:
+        raise InvalidArgument(f"results of several attacks exist at epoch {epoch} ({', '.join(at_epoch)}): "
+                              f"pick one with --attack-tag")
+    ((tag, units),) = at_epoch.items()
+    return epoch, tag, units
 
 
 def _save_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """The comparison rows as CSV (layers joined by spaces), atomically."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows({**row, "layers": " ".join(row["layers"])} for row in rows)
     return path

@@ -61,8 +61,10 @@ def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
     # conv1: Init_1 undefined, Init_2 fragile; fc: robust for Init_1, missing for Init_2. Both uncertain.
     assert cells == ["? F1/2\n±0.10", "? R1/2\n±0.10"]
     assert "? uncertain" in heatmaps._supxlabel.get_text()
-    bars = plot_retraining([{"variant": "none", "n_layers": 0, "clean_acc": 0.9, "adv_acc": 0.4},
-                            {"variant": "all", "n_layers": 5, "clean_acc": 0.95, "adv_acc": 0.5}], "retraining")
+    bars = plot_retraining([{"variant": "none", "n_layers": 0, "params": 0, "clean": 0.9, "clean_sd": 0.0,
+                             "fgsm": 0.4, "fgsm_sd": 0.0},
+                            {"variant": "all", "n_layers": 5, "params": 9e5, "clean": 0.95, "clean_sd": 0.01,
+                             "fgsm": 0.5, "fgsm_sd": math.nan}], "retraining")
     for i, fig in enumerate((grid, curves, heatmaps, bars)):
         assert _is_png(save_figure(fig, f"figure_{i}", tmp_path))
         plt.close(fig)

@@ -1,68 +1,179 @@
-"""Selective retraining: only the named modules move; layer selection; the comparison on a tiny model."""
+"""Selective retraining: the trainer's protocol, controls, statistics and the resumable comparison."""
 
 from __future__ import annotations
 
 import copy
+import json
+import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from robustness import paths
+from robustness import paths, retrain
 from robustness.attacks import FGSM
 from robustness.cli import main
-from robustness.errors import DataNotFoundError, InvalidArgument
+from robustness.data import load_dataset, make_loader
+from robustness.errors import CheckpointError, DataNotFoundError, InvalidArgument
+from robustness.evaluation import accuracy
 from robustness.files import load_json
-from robustness.models import build_model
-from robustness.retrain import compare_retraining, run_comparison, select_layers, selective_retrain
-from robustness.runtime import seed_everything
+from robustness.models import build_model, filterable_layers
+from robustness.retrain import compare_retraining, run_comparison, select_layers, selective_retrain, summarise
+from robustness.selective import (
+    chosen_parameters,
+    layer_sizes,
+    matched_random_sets,
+    optimizer_slice,
+    plan_variants,
+    retrain_optimizer,
+)
+from robustness.stats import bootstrap_counts
 from robustness.sweep import SweepResult, save_results
-from robustness.train import TrainConfig, train
-
-
-def _loader(x: torch.Tensor, y: torch.Tensor, n: int, batch: int) -> DataLoader:
-    return DataLoader(TensorDataset(x[:n], y[:n]), batch_size=batch, shuffle=True)
+from robustness.train import TrainConfig, _epoch_loader, load_checkpoint, read_checkpoint, train
 
 
 def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
     return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
 
 
-def test_only_the_named_layers_change(trained_cnn, mnist5k_test) -> None:
-    model = copy.deepcopy(trained_cnn)
-    model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    selective_retrain(model, _loader(*mnist5k_test, 200, 50), ["conv2", "fc2"], lr=1e-2)
-    assert _changed(before, model) == {"conv2.weight", "conv2.bias", "fc2.weight", "fc2.bias"}
-    assert model.training and all(m.training for m in model.modules())  # modes restored
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+def _ordered(dataset, batch: int, seed: int = 0) -> DataLoader:
+    return make_loader(dataset, batch, shuffle=True, generator=torch.Generator().manual_seed(seed))
 
 
-def test_batchnorm_statistics_stay_bitwise_unchanged() -> None:
-    seed_everything(0)
-    model = build_model("resnet18", "mnist5k").train()
-    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory) -> tuple[torch.nn.Module, dict]:
+    """ResNet-18 (BatchNorm) after 10 steps on 1,000 mnist5k images: ``(model in eval mode, checkpoint dict)``."""
+    root = tmp_path_factory.mktemp("resnet")
+    train(TrainConfig(arch="resnet18", epochs=1, subset=1000, models_root=str(root), device="cpu"))
+    path = paths.checkpoint_path("resnet18", "mnist5k", 1, 1, root)
+    return load_checkpoint(path)[0], read_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def retrain_images():
+    """300 training images the checkpoints above did not all see (a seed other than the trainer's)."""
+    return make_loader(load_dataset("mnist5k", train=True), subset=300, seed=7).dataset
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+def test_retraining_every_layer_continues_the_trainer_bitwise(tmp_path) -> None:
+    # The CNN has no BatchNorm, so all its Conv2d/Linear layers are all its parameters: retraining them from the
+    # epoch-1 checkpoint, with its optimiser state and the trainer's batches of epoch 2, is the trainer's epoch 2.
+    config = TrainConfig(arch="mnist_cnn", epochs=2, subset=200, batch_size=50, models_root=str(tmp_path),
+                         device="cpu")
+    train(config)
+    start = read_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, tmp_path))
+    model = load_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, tmp_path))[0]
+    loader = _epoch_loader(load_dataset("mnist5k", train=True), config, start["seed"], 2)
+    selective_retrain(model, loader, [n for n, _ in filterable_layers(model)], lr=start["config"]["lr"],
+                      optimizer_state=start["optimizer"])
+    trained = read_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 2, tmp_path))["state_dict"]
+    assert _changed(trained, model) == set()
+
+
+def test_retraining_every_layer_of_a_resnet_does_not_collapse(resnet, retrain_images, mnist5k_test) -> None:
+    model, ckpt = resnet
+    test = DataLoader(TensorDataset(*(t[:500] for t in mnist5k_test)), batch_size=250)
+    layers = [name for name, _ in filterable_layers(model)]
+    before = accuracy(model, test)
+    kept = selective_retrain(copy.deepcopy(model), _ordered(retrain_images, 100), layers, lr=ckpt["config"]["lr"],
+                             optimizer_state=ckpt["optimizer"])
+    # The old procedure, by hand: BatchNorm frozen in eval mode and a fresh Adam, on the same 3 batches.
+    old = copy.deepcopy(model).eval()
+    params = chosen_parameters(old, layers)
+    for p in old.parameters():
+        p.requires_grad_(any(p is q for q in params))
+    adam = torch.optim.Adam(params, lr=ckpt["config"]["lr"])
+    for x, y in _ordered(retrain_images, 100):
+        adam.zero_grad()
+        F.cross_entropy(old(x), y).backward()
+        adam.step()
+    # 500 images: an accuracy's standard error is about 0.02, and one more epoch of the trainer's own training
+    # moves it by a few points; the collapse the old procedure causes is a fall to chance (0.1).
+    assert before > 0.5
+    assert accuracy(kept, test) >= before - 0.05
+    assert accuracy(old, test) < before - 0.3
+
+
+def test_only_the_chosen_parameters_change_and_batchnorm_follows_training(resnet, retrain_images) -> None:
+    model = copy.deepcopy(resnet[0])
+    state = resnet[1]["optimizer"]
+    model.layer2.train()  # a mixed mode and a frozen parameter, to be restored exactly
+    model.layer3[0].conv1.weight.requires_grad_(False)
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    selective_retrain(model, _loader(x, y, 8, 8), ["layer1.0.conv1"])
-    assert _changed(before, model) == {"layer1.0.conv1.weight"}
-    # A whole block: its BatchNorm affine parameters train, its running statistics do not.
-    selective_retrain(model, _loader(x, y, 8, 8), ["layer1.0"])
-    block = {k for k in before if k.startswith("layer1.0.")}
-    stats = {k for k in block if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    assert stats and _changed(before, model) == block - stats
+    reference = copy.deepcopy(model)
+    saved = copy.deepcopy(state)
+    layers = ["layer1.0.conv1", "layer3.0.conv1", "fc"]
+    loader = make_loader(retrain_images, 150)  # fixed order: the run and the reference see the same batches
+    selective_retrain(model, loader, layers, lr=1e-3, optimizer_state=state)
+    assert all(torch.equal(v, saved["state"][i][k]) for i, s in state["state"].items() for k, v in s.items())
+
+    # Reference: the trainer's loop with only these parameters in a trainer's Adam that holds their saved state.
+    position = {id(p): i for i, p in enumerate(reference.parameters())}
+    params = chosen_parameters(reference, layers)
+    adam = torch.optim.Adam(params, lr=1e-3)
+    adam.load_state_dict({"state": {j: state["state"][position[id(p)]] for j, p in enumerate(params)},
+                          "param_groups": [{**state["param_groups"][0], "params": list(range(len(params)))}]})
+    reference.train()
+    for p in reference.parameters():
+        p.requires_grad_(any(p is q for q in params))
+    for x, y in loader:
+        adam.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        adam.step()
+    assert _changed(reference.state_dict(), model) == set()
+
+    changed = _changed(before, model)
+    weights = {"layer1.0.conv1.weight", "layer3.0.conv1.weight", "fc.weight", "fc.bias"}
+    assert {k for k in changed if k in dict(model.named_parameters())} == weights
+    stats = {k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert changed - weights == stats  # every BatchNorm followed the 2 training batches, as in the trainer
+    assert model.bn1.num_batches_tracked == before["bn1.num_batches_tracked"] + 2
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+
+def test_the_restored_optimizer_state_is_the_checkpoints_slice(resnet) -> None:
+    model, ckpt = resnet
+    saved = ckpt["optimizer"]
+    layers = ["layer1.0.conv2", "layer2.0.downsample.0", "layer4.1.conv1", "fc"]
+    params = chosen_parameters(model, layers)
+    optimizer = retrain_optimizer(model, params, lr=5e-4, optimizer_state=saved)
+    position = {id(p): i for i, p in enumerate(model.parameters())}
+    assert len(params) == 5 and params[-2] is model.fc.weight and params[-1] is model.fc.bias
+    for p in params:
+        restored, expected = optimizer.state[p], saved["state"][position[id(p)]]
+        assert set(restored) == {"step", "exp_avg", "exp_avg_sq"}
+        for key in restored:
+            assert torch.equal(restored[key], expected[key])
+    assert optimizer.param_groups[0]["lr"] == 5e-4  # an explicit lr wins over the saved one
+    assert optimizer.param_groups[0]["betas"] == saved["param_groups"][0]["betas"]
+    assert set(optimizer_slice(saved, model, params)["state"]) == set(range(5))
+    cnn = build_model("mnist_cnn", "mnist5k")
+    with pytest.raises(CheckpointError, match="optimiser state covers .* model has 8"):
+        retrain_optimizer(cnn, list(cnn.parameters()), lr=1e-3, optimizer_state=saved)
 
 
 def test_bad_layer_names_and_settings_raise() -> None:
     model = build_model("mnist_cnn", "mnist5k")
-    loader = _loader(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), 4, 4)
+    loader = DataLoader(TensorDataset(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)), batch_size=4)
     with pytest.raises(InvalidArgument, match="no module named 'fc9'.*conv1, conv2, fc1, fc2"):
         selective_retrain(model, loader, ["fc9"])
     with pytest.raises(InvalidArgument, match="no layers to retrain"):
         selective_retrain(model, loader, [])
     with pytest.raises(InvalidArgument, match="epochs"):
         selective_retrain(model, loader, ["fc2"], epochs=0)
+
+
+# ---------------------------------------------------------------- layer sets
 
 
 def _table(labels: dict[str, str], score: str = "difference") -> dict[str, dict]:
@@ -77,49 +188,179 @@ def test_select_layers_from_a_hand_made_scores_table() -> None:
         select_layers(table, "robustness")
 
 
-def test_compare_retraining_on_a_tiny_model(trained_cnn, mnist5k_test) -> None:
+def test_matched_random_sets_have_the_size_and_about_the_parameters_of_the_chosen_set() -> None:
+    sizes = {"a": 10, "b": 11, "c": 30, "d": 100, "e": 101, "f": 5}
+    # Few candidates: all of them are ranked, so the result is the exact best, as a brute force finds it.
+    assert matched_random_sets(sizes, ["d"], 3) == [["e"], ["c"], ["b"]]
+    pairs = matched_random_sets(sizes, ["a", "d"], 4, seed=3)
+    assert [abs(sum(sizes[n] for n in s) - 110) for s in pairs] == [1, 1, 2, 4]  # a+e, b+d, b+e, e+f; never a+d
+    assert ["a", "d"] not in pairs and {tuple(s) for s in pairs[:2]} == {("a", "e"), ("b", "d")}
+    assert matched_random_sets(sizes, list(sizes), 5) == []  # no other set of six layers exists
+    assert matched_random_sets(sizes, [], 5) == []
+
+    # ResNet-18, the last five layers (20,349 sets of five): sampled, seeded, and close in parameters.
+    resnet = layer_sizes(build_model("resnet18", "mnist5k"))
+    chosen = list(resnet)[-5:]
+    target = sum(resnet[n] for n in chosen)
+    drawn = matched_random_sets(resnet, chosen, 5, seed=0)
+    assert drawn == matched_random_sets(resnet, chosen, 5, seed=0) != matched_random_sets(resnet, chosen, 5, seed=1)
+    assert len({tuple(s) for s in drawn}) == 5 and chosen not in drawn
+    assert all(len(s) == 5 and s == [n for n in resnet if n in s] for s in drawn)
+    assert all(abs(sum(resnet[n] for n in s) / target - 1) < 0.1 for s in drawn)
+
+    variants = plan_variants({"conv1": "robust", "conv2": "fragile", "fc1": "uncertain", "fc2": "antifragile"},
+                             layer_sizes(build_model("mnist_cnn", "mnist5k")), random_sets=2)
+    assert variants == {"none": [], "robust+antifragile": ["conv1", "fc2"], "all": ["conv1", "conv2", "fc1", "fc2"],
+                        "fragile": ["conv2"], "random-1": ["conv1", "conv2"], "random-2": ["conv2", "fc2"]}
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _outcomes(accuracies: list[float], n: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """One run per accuracy: exactly that fraction of ``n`` images correct (clean), at random places."""
+    return [{"clean": rng.permutation(np.arange(n) < round(a * n))} for a in accuracies]
+
+
+def test_summary_means_sds_and_paired_intervals_match_explicit_resampling() -> None:
+    rng = np.random.default_rng(0)
+    n = 50
+    runs = {"none": _outcomes([0.5, 0.5, 0.5], n, rng), "robust+antifragile": _outcomes([0.5, 0.6, 0.7], n, rng),
+            "random-1": _outcomes([0.4, 0.5, 0.6], n, rng), "random-2": _outcomes([0.6, 0.5, 0.4], n, rng)}
+    variants = {"none": [], "robust+antifragile": ["b", "c"], "random-1": ["a", "c"], "random-2": ["a", "b"]}
+    sizes = {"a": 1, "b": 2, "c": 4}
+    rows = {r["variant"]: r for r in summarise(runs, variants, sizes, n_boot=300, seed=5)}
+    chosen = rows["robust+antifragile"]
+    assert chosen["clean"] == pytest.approx(0.6) and chosen["clean_sd"] == pytest.approx(0.1)
+    assert rows["none"]["clean_sd"] == 0 and rows["random (mean)"]["clean_sd"] == pytest.approx(0.0)
+    assert chosen["clean_vs_none"] == pytest.approx(0.1) and chosen["clean_vs_random"] == pytest.approx(0.1)
+    assert (chosen["n_layers"], chosen["params"], chosen["depth"], chosen["shared"]) == (2, 6, 0.75, 2)
+    assert rows["random (mean)"]["params"] == 4 and rows["random (mean)"]["shared"] == 1
+
+    # Reference: draw each resample's images explicitly and recompute every variant x run accuracy on them.
+    counts = bootstrap_counts(n, 300, seed=5)
+    diffs_none, diffs_random = [], []
+    for draw in counts:
+        images = np.repeat(np.arange(n), draw)
+
+        def acc(variant: str, images: np.ndarray = images) -> float:
+            return float(np.mean([run["clean"][images].mean() for run in runs[variant]]))
+
+        diffs_none.append(acc("robust+antifragile") - acc("none"))
+        diffs_random.append(acc("robust+antifragile") - (acc("random-1") + acc("random-2")) / 2)
+    for key, diffs in (("vs_none", diffs_none), ("vs_random", diffs_random)):
+        lo, hi = np.percentile(diffs, [2.5, 97.5])
+        assert chosen[f"clean_{key}_lo"] == pytest.approx(lo) and chosen[f"clean_{key}_hi"] == pytest.approx(hi)
+    assert chosen["clean_vs_none_lo"] < 0.1 < chosen["clean_vs_none_hi"]
+
+    one_run = summarise({v: r[:1] for v, r in runs.items()}, variants, sizes, n_boot=10)
+    assert math.isnan(one_run[0]["clean_sd"])  # no spread from a single run
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def test_compare_retraining_in_memory(trained_cnn, mnist5k_test) -> None:
     x, y = mnist5k_test
     before = {k: v.clone() for k, v in trained_cnn.state_dict().items()}
-    table = _table({"conv1": "robust", "conv2": "antifragile", "fc1": "robust", "fc2": "robust"})
-    rows = compare_retraining(trained_cnn, _loader(x, y, 200, 50), (x[:300], y[:300]), table,
-                              score="difference", attack=FGSM(0.1))
-    assert [r["variant"] for r in rows] == ["none", "robust+antifragile", "all", "fragile"]
-    assert [r["layers"] for r in rows] == [[], ["conv1", "conv2", "fc1", "fc2"], ["conv1", "conv2", "fc1", "fc2"], []]
-    assert [r["steps"] for r in rows] == [0, 4, 4, 0]
+    labels = {"conv1": "robust", "conv2": "antifragile", "fc1": "robust", "fc2": "robust"}
+    images = make_loader(load_dataset("mnist5k", train=True), subset=100, seed=1).dataset
+    rows = compare_retraining(trained_cnn, images, (x[:200], y[:200]), labels, attacks={"fgsm": FGSM(0.1)},
+                              seeds=(0, 1), lr=1e-3, batch_size=50, n_boot=50)
+    assert [r["variant"] for r in rows] == ["none", "robust+antifragile", "all", "fragile"]  # no other set of 4
+    assert [r["layers"] for r in rows][1:] == [["conv1", "conv2", "fc1", "fc2"]] * 2 + [[]]
     assert _changed(before, trained_cnn) == set()  # the model itself is untouched
-    # Same steps, same seed, same layers: (b) and (c) are bitwise the same run here.
-    assert rows[1]["clean_acc"] == rows[2]["clean_acc"] and rows[1]["adv_acc"] == rows[2]["adv_acc"]
-    assert rows[0]["clean_acc"] == rows[3]["clean_acc"] > 0.8  # nothing trained: the checkpoint's accuracy
-    assert 0 <= rows[0]["adv_acc"] < rows[0]["clean_acc"]
+    none, chosen, every, fragile = rows
+    assert chosen["clean"] == every["clean"] and chosen["fgsm"] == every["fgsm"]  # the same layers: the same runs
+    assert none["clean"] == fragile["clean"] > 0.8 and none["clean_sd"] == 0  # nothing trained
+    assert none["clean"] == accuracy(trained_cnn, DataLoader(TensorDataset(x[:200], y[:200]), batch_size=100))
+    assert 0 <= none["fgsm"] < none["clean"] and chosen["runs"] == 2
 
 
-def test_retrain_command_writes_json_csv_and_plot(tmp_path, capsys) -> None:
-    models, plots = tmp_path / "models", tmp_path / "plots"
-    train(TrainConfig(arch="mnist_cnn", epochs=0, models_root=str(models), device="cpu"))
+def _planted_results(models: Path, init: int, epoch: int, slopes: dict[str, float]) -> None:
+    """A local high-pass result of ``(init, epoch)`` whose clean accuracy falls with each layer's slope."""
     n, t = 5, np.linspace(0, 1, 5)
-    labels = {"conv1": 1.0, "conv2": 0.0, "fc1": 1.0, "fc2": 1.0}  # slope of Â_clean: conv2 robust, others fragile
     images = np.arange(200)  # per-image outcomes: the first k of 200 images correct, k = 200 × accuracy
     results = [SweepResult("highpass", name, 10, 0.5, 0.5, 1.0, 1.0, list(t), list(0.5 * (1 - s * t)),
                            [0.5] * n, [1.0] * n, [1.0] * n, [0] * n, list(t),
                            clean_correct=images < 100 * (1 - s * t)[:, None], adv_correct=np.tile(images < 100, (n, 1)),
                            ref_clean_correct=images < 100, ref_adv_correct=images < 100)
-               for name, s in labels.items()]
+               for name, s in slopes.items()]
     save_results({"attack": "fgsm_eps0.05", "eps": 0.05}, results,
-                 paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "local", "fgsm_eps0.05", models))
-    argv = ["retrain", "--arch", "mnist_cnn", "--score", "clean", "--subset", "100", "--test-subset", "100",
-            "--device", "cpu", "--models-root", str(models), "--plots-root", str(plots)]
+                 paths.sweep_result_path("mnist_cnn", "mnist5k", init, epoch, "highpass", "local", "fgsm_eps0.05",
+                                         models))
+
+
+@pytest.fixture(scope="module")
+def two_inits(tmp_path_factory) -> Path:
+    """Two mnist_cnn initialisations at epoch 0 with planted scores: conv2 robust in both, fc1 in one only."""
+    models = tmp_path_factory.mktemp("models")
+    train(TrainConfig(arch="mnist_cnn", inits=2, epochs=0, models_root=str(models), device="cpu"))
+    _planted_results(models, 1, 0, {"conv1": 1.0, "conv2": 0.0, "fc1": 0.0, "fc2": 1.0})
+    _planted_results(models, 2, 0, {"conv1": 1.0, "conv2": 0.0, "fc1": 1.0, "fc2": 1.0})
+    return models
+
+
+SMALL = dict(kind="highpass", score="clean", baseline="unfiltered", seeds=2, random_sets=1, subset=100,
+             test_subset=40, pgd_steps=2, n_boot=100, device="cpu")
+
+
+def test_an_interrupted_comparison_recomputes_only_the_missing_runs(two_inits, tmp_path, monkeypatch) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def counted(model, loader, layers, **kwargs):
+        calls.append(tuple(layers))
+        if len(calls) == 3 and stop:
+            raise KeyboardInterrupt
+        return selective_retrain(model, loader, layers, **kwargs)
+
+    monkeypatch.setattr(retrain, "selective_retrain", counted)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison("mnist_cnn", "mnist5k", [1], models_root=two_inits, plots_root=tmp_path, **SMALL)
+    (folder,) = (two_inits / "MnistCNN" / "MNIST5K" / "retraining").iterdir()
+    # none (evaluated once, written for both seeds), then robust+antifragile for seeds 0 and 1; the third run broke
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "none_Init_1_seed0.npz", "none_Init_1_seed1.npz", "robust+antifragile_Init_1_seed0.npz",
+        "robust+antifragile_Init_1_seed1.npz"]
+    stop, calls[:] = False, []
+    rows, _ = run_comparison("mnist_cnn", "mnist5k", [1], models_root=two_inits, plots_root=tmp_path, **SMALL)
+    assert len(calls) == 2 * 3  # all, fragile, random-1 for two seeds: nothing done twice
+    uninterrupted, _ = retrain_once(two_inits, tmp_path)
+    assert json.dumps(rows) == json.dumps(uninterrupted)  # the same numbers (NaN depth of none included)
+
+
+def retrain_once(two_inits: Path, tmp_path: Path) -> tuple[list[dict], Path]:
+    """The same comparison from scratch, in a copy of the models folder without retraining results."""
+    copied = tmp_path / "fresh"
+    shutil.copytree(two_inits, copied, ignore=shutil.ignore_patterns("retraining"))
+    return run_comparison("mnist_cnn", "mnist5k", [1], models_root=copied, plots_root=tmp_path, **SMALL)
+
+
+def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(two_inits, models, ignore=shutil.ignore_patterns("retraining"))
+    argv = ["retrain", "--arch", "mnist_cnn", "--score", "clean", "--baseline", "unfiltered", "--seeds", "2",
+            "--random-sets", "1", "--subset", "100", "--test-subset", "40", "--pgd-steps", "2", "--n-boot", "50",
+            "--device", "cpu", "--models-root", str(models), "--plots-root", str(tmp_path / "plots")]
     assert main(argv) == 0
-    assert "robust+antifragile" in capsys.readouterr().out
-    out = paths.retrain_result_path("mnist_cnn", "mnist5k", 1, 0, kind="highpass", score="clean",
-                                    attack_tag="fgsm_eps0.05", root=models)
-    saved = load_json(out)
-    assert saved["settings"]["eps"] == 0.05
-    assert [(r["variant"], r["layers"]) for r in saved["rows"]][1:] == [
-        ("robust+antifragile", ["conv2"]), ("all", ["conv1", "conv2", "fc1", "fc2"]),
-        ("fragile", ["conv1", "fc1", "fc2"])]
-    assert out.with_suffix(".csv").read_text().splitlines()[2].endswith(",conv2")
-    assert len(list(plots.glob("MnistCNN_MNIST5K_retrain_Init_1_0epochs_highpass_clean_fgsm_eps0.05.png"))) == 1
-    stamp = out.stat().st_mtime_ns
-    assert main(argv) == 0 and out.stat().st_mtime_ns == stamp  # same settings: read back, not retrained
+    out = capsys.readouterr().out
+    assert "fgsm accuracy" in out and "pgd accuracy" in out and "vs none [CI]" in out
+    (saved_path,) = (models / "MnistCNN" / "MNIST5K" / "retraining").glob("*.json")
+    assert saved_path.name.startswith("0epochs_highpass_clean_fgsm_eps0.05_")
+    saved = load_json(saved_path)
+    # Labels agreed by both initialisations: conv2 robust; fc1 is robust in Init_1 only, so uncertain.
+    assert saved["labels"] == {"conv1": "fragile", "conv2": "robust", "fc1": "uncertain", "fc2": "fragile"}
+    assert saved["settings"]["inits"] == [1, 2] and saved["settings"]["lr"] == {"1": 1e-3, "2": 1e-3}
+    assert {r["variant"]: r["layers"] for r in saved["rows"]} == {
+        "none": [], "robust+antifragile": ["conv2"], "all": ["conv1", "conv2", "fc1", "fc2"],
+        "fragile": ["conv1", "fc2"], "random-1": ["fc2"], "random (mean)": []}
+    assert all(r["runs"] == 4 for r in saved["rows"])  # 2 initialisations x 2 seeds
+    assert saved_path.with_suffix(".csv").read_text().splitlines()[2].split(",")[-1] == "conv2"
+    (plot,) = (tmp_path / "plots").glob("MnistCNN_MNIST5K_retrain_0epochs_highpass_clean_fgsm_eps0.05_*.png")
+    stamps = saved_path.stat().st_mtime_ns, plot.stat().st_mtime_ns
+    assert main(argv) == 0 and (saved_path.stat().st_mtime_ns, plot.stat().st_mtime_ns) == stamps  # reused
     with pytest.raises(DataNotFoundError, match="--filter lowpass --scope local"):
-        run_comparison("mnist_cnn", "mnist5k", 1, 0, kind="lowpass", score="clean", models_root=models)
+        run_comparison("mnist_cnn", "mnist5k", kind="lowpass", score="clean", models_root=models)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        run_comparison("mnist_cnn", "mnist5k", [3], models_root=models, plots_root=tmp_path, **SMALL)
