@@ -1,4 +1,4 @@
-"""Adversarial attacks: FGSM, PGD-L∞ and PGD-L2 (SPEC 3).
+"""Adversarial attacks: FGSM, PGD-L∞ and PGD-L2, and APGD (APGD-CE and APGD-DLR, run by torchattacks).
 
 One-line use, torchattacks style::
 
@@ -9,6 +9,7 @@ or as a reusable, file-nameable object::
 
     attack = make_attack("pgd", eps=2.0, alpha=0.25, steps=10, norm="l2")
     x_adv = attack(model, x, y)          # attack.tag == "pgd-l2_eps2_a0.25_k10"
+    strong = make_attack("apgd", eps=8/255)  # APGD-CE and APGD-DLR, 100 iterations each
 
 The geometry of each norm (random start, step, projection, size of a perturbation)
 lives in one place, :data:`GEOMETRIES`, and every attack goes through it. Attacks run
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeAlias, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,12 @@ from torch import Tensor, nn
 from .errors import InvalidArgument
 from .runtime import frozen_eval, model_device
 
+if TYPE_CHECKING:
+    from .apgd import APGD
+
 Norm = Literal["linf", "l2"]
-AttackName = Literal["fgsm", "pgd"]
+AttackName = Literal["fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr"]
+ApgdLoss = Literal["ce", "dlr"]
 
 _TINY = 1e-10  # keeps divisions by a zero-norm gradient or perturbation finite
 
@@ -198,7 +203,7 @@ class FGSM:
 
 @dataclass(frozen=True)
 class PGD:
-    """Projected gradient descent in the L∞ or L2 ball, with early stop and restarts (SPEC 3).
+    """Projected gradient descent in the L∞ or L2 ball, with early stop and restarts.
 
     ``random_start`` draws the start uniformly in the eps-ball (seeded by ``seed``);
     ``restarts > 1`` keeps, per example, a misclassifying iterate if any restart finds
@@ -312,30 +317,45 @@ class PGD:
         return out, fooled, loss, start_logits
 
 
-Attack = FGSM | PGD
+# APGD lives in robustness.apgd, which builds on this module; a string keeps the alias import-free.
+Attack: TypeAlias = "FGSM | PGD | APGD"
 
 
 def make_attack(
     name: AttackName,
     eps: float,
     alpha: float | None = None,
-    steps: int = 10,
+    steps: int | None = None,
     *,
     norm: Norm = "linf",
     random_start: bool = True,
     restarts: int = 1,
     seed: int = 0,
 ) -> Attack:
-    """An attack by name. For PGD, ``alpha`` defaults to ``2.5 * eps / steps`` (Madry et al.)."""
+    """An attack by name.
+
+    PGD: ``steps`` defaults to 10 and ``alpha`` to ``2.5 * eps / steps`` (Madry et al.). APGD
+    (``"apgd"``: CE and DLR, worst case per example; ``"apgd-ce"``, ``"apgd-dlr"``: one loss):
+    ``steps`` defaults to 100; it sets its own step size and always starts at a random point, so
+    ``alpha`` and ``random_start=False`` are errors.
+    """
     if name == "fgsm":
         if norm != "linf":
-            raise InvalidArgument(f"FGSM is an L∞ attack, got norm={norm!r}: use pgd for the L2 norm")
+            raise InvalidArgument(f"FGSM is an L∞ attack, got norm={norm!r}: use pgd or apgd for the L2 norm")
         return FGSM(eps)
     if name == "pgd":
+        steps = 10 if steps is None else steps
         _check_count("steps", steps, 1)
         _check_number("eps", eps)
         alpha = 2.5 * eps / steps if alpha is None else alpha
         return PGD(eps, alpha, steps, norm, random_start, restarts, seed)
+    if name in ("apgd", "apgd-ce", "apgd-dlr"):
+        if alpha is not None or not random_start:
+            raise InvalidArgument("APGD adapts its own step size from a random start: drop alpha / random_start")
+        from .apgd import APGD  # noqa: PLC0415 (robustness.apgd imports this module)
+
+        losses = get_args(ApgdLoss) if name == "apgd" else (name.removeprefix("apgd-"),)
+        return APGD(eps, norm, 100 if steps is None else steps, losses, restarts, seed)
     raise InvalidArgument(f"unknown attack {name!r}: use one of {', '.join(get_args(AttackName))}")
 
 
@@ -359,3 +379,12 @@ def pgd(  # noqa: PLR0917 (torchattacks-style one-line call)
 ) -> Tensor:
     """PGD adversarial images (see :class:`PGD`)."""
     return PGD(eps, alpha, steps, norm, random_start, restarts, seed)(model, x, y)
+
+
+def __getattr__(name: str) -> object:
+    """``APGD`` is importable from here too (it is defined in :mod:`robustness.apgd`, which imports this module)."""
+    if name == "APGD":
+        from .apgd import APGD  # noqa: PLC0415
+
+        return APGD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ errors of the user's making print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,21 @@ from .data import DATASETS
 from .errors import InvalidArgument, RobustnessError
 from .models import MODELS
 from .report import format_table
+
+
+def nonnegative_number(text: str) -> float:
+    """An eps-like option's value: a number >= 0 written as a decimal (``0.031``), with an exponent
+    (``3e-2``) or as a fraction (``8/255``, exactly ``8 / 255``); ``inf`` passes (an unbounded budget).
+    Anything else is one argparse error (exit status 2)."""
+    try:
+        numerator, slash, denominator = text.partition("/")
+        value = float(numerator) / float(denominator) if slash else float(numerator)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number: write it as a decimal (0.031) or a fraction (8/255)") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
 
 
 def _model_args(p: argparse.ArgumentParser, arch: str = "resnet18") -> None:
@@ -123,7 +139,8 @@ def _add_filter(sub: argparse._SubParsersAction) -> None:
                         "over --alpha-range (default both)")
     p.add_argument("--attack", default="fgsm", choices=["fgsm", "pgd"], help="attack regenerated at every threshold "
                    "(default fgsm)")
-    p.add_argument("-e", "--eps", type=float, default=0.1, help="attack budget in [0, 1] pixel units (default 0.1)")
+    p.add_argument("-e", "--eps", type=nonnegative_number, default=0.1,
+                   help="attack budget in [0, 1] pixel units, e.g. 0.1 or 8/255 (default 0.1)")
     p.add_argument("--steps", type=int, default=10, help="PGD iterations, step 2.5*eps/steps (default 10; PGD only)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="PGD norm (default linf; PGD only)")
     p.add_argument("--calibrate-eps", type=float, default=None, metavar="TARGET",
@@ -427,25 +444,31 @@ def _run_retrain(args: argparse.Namespace) -> int:
 
 
 def _add_attack(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("attack", help="evaluate a saved checkpoint under FGSM or PGD (L∞ or L2)",
-                       description="Attack the test images with FGSM or PGD on a saved checkpoint and print clean "
-                                   "accuracy, robust accuracy, the success rate over initially correct images and the "
-                                   "mean and max perturbation norm. PGD stops early per image once it is "
-                                   "misclassified.")
+    p = sub.add_parser("attack", help="evaluate a saved checkpoint under FGSM, PGD or APGD (L∞ or L2)",
+                       description="Attack the test images of a saved checkpoint and print clean accuracy, robust "
+                                   "accuracy (each with its 95% Wilson interval), the success rate over initially "
+                                   "correct images and the mean and max perturbation norm. PGD stops early per image "
+                                   "once it is misclassified. apgd runs APGD-CE and APGD-DLR (torchattacks, 100 "
+                                   "iterations each by default) and counts an image as robust only if it survives "
+                                   "both: the strong attack for an honest number; apgd-ce and apgd-dlr run one loss.")
     _model_args(p)
     _checkpoint_args(p)
-    p.add_argument("--attack", default="fgsm", choices=["fgsm", "pgd"], help="attack (default fgsm)")
+    p.add_argument("--attack", default="fgsm", choices=["fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr"],
+                   help="attack (default fgsm)")
     p.add_argument("-p", "--norm", default="linf", choices=["linf", "l2"],
-                   help="norm of the eps-ball (default linf; l2 needs --attack pgd)")
-    p.add_argument("-e", "--eps", type=float, default=0.1,
-                   help="perturbation budget in the chosen norm, for images scaled to [0, 1] (default 0.1)")
-    p.add_argument("-k", "--steps", type=int, default=10, help="PGD iterations (default 10; PGD only)")
-    p.add_argument("-a", "--alpha", type=float, default=None,
-                   help="PGD step size (default 2.5*eps/steps; PGD only)")
+                   help="norm of the eps-ball (default linf; l2 needs pgd or apgd)")
+    p.add_argument("-e", "--eps", type=nonnegative_number, default=0.1,
+                   help="perturbation budget in the chosen norm, for images scaled to [0, 1], e.g. 0.031 or 8/255 "
+                        "(default 0.1)")
+    p.add_argument("-k", "--steps", type=int, default=None,
+                   help="iterations (default 10 for PGD, 100 for APGD; not FGSM)")
+    p.add_argument("-a", "--alpha", type=nonnegative_number, default=None,
+                   help="PGD step size, e.g. 0.01 or 2/255 (default 2.5*eps/steps; PGD only: APGD adapts its own)")
     p.add_argument("--restarts", type=int, default=1,
-                   help="PGD random restarts; the worst case per image is kept (default 1)")
+                   help="random restarts of PGD or APGD; the worst case per image is kept (default 1)")
     p.add_argument("--random-start", action=argparse.BooleanOptionalAction, default=True,
-                   help="start PGD at a random point of the eps-ball (default; --no-random-start starts at x)")
+                   help="start PGD at a random point of the eps-ball (default; --no-random-start starts at x; "
+                        "APGD always starts at a random point)")
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="attack a fixed, seeded subset of N test images (default: the whole test split)")
     p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")
@@ -457,7 +480,7 @@ def _run_attack(args: argparse.Namespace) -> int:
     from . import paths  # noqa: PLC0415 (keeps --help fast)
     from .attacks import make_attack  # noqa: PLC0415
     from .data import load_dataset, make_loader  # noqa: PLC0415
-    from .evaluation import evaluate  # noqa: PLC0415
+    from .evaluation import evaluate, intervals  # noqa: PLC0415
     from .runtime import autocast, channels_last, pick_device  # noqa: PLC0415
     from .train import load_checkpoint  # noqa: PLC0415
 
@@ -475,31 +498,60 @@ def _run_attack(args: argparse.Namespace) -> int:
         channels_last(model)
     with autocast(device, args.precision):
         result = evaluate(model, loader, attack)
+    ci = {f"{key}_ci": f"[{lo:.4f}, {hi:.4f}]" for key, (lo, hi) in intervals(result).items()}
     print(format_table([{"init": args.init, "epoch": epoch, "attack": attack.tag, "precision": args.precision,
-                         **result}]))
+                         "clean_acc": result["clean_acc"], "clean_acc_ci": ci["clean_acc_ci"],
+                         "robust_acc": result["robust_acc"], "robust_acc_ci": ci["robust_acc_ci"], **result}]))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """A count option's value: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return value
+
+
+def _ensemble(text: str) -> tuple[str, ...]:
+    """``--ensemble``: comma-separated names from pgd, apgd-ce, apgd-dlr."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    known = ("pgd", "apgd-ce", "apgd-dlr")
+    if not names or any(name not in known for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct names from {','.join(known)}, comma-separated")
+    return names
 
 
 def _add_defend(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defend", help="defensive perturbation: evaluate it honestly, save defended data, t-SNE",
                        description="Optimise a defensive perturbation (Adam, lr 0.1) for each test image so that "
-                                   "the image and a PGD attack on it keep the label (SPEC 5), then print clean, "
-                                   "attacked, defended, adaptive, transfer and worst-case accuracy for each threat "
-                                   "model and label mode. The original's form: -p linf -k 20 -e 0.2 -a 0.01 or "
-                                   "-p l2 -k 40 -e 2.5 -a 0.075. Without --checkpoint, the original's model "
-                                   "(Adam lr 5e-4, batch 100) is trained into saved_models/<Arch>/<DATASET>/Init_1/ "
-                                   "or reused from there. Slow: one defense runs def-steps x (k + 2) passes, and "
-                                   "the test-time adaptive attack runs the defense at every attack step.")
+                                   "the image and a PGD attack on it keep the label, then evaluate it for each "
+                                   "threat model and label mode: clean, attacked and defended accuracy, the "
+                                   "transfer attack, the adaptive attacks (PGD with fresh restarts, APGD-CE and "
+                                   "APGD-DLR; in the test-time model through the defense, BPDA with EOT), the "
+                                   "per-example worst case, the undefended model under the same attacks, the gain, "
+                                   "every accuracy with its 95% interval, and each row's distance from x (a "
+                                   "defended image that is also attacked may lie budget + eps away). The "
+                                   "original's form: -p linf -k 20 -e 0.2 -a 0.01 or -p l2 -k 40 -e 2.5 -a 0.075; "
+                                   "eps-like values may be fractions such as 8/255. Without --checkpoint, the "
+                                   "original's model (Adam lr 5e-4, batch 100) is trained into "
+                                   "saved_models/<Arch>/<DATASET>/Init_1/ or reused from there. Slow: one defense "
+                                   "runs def-steps x (k + 2) passes, and the test-time attacks run the defense at "
+                                   "every one of their steps (2 x apgd-steps for the APGD pair).")
     _model_args(p, arch="mnist_cnn")
     p.add_argument("-p", "--norm", required=True, choices=["linf", "l2"], help="norm of the attack and the budget")
     p.add_argument("-k", "--steps", type=int, required=True, help="PGD iterations")
-    p.add_argument("-e", "--eps", type=float, required=True, help="attack budget in [0, 1] pixel units")
-    p.add_argument("-a", "--alpha", type=float, required=True, help="PGD step size")
+    p.add_argument("-e", "--eps", type=nonnegative_number, required=True,
+                   help="attack budget in [0, 1] pixel units, e.g. 0.2 or 8/255")
+    p.add_argument("-a", "--alpha", type=nonnegative_number, required=True, help="PGD step size, e.g. 0.01 or 2/255")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="a checkpoint written by train (default: train or reuse the default model)")
     p.add_argument("--train-epochs", type=int, default=10,
                    help="epochs of the default model when it has to be trained (default 10)")
-    p.add_argument("--budget", type=float, default=None, metavar="B",
+    p.add_argument("--budget", type=nonnegative_number, default=None, metavar="B",
                    help="bound on the defense's perturbation in the attack's norm (default: eps); "
                         "inf for the original's unbounded defense")
     p.add_argument("--label", default="both", choices=["predicted", "oracle", "both"],
@@ -510,10 +562,15 @@ def _add_defend(sub: argparse._SubParsersAction) -> None:
                         "(default both)")
     p.add_argument("--def-steps", type=int, default=79, help="Adam steps of the defense (default 79)")
     p.add_argument("--def-lr", type=float, default=0.1, help="Adam learning rate of the defense (default 0.1)")
-    p.add_argument("--eot-samples", type=int, default=1,
-                   help="defense draws averaged by the test-time adaptive attack (EOT, default 1)")
-    p.add_argument("--restarts", type=int, default=5,
-                   help="fresh PGD starts of the preemptive adaptive attack (default 5)")
+    p.add_argument("--ensemble", type=_ensemble, default=("pgd", "apgd-ce", "apgd-dlr"), metavar="A,B",
+                   help="the strong attacks, on the defended and the undefended model alike: pgd (fresh restarts), "
+                        "apgd-ce, apgd-dlr, comma-separated (default pgd,apgd-ce,apgd-dlr)")
+    p.add_argument("--apgd-steps", type=_positive_int, default=100,
+                   help="iterations of APGD-CE and APGD-DLR (default 100; fewer understate the attack)")
+    p.add_argument("--eot-samples", type=_positive_int, default=1,
+                   help="defense draws averaged by the test-time attacks through the defense (EOT, default 1)")
+    p.add_argument("--restarts", type=_positive_int, default=5,
+                   help="fresh random starts of the ensemble's PGD (default 5)")
     p.add_argument("--subset", type=int, default=200, metavar="N",
                    help="evaluate a fixed, seeded subset of N test images (and of each split with --save-data; "
                         "default 200)")
@@ -528,14 +585,10 @@ def _add_defend(sub: argparse._SubParsersAction) -> None:
 def _run_defend(args: argparse.Namespace) -> int:
     from . import paths  # noqa: PLC0415 (keeps --help fast)
     from .data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
-    from .defense import (  # noqa: PLC0415
-        Defense,
-        defend_splits,
-        defense_table,
-        format_results,
-        load_or_train,
-        tsne_figure,
-    )
+    from .defense import Defense  # noqa: PLC0415
+    from .defense_data import defend_splits, load_or_train, tsne_figure  # noqa: PLC0415
+    from .defense_eval import defense_table  # noqa: PLC0415
+    from .defense_report import format_results  # noqa: PLC0415
     from .plots import save_figure  # noqa: PLC0415
     from .runtime import pick_device  # noqa: PLC0415
     from .train import load_checkpoint  # noqa: PLC0415
@@ -556,10 +609,13 @@ def _run_defend(args: argparse.Namespace) -> int:
                               models_root=args.models_root, data_root=args.data_root)
     results = defense_table(model, loader, threats=threats, labels=labels, norm=args.norm, eps=args.eps,
                             alpha=args.alpha, steps=args.steps, budget=budget, def_steps=args.def_steps,
-                            lr=args.def_lr, eot_samples=args.eot_samples, restarts=args.restarts, seed=args.seed)
+                            lr=args.def_lr, eot_samples=args.eot_samples, restarts=args.restarts,
+                            ensemble=args.ensemble, apgd_steps=args.apgd_steps, seed=args.seed)
     first = next(iter(results.values()))
     print(f"{args.arch} on {args.dataset}, {first['examples']} test images; PGD-{args.norm} eps {args.eps:g} "
-          f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps")
+          f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps; ensemble "
+          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, EOT "
+          f"{args.eot_samples})")
     print(format_results(results))
     if args.save_data:
         for defense in defenses.values():

@@ -1,7 +1,9 @@
-"""Clean and adversarial evaluation of a model on a loader (SPEC 3).
+"""Clean and adversarial evaluation of a model on a loader.
 
 :func:`evaluate` is the one loop over a loader; :func:`accuracy`, :func:`eps_sweep`
-and :func:`calibrate_eps` are built on it.
+and :func:`calibrate_eps` are built on it; :func:`intervals` gives the Wilson interval
+of each accuracy it returns. Every attack of :mod:`robustness.attacks` works here,
+APGD included (``"apgd"``: APGD-CE and APGD-DLR, an image robust only if it survives both).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch.utils.data import DataLoader
 from .attacks import GEOMETRIES, Attack, AttackName, make_attack
 from .errors import InvalidArgument
 from .runtime import frozen_eval, model_device, progress
+from .stats import wilson_interval
 
 AttackFactory = Callable[[float], Attack]
 
@@ -27,7 +30,8 @@ def evaluate(model: nn.Module, loader: DataLoader, attack: Attack | None = None)
     ``success_rate`` (the fraction of initially correct examples the attack turns
     wrong), ``mean_norm`` and ``max_norm`` (size of the perturbation in the attack's
     norm) and ``n`` (number of examples). Without an attack, the adversarial images
-    are the clean ones: robust = clean accuracy, success rate and norms 0.
+    are the clean ones: robust = clean accuracy, success rate and norms 0. APGD returns
+    ``x`` itself for the images it does not fool, so its norms count those as 0.
     """
     device = model_device(model)
     n = clean_correct = adv_correct = flipped = 0
@@ -67,6 +71,12 @@ def _outcomes(
     return clean_logits.argmax(1) == y, adv_ok, GEOMETRIES[attack.norm].size(x_adv - x)
 
 
+def intervals(result: dict[str, float], ci: float = 0.95) -> dict[str, tuple[float, float]]:
+    """The Wilson interval (coverage ``ci``) of ``clean_acc`` and ``robust_acc`` in a result of :func:`evaluate`."""
+    n = int(result["n"])
+    return {key: wilson_interval(round(result[key] * n), n, ci) for key in ("clean_acc", "robust_acc")}
+
+
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
     """Clean top-1 accuracy of ``model`` over ``loader``, in eval mode (mode restored after)."""
     return evaluate(model, loader)["clean_acc"]
@@ -91,9 +101,9 @@ def eps_sweep(
 ) -> list[dict[str, Any]]:
     """One :func:`evaluate` row per eps: ``{"eps", "attack", clean_acc, robust_acc, ...}``.
 
-    ``attack`` is a name for :func:`attacks.make_attack` (its other parameters in
-    ``params``, e.g. ``steps=10, norm="l2"``; PGD's ``alpha`` defaults to 2.5 eps/steps)
-    or a function ``eps -> attack``.
+    ``attack`` is a name for :func:`attacks.make_attack` (``"fgsm"``, ``"pgd"``, ``"apgd"``, ...;
+    its other parameters in ``params``, e.g. ``steps=10, norm="l2"``; PGD's ``alpha`` defaults
+    to 2.5 eps/steps) or a function ``eps -> attack``.
     """
     factory = _factory(attack, params)
     rows = []

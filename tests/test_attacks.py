@@ -1,4 +1,4 @@
-"""FGSM and PGD (SPEC 3): agreement with torchattacks, the sanity properties, state and argument handling."""
+"""FGSM, PGD and APGD: agreement with torchattacks, the sanity properties, state and argument handling."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 import torchattacks
 from torch import nn
 
+from robustness.apgd import APGD
 from robustness.attacks import FGSM, GEOMETRIES, PGD, fgsm, make_attack, pgd
 from robustness.errors import InvalidArgument
 from robustness.models import build_model
@@ -75,10 +76,62 @@ def test_pgd_with_random_start_no_weaker_than_torchattacks(trained_cnn, batch, n
     assert acc(trained_cnn, ours, y) <= acc(trained_cnn, theirs, y)
 
 
-# ---------------------------------------------------------------- SPEC 3 sanity properties
+def test_apgd_ce_images_identical_to_torchattacks(trained_cnn, batch):
+    """We wrap torchattacks' APGD: with one loss and the same seed the images are bit for bit theirs."""
+    x, y = batch[0][:100], batch[1][:100]
+    ours = make_attack("apgd-ce", 0.1, steps=5, seed=3)(trained_cnn, x, y)
+    theirs = torchattacks.APGD(trained_cnn, eps=0.1, steps=5, loss="ce", seed=3)(x, y)
+    assert torch.equal(ours, theirs)
+    assert acc(trained_cnn, ours, y) < acc(trained_cnn, x, y) - 0.05
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.0), PGD(0.0, 0.01, 3), PGD(0.0, 0.1, 3, "l2", restarts=2)],
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
+def test_apgd_no_weaker_than_pgd_at_equal_eps(trained_cnn, batch, norm, eps):
+    """Same eps and iteration count: APGD's adaptive step (and its second loss) finds at least what PGD with
+    Madry's step finds. Both are heuristics, so PGD may fool an image APGD misses: the margin is one image
+    (1/n), and in practice APGD fools more."""
+    x, y = batch[0][:100], batch[1][:100]
+    steps = 10
+    apgd_acc = acc(trained_cnn, make_attack("apgd", eps, steps=steps, norm=norm)(trained_cnn, x, y), y)
+    pgd_acc = acc(trained_cnn, make_attack("pgd", eps, steps=steps, norm=norm)(trained_cnn, x, y), y)
+    assert apgd_acc <= pgd_acc + 1 / len(y)
+    assert apgd_acc < acc(trained_cnn, x, y) - 0.05
+
+
+def test_apgd_is_the_per_example_worst_case_of_its_losses(trained_cnn, batch):
+    x, y = batch[0][:100], batch[1][:100]
+    both = wrong(trained_cnn, APGD(0.1, steps=5)(trained_cnn, x, y), y)
+    ce = wrong(trained_cnn, APGD(0.1, steps=5, losses=("ce",))(trained_cnn, x, y), y)
+    dlr_alone = wrong(trained_cnn, APGD(0.1, steps=5, losses=("dlr",))(trained_cnn, x, y), y)
+    assert torch.all(both >= ce)  # CE runs first on the whole batch, so whatever it fools stays fooled
+    assert both.sum() >= max(ce.sum(), dlr_alone.sum())
+    assert both.sum() <= (ce | dlr_alone).sum() + 2  # DLR on the rest sees a smaller batch: other random starts
+
+
+def test_apgd_is_deterministic_and_keeps_the_callers_random_state(trained_cnn, batch):
+    x, y = batch[0][:50], batch[1][:50]
+    attack = APGD(0.1, steps=3, seed=7)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = attack(trained_cnn, x, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, attack(trained_cnn, x, y))
+    assert not torch.equal(first, APGD(0.1, steps=3, seed=8)(trained_cnn, x, y))
+
+
+def test_apgd_dlr_needs_three_classes(mnist5k_test):
+    x = mnist5k_test[0][:4]
+    two_classes = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
+    with pytest.raises(InvalidArgument, match="3 classes|three largest logits"):
+        APGD(0.1, steps=2)(two_classes, x, torch.zeros(4, dtype=torch.long))
+    x_adv = make_attack("apgd-ce", 0.1, steps=2)(two_classes, x, torch.zeros(4, dtype=torch.long))  # CE is fine
+    assert x_adv.shape == x.shape
+
+
+# ---------------------------------------------------------------- sanity properties
+
+
+@pytest.mark.parametrize("attack", [FGSM(0.0), PGD(0.0, 0.01, 3), PGD(0.0, 0.1, 3, "l2", restarts=2), APGD(0.0)],
                          ids=lambda a: a.tag)
 def test_eps_zero_returns_x_exactly(trained_cnn, batch, attack):
     x, y = batch
@@ -93,8 +146,8 @@ def test_pgd_no_weaker_than_fgsm_and_large_eps_reaches_chance(trained_cnn, batch
     assert acc(trained_cnn, pgd(trained_cnn, x, y, 1.0, 0.5, 5), y) <= 0.1
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.15), PGD(0.15, 0.05, 5), PGD(1.5, 0.5, 5, "l2", restarts=2)],
-                         ids=lambda a: a.tag)
+@pytest.mark.parametrize("attack", [FGSM(0.15), PGD(0.15, 0.05, 5), PGD(1.5, 0.5, 5, "l2", restarts=2),
+                                    APGD(0.15, steps=5), APGD(1.5, "l2", steps=5)], ids=lambda a: a.tag)
 def test_adversarial_images_lie_in_the_ball_and_the_unit_box(trained_cnn, batch, attack):
     x, y = batch
     x_adv = attack(trained_cnn, x, y)
@@ -102,6 +155,9 @@ def test_adversarial_images_lie_in_the_ball_and_the_unit_box(trained_cnn, batch,
     assert sizes.max() <= attack.eps + 1e-5
     assert sizes.max() >= 0.9 * attack.eps  # the budget is used, not trivially satisfied
     assert x_adv.min() >= 0 and x_adv.max() <= 1
+    if isinstance(attack, APGD):  # it returns x where it fails, an adversarial image where it succeeds
+        fooled = wrong(trained_cnn, x_adv, y) & ~wrong(trained_cnn, x, y)
+        assert 0 < fooled.sum() < N and torch.equal(x_adv[~fooled], x[~fooled])
 
 
 def test_restarts_keep_the_worst_case_per_example(trained_cnn, batch):
@@ -122,8 +178,8 @@ def test_images_misclassified_at_the_start_keep_the_clean_image(trained_cnn, bat
     assert torch.equal(x_adv[clean_wrong], x[clean_wrong])
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.1), PGD(0.1, 0.02, 3), PGD(0.1, 0.02, 3, random_start=False)],
-                         ids=lambda a: a.tag)
+@pytest.mark.parametrize("attack", [FGSM(0.1), PGD(0.1, 0.02, 3), PGD(0.1, 0.02, 3, random_start=False),
+                                    APGD(0.1, steps=3)], ids=lambda a: a.tag)
 def test_clean_logits_come_with_the_attack(trained_cnn, batch, attack):
     x, y = batch
     x_adv, logits = attack.with_clean_logits(trained_cnn, x, y)
@@ -139,7 +195,8 @@ def _state(model: nn.Module) -> tuple[list[bool], list[bool]]:
     return [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()]
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.1), PGD(0.1, 0.02, 3, restarts=2)], ids=lambda a: a.tag)
+@pytest.mark.parametrize("attack", [FGSM(0.1), PGD(0.1, 0.02, 3, restarts=2), APGD(0.1, steps=2)],
+                         ids=lambda a: a.tag)
 def test_model_state_left_as_found_also_after_an_error(mnist5k_test, attack):
     """On a ResNet-18 (BatchNorm: train mode would change the attack and the running statistics)."""
     model = build_model("resnet18", "mnist5k")
@@ -164,10 +221,11 @@ def test_model_state_left_as_found_also_after_an_error(mnist5k_test, attack):
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_attack_works_under_no_grad(trained_cnn, batch):
+@pytest.mark.parametrize("attack", [FGSM(0.1), APGD(0.1, steps=3)], ids=lambda a: a.tag)
+def test_attack_works_under_no_grad(trained_cnn, batch, attack):
     x, y = batch
     with torch.no_grad():
-        x_adv = fgsm(trained_cnn, x, y, 0.1)
+        x_adv = attack(trained_cnn, x, y)
     assert not torch.equal(x_adv, x)
 
 
@@ -197,9 +255,22 @@ _LINEAR = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
     lambda: make_attack("cw", 0.1),
     lambda: make_attack("fgsm", 0.1, norm="l2"),
     lambda: make_attack("pgd", -0.1),
+    lambda: make_attack("apgd", -0.1),
+    lambda: make_attack("apgd", 0.1, alpha=0.01),
+    lambda: make_attack("apgd", 0.1, random_start=False),
+    lambda: make_attack("apgd", 0.1, steps=0),
+    lambda: make_attack("apgd", 0.1, norm="l1"),
+    lambda: APGD(0.1, losses=("ce", "ce")),
+    lambda: APGD(0.1, losses=("cw",)),
+    lambda: APGD(0.1, losses=()),
+    lambda: APGD(0.1, restarts=0),
+    lambda: APGD(0.1)(_LINEAR, _X * 255, _Y),
+    lambda: APGD(0.1)(_LINEAR, _X, _Y + 10),
 ], ids=["eps<0", "eps nan", "alpha<0", "steps=0", "steps<0", "restarts=0", "norm", "steps float", "3-D x",
         "x in 0..255", "x normalised", "x nan", "y short", "y 2-D", "y float", "y<0", "y>=classes",
-        "attack name", "fgsm l2", "pgd eps<0"])
+        "attack name", "fgsm l2", "pgd eps<0", "apgd eps<0", "apgd alpha", "apgd no random start", "apgd steps=0",
+        "apgd norm", "apgd loss twice", "apgd loss name", "apgd no loss", "apgd restarts=0", "apgd x in 0..255",
+        "apgd y>=classes"])
 def test_bad_arguments_raise_invalid_argument(call):
     with pytest.raises(InvalidArgument):
         call()
@@ -209,4 +280,7 @@ def test_tags_name_the_settings():
     assert FGSM(0.1).tag == "fgsm_eps0.1"
     assert PGD(0.3, 0.01, 10).tag == "pgd-linf_eps0.3_a0.01_k10"
     assert PGD(2, 0.25, 20, "l2", random_start=False, restarts=3).tag == "pgd-l2_eps2_a0.25_k20_norand_r3"
-    assert make_attack("pgd", 0.3, steps=10) == PGD(0.3, 0.075, 10)
+    assert make_attack("pgd", 0.3, steps=10) == make_attack("pgd", 0.3) == PGD(0.3, 0.075, 10)
+    assert make_attack("apgd", 8 / 255) == APGD(8 / 255, "linf", 100, ("ce", "dlr"))
+    assert APGD(0.03).tag == "apgd-linf_eps0.03_k100"
+    assert make_attack("apgd-dlr", 1.5, steps=50, norm="l2", restarts=2, seed=1).tag == "apgd-dlr-l2_eps1.5_k50_r2_s1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from robustness import paths
-from robustness.cli import build_parser, main
+from robustness.cli import build_parser, main, nonnegative_number
 
 
 def test_help_lists_every_subcommand_and_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,3 +42,38 @@ def test_missing_dataset_is_one_line_of_error(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.startswith("error: cifar10 not found") and "--download" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_eps_like_options_accept_fractions() -> None:
+    parser = build_parser()
+    attack = parser.parse_args(["attack", "-e", "8/255", "-a", "2/255"])
+    assert attack.eps == 8 / 255 and attack.alpha == 2 / 255  # exactly, not rounded
+    defend = parser.parse_args(["defend", "-p", "linf", "-k", "20", "-e", "8/255", "-a", "0.01", "--budget", "inf"])
+    assert (defend.eps, defend.alpha, defend.budget) == (8 / 255, 0.01, math.inf)
+    assert parser.parse_args(["filter", "-e", "16/255"]).eps == 16 / 255
+    assert [nonnegative_number(t) for t in ("0.031", "3e-2", "0", " 1 / 4 ")] == [0.031, 0.03, 0.0, 0.25]
+
+
+EPS_OPTIONS = {
+    "attack -e": ["attack", "-e"],
+    "attack -a": ["attack", "-a"],
+    "filter -e": ["filter", "-e"],
+    "defend -e": ["defend", "-p", "linf", "-k", "2", "-a", "0.1", "-e"],
+    "defend -a": ["defend", "-p", "linf", "-k", "2", "-e", "0.1", "-a"],
+    "defend --budget": ["defend", "-p", "linf", "-k", "2", "-e", "0.1", "-a", "0.1", "--budget"],
+}
+
+
+@pytest.mark.parametrize("value", ["-1", "1/0", "abc", "nan", "8/", "1/2/3"])
+@pytest.mark.parametrize("command", EPS_OPTIONS.values(), ids=EPS_OPTIONS.keys())
+def test_bad_eps_like_values_are_one_argparse_error(command: list[str], value: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if "error:" in line] == [err[-1]]
+    assert f"error: argument {command[-1]}" in err[-1]  # names the option
+    assert repr(value) in err[-1] and ("must be a number >= 0" in err[-1] or "is not a number" in err[-1])
+    with pytest.raises(argparse.ArgumentTypeError):
+        nonnegative_number(value)

@@ -1,4 +1,7 @@
-"""Defensive perturbation: label-free mode, budget, errors, the evaluation's rows, BPDA, saved data, CLI."""
+"""Defensive perturbation: label-free mode, budget, errors, the evaluation's rows, BPDA, saved data, CLI.
+
+The per-example worst case, intervals, gain and distances of the evaluation are tested in
+test_defense_eval.py."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from robustness.defense import (
 from robustness.errors import DataNotFoundError, InvalidArgument
 
 SMALL = {"eps": 0.2, "alpha": 0.05, "steps": 3, "def_steps": 3}
+FAST = {"apgd_steps": 5}  # the evaluation's APGD, shortened for the tests
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,9 @@ def test_bad_images_and_threats_raise(trained_cnn, batch) -> None:
     with pytest.raises(InvalidArgument, match="batch dimension"):
         defensive_perturbation(trained_cnn, x[0], budget=0.2, **SMALL)
     loader = DataLoader(TensorDataset(x, y), batch_size=6)
-    for change, message in (({"threat": "before"}, "unknown threat"), ({"eot_samples": 0}, "eot_samples")):
+    for change, message in (({"threat": "before"}, "unknown threat"), ({"eot_samples": 0}, "eot_samples"),
+                            ({"apgd_steps": 0}, "apgd_steps"), ({"ensemble": ("pgd", "cw")}, "ensemble"),
+                            ({"ensemble": "pgd"}, "ensemble"), ({"restarts": 0}, "restarts")):
         with pytest.raises(InvalidArgument, match=message):
             evaluate_defense(trained_cnn, loader, budget=0.2, **SMALL, **change)
 
@@ -125,10 +131,10 @@ def test_model_mode_and_flags_are_restored(trained_cnn, batch) -> None:
 def test_evaluation_rows_and_worst_case(trained_cnn, batch, label: str) -> None:
     x, y = batch
     result = evaluate_defense(trained_cnn, DataLoader(TensorDataset(x, y), batch_size=12), threat="preemptive",
-                              budget=0.2, label=label, restarts=1, **SMALL)
+                              budget=0.2, label=label, restarts=1, **SMALL, **FAST)
     assert set(ROWS) <= set(result)
     assert all(0 <= result[row] <= 1 for row in ROWS)
-    assert result["worst_case"] == min(result[row] for row in ATTACKED_ROWS)
+    assert result["worst_case"] <= min(result[row] for row in ATTACKED_ROWS)  # per example: at most every row
     assert result["adaptive"] <= result["defended_attacked"]
     assert result["clean"] > result["attacked"]  # the attack does attack
     assert (result["oracle"], result["budget"], result["examples"]) == (label == "oracle", 0.2, 12)
@@ -156,7 +162,7 @@ def test_adaptive_attack_is_stronger_than_the_non_adaptive_one(trained_cnn, mnis
     x, y = mnist5k_test
     loader = DataLoader(TensorDataset(x[:40], y[:40]), batch_size=40)
     result = evaluate_defense(trained_cnn, loader, threat="preemptive", eps=0.2, alpha=0.02, steps=10, budget=0.2,
-                              def_steps=4, restarts=4)
+                              def_steps=4, restarts=4, ensemble=("pgd",))
     assert result["adaptive"] < result["defended_attacked"]
 
 
@@ -165,10 +171,10 @@ def test_test_time_rows(trained_cnn, batch) -> None:
     x, y = batch
     loader = DataLoader(TensorDataset(x[:6], y[:6]), batch_size=6)
     result = evaluate_defense(trained_cnn, loader, threat="test-time", budget=0.2, eps=0.2, alpha=0.1, steps=2,
-                              def_steps=1)
+                              def_steps=1, apgd_steps=3)
     assert result["transfer"] == result["defended_attacked"]
     assert result["adaptive"] <= result["defended_attacked"]
-    assert result["worst_case"] == min(result[row] for row in ATTACKED_ROWS)
+    assert result["worst_case"] <= min(result[row] for row in ATTACKED_ROWS)
 
 
 def test_saved_defended_data_reloads_equal(trained_cnn, batch, tmp_path) -> None:
@@ -188,19 +194,38 @@ def test_saved_defended_data_reloads_equal(trained_cnn, batch, tmp_path) -> None
 
 
 def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
-    status = main(["defend", "-p", "l2", "-k", "2", "-e", "1.5", "-a", "0.5", "--train-epochs", "1",
+    status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--train-epochs", "1",
                    "--def-steps", "2", "--subset", "10", "--threat", "preemptive", "--label", "oracle",
-                   "--restarts", "1", "--tsne", "--device", "cpu", "--models-root", str(tmp_path / "models"),
-                   "--plots-root", str(tmp_path)])
+                   "--restarts", "1", "--apgd-steps", "3", "--ensemble", "pgd,apgd-dlr", "--tsne", "--device", "cpu",
+                   "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0
-    assert "PGD-l2 eps 1.5" in out and "preemptive/oracle [ORACLE]" in out and "worst_case" in out
+    assert "PGD-l2 eps 1.5" in out and "preemptive/oracle [ORACLE]" in out and "ensemble pgd,apgd-dlr" in out
+    for row in ("undefended_worst_case", "worst_case", "apgd_dlr", "gain", "distance from x", "budget + eps"):
+        assert row in out
+    assert "apgd_ce" not in out
     assert paths.list_checkpoints("mnist_cnn", "mnist5k", 1, tmp_path / "models")
     assert len(list(tmp_path.glob("*tsne*oracle.png"))) == 1
 
 
-def test_cli_rejects_bad_numbers_before_training(tmp_path, capsys) -> None:
-    status = main(["defend", "-p", "linf", "-k", "20", "-e", "-0.2", "-a", "0.01", "--models-root", str(tmp_path)])
+@pytest.mark.parametrize(("option", "message"), [
+    (["-e", "-0.2"], "argument -e/--eps: '-0.2' must be a number >= 0"),
+    (["--apgd-steps", "0"], "argument --apgd-steps: '0' must be an integer >= 1"),
+    (["--ensemble", "pgd,cw"], "argument --ensemble: 'pgd,cw': give distinct names"),
+])
+def test_cli_rejects_bad_numbers_before_training(tmp_path, capsys, option, message) -> None:
+    args = {"-e": "0.2", **dict(zip(option[::2], option[1::2], strict=True))}
+    with pytest.raises(SystemExit) as exit_:
+        main(["defend", "-p", "linf", "-k", "20", "-a", "0.01", "--models-root", str(tmp_path),
+              *[item for pair in args.items() for item in pair]])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_rejects_bad_defense_settings_before_training(tmp_path, capsys) -> None:
+    status = main(["defend", "-p", "linf", "-k", "20", "-e", "0.2", "-a", "0.01", "--def-steps", "-1",
+                   "--models-root", str(tmp_path)])
     assert status == 2
-    assert capsys.readouterr().err.startswith("error: eps must be")
+    assert capsys.readouterr().err.startswith("error: def_steps must be")
     assert not any(tmp_path.iterdir())

@@ -1,4 +1,4 @@
-"""Clean/adversarial evaluation, eps sweeps, eps calibration and the ``attack`` command (SPEC 3)."""
+"""Clean/adversarial evaluation, eps sweeps, eps calibration and the ``attack`` command."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustness import plots
+from robustness.apgd import APGD
 from robustness.attacks import FGSM, PGD, fgsm
 from robustness.cli import main
 from robustness.errors import InvalidArgument
-from robustness.evaluation import accuracy, calibrate_eps, eps_sweep, evaluate
+from robustness.evaluation import accuracy, calibrate_eps, eps_sweep, evaluate, intervals
+from robustness.stats import wilson_interval
 from robustness.train import TrainConfig, train
 
 
@@ -42,10 +44,26 @@ def test_evaluate_counts_match_a_direct_computation(trained_cnn, batch, loader):
     assert result["max_norm"] == pytest.approx(0.1, abs=1e-6)  # FGSM moves some pixel by the full eps
     sizes = (x_adv - x).flatten(1).abs().amax(1)
     assert result["mean_norm"] == pytest.approx(sizes.mean().item(), abs=1e-6)
+    assert intervals(result) == {"clean_acc": wilson_interval(clean_ok.sum().item(), 200),
+                                 "robust_acc": wilson_interval(adv_ok.sum().item(), 200)}
 
 
-@pytest.mark.parametrize("attack", [None, FGSM(0.0), PGD(0.0, 0.01, 5), PGD(0.0, 0.1, 5, "l2")],
-                         ids=["none", "fgsm", "pgd-linf", "pgd-l2"])
+def test_evaluate_accepts_apgd(trained_cnn, batch):
+    """evaluate attacks batch by batch (40, 40, 20): its robust accuracy is APGD's on those batches."""
+    x, y = batch[0][:100], batch[1][:100]
+    loader = DataLoader(TensorDataset(x, y), batch_size=40)
+    attack = APGD(0.1, steps=5)
+    result = evaluate(trained_cnn, loader, attack)
+    with torch.no_grad():
+        adv_ok = torch.cat([trained_cnn(attack(trained_cnn, xb, yb)).argmax(1) == yb
+                            for xb, yb in zip(x.split(40), y.split(40), strict=True)])
+    assert result["robust_acc"] == adv_ok.sum().item() / 100
+    assert result["robust_acc"] <= evaluate(trained_cnn, loader, PGD(0.1, 0.025, 5))["robust_acc"] + 1 / 100
+    assert 0 < result["max_norm"] <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("attack", [None, FGSM(0.0), PGD(0.0, 0.01, 5), PGD(0.0, 0.1, 5, "l2"), APGD(0.0)],
+                         ids=["none", "fgsm", "pgd-linf", "pgd-l2", "apgd"])
 def test_eps_zero_gives_clean_accuracy_exactly(trained_cnn, loader, attack):
     result = evaluate(trained_cnn, loader, attack)
     assert result["robust_acc"] == result["clean_acc"] == accuracy(trained_cnn, loader)
@@ -61,6 +79,9 @@ def test_robust_accuracy_never_increases_with_eps(trained_cnn, loader, tmp_path)
     assert [row["attack"] for row in rows][1] == "pgd-linf_eps0.05_a0.025_k5"
     fgsm_rows = eps_sweep(trained_cnn, loader, [0.1, 0.2], FGSM)  # a factory eps -> attack
     assert all(p["robust_acc"] <= f["robust_acc"] for p, f in zip(rows[2:], fgsm_rows, strict=True))
+    apgd_rows = eps_sweep(trained_cnn, loader, [0.0, 0.2], "apgd", steps=5)  # as many steps as the PGD
+    assert apgd_rows[0]["robust_acc"] == accs[0] and apgd_rows[1]["robust_acc"] <= accs[-1] + 1 / 200
+    assert apgd_rows[1]["attack"] == "apgd-linf_eps0.2_k5"
     fig = plots.plot_eps_sweep({"PGD-L∞": rows, "FGSM": fgsm_rows}, "mnist_cnn")
     assert plots.save_figure(fig, "eps_sweep_test", root=tmp_path).stat().st_size > 0
 
@@ -90,9 +111,16 @@ def test_attack_command(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--attack", "pgd", "-p", "l2", "-k", "2", "-e", "1.0", "-a", "0.5"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["init", "epoch", "attack", "precision", "clean_acc", "robust_acc", "success_rate",
-                              "mean_norm", "max_norm", "n"]
+    assert header.split() == ["init", "epoch", "attack", "precision", "clean_acc", "clean_acc_ci", "robust_acc",
+                              "robust_acc_ci", "success_rate", "mean_norm", "max_norm", "n"]
     assert row.split()[:4] == ["1", "0", "pgd-l2_eps1_a0.5_k2", "fp32"] and row.split()[-1] == "40"
+    clean = float(row.split()[4])
+    lo, hi = wilson_interval(round(clean * 40), 40)
+    assert row.split()[5:7] == [f"[{lo:.4f},", f"{hi:.4f}]"]
+    assert main([*common, "--attack", "apgd", "-k", "3", "-e", "8/255"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[2] == "apgd-linf_eps0.0313725_k3"
+    assert main([*common, "--attack", "apgd", "-a", "0.01"]) == 2  # APGD sets its own step size
+    assert "drop alpha" in capsys.readouterr().err
     assert main([*common, "--attack", "pgd", "-k", "2", "--precision", "bf16", "--channels-last"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[1].split()[3] == "bf16"
     with pytest.raises(SystemExit, match="2"):
