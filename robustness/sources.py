@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import paths
+from .data import dataset_info
 from .errors import CheckpointError, InvalidArgument
 from .models import build_model, with_normalization
 from .runtime import choose_device
@@ -130,8 +131,6 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, re
 
 
 def _shape_meta(dataset: str) -> Meta:
-    from .data import dataset_info  # noqa: PLC0415 (data imports torchvision's datasets)
-
     info = dataset_info(dataset)
     return {"num_classes": info.num_classes, "input_shape": info.shape, "mean": info.mean, "std": info.std}
 
