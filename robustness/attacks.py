@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InvalidArgument
-from .runtime import frozen_eval, model_device
+from .runtime import frozen_eval, model_device, needs_fixed_shapes, sync
 
 if TYPE_CHECKING:
     from .apgd import APGD
@@ -250,70 +250,85 @@ class PGD:
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The attack on a checked batch with the model frozen: a first run from x itself (without a random
-        start), then random-start runs on the examples not yet fooled, each kept where it does better."""
+        start), then random-start runs on the examples not yet fooled, each kept where it does better.
+
+        Every run draws its random start for the whole batch, so an example's start depends only on the
+        seed and its position, not on which other examples are already fooled."""
         if self.eps == 0 or self.random_start:
             with torch.no_grad():
                 clean_logits = _check_labels(model(x), y)
         if self.eps == 0:
             return x.clone(), clean_logits
+        need_loss = self.restarts > 1
         if self.random_start:
             best, fooled = x.clone(), clean_logits.argmax(1) != y
             best_loss = torch.full((len(x),), -math.inf, device=x.device)
             runs = self.restarts
         else:
             # The first iterate is x itself, so its forward pass gives the clean logits.
-            best, fooled, best_loss, clean_logits = self._descend(model, x, y, x, need_loss=self.restarts > 1)
+            everyone = torch.ones(len(x), dtype=torch.bool, device=x.device)
+            best, fooled, best_loss, clean_logits = self._descend(model, x, y, x, everyone, need_loss)
             runs = self.restarts - 1
         geo = GEOMETRIES[self.norm]
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(runs):
-            todo = (~fooled).nonzero().squeeze(1)
-            if len(todo) == 0:
+            if fooled.all():
                 break
-            x0, y0 = x[todo], y[todo]
-            start = (x0 + geo.random_start(x0, self.eps, generator)).clamp(0, 1)
-            x_adv, now_fooled, loss, _ = self._descend(model, x0, y0, start, need_loss=self.restarts > 1)
-            better = now_fooled | (loss > best_loss[todo]) if self.restarts > 1 else torch.ones_like(now_fooled)
-            best[todo[better]] = x_adv[better]
-            best_loss[todo] = torch.maximum(best_loss[todo], loss)
-            fooled[todo] = fooled[todo] | now_fooled
+            todo = ~fooled
+            start = (x + geo.random_start(x, self.eps, generator)).clamp(0, 1)
+            x_adv, now_fooled, loss, _ = self._descend(model, x, y, start, todo, need_loss)
+            better = todo & (now_fooled | (loss > best_loss)) if need_loss else todo
+            best = torch.where(_expand(better, x), x_adv, best)
+            best_loss = torch.where(todo, torch.maximum(best_loss, loss), best_loss)
+            fooled = fooled | now_fooled
         return best, clean_logits
 
     def _descend(
-        self, model: nn.Module, x: Tensor, y: Tensor, start: Tensor, need_loss: bool
+        self, model: nn.Module, x: Tensor, y: Tensor, start: Tensor, active: Tensor, need_loss: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """PGD from ``start`` with per-example early stop.
+        """PGD from ``start`` for the examples where ``active`` is set, with per-example early stop.
 
-        Returns the final iterates, which examples ended misclassified (only iterates
-        that were evaluated count), their loss at the final iterate (``-inf`` for
-        fooled examples; computed only with ``need_loss``), and the logits at ``start``.
+        Returns, for the whole batch, the final iterates (``start`` where not active), which examples ended
+        misclassified (only iterates that were evaluated count), their loss at the final iterate (``-inf``
+        for fooled or inactive examples; computed only with ``need_loss``), and the logits at ``start`` of
+        the active examples.
+
+        A fooled example keeps its iterate and stops. On CPU and CUDA it also leaves the batch, so it costs
+        no further passes; where shapes must stay fixed (XLA, see :func:`runtime.needs_fixed_shapes`), it stays
+        in the batch, frozen by a mask. Both give the same images: each example's iterates depend on it alone.
         """
         geo = GEOMETRIES[self.norm]
+        masked = needs_fixed_shapes(x.device)
         out = start.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         loss = torch.full((len(x),), -math.inf, device=x.device)
-        active = torch.arange(len(x), device=x.device)
-        x_t, start_logits = start, None
+        # ``rows``: the examples in the working batch; ``live``: which of them are still being attacked.
+        rows = torch.arange(len(x), device=x.device) if masked else active.nonzero().squeeze(1)
+        live = active.clone() if masked else torch.ones(len(rows), dtype=torch.bool, device=x.device)
+        x_t, start_logits = start[rows], None
         for _ in range(self.steps):
-            logits, grad = _loss_grad(model, x_t, y[active])
+            logits, grad = _loss_grad(model, x_t, y[rows])
             if start_logits is None:
                 start_logits = logits
-            wrong = logits.argmax(1) != y[active]
-            out[active[wrong]] = x_t[wrong]
-            fooled[active[wrong]] = True
-            keep = ~wrong
-            active, x_t, grad = active[keep], x_t[keep], grad[keep]
-            if len(active) == 0:
+            wrong = live & (logits.argmax(1) != y[rows])
+            out[rows] = torch.where(_expand(wrong, x_t), x_t, out[rows])
+            fooled[rows] = fooled[rows] | wrong
+            live = live & ~wrong
+            if not masked:
+                rows, x_t, grad, live = rows[live], x_t[live], grad[live], live[live]
+            sync(x.device)
+            if not live.any():
                 return out, fooled, loss, start_logits
-            delta = geo.project(geo.step(x_t, grad, self.alpha) - x[active], self.eps)
-            x_t = (x[active] + delta).clamp(0, 1)
-        out[active] = x_t
+            x_next = (x[rows] + geo.project(geo.step(x_t, grad, self.alpha) - x[rows], self.eps)).clamp(0, 1)
+            x_t = torch.where(_expand(live, x_t), x_next, x_t)
+        out[rows] = torch.where(_expand(live, x_t), x_t, out[rows])
         if need_loss:
             with torch.no_grad():
                 logits = model(x_t)
-            final_wrong = logits.argmax(1) != y[active]
-            fooled[active[final_wrong]] = True
-            loss[active] = F.cross_entropy(logits, y[active], reduction="none")
+            final_wrong = live & (logits.argmax(1) != y[rows])
+            fooled[rows] = fooled[rows] | final_wrong
+            final_loss = F.cross_entropy(logits, y[rows], reduction="none")
+            loss[rows] = torch.where(live, final_loss, loss[rows])
         return out, fooled, loss, start_logits
 
 

@@ -1,22 +1,30 @@
-"""``python -m robustness``: the command-line form of every notebook step.
+"""``robustness`` (or ``python -m robustness``): the command-line form of every notebook step.
 
 Each subcommand is a pair ``_add_<name>(subparsers)`` / ``_run_<name>(args)``;
-errors of the user's making print one line and exit with status 2.
+errors of the user's making print one line and exit with status 2. Building the
+parser imports nothing heavy (no torch), so ``--help`` and ``--version`` answer at
+once; each ``_run_<name>`` imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import DATASETS
+from . import __version__
 from .errors import InvalidArgument, RobustnessError
-from .models import MODELS
+from .paths import ARCH_DIRS, DATASET_DIRS
 from .report import format_table
+
+# The architecture and dataset names, from the torch-free table of paths (tests check that they equal
+# robustness.models.MODELS and robustness.data.DATASETS).
+MODELS = tuple(ARCH_DIRS)
+DATASETS = tuple(DATASET_DIRS)
 
 
 def nonnegative_number(text: str) -> float:
@@ -75,7 +83,7 @@ def _checkpoint_epoch(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train N initialisations, writing checkpoints under saved_models/",
-                       description="Train --inits initialisations of --arch on --dataset with Adam, writing a "
+                       description="Train --inits initialisations of --arch on --dataset with --recipe, writing a "
                                    "checkpoint at epoch 0 and every --save-every epochs into "
                                    "saved_models/<Arch>/<DATASET>/Init_<i>/. Under torchrun (torchrun "
                                    "--nproc-per-node N -m robustness train ...), trains with "
@@ -85,10 +93,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inits", type=int, default=1, help="number of initialisations, each with its own seed (default 1)")
     p.add_argument("--epochs", type=int, default=10, help="epochs per initialisation (default 10)")
     p.add_argument("--save-every", type=int, default=1, help="checkpoint every this many epochs (default 1)")
-    p.add_argument("--batch-size", type=int, default=100,
-                   help="global training batch size (default 100); under torchrun each of the N processes takes "
-                        "batch-size/N images per step, so it must be a multiple of N")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--recipe", default="adam", choices=["adam", "cifar"],
+                   help="adam: the original study's (Adam, lr 1e-3, batch 100); cifar: SGD with momentum 0.9 and "
+                        "weight decay 5e-4, lr 0.1 on a cosine schedule, batch 128, random crop (padding 4) and "
+                        "horizontal flip; use it with --arch resnet18_cifar (default adam)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="global training batch size (default: the recipe's, 100 or 128); under torchrun each of "
+                        "the N processes takes batch-size/N images per step, so it must be a multiple of N")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's, 1e-3 or 0.1)")
     p.add_argument("--subset", type=int, default=None, help="train on a fixed, seeded subset of this many images")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored elsewhere)")
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST/CIFAR10 if missing")
@@ -101,10 +113,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from .distributed import is_main  # noqa: PLC0415 (keeps --help fast)
     from .train import TrainConfig, train  # noqa: PLC0415
 
-    config = TrainConfig(
-        arch=args.arch, dataset=args.dataset, inits=args.inits, epochs=args.epochs, save_every=args.save_every,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, amp=args.amp,
-        subset=args.subset, models_root=args.models_root, data_root=args.data_root, download=args.download,
+    given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+    config = TrainConfig.from_recipe(
+        args.recipe, arch=args.arch, dataset=args.dataset, inits=args.inits, epochs=args.epochs,
+        save_every=args.save_every, seed=args.seed, device=args.device, amp=args.amp, subset=args.subset,
+        models_root=args.models_root, data_root=args.data_root, download=args.download, **given,
     )
     histories = train(config, resume=args.resume)
     rows = [{"init": init, **row} for init, history in histories.items() for row in history]
@@ -660,21 +673,26 @@ COMMANDS = (_add_demo, _add_train, _add_attack, _add_filter, _add_scores, _add_c
             _add_defend)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m robustness") -> argparse.ArgumentParser:
     """The parser of ``python -m robustness`` and all its subcommands."""
     parser = argparse.ArgumentParser(
-        prog="python -m robustness",
+        prog=prog,
         description="Adversarial robustness toolkit: training, attacks, synaptic filtering, defensive perturbation.",
     )
+    parser.add_argument("--version", action="version", version=f"robustness {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Run the command line; return the exit status. ``prog`` is the name usage lines show
+    (default: ``robustness`` when run as that command, else ``python -m robustness``)."""
+    if prog is None:
+        prog = "robustness" if os.path.basename(sys.argv[0]) == "robustness" else "python -m robustness"
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.run(args)
     except RobustnessError as err:
@@ -683,3 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume from what was written", file=sys.stderr)
         return 130
+
+
+def entry_point() -> None:
+    """The ``robustness`` console command."""
+    sys.exit(main())

@@ -164,6 +164,24 @@ def make_loader(
     )
 
 
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """The CIFAR recipe's augmentation of a batch ``(N, C, H, W)``, drawn from ``generator``: each image
+    is padded with ``padding`` zero pixels on every side, cropped back to ``H x W`` at a random offset,
+    and flipped left-right with probability 1/2 (torchvision's ``RandomCrop(padding=4)`` followed by
+    ``RandomHorizontalFlip``, done for the whole batch at once)."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = top[:, None] + torch.arange(h)
+    cols = left[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    # Advanced indices around a slice put their dimensions first: (N, H, W, C).
+    crops = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return crops.permute(0, 3, 1, 2).contiguous()
+
+
 def loader_to_tensors(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack every batch of ``loader`` into one ``(x, y)`` pair (for small evaluation sets)."""
     xs, ys = zip(*[(x, torch.as_tensor(y)) for x, y in loader], strict=True)

@@ -3,11 +3,17 @@
 Every model takes images in ``[0, 1]``: the dataset's mean/std normalisation is a
 ``normalize`` submodule applied before anything else (by a forward pre-hook, so the
 layers keep torchvision's names: ``conv1``, ``layer1.0.conv1``, ``fc``).
+
+``resnet18_cifar`` and ``resnet50_cifar`` are the ResNets with the stem used for 32x32
+images: a 3x3 stride-1 first convolution and no max-pool, so ``layer1`` sees the full
+resolution instead of a quarter of it (torchvision's stem is 7x7 stride 2 plus a max-pool,
+made for 224x224 ImageNet images).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -39,18 +45,23 @@ def _stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
-@register("resnet18")
-def _resnet18(in_channels: int, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
-    net = tvm.resnet18(num_classes=num_classes)
-    net.conv1 = _stem(net.conv1, in_channels)
-    return net
+def _resnet(factory: Callable[..., tvm.ResNet], stem: Literal["torchvision", "cifar"]) -> Builder:
+    def build(in_channels: int, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
+        net = factory(num_classes=num_classes)
+        if stem == "cifar":
+            net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, 3, 1, 1, bias=False)
+            net.maxpool = nn.Identity()
+        else:
+            net.conv1 = _stem(net.conv1, in_channels)
+        return net
+
+    return build
 
 
-@register("resnet50")
-def _resnet50(in_channels: int, num_classes: int, shape: tuple[int, int, int]) -> nn.Module:
-    net = tvm.resnet50(num_classes=num_classes)
-    net.conv1 = _stem(net.conv1, in_channels)
-    return net
+register("resnet18")(_resnet(tvm.resnet18, "torchvision"))
+register("resnet50")(_resnet(tvm.resnet50, "torchvision"))
+register("resnet18_cifar")(_resnet(tvm.resnet18, "cifar"))
+register("resnet50_cifar")(_resnet(tvm.resnet50, "cifar"))
 
 
 @register("squeezenet1_1")
@@ -109,6 +120,14 @@ def _normalize_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple
     return (module.normalize(args[0]), *args[1:])
 
 
+def with_normalization(net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
+    """``net`` made to take ``[0, 1]`` images: a ``normalize`` submodule (``(x - mean) / std``, saved
+    with the weights) runs first by a forward pre-hook, so the other layers keep their names."""
+    net.normalize = Normalize(tuple(mean), tuple(std))
+    net.register_forward_pre_hook(_normalize_input)
+    return net
+
+
 def build_model(arch: str, dataset: str) -> nn.Module:
     """A fresh (randomly initialised) ``arch`` for ``dataset`` that takes ``[0, 1]`` images.
 
@@ -118,10 +137,7 @@ def build_model(arch: str, dataset: str) -> nn.Module:
     if arch not in MODELS:
         raise InvalidArgument(f"unknown architecture {arch!r}: choose one of {', '.join(MODELS)}")
     info = dataset_info(dataset)
-    net = MODELS[arch](info.shape[0], info.num_classes, info.shape)
-    net.normalize = Normalize(info.mean, info.std)
-    net.register_forward_pre_hook(_normalize_input)
-    return net
+    return with_normalization(MODELS[arch](info.shape[0], info.num_classes, info.shape), info.mean, info.std)
 
 
 def filterable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -22,6 +22,8 @@ from .errors import InvalidArgument
 ARCH_DIRS: dict[str, str] = {
     "resnet18": "ResNet18",
     "resnet50": "ResNet50",
+    "resnet18_cifar": "ResNet18_cifar",
+    "resnet50_cifar": "ResNet50_cifar",
     "squeezenet1_1": "SqueezeNet",
     "shufflenet_v2_x1_0": "ShuffleNet",
     "shufflenet_v2_x0_5": "ShuffleNet_x0_5",

@@ -1,12 +1,16 @@
-"""Run-time helpers shared by every module: device choice, seeding, progress bars,
+"""Run-time helpers shared by every module: device choice (and the per-step XLA sync), seeding, progress bars,
 the eval-mode guard that attacks, sweeps and defenses run under (SPEC 1), and the
 opt-in speed options (bf16 autocast, channels-last memory format)."""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypeVar, get_args
 
 import numpy as np
@@ -20,28 +24,135 @@ T = TypeVar("T")
 Precision = Literal["fp32", "bf16"]
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """Return the device named, or with ``"auto"`` the best one present:
-    CUDA, then an XLA device (TPU, when ``torch_xla`` imports), then MPS, then CPU."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError as err:
-            raise InvalidArgument(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidArgument(f"device {name!r} asked for, but CUDA is not available: use --device cpu")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    try:
-        import torch_xla.core.xla_model as xm  # noqa: PLC0415 (optional dependency)
+DEVICE_HELP = "auto (cuda, xla, mps, cpu in that order), cpu, cuda, cuda:N, xla, mps"
+_TPU_PCI_VENDOR = "0x1ae0"  # Google's PCI vendor id: a TPU chip on this host
 
-        return xm.xla_device()
-    except ImportError:
-        pass
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The device a run uses and why it was chosen."""
+
+    device: torch.device
+    reason: str
+
+    def __str__(self) -> str:
+        return f"device {self.device}: {self.reason}"
+
+
+def choose_device(name: str = "auto") -> DeviceChoice:
+    """The device ``name`` asks for with the reason, or with ``"auto"`` the best one present:
+    CUDA, then XLA (``torch_xla`` imports and a TPU or ``PJRT_DEVICE`` is present), then MPS, then CPU.
+
+    A device asked for by name that this machine cannot give raises :class:`InvalidArgument`
+    with one message per kind (CUDA, MPS, XLA) naming what is missing.
+    """
+    if name == "auto":
+        return _auto_device()
+    if name == "xla" or name.startswith("xla:"):
+        return _xla_device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise InvalidArgument(f"unknown device {name!r}: use {DEVICE_HELP}") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgument(f"device {name!r} asked for, but CUDA is not available (no NVIDIA GPU, or a "
+                                  f"CPU-only torch build): use --device cpu, or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InvalidArgument(f"device {name!r} asked for, but this machine has {count} CUDA device(s): "
+                                  f"use cuda:0 to cuda:{count - 1}")
+        return DeviceChoice(device, f"asked for; {torch.cuda.get_device_name(device)}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgument(f"device {name!r} asked for, but MPS is not available (it needs an Apple-silicon "
+                              f"Mac and a macOS build of torch): use --device cpu, or auto")
+    backend = getattr(torch, device.type, None)  # torch.xpu and the like answer is_available() too
+    if device.type != "mps" and not getattr(backend, "is_available", lambda: True)():
+        raise InvalidArgument(f"device {name!r} asked for, but {device.type} is not available: use --device cpu")
+    return DeviceChoice(device, "asked for")
+
+
+def _auto_device() -> DeviceChoice:
+    if torch.cuda.is_available():
+        return DeviceChoice(torch.device("cuda"), f"auto: CUDA is available ({torch.cuda.get_device_name(0)})")
+    why_not_xla = _xla_missing(asked=False)
+    if why_not_xla is None:
+        return DeviceChoice(_xla_device("xla").device, f"auto: no CUDA; torch_xla imports and {_xla_target()}")
     if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        return DeviceChoice(torch.device("mps"), "auto: no CUDA or XLA; Apple MPS is available")
+    return DeviceChoice(torch.device("cpu"), f"auto: no CUDA GPU, no XLA ({why_not_xla}), no Apple MPS")
+
+
+def _tpu_present() -> bool:
+    """Whether a TPU chip sits on this host (its PCI vendor id, as torch_xla itself checks)."""
+    for vendor in Path("/sys/bus/pci/devices").glob("*/vendor"):
+        try:
+            if vendor.read_text().strip() == _TPU_PCI_VENDOR:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _xla_target() -> str:
+    """What torch_xla would run on: ``PJRT_DEVICE`` when set, else the TPU found."""
+    pjrt = os.environ.get("PJRT_DEVICE")
+    return f"PJRT_DEVICE={pjrt}" if pjrt else "a TPU is present"
+
+
+def _xla_missing(asked: bool) -> str | None:
+    """Why XLA cannot be used here, ``None`` when it can. Asked for by name, torch_xla is imported
+    first (its absence is the likelier problem); for ``auto``, only where a TPU or ``PJRT_DEVICE`` is."""
+    target = bool(os.environ.get("PJRT_DEVICE")) or _tpu_present()
+    if not target and not asked:
+        return "no TPU and PJRT_DEVICE not set"
+    try:
+        import torch_xla  # noqa: F401, PLC0415 (optional dependency)
+    except ImportError as err:
+        return f"torch_xla does not import ({err})"
+    return None if target else "torch_xla imports, but there is no TPU and PJRT_DEVICE is not set"
+
+
+def _xla_device(name: str) -> DeviceChoice:
+    why_not = _xla_missing(asked=True)
+    if why_not is not None:
+        raise InvalidArgument(
+            f"device {name!r} asked for, but XLA is not usable here ({why_not}): on a TPU runtime (Colab, "
+            f"Cloud TPU) torch_xla comes preinstalled with its own torch; elsewhere install the torch_xla "
+            f"release that matches your torch and set PJRT_DEVICE (CPU or TPU), or use --device cpu"
+        )
+    import torch_xla  # noqa: PLC0415 (optional dependency)
+
+    index = int(name.partition(":")[2] or 0)
+    return DeviceChoice(torch_xla.device(index), f"torch_xla {torch_xla.__version__} with {_xla_target()}")
+
+
+_announced: set[str] = set()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The device of :func:`choose_device`; the first time a process picks a device, one line on
+    stderr names it and why (``device xla:0: auto: no CUDA; torch_xla imports and a TPU is present``)."""
+    choice = choose_device(name)
+    if str(choice) not in _announced:
+        _announced.add(str(choice))
+        print(choice, file=sys.stderr)
+    return choice.device
+
+
+def needs_fixed_shapes(device: torch.device) -> bool:
+    """Whether loops on ``device`` should keep tensor shapes fixed: on XLA every new shape compiles a
+    new graph, so attacks mask finished examples instead of dropping them from the batch."""
+    return device.type == "xla"
+
+
+def sync(device: torch.device) -> None:
+    """End one step of a loop on ``device``: on XLA, cut and run the graph traced so far (``torch_xla.sync()``),
+    so graphs stay one step long and compile once; elsewhere nothing."""
+    if device.type == "xla":
+        import torch_xla  # noqa: PLC0415 (optional dependency, present whenever an XLA device exists)
+
+        torch_xla.sync()
 
 
 def seed_everything(seed: int) -> None:

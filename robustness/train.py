@@ -11,6 +11,15 @@ process takes every N-th example of the epoch's shuffled order in batches of
 ``batch_size / N``, so the N batches of one step make one global batch of
 ``batch_size`` (the optimiser sees the same batch size, learning rate and number of
 steps per epoch as a single process). Only rank 0 evaluates and writes files.
+
+Two recipes: ``adam`` (the original study's: Adam, lr 1e-3, batch 100, no augmentation) and
+``cifar`` (SGD with momentum 0.9 and weight decay 5e-4, lr 0.1 on a cosine schedule over the
+run's epochs, batch 128, random crops with 4 pixels of padding and horizontal flips). The
+schedule's state is in every checkpoint and the augmentation of epoch ``e`` is drawn from a
+generator seeded with the seed and ``e``, so a resumed run stays bitwise equal.
+
+Checkpoints are read on the CPU (``weights_only=True``, see :mod:`robustness.weights`) and then
+moved to the device, so a device this machine lacks is reported as such, never as a damaged file.
 """
 
 from __future__ import annotations
@@ -19,26 +28,38 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed, paths
-from .data import dataset_info, load_dataset, make_loader
+from .data import augment, dataset_info, load_dataset, make_loader
 from .errors import CheckpointError, InvalidArgument
 from .evaluation import accuracy
 from .files import save_json, save_torch
 from .models import MODELS, build_model
-from .runtime import pick_device, progress, seed_everything
+from .runtime import choose_device, pick_device, progress, seed_everything, sync
+from .weights import load_torch_file
 
 CHECKPOINT_FORMAT = "robustness-checkpoint/1"
+Recipe = Literal["adam", "cifar"]
+RECIPES: dict[str, dict[str, Any]] = {
+    "adam": {},  # the TrainConfig defaults
+    "cifar": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine", augment=True,
+                  batch_size=128),
+}
+# What a resumed run must share with the checkpoint it continues: the optimiser state and schedule
+# are restored from the file, so a different value here would be silently ignored.
+_RESUME_FIELDS = ("optimizer", "momentum", "weight_decay", "schedule", "augment")
 
 
 @dataclass
 class TrainConfig:
-    """What to train and how; defaults are the original study's (Adam, lr 1e-3, batch 100)."""
+    """What to train and how; defaults are the original study's (Adam, lr 1e-3, batch 100).
+    :meth:`from_recipe` gives the ``cifar`` recipe (see the module docstring)."""
 
     arch: str = "resnet18"
     dataset: str = "mnist5k"
@@ -54,6 +75,19 @@ class TrainConfig:
     models_root: str = "saved_models"
     data_root: str = "Dataset"
     download: bool = False
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0 over the epochs, per epoch
+    augment: bool = False  # random crop (4 pixels of padding) and horizontal flip
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, **settings: Any) -> TrainConfig:
+        """A config with ``recipe``'s optimiser, schedule, augmentation, lr and batch size; ``settings``
+        (arch, dataset, epochs, ... or any of those) override them."""
+        if recipe not in RECIPES:
+            raise InvalidArgument(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], **settings})
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` for a value no run could use."""
@@ -65,12 +99,32 @@ class TrainConfig:
                 raise InvalidArgument(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise InvalidArgument(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InvalidArgument(f"unknown optimizer {self.optimizer!r}: use adam or sgd")
+        if self.schedule not in ("constant", "cosine"):
+            raise InvalidArgument(f"unknown schedule {self.schedule!r}: use constant or cosine")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise InvalidArgument(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum} "
+                                  f"and {self.weight_decay}")
 
 
 def build_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``config`` trains with (Adam at ``config.lr``); selective retraining rebuilds it
-    over fewer parameters and restores its state from a checkpoint."""
-    return torch.optim.Adam(params, lr=config.lr)
+    """The optimiser ``config`` trains with (Adam, or SGD with momentum, at ``config.lr`` and
+    ``config.weight_decay``); selective retraining rebuilds it over fewer parameters and restores
+    its state from a checkpoint."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule of ``config``, stepped once per epoch: ``None`` for a constant rate,
+    or cosine from ``config.lr`` at epoch 0 to 0 at ``config.epochs``."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    return None
 
 
 def init_seed(seed: int, init: int) -> int:
@@ -122,11 +176,33 @@ def _epoch_loader(
                       pin_memory=loader.pin_memory)
 
 
+def _augment_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator of epoch ``epoch``'s augmentation on process ``rank``: a function of the three alone."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
+def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Refuse to continue a checkpoint whose optimiser, schedule or augmentation differ from ``config``'s."""
+    saved = {**asdict(TrainConfig()), **ckpt.get("config", {})}
+    for key in _RESUME_FIELDS:
+        if saved[key] != getattr(config, key):
+            raise InvalidArgument(
+                f"{path} was trained with {key}={saved[key]!r}, this run asks for {getattr(config, key)!r}: "
+                f"resume it with the same recipe, or start over (--no-resume) or train into another --models-root"
+            )
+    if config.schedule == "cosine" and saved["epochs"] != config.epochs:
+        raise InvalidArgument(
+            f"{path} is part of a {saved['epochs']}-epoch cosine schedule, this run asks for {config.epochs} epochs: "
+            f"resume with --epochs {saved['epochs']}, or start over (--no-resume) or train into another --models-root"
+        )
+
+
 def _train_init(config, init, device, train_data, test_loader, resume) -> list[dict[str, float]]:
     seed = init_seed(config.seed, init)
     seed_everything(seed)  # on every rank alike: one initialisation, and RNG streams that stay equal
     model = build_model(config.arch, config.dataset).to(device)
     optimizer = build_optimizer(model.parameters(), config)
+    scheduler = build_scheduler(optimizer, config)  # before the optimiser's state is restored: it sets the lr
     history: list[dict[str, float]] = []
     start = 0
     # every rank resumes from the checkpoints rank 0 finds
@@ -137,12 +213,15 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     if usable:
         start = usable[-1]
         ckpt = distributed.on_all(lambda: read_checkpoint(existing[start], config.arch, config.dataset))
+        _check_resumable(ckpt, config, existing[start])
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
     if start == 0 and 0 not in existing and distributed.is_main():
-        _save(config, init, seed, 0, model, optimizer, history)
+        _save(config, init, seed, 0, model, optimizer, scheduler, history)
     if start >= config.epochs:
         return history
     net = distributed.wrap(model, device)
@@ -155,11 +234,15 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
         loader = _epoch_loader(
             train_data, config, seed, epoch, rank=distributed.rank(), world_size=distributed.world_size()
         )
+        crops = _augment_generator(seed, epoch, distributed.rank())
         net.train()
         tic = time.perf_counter()
-        loss_sum = correct = seen = 0.0
+        # summed on the device: no host round trip per step (one would cut every XLA step in two)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for images, targets in progress(loader, f"epoch {epoch}"):
-            x = images.to(device, non_blocking=True)
+            x = (augment(images, crops) if config.augment else images).to(device, non_blocking=True)
             y = torch.as_tensor(targets).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=use_amp):
@@ -168,10 +251,13 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
+            sync(device)
+        if scheduler is not None:
+            scheduler.step()
+        loss_total, correct_total, seen = distributed.all_sum([loss_sum.item(), correct.item(), seen], device)
         # Rank 0 evaluates the model it saves (its BatchNorm statistics are those DDP gives the other ranks),
         # with its CPU RNG forked so that the test loader's draw keeps its stream equal to the other ranks'.
         with torch.random.fork_rng(devices=[], enabled=distributed.world_size() > 1):
@@ -179,13 +265,13 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
                 lambda: (accuracy(model, test_loader), time.perf_counter() - tic)  # noqa: B023 (called at once)
             )
         history.append(
-            {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "test_acc": test_acc,
+            {"epoch": epoch, "train_loss": loss_total / seen, "train_acc": correct_total / seen, "test_acc": test_acc,
              "seconds": seconds}
         )
         if distributed.is_main():
             save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
             if epoch in keep:
-                _save(config, init, seed, epoch, model, optimizer, history)
+                _save(config, init, seed, epoch, model, optimizer, scheduler, history)
     return history
 
 
@@ -202,7 +288,8 @@ def checkpoint_accuracies(config: TrainConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Module, optimizer, history) -> Path:
+def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Module, optimizer, scheduler,
+          history) -> Path:
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "arch": config.arch,
@@ -210,8 +297,9 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
         "init": init,
         "epoch": epoch,
         "seed": seed,
-        "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "state_dict": _to(model.state_dict(), torch.device("cpu")),  # loadable without the device it ran on
+        "optimizer": _to(optimizer.state_dict(), torch.device("cpu")),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
         "rng": torch.get_rng_state(),  # every rank's: seeded alike, they draw the same numbers
         "history": list(history),
         "config": asdict(config),
@@ -221,21 +309,27 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
     return save_torch(ckpt, path)
 
 
+def _to(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor in its dicts, lists and tuples moved to ``device`` (the same tensor where
+    it is there already)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+
 def read_checkpoint(
     path: str | Path, arch: str | None = None, dataset: str | None = None, map_location="cpu"
 ) -> dict[str, Any]:
-    """The whole checkpoint dict (weights, optimiser state, RNG, history, config), checked like
-    :func:`load_checkpoint`; for what needs more than the model, e.g. resuming or retraining."""
+    """The whole checkpoint dict (weights, optimiser and schedule state, RNG, history, config), checked
+    like :func:`load_checkpoint`; for what needs more than the model, e.g. resuming or retraining.
+
+    The file is read on the CPU; its tensors are then moved to ``map_location``."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: train one first (python -m robustness train ...)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}): it may be corrupt or truncated; "
-            f"delete it and train again"
-        ) from None
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by this package (robustness.train)")
     for key, wanted in (("arch", arch), ("dataset", dataset)):
@@ -244,21 +338,25 @@ def read_checkpoint(
                 f"{path} holds a {ckpt['arch']} for {ckpt['dataset']}, not a {arch or ckpt['arch']} for "
                 f"{dataset or ckpt['dataset']}: pick the checkpoint of the model you asked for"
             )
-    return ckpt
+    device = choose_device(str(map_location)).device
+    return ckpt if device.type == "cpu" else _to(ckpt, device)
 
 
 def load_checkpoint(
     path: str | Path, arch: str | None = None, dataset: str | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint (``weights_only=True``) and return ``(model in eval mode, metadata)``.
+    """Load a checkpoint (``weights_only=True``, on the CPU) and return ``(model in eval mode on
+    map_location, metadata)``.
 
-    ``arch``/``dataset``, when given, must match the checkpoint's. A missing,
-    corrupt or foreign file raises :class:`CheckpointError` naming it.
+    ``arch``/``dataset``, when given, must match the checkpoint's. A missing, damaged or foreign
+    file raises :class:`CheckpointError` naming it; a device this machine lacks, :class:`InvalidArgument`
+    naming the device (checked first, so a good file is never called corrupt for it).
     """
-    ckpt = read_checkpoint(path, arch, dataset, map_location)
+    device = choose_device(str(map_location)).device
+    ckpt = read_checkpoint(path, arch, dataset)
     model = build_model(ckpt["arch"], ckpt["dataset"])
     model.load_state_dict(ckpt["state_dict"])
-    model.to(map_location).eval()
+    model.to(device).eval()
     meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")}
     meta["path"] = str(path)
     return model, meta

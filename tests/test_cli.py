@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from robustness import paths
+import robustness
+from robustness import cli, paths
 from robustness.cli import build_parser, main, nonnegative_number
+from robustness.data import DATASETS
+from robustness.models import MODELS
 
 
 def test_help_lists_every_subcommand_and_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,6 +28,27 @@ def test_help_lists_every_subcommand_and_option(capsys: pytest.CaptureFixture[st
     for name, sub in subparsers.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings} has no help text"
+
+
+def test_version_and_help_answer_without_importing_torch() -> None:
+    """``--help`` of the command and of a subcommand, and ``--version``, in a fresh interpreter."""
+    probe = """
+import sys
+from robustness.cli import main
+for argv in (["--help"], ["train", "--help"], ["--version"]):
+    try:
+        main(argv)
+    except SystemExit as done:
+        assert done.code == 0
+print("heavy:", sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torchvision", "numpy"}))
+"""
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert "heavy: []" in run.stdout
+    assert f"robustness {robustness.__version__}" in run.stdout and "--recipe {adam,cifar}" in run.stdout
+
+
+def test_the_torch_free_name_lists_match_the_registries() -> None:
+    assert set(cli.MODELS) == set(MODELS) and set(cli.DATASETS) == set(DATASETS)
 
 
 def test_train_writes_checkpoints_and_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

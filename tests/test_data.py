@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from robustness import data
-from robustness.data import dataset_info, load_dataset, loader_to_tensors, make_loader
+from robustness.data import augment, dataset_info, load_dataset, loader_to_tensors, make_loader
 from robustness.errors import DataNotFoundError, InvalidArgument
 
 
@@ -42,31 +43,60 @@ def test_mnist_reads_idx_files(tmp_path: Path) -> None:
         assert y == labels[split][3]
 
 
-def test_cifar10_reads_python_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
+def write_cifar10(root: Path, monkeypatch: pytest.MonkeyPatch, per_batch: int, test_size: int,
+                  pixels: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 1) -> dict[str, dict]:
+    """CIFAR10's python batches under ``root/cifar-10-batches-py``: 5 training batches of ``per_batch``
+    images and a test batch of ``test_size``, random labels, pixels random or ``pixels(labels)`` (N x 3072);
+    torchvision's MD5 checks are pointed at these files."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        pixels = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
-        batches[name] = {"data": pixels, "labels": rng.integers(0, 10, 4).tolist()}
+        labels = rng.integers(0, 10, test_size if name == "test_batch" else per_batch)
+        data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8) if pixels is None else pixels(labels)
+        batches[name] = {"data": data, "labels": labels.tolist()}
         (folder / name).write_bytes(pickle.dumps(batches[name]))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
 
     def md5(name: str) -> str:
         return hashlib.md5((folder / name).read_bytes()).hexdigest()
 
-    # torchvision checks each file against the official MD5s: give it ours instead.
     monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5(f"data_batch_{i}")] for i in range(1, 6)])
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5("batches.meta")})
+    return batches
 
+
+def test_cifar10_reads_python_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = write_cifar10(tmp_path, monkeypatch, per_batch=4, test_size=4)
     train, test = load_dataset("cifar10", True, tmp_path), load_dataset("cifar10", False, tmp_path)
     assert (len(train), len(test)) == (20, 4)
     x, y = test[2]
     expected = torch.from_numpy(batches["test_batch"]["data"][2].reshape(3, 32, 32) / 255.0).float()
     assert x.shape == (3, 32, 32) and torch.allclose(x, expected)
     assert y == batches["test_batch"]["labels"][2]
+
+
+def test_augment_crops_and_flips_like_the_per_image_reference() -> None:
+    """Against a straightforward loop over the images with the same draws: pad, slice, maybe flip."""
+    images = torch.rand(16, 3, 8, 6)
+    out = augment(images, torch.Generator().manual_seed(5), padding=2)
+    draws = torch.Generator().manual_seed(5)
+    top, left = torch.randint(0, 5, (16,), generator=draws), torch.randint(0, 5, (16,), generator=draws)
+    flip = torch.rand(16, generator=draws) < 0.5
+    for i in range(16):
+        crop = torch.nn.functional.pad(images[i], (2, 2, 2, 2))[:, top[i]:top[i] + 8, left[i]:left[i] + 6]
+        assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop), i
+    assert 0 < flip.sum() < 16 and len(set(zip(top.tolist(), left.tolist(), strict=True))) > 8
+
+
+def test_augment_keeps_the_pixels_a_crop_keeps() -> None:
+    """Planted truth: with no padding a crop is the image itself, so only flips change it."""
+    images = torch.rand(32, 1, 5, 5)
+    out = augment(images, torch.Generator().manual_seed(0), padding=0)
+    flipped = ~torch.isclose(out, images).flatten(1).all(1)
+    assert torch.equal(out[flipped], images[flipped].flip(-1)) and 0 < flipped.sum() < 32
 
 
 def _write_tiny(root: Path, wnids: list[str], per_class: int, val_per_class: int) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from robustness.data import DATASETS
 from robustness.errors import InvalidArgument
-from robustness.models import MODELS, build_model, filterable_layers
+from robustness.models import MODELS, build_model, filterable_layers, with_normalization
 
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
@@ -47,3 +47,25 @@ def test_seeded_builds_are_identical_and_seeds_differ() -> None:
 def test_unknown_architecture_lists_valid_names() -> None:
     with pytest.raises(InvalidArgument, match="resnet18.*mnist_cnn"):
         build_model("vgg16", "mnist")
+
+
+@pytest.mark.parametrize("arch", ["resnet18_cifar", "resnet50_cifar"])
+def test_cifar_stem_keeps_the_full_resolution_into_layer1(arch: str) -> None:
+    """3x3 stride-1 first convolution, no max-pool: layer1 sees 32x32 feature maps (torchvision's stem: 8x8)."""
+    sizes = {}
+    for name in (arch, arch.removesuffix("_cifar")):
+        model = build_model(name, "cifar10").eval()
+        model.layer1.register_forward_hook(lambda m, i, out, name=name: sizes.__setitem__(name, out.shape[-2:]))
+        with torch.no_grad():
+            model(torch.rand(1, 3, 32, 32))
+    assert sizes == {arch: (32, 32), arch.removesuffix("_cifar"): (8, 8)}
+    model = build_model(arch, "mnist5k")
+    assert (model.conv1.in_channels, model.conv1.kernel_size, model.conv1.stride) == (1, (3, 3), (1, 1))
+    assert isinstance(model.maxpool, torch.nn.Identity)
+
+
+def test_with_normalization_wraps_any_network() -> None:
+    net = with_normalization(torch.nn.Flatten(), (0.5, 0.25), (0.5, 2.0))
+    x = torch.rand(2, 2, 1, 1)
+    assert torch.allclose(net(x), torch.stack([(x[:, 0] - 0.5) / 0.5, (x[:, 1] - 0.25) / 2.0], 1).flatten(1))
+    assert set(net.state_dict()) == {"normalize.mean", "normalize.std"}

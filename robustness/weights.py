@@ -1,0 +1,84 @@
+"""Reading weight files safely: ``torch.load`` on the CPU with ``weights_only=True``.
+
+Only what torch raises for bytes it cannot unzip or unpickle calls a file damaged (a
+truncated or random file, a text file, a legacy pickle cut short); a file that is fine but
+holds pickled Python objects gets its own message; any other error is not about the file
+and propagates. Third-party loaders (torchvision, timm, RobustBench) run under
+:func:`weights_only_loads`, so they are held to the same rule.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+# What torch raises for bytes it cannot unpickle: each seen for random, truncated or bit-flipped files.
+_UNPICKLING_ERRORS = (pickle.UnpicklingError, EOFError, UnicodeDecodeError, struct.error, IndexError, KeyError,
+                      AssertionError)
+# RuntimeErrors of the zip reader and of the storage and legacy-format loaders; any other is not about the file.
+_ARCHIVE_ERROR = re.compile(r"PytorchStreamReader|unexpected EOF|storage has wrong byte size|invalid header|"
+                            r"Invalid magic number|Invalid protocol version")
+_TORCHSCRIPT_OR_TAR = re.compile(r"TorchScript archive|torch\.jit\.load|legacy \.tar format")
+_FORBIDDEN_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def unreadable_file_error(path: str | Path, err: BaseException) -> CheckpointError | None:
+    """The :class:`CheckpointError` that ``err``, raised by ``torch.load(path)``, means for the user; ``None``
+    when ``err`` is not about the file's bytes (it should then propagate as it is)."""
+    if isinstance(err, pickle.UnpicklingError) and (found := _FORBIDDEN_GLOBAL.search(str(err))):
+        return CheckpointError(
+            f"{path} holds a pickled Python object ({found.group(1)}), not only tensors, and is read with "
+            f"weights_only=True, which refuses to run code from a file. If you trust it, load it yourself and "
+            f"save its weights: torch.save(torch.load(path, weights_only=False).state_dict(), new_path)"
+        )
+    if isinstance(err, RuntimeError) and _TORCHSCRIPT_OR_TAR.search(str(err)):
+        return CheckpointError(
+            f"{path} is a TorchScript archive or an old .tar checkpoint, which loading with weights_only=True "
+            f"refuses. If you trust it, load it yourself (torch.jit.load or torch.load) and torch.save its state_dict"
+        )
+    if isinstance(err, _UNPICKLING_ERRORS) or (isinstance(err, RuntimeError) and _ARCHIVE_ERROR.search(str(err))):
+        return CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}): it may be corrupt or truncated; "
+            f"delete it and train (or download) it again"
+        )
+    return None
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``; a missing file, or one torch cannot
+    unzip or unpickle, raises :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train one first (python -m robustness train ...)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        problem = unreadable_file_error(path, err)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Make every ``torch.load`` in the body use ``weights_only=True``, also where a third-party loader
+    passes ``weights_only=False`` (``torch.hub.load_state_dict_from_url`` does by default)."""
+    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
