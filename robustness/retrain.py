@@ -50,7 +50,7 @@ from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labe
 from .selective import VARIANTS, layer_sizes, plan_variants, select_layers, selective_retrain
 from .stats import bootstrap_counts, percentile_interval, resampled_mean
 from .sweep import load_results
-from .train import load_checkpoint, read_checkpoint
+from .train import TrainConfig, current_lr, load_checkpoint, read_checkpoint, training_config
 
 __all__ = [  # the algorithm's names are importable from here too, as they were before it had its own module
     "VARIANTS", "attack_from_meta", "compare_retraining", "evaluation_attacks", "format_comparison",
@@ -119,6 +119,7 @@ def retrain_runs(
     lr: float = 1e-3,
     batch_size: int = 100,
     optimizer_state: Mapping[str, Any] | None = None,
+    training: TrainConfig | None = None,
     folder: Path | None = None,
     tag: str = "",
 ) -> dict[str, list[Outcomes]]:
@@ -148,7 +149,7 @@ def retrain_runs(
                 order = torch.Generator().manual_seed(seed)
                 loader = make_loader(train_data, batch_size, shuffle=True, generator=order)
                 selective_retrain(trained, loader, layers, epochs=epochs, lr=lr, seed=seed,
-                                  optimizer_state=optimizer_state)
+                                  optimizer_state=optimizer_state, training=training)
             done[key] = per_image_outcomes(trained, x, y, attacks)
         if path is not None and not path.is_file():
             save_npz(path, **done[key])
@@ -229,6 +230,7 @@ def compare_retraining(
     lr: float = 1e-3,
     batch_size: int = 100,
     optimizer_state: Mapping[str, Any] | None = None,
+    training: TrainConfig | None = None,
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
@@ -239,7 +241,7 @@ def compare_retraining(
     sizes = layer_sizes(model)
     variants = plan_variants(labels, sizes, random_sets=random_sets, seed=seed)
     runs = retrain_runs(model, train_data, test_data, variants, attacks=attacks, seeds=seeds, epochs=epochs, lr=lr,
-                        batch_size=batch_size, optimizer_state=optimizer_state)
+                        batch_size=batch_size, optimizer_state=optimizer_state, training=training)
     return summarise(runs, variants, sizes, n_boot=n_boot, ci=ci, seed=seed)
 
 
@@ -326,15 +328,17 @@ def run_comparison(
     )
     retrained = sorted(sources) if inits is None else sorted({inits} if isinstance(inits, int) else set(inits))
     checkpoints = {init: paths.checkpoint_path(arch, dataset, init, epoch, models_root) for init in retrained}
-    configs = {init: read_checkpoint(path, arch, dataset)["config"] for init, path in checkpoints.items()}
+    checkpoints_read = {init: read_checkpoint(path, arch, dataset) for init, path in checkpoints.items()}
+    training_configs = {init: training_config(ckpt) for init, ckpt in checkpoints_read.items()}
     sizes = layer_sizes(build_model(arch, dataset))
     variants = plan_variants(labels, sizes, random_sets=random_sets, seed=seed)
     run_settings = {
         "arch": arch, "dataset": dataset, "epoch": epoch, "filter": kind, "score": score, "attack": attack_tag,
         "eps": meta["eps"], "baseline": baseline, "tau": tau, "floor": floor, "label_inits": sorted(sources),
         "inits": retrained, "seeds": list(range(seed, seed + seeds)), "epochs": epochs,
-        "lr": {str(i): c["lr"] if lr is None else lr for i, c in configs.items()},
-        "batch_size": {str(i): c["batch_size"] if batch_size is None else batch_size for i, c in configs.items()},
+        "lr": {str(i): current_lr(ckpt) if lr is None else lr for i, ckpt in checkpoints_read.items()},
+        "batch_size": {str(i): c.batch_size if batch_size is None else batch_size
+                       for i, c in training_configs.items()},
         "subset": subset, "test_subset": test_subset, "pgd_steps": pgd_steps, "seed": seed, "variants": variants,
     }
     digest = hashlib.sha1(json.dumps(run_settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -355,8 +359,8 @@ def run_comparison(
             found = retrain_runs(
                 model, train_data, test, variants, attacks=attacks, seeds=settings["seeds"], epochs=epochs,
                 lr=settings["lr"][str(init)], batch_size=settings["batch_size"][str(init)],
-                optimizer_state=read_checkpoint(path, arch, dataset)["optimizer"], folder=out.with_suffix(""),
-                tag=f"Init_{init}",
+                optimizer_state=checkpoints_read[init]["optimizer"], training=training_configs[init],
+                folder=out.with_suffix(""), tag=f"Init_{init}",
             )
             for variant, outcomes in found.items():
                 runs[variant] += outcomes

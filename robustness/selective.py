@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .data import augment
 from .errors import CheckpointError, InvalidArgument
 from .models import filterable_layers
 from .runtime import frozen_eval, model_device, progress, seed_everything
@@ -86,11 +88,17 @@ def optimizer_slice(state: Mapping[str, Any], model: nn.Module, params: Sequence
 
 
 def retrain_optimizer(
-    model: nn.Module, params: Sequence[nn.Parameter], *, lr: float, optimizer_state: Mapping[str, Any] | None = None
+    model: nn.Module,
+    params: Sequence[nn.Parameter],
+    *,
+    lr: float,
+    optimizer_state: Mapping[str, Any] | None = None,
+    training: TrainConfig | None = None,
 ) -> torch.optim.Optimizer:
-    """The trainer's optimiser (:func:`robustness.train.build_optimizer`) over ``params`` at ``lr``, with the
-    slice of ``optimizer_state`` (the checkpoint's ``"optimizer"``) that belongs to them, when given."""
-    optimizer = build_optimizer(params, TrainConfig(lr=lr))
+    """The trainer's optimiser (:func:`robustness.train.build_optimizer` of ``training``, the checkpoint's
+    config: Adam by default) over ``params`` at ``lr``, with the slice of ``optimizer_state`` (the
+    checkpoint's ``"optimizer"``) that belongs to them, when given."""
+    optimizer = build_optimizer(params, replace(training or TrainConfig(), lr=lr))
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_slice(optimizer_state, model, params))
         for group in optimizer.param_groups:  # loading restores the saved lr; an explicit one wins
@@ -107,13 +115,16 @@ def selective_retrain(
     lr: float = 1e-3,
     seed: int = 0,
     optimizer_state: Mapping[str, Any] | None = None,
+    training: TrainConfig | None = None,
 ) -> nn.Module:
     """Train only the parameters of the modules named in ``layers``, as the trainer trains; return ``model``.
 
     Trains in place for ``epochs`` passes over ``train_loader`` with the whole model in
     train mode (BatchNorm running statistics follow the batches), cross-entropy, and
     the trainer's optimiser at ``lr`` over the chosen parameters, continuing from
-    ``optimizer_state`` (the checkpoint's ``"optimizer"``) when given. Every other
+    ``optimizer_state`` (the checkpoint's ``"optimizer"``) when given; ``training`` (the
+    checkpoint's :class:`~robustness.train.TrainConfig`) picks the optimiser and, when its
+    recipe augments, the random crops and flips (drawn from ``seed``). Every other
     parameter stays bitwise unchanged. The model's modes and ``requires_grad`` flags
     are restored afterwards, also on an exception. ``seed`` seeds every generator
     before the first batch (the loader's shuffling too, unless it has its own generator).
@@ -125,7 +136,8 @@ def selective_retrain(
     if not lr > 0:
         raise InvalidArgument(f"lr must be positive, got {lr}")
     params = chosen_parameters(model, layers)
-    optimizer = retrain_optimizer(model, params, lr=lr, optimizer_state=optimizer_state)
+    optimizer = retrain_optimizer(model, params, lr=lr, optimizer_state=optimizer_state, training=training)
+    crops = torch.Generator().manual_seed(seed) if training is not None and training.augment else None
     device = model_device(model)
     seed_everything(seed)
     with frozen_eval(model):  # records every mode and requires_grad flag, and restores them on exit
@@ -133,8 +145,9 @@ def selective_retrain(
         for p in params:
             p.requires_grad_(True)
         for epoch in progress(range(1, epochs + 1), "retrain", total=epochs):
-            for images, labels in progress(train_loader, f"retrain epoch {epoch}"):
+            for batch, labels in progress(train_loader, f"retrain epoch {epoch}"):
                 optimizer.zero_grad(set_to_none=True)
+                images = augment(batch, crops) if crops is not None else batch
                 F.cross_entropy(model(images.to(device)), torch.as_tensor(labels).to(device)).backward()
                 optimizer.step()
     return model

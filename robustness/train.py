@@ -25,8 +25,8 @@ moved to the device, so a device this machine lacks is reported as such, never a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,9 +181,21 @@ def _augment_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
+def training_config(ckpt: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` a checkpoint dict (:func:`read_checkpoint`) was trained with; fields an
+    older checkpoint lacks take their defaults."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in ckpt.get("config", {}).items() if k in known})
+
+
+def current_lr(ckpt: Mapping[str, Any]) -> float:
+    """The learning rate a checkpoint would continue with: its optimiser's, after any schedule steps."""
+    return float(ckpt["optimizer"]["param_groups"][0]["lr"])
+
+
 def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
     """Refuse to continue a checkpoint whose optimiser, schedule or augmentation differ from ``config``'s."""
-    saved = {**asdict(TrainConfig()), **ckpt.get("config", {})}
+    saved = asdict(training_config(ckpt))
     for key in _RESUME_FIELDS:
         if saved[key] != getattr(config, key):
             raise InvalidArgument(

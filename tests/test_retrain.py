@@ -33,7 +33,15 @@ from robustness.selective import (
 )
 from robustness.stats import bootstrap_counts
 from robustness.sweep import SweepResult, save_results
-from robustness.train import TrainConfig, _epoch_loader, load_checkpoint, read_checkpoint, train
+from robustness.train import (
+    TrainConfig,
+    _epoch_loader,
+    current_lr,
+    load_checkpoint,
+    read_checkpoint,
+    train,
+    training_config,
+)
 
 
 def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
@@ -62,17 +70,20 @@ def retrain_images():
 # ---------------------------------------------------------------- the protocol
 
 
-def test_retraining_every_layer_continues_the_trainer_bitwise(tmp_path) -> None:
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "lr": 0.05}],
+                         ids=["adam", "sgd"])
+def test_retraining_every_layer_continues_the_trainer_bitwise(tmp_path, recipe) -> None:
     # The CNN has no BatchNorm, so all its Conv2d/Linear layers are all its parameters: retraining them from the
-    # epoch-1 checkpoint, with its optimiser state and the trainer's batches of epoch 2, is the trainer's epoch 2.
+    # epoch-1 checkpoint, with its optimiser (kind and state) and the trainer's batches of epoch 2, is epoch 2.
     config = TrainConfig(arch="mnist_cnn", epochs=2, subset=200, batch_size=50, models_root=str(tmp_path),
-                         device="cpu")
+                         device="cpu", **recipe)
     train(config)
     start = read_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, tmp_path))
     model = load_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, tmp_path))[0]
     loader = _epoch_loader(load_dataset("mnist5k", train=True), config, start["seed"], 2)
-    selective_retrain(model, loader, [n for n, _ in filterable_layers(model)], lr=start["config"]["lr"],
-                      optimizer_state=start["optimizer"])
+    assert training_config(start) == config and current_lr(start) == config.lr
+    selective_retrain(model, loader, [n for n, _ in filterable_layers(model)], lr=current_lr(start),
+                      optimizer_state=start["optimizer"], training=training_config(start))
     trained = read_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 2, tmp_path))["state_dict"]
     assert _changed(trained, model) == set()
 
