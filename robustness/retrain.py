@@ -387,7 +387,7 @@ def _local_results(
     at_epoch = {tag: {i: p for (i, e), p in units.items() if e == epoch} for tag, units in found.items()}
     at_epoch = {tag: units for tag, units in at_epoch.items() if units}
     command = (f"python -m robustness filter --arch {arch} --dataset {dataset} --filter {kind} --scope local "
-               f"--attack fgsm -e EPS" + (f" --epochs {epoch}" if epoch is not None else ""))
+               f"--attack fgsm -e EPS" + (f" --checkpoint-epochs {epoch}" if epoch is not None else ""))
     if not at_epoch:
         which = f" for attack {attack_tag}" if attack_tag else ""
         at = f" at epoch {epoch}" if epoch is not None else ""

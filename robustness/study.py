@@ -79,7 +79,7 @@ def checkpoint_eps(
         except InvalidArgument as err:
             raise InvalidArgument(
                 f"checkpoint Init_{init} epoch {epoch}: {err}, give a fixed eps instead of calibrate_eps, or leave "
-                f"this checkpoint out (--epochs)"
+                f"this checkpoint out (--checkpoint-epochs)"
             ) from None
 
 
