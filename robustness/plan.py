@@ -58,11 +58,9 @@ class StudyConfig:
     attack tag. ``precision="bf16"`` (autocast, recorded in the result files) and
     ``channels_last`` are GPU speed options (:func:`runtime.autocast`, :func:`runtime.channels_last`).
 
-    ``source`` studies a model from elsewhere (:func:`robustness.sources.load_model`: a file, ``torchvision:``,
-    ``timm:``, ``robustbench:``) instead of the checkpoints under ``models_root``: one checkpoint, Init 1 at
-    epoch 0, whose files go to the folder :func:`robustness.paths.source_dir_name` names in place of
-    ``<Arch>``; ``arch`` is then the architecture a plain ``state_dict`` is loaded into, or the source's own
-    name for the record.
+    ``source`` studies a model from elsewhere (:func:`robustness.sources.load_model`) as one checkpoint, Init 1
+    at epoch 0, in the folder :func:`robustness.paths.source_dir_name` names in place of ``<Arch>``; ``arch``
+    is then what a plain ``state_dict`` is loaded into, or the source's own name, for the record.
     """
 
     attack: Any
@@ -189,10 +187,8 @@ def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
 def plan_units(config: StudyConfig) -> list[Unit]:
     """Every unit of the study, checkpoint by checkpoint, in a fixed order."""
     config = config.validate()
-    if config.source is None:
-        names = [name for name, _ in select_layers(build_model(config.arch, config.dataset), config.layers)]
-    else:
-        names = list(_source_layers(config.source, config.arch, config.dataset, config.layers))
+    names = (_source_layers(config.source, config.arch, config.dataset, config.layers) if config.source else
+             [name for name, _ in select_layers(build_model(config.arch, config.dataset), config.layers)])
     return [
         Unit(init, epoch, kind, scope, layer)
         for init, epoch in checkpoints(config)

@@ -344,26 +344,16 @@ def score_study(
     return tables
 
 
-def scores_frame(
-    models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    *,
-    baseline: Baseline = DEFAULT_BASELINE,
-    tau: float = DEFAULT_TAU,
-    floor: float = DEFAULT_FLOOR,
-    ci: float = DEFAULT_CI,
-    n_boot: int = DEFAULT_BOOT,
-    seed: int = 0,
-) -> pd.DataFrame:
+def scores_frame(models_root: str | Path = paths.DEFAULT_MODELS_ROOT, **options: Any) -> pd.DataFrame:
     """Every filtering score of every study under ``models_root`` as one long pandas table: the rows of
     :meth:`ScoresTable.records` (score, filter, scope, attack, the settings, layer, epoch, init, the score
     ``value`` with its interval ``lo``/``hi``, SE and label, the consensus over initialisations, the
     checkpoint's eps and unfiltered accuracies with intervals) after ``arch`` and ``dataset`` columns (a
-    model from elsewhere's ``arch`` is its folder, :func:`robustness.paths.source_dir_name`). PGD re-checks
-    are left out; empty when there is no result."""
+    model from elsewhere's ``arch`` is its folder, :func:`robustness.paths.source_dir_name`). ``options`` are
+    :func:`robustness.scores.filtering_scores`'s (``baseline``, ``tau``, ``floor``, ``ci``, ``n_boot``,
+    ``seed``). PGD re-checks are left out; empty when there is no result."""
     import pandas as pd  # noqa: PLC0415 (only the tables need it)
 
-    check_options(baseline, tau, floor, ci, n_boot)
-    options = {"baseline": baseline, "tau": tau, "floor": floor, "ci": ci, "n_boot": n_boot, "seed": seed}
     rows = [{"arch": arch, "dataset": dataset, **row}
             for arch, dataset in paths.list_models(models_root) for kind in KINDS for scope in ("local", "global")
             for per_score in study_tables(arch, dataset, kind, scope, root=models_root, **options).values()
