@@ -334,9 +334,11 @@ def score_study(
     ]
     if not tables:
         which = f" for attack {attack}" if attack else ""
+        model = "with the same --checkpoint or --weights" if arch.startswith(paths.SOURCE_DIR_PREFIX) else \
+            f"--arch {arch}"
         raise DataNotFoundError(
             f"no filtering results{which} under {paths.model_dir(arch, dataset, root)} for filter(s) "
-            f"{', '.join(kinds)} and scope(s) {', '.join(scopes)}: run python -m robustness filter --arch {arch} "
+            f"{', '.join(kinds)} and scope(s) {', '.join(scopes)}: run python -m robustness filter {model} "
             f"--dataset {dataset} --filter all --scope both first"
         )
     for table in tables:

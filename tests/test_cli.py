@@ -201,6 +201,10 @@ def test_attack_writes_its_table_for_the_tree_and_for_a_model_from_elsewhere(
     assert main([*common, "--out", str(tmp_path / "table.txt")]) == 2
     assert main(["retrain", "--arch", "mnist_cnn", "--models-root", str(root), "--checkpoint", str(plain)]) == 2
     assert "is not one of them" in capsys.readouterr().err
+    assert main(["scores", "--models-root", str(root), "--weights", "timm:never_swept", "--no-pgd-check"]) == 2
+    assert "From_timm_never_swept/MNIST5K for filter(s)" in capsys.readouterr().err  # and how to make them:
+    assert main(["scores", "--models-root", str(root), "--weights", "timm:x"]) == 2
+    assert "run python -m robustness filter with the same --checkpoint or --weights" in capsys.readouterr().err
 
 
 def test_one_name_per_concept_with_the_old_names_as_hidden_aliases(capsys: pytest.CaptureFixture[str]) -> None:
