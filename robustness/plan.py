@@ -271,8 +271,6 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
         meta |= {"eps": config.attack.eps, "attack_params": attack_params(config.attack)}
     if config.recheck_of is not None:
         meta["recheck_of"] = config.recheck_of
-    if config.source is not None:
-        meta["source"] = config.source
     if unit.scope == "global" and config.grid == "value":
         meta["alpha_range"] = config.alpha_range if config.alpha_range == "auto" else list(config.alpha_range)
     if unit.scope == "local":

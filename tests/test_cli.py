@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,13 @@ def test_filter_of_a_plain_state_dict_equals_the_same_weights_from_the_tree(tree
         assert len(set(own[key].adv_acc)) > 1 and own[key].ref_adv_acc < own[key].ref_clean_acc  # not degenerate
         assert (meta["source"], meta["arch"], "source" in own_meta) == (str(plain), "mnist_cnn", False)
     assert main(["filter", *SWEEP, "--models-root", str(root), "--checkpoint", str(plain), "--inits", "2"]) == 2
+    written = sorted((root / folder).rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in written]
+    copy = root.parent / "elsewhere" / plain.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy(plain, copy)  # the same weights at another path: the same folder, nothing recomputed
+    assert main(["filter", *SWEEP, "--models-root", str(root), "--checkpoint", str(copy)]) == 0
+    assert sorted((root / folder).rglob("*.json")) == written and [p.stat().st_mtime_ns for p in written] == stamps
 
 
 def test_scores_of_both_and_the_tables_as_data_frames(tree: tuple[Path, Path], tmp_path: Path) -> None:
