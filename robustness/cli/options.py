@@ -150,8 +150,7 @@ def attack_from(args: argparse.Namespace) -> Any:
     from ..attacks import make_attack  # noqa: PLC0415 (keeps --help fast)
 
     return make_attack(args.attack, args.eps, args.alpha, args.steps, norm=args.norm,
-                       random_start=getattr(args, "random_start", True), restarts=getattr(args, "restarts", 1),
-                       seed=args.seed)
+                       random_start=args.random_start, restarts=args.restarts, seed=args.seed)
 
 
 def speed_options() -> argparse.ArgumentParser:

@@ -106,6 +106,7 @@ def add_filter(sub: Sub) -> None:
     p.add_argument("--checkpoint-epochs", type=int, nargs="+", default=None, metavar="E",
                    help="checkpoint epochs swept, e.g. --checkpoint-epochs 0 5 10; each must exist for every "
                         "selected init (default: every checkpoint of each init)")
+    # The name before --checkpoint-epochs, kept unlisted so that scripts written with it still run.
     p.add_argument("--epochs", dest="checkpoint_epochs", type=int, nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--calibrate-eps", type=float, default=None, metavar="TARGET",
                    help="replace --eps, per checkpoint, by the eps at which its unfiltered model has adversarial "
@@ -327,7 +328,7 @@ def add_retrain(sub: Sub) -> None:
     p.add_argument("--random-sets", type=int, default=5,
                    help="random layer sets matched to robust + antifragile in size (default 5)")
     p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs of every run (default 1)")
-    p.add_argument("--epochs", dest="retrain_epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--epochs", dest="retrain_epochs", type=int, help=argparse.SUPPRESS)  # the earlier name, unlisted
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the checkpoint's)")
     p.add_argument("--subset", type=int, default=None, metavar="N",
