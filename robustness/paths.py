@@ -6,6 +6,7 @@
     saved_models/<Arch>/<DATASET>/<local folder>/.parts/<result>/<layer>.json   until merged
     saved_models/<Arch>/<DATASET>/global_data/                              global analysis
     saved_models/<Arch>/<DATASET>/Defensive_<norm>/                          defended data
+    saved_models/From_<source>/<DATASET>/...     a model from elsewhere, in place of <Arch> (source_dir_name)
     plots/<name>.png
 
 Every sweep result ``<name>.json`` (and part file) has its per-image outcomes in ``<name>.npz`` beside it.
@@ -13,11 +14,13 @@ Every sweep result ``<name>.json`` (and part file) has its per-image outcomes in
 
 from __future__ import annotations
 
+import hashlib
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from .errors import InvalidArgument
+from .errors import CheckpointError, InvalidArgument
 
 ARCH_DIRS: dict[str, str] = {
     "resnet18": "ResNet18",
@@ -41,6 +44,9 @@ GLOBAL_DIR = "global_data"
 
 Scope = Literal["local", "global"]
 
+# The <Arch> folder of a model from elsewhere (robustness.sources) starts with this.
+SOURCE_DIR_PREFIX = "From_"
+
 DEFAULT_MODELS_ROOT = Path("saved_models")
 DEFAULT_PLOTS_ROOT = Path("plots")
 
@@ -54,7 +60,7 @@ def _lookup(table: dict[str, str], key: str, what: str) -> str:
 
 def model_dir(arch: str, dataset: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
     """``saved_models/<Arch>/<DATASET>``."""
-    return Path(root) / _lookup(ARCH_DIRS, arch, "architecture") / _lookup(DATASET_DIRS, dataset, "dataset")
+    return Path(root) / arch_dir_name(arch) / _lookup(DATASET_DIRS, dataset, "dataset")
 
 
 def init_dir(arch: str, dataset: str, init: int, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
@@ -79,6 +85,22 @@ def list_checkpoints(arch: str, dataset: str, init: int, root: str | Path = DEFA
     pattern = re.compile(rf"{re.escape(ARCH_DIRS[arch])}_{re.escape(DATASET_DIRS[dataset])}_(\d+)epochs\.ckpt")
     found = {int(m.group(1)): p for p in folder.glob("*.ckpt") if (m := pattern.fullmatch(p.name))}
     return dict(sorted(found.items()))
+
+
+def find_checkpoint(
+    arch: str, dataset: str, init: int, epoch: int | None = None, root: str | Path = DEFAULT_MODELS_ROOT
+) -> tuple[int, Path]:
+    """The epoch and path of ``init``'s checkpoint at ``epoch`` (default: the newest); when it is missing, an
+    error that lists the epochs there, or says to train first."""
+    found = list_checkpoints(arch, dataset, init, root)
+    if not found:
+        raise CheckpointError(f"no checkpoint of Init_{init} under {model_dir(arch, dataset, root)}: train first "
+                              f"(python -m robustness train --arch {arch} --dataset {dataset})")
+    epoch = max(found) if epoch is None else epoch
+    if epoch not in found:
+        raise CheckpointError(f"{init_dir(arch, dataset, init, root)} has no checkpoint at epoch {epoch}: the "
+                              f"epochs there are {', '.join(map(str, found))}")
+    return epoch, found[epoch]
 
 
 def list_inits(arch: str, dataset: str, root: str | Path = DEFAULT_MODELS_ROOT) -> list[int]:
@@ -119,6 +141,21 @@ def list_sweep_results(
         if m := pattern.fullmatch(path.name):
             found.setdefault(m.group(3), {})[(int(m.group(1)), int(m.group(2)))] = path
     return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
+
+
+def list_models(root: str | Path = DEFAULT_MODELS_ROOT) -> list[tuple[str, str]]:
+    """The ``(arch, dataset)`` keys of every ``<Arch>/<DATASET>`` folder under ``root``, sorted; a model from
+    elsewhere's ``arch`` key is its folder name (:func:`source_dir_name`)."""
+    arch_keys = {folder: key for key, folder in ARCH_DIRS.items()}
+    dataset_keys = {folder: key for key, folder in DATASET_DIRS.items()}
+    found = []
+    for folder in Path(root).glob("*/*"):
+        arch = arch_keys.get(folder.parent.name)
+        if arch is None and folder.parent.name.startswith(SOURCE_DIR_PREFIX):
+            arch = folder.parent.name
+        if arch is not None and folder.name in dataset_keys and folder.is_dir():
+            found.append((arch, dataset_keys[folder.name]))
+    return sorted(found)
 
 
 def sweep_part_path(result_path: Path, layer: str) -> Path:
@@ -181,8 +218,35 @@ def plot_name(*parts: object) -> str:
 
 
 def arch_dir_name(arch: str) -> str:
-    """The ``<Arch>`` folder name of an architecture key."""
+    """The ``<Arch>`` folder name of an architecture key (a :func:`source_dir_name` is its own)."""
+    if arch.startswith(SOURCE_DIR_PREFIX):
+        return arch
     return _lookup(ARCH_DIRS, arch, "architecture")
+
+
+def source_dir_name(source: str | Path) -> str:
+    """The folder a model from elsewhere has in place of ``<Arch>``: ``From_`` and the source with every
+    character but letters, digits, ``.``, ``-`` and ``_`` made ``_`` (``From_robustbench_Wong2020Fast_cifar10_Linf``);
+    a file is named by its stem and the first 10 hex digits of its content's SHA-256
+    (``From_weights_3f2a9c01de``), so other weights never share a folder, wherever the file lies.
+    """
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        name = f"{path.stem}_{_digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)}"
+    else:
+        name = str(source)
+    return SOURCE_DIR_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    """The first 10 hex digits of the SHA-256 of a file (cached while its time and size stay the same)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:10]
 
 
 def dataset_dir_name(dataset: str) -> str:

@@ -17,6 +17,7 @@ statistics are re-estimated at every point of every sweep.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -56,6 +57,10 @@ class StudyConfig:
     (set by :func:`run_recheck`) takes each checkpoint's eps from the local results of that
     attack tag. ``precision="bf16"`` (autocast, recorded in the result files) and
     ``channels_last`` are GPU speed options (:func:`runtime.autocast`, :func:`runtime.channels_last`).
+
+    ``source`` studies a model from elsewhere (:func:`robustness.sources.load_model`) as one checkpoint, Init 1
+    at epoch 0, in the folder :func:`robustness.paths.source_dir_name` names in place of ``<Arch>``; ``arch``
+    is then what a plain ``state_dict`` is loaded into, or the source's own name, for the record.
     """
 
     attack: Any
@@ -84,6 +89,12 @@ class StudyConfig:
     models_root: str = "saved_models"
     data_root: str = "Dataset"
     device: str = "auto"
+    source: str | None = None
+
+    @property
+    def tree_arch(self) -> str:
+        """The ``arch`` key of the study's folder: ``arch``, or for a model from elsewhere its source's folder."""
+        return self.arch if self.source is None else paths.source_dir_name(self.source)
 
     def validate(self) -> StudyConfig:
         """Return the config with filter names made canonical; raise :class:`InvalidArgument` on a bad value."""
@@ -118,6 +129,9 @@ class StudyConfig:
                                       f"at least 1, got {self.calibration_images!r}")
             if not is_dataclass(self.attack):
                 raise InvalidArgument("calibrate_eps needs an attack whose eps can be changed: FGSM or PGD")
+        if self.source is not None and (self.inits not in (None, (1,)) or self.epochs not in (None, (0,))):
+            raise InvalidArgument(f"a model from elsewhere ({self.source}) is one checkpoint, Init 1 at epoch 0: "
+                                  f"leave out inits and epochs (--inits, --checkpoint-epochs)")
         kinds = tuple(dict.fromkeys(canonical_kind(k) for k in self.kinds))
         if self.recheck_of is not None and (len(kinds) != 1 or tuple(self.scopes) != ("local",)):
             raise InvalidArgument("a re-check covers one filter and local sweeps only")
@@ -145,7 +159,10 @@ class Unit:
 
 
 def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
-    """The checkpoints a study covers, keyed by ``(init, epoch)``, in order."""
+    """The checkpoints a study covers, keyed by ``(init, epoch)``, in order (a model from elsewhere: its source,
+    as ``(1, 0)``)."""
+    if config.source is not None:
+        return {(1, 0): Path(config.source)}
     inits = config.inits or paths.list_inits(config.arch, config.dataset, config.models_root)
     found: dict[tuple[int, int], Path] = {}
     for init in inits:
@@ -170,7 +187,8 @@ def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
 def plan_units(config: StudyConfig) -> list[Unit]:
     """Every unit of the study, checkpoint by checkpoint, in a fixed order."""
     config = config.validate()
-    names = [name for name, _ in select_layers(build_model(config.arch, config.dataset), config.layers)]
+    names = (_source_layers(config.source, config.arch, config.dataset, config.layers) if config.source else
+             [name for name, _ in select_layers(build_model(config.arch, config.dataset), config.layers)])
     return [
         Unit(init, epoch, kind, scope, layer)
         for init, epoch in checkpoints(config)
@@ -178,6 +196,14 @@ def plan_units(config: StudyConfig) -> list[Unit]:
         for scope in config.scopes
         for layer in (names if scope == "local" else [None])
     ]
+
+
+@lru_cache(maxsize=8)
+def _source_layers(source: str, arch: str, dataset: str, layers: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The filterable layers a model from elsewhere has (loaded once per process to learn them)."""
+    from .sources import load_model as load_source  # noqa: PLC0415 (sources imports train, which imports this)
+
+    return tuple(name for name, _ in select_layers(load_source(source, arch=arch, dataset=dataset)[0], layers))
 
 
 # ---------------------------------------------------------------- the attack and its files
@@ -216,7 +242,7 @@ def _eps_is_measured(config: StudyConfig) -> bool:
 def result_path(config: StudyConfig, init: int, epoch: int, kind: str, scope: str) -> Path:
     """The result file of one (checkpoint, filter, scope, attack)."""
     return paths.sweep_result_path(
-        config.arch, config.dataset, init, epoch, kind, scope, attack_tag(config), config.models_root
+        config.tree_arch, config.dataset, init, epoch, kind, scope, attack_tag(config), config.models_root
     )
 
 
@@ -341,10 +367,15 @@ def study_data(config: StudyConfig, device: torch.device) -> StudyData:
 
 
 def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Module:
-    """The checkpoint at ``path`` on ``device``, in channels-last format when the study asks for it."""
-    from .train import load_checkpoint  # noqa: PLC0415 (train imports evaluation; keep this module light)
+    """The checkpoint at ``path`` (or the study's model from elsewhere) on ``device``, in channels-last format
+    when the study asks for it."""
+    from .sources import load_model as load_source  # noqa: PLC0415 (train imports evaluation; keep this light)
+    from .train import load_checkpoint  # noqa: PLC0415
 
-    model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
+    if config.source is not None:
+        model, _ = load_source(config.source, arch=config.arch, dataset=config.dataset, device=device)
+    else:
+        model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
     if config.channels_last:
         channels_last(model)
     return model
@@ -361,7 +392,7 @@ def recorded_eps(config: StudyConfig, init: int, epoch: int) -> float | None:
 
 def rechecked_eps(config: StudyConfig, init: int, epoch: int) -> float:
     """The eps of the local results a re-check re-checks."""
-    source = paths.sweep_result_path(config.arch, config.dataset, init, epoch, config.kinds[0], "local",
+    source = paths.sweep_result_path(config.tree_arch, config.dataset, init, epoch, config.kinds[0], "local",
                                      config.recheck_of, config.models_root)
     if not source.is_file():
         raise InvalidArgument(f"{source} is missing: run the {config.recheck_of} study of this checkpoint first")
