@@ -208,7 +208,7 @@ def split_model(model: nn.Module, layer: str, traced: fx.GraphModule | str | Non
 
     ``traced`` is :func:`trace`'s answer, when already known. The cut is exact where the model traces, no
     module but the root has hooks and the root only forward pre-hooks (the input normalisation), ``layer``
-    runs once per forward pass, no module runs both before and after it, nothing after it changes a value
+    runs once per forward pass, no BatchNorm layer runs both before and after it, nothing after it changes a value
     from before it in place, and every BatchNorm layer keeps running statistics. ResNet-18/50 (both stems),
     SqueezeNet, ShuffleNet and ``mnist_cnn`` of the registry cut exactly at every filterable layer.
     """
@@ -223,8 +223,9 @@ def split_model(model: nn.Module, layer: str, traced: fx.GraphModule | str | Non
     later = set(after)
     live = [n for n in before if any(user in later for user in n.users)]
     modules = [[n.target for n in part if n.op == "call_module"] for part in (before, after)]
-    if set(modules[0]) & set(modules[1]):
-        return f"modules run both before and after {layer}: {', '.join(sorted(set(modules[0]) & set(modules[1])))}"
+    shared = [t for t in set(modules[0]) & set(modules[1]) if isinstance(traced.get_submodule(t), _BatchNorm)]
+    if shared:
+        return f"BatchNorm layers run both before and after {layer}: {', '.join(sorted(shared))}"
     changed = [n.name for n in after if n.args and n.args[0] in live and _in_place(traced, n)]
     if changed:
         return f"{', '.join(changed)} change(s) a value computed before {layer} in place"
