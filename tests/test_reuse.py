@@ -19,7 +19,7 @@ from robustness.runtime import autocast, channels_last, seed_everything
 from robustness.sweep import evaluate, local_analysis
 
 EPS = 0.1
-RESNET_LAYERS = ["conv1", "layer1.0.conv2", "layer2.0.downsample.0", "fc"]
+RESNET_LAYERS = ["layer1.0.conv2", "layer2.0.downsample.0", "fc"]
 
 
 @pytest.fixture(scope="module")
@@ -31,42 +31,40 @@ def resnet() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def images(mnist5k_test) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """60 test images to evaluate (batches of 25, 25, 10), and 130 training images to calibrate on."""
+    """40 test images to evaluate (batches of 25 and 15), and 130 training images to calibrate on."""
     x, y = mnist5k_test
     cal = loader_to_tensors(make_loader(load_dataset("mnist5k", train=True), 1000, subset=130, seed=2))[0]
-    return (x[:60], y[:60]), cal
+    return (x[:40], y[:40]), cal
 
 
 def both_ways(model: nn.Module, data, layers: list[str], **options) -> tuple[dict, dict]:
     """The sweeps with and without reuse, and the model left bitwise as it was."""
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = local_analysis(model, data, "highpass", FGSM(EPS), 4, layers=layers, batch_size=25, **options)
-    plain = local_analysis(model, data, "highpass", FGSM(EPS), 4, layers=layers, batch_size=25, reuse=False,
+    fast = local_analysis(model, data, "highpass", FGSM(EPS), 3, layers=layers, batch_size=25, **options)
+    plain = local_analysis(model, data, "highpass", FGSM(EPS), 3, layers=layers, batch_size=25, reuse=False,
                            **options)
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
     return fast, plain
 
 
-@pytest.mark.parametrize("bn", ["frozen", "recalibrate"])
-@pytest.mark.parametrize("grid", ["value", "quantile"])
+@pytest.mark.parametrize(("bn", "grid"), [("frozen", "value"), ("recalibrate", "quantile")])
 def test_reuse_equals_full_passes_on_a_resnet(resnet: nn.Module, images, bn: str, grid: str) -> None:
     data, cal = images
     fast, plain = both_ways(resnet, data, RESNET_LAYERS, grid=grid, calibration=cal if bn == "recalibrate" else None)
     for layer in RESNET_LAYERS:
         assert fast[layer] == plain[layer], layer  # every number and per-image outcome, bitwise
-    assert fast["fc"].ref_clean_acc > 0.5 and sum(len(set(fast[k].clean_acc)) > 1 for k in RESNET_LAYERS) >= 3
+    assert fast["fc"].ref_clean_acc > 0.5 and sum(len(set(fast[k].clean_acc)) > 1 for k in RESNET_LAYERS) >= 2
 
 
-@pytest.mark.parametrize("grid", ["value", "quantile"])
-def test_reuse_equals_full_passes_on_mnist_cnn_with_the_null_model(trained_cnn: nn.Module, images, grid) -> None:
-    fast, plain = both_ways(trained_cnn, images[0], ["conv1", "conv2", "fc1", "fc2"], grid=grid, null_masks=2)
-    assert all(fast[k] == plain[k] for k in fast) and fast["fc1"].null_adv_correct.shape == (2, 4, 60)
+def test_reuse_equals_full_passes_on_mnist_cnn_with_the_null_model(trained_cnn: nn.Module, images) -> None:
+    fast, plain = both_ways(trained_cnn, images[0], ["conv1", "conv2", "fc1"], grid="value", null_masks=2)
+    assert all(fast[k] == plain[k] for k in fast) and fast["fc1"].null_adv_correct.shape == (2, 3, 40)
 
 
 def test_several_thresholds_per_pass_give_the_same_numbers(resnet: nn.Module, images) -> None:
     data, cal = images
-    layers = ["layer1.0.conv1", "layer3.0.conv2", "fc"]
+    layers = ["layer1.0.conv1", "layer3.0.conv2"]
     one = local_analysis(resnet, data, "pulse", FGSM(EPS), 5, layers=layers, calibration=cal, batch_size=25)
     three = local_analysis(resnet, data, "pulse", FGSM(EPS), 5, layers=layers, calibration=cal, batch_size=25,
                            thresholds_per_pass=3)  # groups of 3 and 2
@@ -87,10 +85,10 @@ def test_the_prefix_runs_once_per_batch(trained_cnn: nn.Module, images) -> None:
     conv1_forward = model.conv1.forward
     model.conv1.forward = lambda x: calls.append(len(x)) or conv1_forward(x)
     local_analysis(model, images[0], "highpass", FGSM(EPS), 3, layers=["fc2"], batch_size=1000)
-    assert calls == [60] * (2 + 1 + 3)
+    assert calls == [40] * (2 + 1 + 3)
     calls.clear()
     local_analysis(model, images[0], "highpass", FGSM(EPS), 3, layers=["fc2"], batch_size=1000, reuse=False)
-    assert calls == [60] * (2 + 2 * 3)
+    assert calls == [40] * (2 + 2 * 3)
 
 
 def test_a_point_whose_mask_equals_the_one_before_is_copied(trained_cnn: nn.Module, images) -> None:
@@ -163,9 +161,9 @@ def test_bf16_and_channels_last_with_reuse_and_several_thresholds_per_pass(resne
     x, cal = channels_last(model, data[0], cal)
     options = {"layers": ["layer2.0.conv1"], "calibration": cal, "batch_size": 25}
     with autocast(torch.device("cpu"), "bf16"):
-        fast = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 4, **options)["layer2.0.conv1"]
-        plain = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 4, reuse=False, **options)["layer2.0.conv1"]
-        paired = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 4, thresholds_per_pass=2,
+        fast = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 3, **options)["layer2.0.conv1"]
+        plain = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 3, reuse=False, **options)["layer2.0.conv1"]
+        paired = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 3, thresholds_per_pass=2,
                                 **options)["layer2.0.conv1"]
     assert fast == plain
     assert np.array_equal(paired.clean_correct, fast.clean_correct)
