@@ -14,7 +14,7 @@ from robustness.attacks import FGSM, fgsm
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
 from robustness.models import build_model, filterable_layers
-from robustness.reuse import split_model
+from robustness.reuse import split_model, trace
 from robustness.runtime import autocast, channels_last, seed_everything
 from robustness.sweep import evaluate, local_analysis
 
@@ -126,8 +126,9 @@ def test_every_registry_model_cuts_exactly_at_every_layer(arch: str, mnist5k_tes
     x = mnist5k_test[0][:2]
     with torch.no_grad():
         expected = model(x)
+        traced = trace(model)
         for name, m in filterable_layers(model):
-            split = split_model(model, name)
+            split = split_model(model, name, traced)
             assert not isinstance(split, str), f"{name}: {split}"
             assert torch.equal(split.outputs(split.prefix(x), [m.weight], None), expected), name
 
