@@ -5,7 +5,9 @@ evaluates clean and adversarial accuracy and loss, regenerating the attack again
 the filtered model, and records per image whether it was classified correctly.
 Filtering happens in place on the model's own weights: one spare copy of the layers
 being filtered is kept and copied back after the sweep, also when it ends by an
-exception or Ctrl-C, so the weights are bitwise what they were.
+exception or Ctrl-C, so the weights are bitwise what they were. A local sweep computes what the
+filtered layer leaves unchanged once instead of at every threshold (:mod:`robustness.reuse`), and a
+point whose mask equals the point before's copies its numbers.
 
 With ``calibration`` images, every BatchNorm layer's running statistics are
 re-estimated for the weights of each point (and for the unfiltered reference) before
