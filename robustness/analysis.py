@@ -5,7 +5,9 @@ evaluates clean and adversarial accuracy and loss, regenerating the attack again
 the filtered model, and records per image whether it was classified correctly.
 Filtering happens in place on the model's own weights: one spare copy of the layers
 being filtered is kept and copied back after the sweep, also when it ends by an
-exception or Ctrl-C, so the weights are bitwise what they were.
+exception or Ctrl-C, so the weights are bitwise what they were. A local sweep computes what the
+filtered layer leaves unchanged once instead of at every threshold (:mod:`robustness.reuse`), and a
+point whose mask equals the point before's copies its numbers.
 
 With ``calibration`` images, every BatchNorm layer's running statistics are
 re-estimated for the weights of each point (and for the unfiltered reference) before
@@ -16,18 +18,19 @@ seeded random choices of as many weights as the filter removed there.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader
 
-from .batchnorm import preserved_batchnorm, recalibrate_batchnorm
+from .attacks import FGSM
+from .batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
 from .data import loader_to_tensors
 from .errors import InvalidArgument
 from .filters import (
@@ -43,6 +46,7 @@ from .filters import (
 )
 from .models import filterable_layers
 from .results import Evaluation, SweepResult
+from .reuse import Split, Tally, fgsm_points, split_model, trace
 from .runtime import frozen_eval, model_device, progress
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -63,8 +67,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size:
     backward pass per batch, no more.
     """
     shared = getattr(attack, "with_clean_logits", None)
-    losses = torch.zeros(2, dtype=torch.float64, device=x.device)  # clean, adversarial loss sums
-    clean_ok, adv_ok = [], []
+    tally = Tally(x.device)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         if shared is not None:
             x_adv, clean_logits = shared(model, xb, yb)
@@ -73,20 +76,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size:
                 clean_logits = model(xb)
             x_adv = attack(model, xb, yb)
         with torch.no_grad():
-            adv_logits = model(x_adv)
-            clean_ok.append(clean_logits.argmax(1) == yb)
-            adv_ok.append(adv_logits.argmax(1) == yb)
-            losses += torch.stack([
-                F.cross_entropy(clean_logits, yb, reduction="sum"), F.cross_entropy(adv_logits, yb, reduction="sum")
-            ]).double()
-    both = torch.stack([torch.cat(clean_ok), torch.cat(adv_ok)]).cpu().numpy() if clean_ok else np.zeros((2, 0), bool)
-    clean_loss, adv_loss = (losses / max(len(y), 1)).tolist()
-    return Evaluation(_mean(both[0]), _mean(both[1]), clean_loss, adv_loss, both[0], both[1])
-
-
-def _mean(correct: np.ndarray) -> float:
-    """The accuracy of per-image outcomes: exactly ``correct.mean()`` (0 for no images)."""
-    return float(correct.mean()) if len(correct) else 0.0
+            tally.add(clean_logits, model(x_adv), yb)
+    return tally.evaluation(len(y))
 
 
 # ---------------------------------------------------------------- the random null model
@@ -114,19 +105,19 @@ def null_ranks(weights: Sequence[Tensor], seed: int, index: int, name: str | Non
 # ---------------------------------------------------------------- sweeps
 
 
+Masks = Callable[[], list[Tensor]]  # one point's masks of the filtered weights, computed when needed
+
+
 @contextmanager
-def _filtering(weights: list[Tensor]) -> Iterator[tuple[list[Tensor], Callable[[list[Tensor]], int]]]:
-    """Keep one spare copy of ``weights`` and yield ``(originals, zero)``: ``zero(masks) -> removed`` sets the
-    weights to their originals with the entries of ``masks`` set to 0, in place. Copy the originals back on exit."""
+def _filtering(weights: list[Tensor]) -> Iterator[tuple[list[Tensor], Callable[[list[Tensor]], None]]]:
+    """Keep one spare copy of ``weights`` and yield ``(originals, zero)``: ``zero(masks)`` sets the weights to
+    their originals with the entries of ``masks`` set to 0, in place. Copy the originals back on exit."""
     originals = [w.detach().clone() for w in weights]
 
-    def zero(masks: list[Tensor]) -> int:
-        removed = torch.zeros((), dtype=torch.long, device=originals[0].device)
+    def zero(masks: list[Tensor]) -> None:
         with torch.no_grad():
             for w, original, mask in zip(weights, originals, masks, strict=True):
                 w.copy_(original).masked_fill_(mask, 0)
-                removed += mask.sum()
-        return int(removed)
 
     try:
         yield originals, zero
@@ -139,18 +130,74 @@ def _filtering(weights: list[Tensor]) -> Iterator[tuple[list[Tensor], Callable[[
 @dataclass(frozen=True)
 class _Points:
     """How every point of a sweep is measured: on ``(x, y)`` under ``attack``, after re-estimating the
-    BatchNorm statistics on ``calibration`` (when given)."""
+    BatchNorm statistics on ``calibration`` (when given). ``traced`` is the model's :func:`reuse.trace` when
+    local sweeps reuse the unfiltered prefix (``None``: a full pass per point), ``per_pass`` the points
+    evaluated per pass there."""
 
     x: Tensor
     y: Tensor
     attack: Attack
     batch_size: int
     calibration: Tensor | None
+    traced: fx.GraphModule | str | None = None
+    per_pass: int = 1
 
     def measure(self, model: nn.Module) -> Evaluation:
         if self.calibration is not None:
             recalibrate_batchnorm(model, self.calibration)
         return evaluate(model, self.x, self.y, self.attack, self.batch_size)
+
+    def measure_split(self, split: Split, points: list[Masks], zero: Callable[[list[Tensor]], None],
+                      original: Tensor, desc: str) -> list[Evaluation]:
+        """:meth:`measure` at each of ``points`` of a local sweep, reusing what is computed before the cut."""
+        model = split.model
+        cache = split.capture(self.calibration) if self.calibration is not None and batchnorm_layers(model) else None
+        recalibrate = cache is not None and bool(split.suffix_bn)
+        if type(self.attack) is not FGSM:
+            out = []
+            for masks in progress(points, desc):
+                zero(masks())
+                if recalibrate:
+                    split.recalibrate(cache)
+                out.append(evaluate(model, self.x, self.y, self.attack, self.batch_size))
+            return out
+        stats = None
+        if recalibrate:
+            stats = []
+            for masks in progress(points, f"{desc}: BatchNorm"):
+                zero(masks())
+                split.recalibrate(cache)
+                stats.append(split.statistics())
+        return fgsm_points(split, original, [masks()[0] for masks in points], stats, self.x, self.y,
+                           self.attack.eps, self.batch_size, self.per_pass, desc)
+
+
+def _distinct(points: list[Masks]) -> tuple[list[Masks], list[int]]:
+    """The points whose masks differ from the point before's, and for every point the index of its distinct one."""
+    distinct: list[Masks] = []
+    index, previous = [], None
+    for masks in points:
+        current = masks()
+        if previous is None or not all(torch.equal(a, b) for a, b in zip(current, previous, strict=True)):
+            distinct.append(masks)
+        index.append(len(distinct) - 1)
+        previous = current
+    return distinct, index
+
+
+def _measure(model: nn.Module, layer: str | None, points: list[Masks], zero: Callable[[list[Tensor]], None],
+             originals: list[Tensor], how: _Points, desc: str) -> list[Evaluation]:
+    """The :class:`Evaluation` of every point; a point whose masks equal the point before's copies its numbers."""
+    distinct, index = _distinct(points)
+    split = split_model(model, layer, how.traced) if how.traced is not None and layer is not None else None
+    if isinstance(split, Split):
+        evaluations = how.measure_split(split, distinct, zero, originals[0], desc)
+    else:
+        evaluations = []
+        for masks in progress(distinct, desc):
+            zero(masks())
+            evaluations.append(how.measure(model))
+    return [evaluations[i] for i in index]
 
 
 def _sweep(
@@ -160,22 +207,27 @@ def _sweep(
     """Filter ``modules`` together at each cut and measure; then the null model's ``null_masks`` masks."""
     weights = [m.weight for m in modules]
     result = SweepResult.start(cuts[0].kind, layer, sum(w.numel() for w in weights), reference, grid)
-    name = f"{cuts[0].kind} {layer or 'global'}"
     with _filtering(weights) as (originals, zero):
-        for cut in progress(cuts, name):
-            removed = zero([cut.mask(w) for w in originals])
-            result.record(cut.threshold, points.measure(model), removed)
+        configs: list[Masks] = [functools.partial(_cut_masks, cut, originals) for cut in cuts]
+        removed = [sum(int(m.sum()) for m in masks()) for masks in configs]
+        ranks = functools.lru_cache(maxsize=1)(lambda index: null_ranks(originals, seed, index, layer))
+        configs += [functools.partial(_rank_masks, ranks, index, r) for index in range(null_masks) for r in removed]
+        evaluations = _measure(model, layer, configs, zero, originals, points, f"{cuts[0].kind} {layer or 'global'}")
+        for cut, count, point in zip(cuts, removed, evaluations, strict=False):
+            result.record(cut.threshold, point, count)
         if null_masks:
-            outcomes = []
-            for index in progress(range(null_masks), f"{name}: random null model"):
-                ranks = null_ranks(originals, seed, index, layer)
-                for removed in result.removed:
-                    zero([rank < removed for rank in ranks])
-                    point = points.measure(model)
-                    outcomes.append((point.clean_correct, point.adv_correct))
+            outcomes = [(point.clean_correct, point.adv_correct) for point in evaluations[len(cuts):]]
             clean, adv = np.asarray(outcomes).reshape(null_masks, len(cuts), 2, -1).transpose(2, 0, 1, 3)
             result.null_clean_correct, result.null_adv_correct = clean, adv
     return result
+
+
+def _cut_masks(cut: Cut, originals: list[Tensor]) -> list[Tensor]:
+    return [cut.mask(w) for w in originals]
+
+
+def _rank_masks(ranks: Callable[[int], list[Tensor]], index: int, removed: int) -> list[Tensor]:
+    return [rank < removed for rank in ranks(index)]
 
 
 def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
@@ -226,6 +278,7 @@ def local_analysis(
     model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25, *,
     layers: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH, reference: Evaluation | None = None,
     calibration: Calibration | None = None, grid: Grid = "value", null_masks: int = 0, seed: int = 0,
+    reuse: bool = True, thresholds_per_pass: int = 1,
 ) -> dict[str, SweepResult]:
     """Filter one layer at a time; one sweep per layer, keyed by module name.
 
@@ -238,11 +291,23 @@ def local_analysis(
     statistics, frozen). ``null_masks = M > 0`` adds the random null model (:func:`null_ranks`,
     seeded by ``seed``). ``reference`` is the unfiltered model's :func:`evaluate` (measured
     the same way), when already known.
+
+    ``reuse`` (default) computes what the filtered layer leaves unchanged once per layer instead of once per
+    threshold (:mod:`robustness.reuse`: the input-gradient pass of FGSM up to the layer, and the BatchNorm
+    statistics before it), with the same numbers; ``reuse=False`` runs a full pass per threshold. A point
+    whose mask equals the point before's copies its numbers. ``thresholds_per_pass = K > 1`` evaluates K
+    thresholds per pass under FGSM (for GPUs; the same outcomes up to the rounding of batch-size-dependent
+    kernels). A model that cannot be cut exactly before a layer (:func:`reuse.split_model` says why) gets
+    full passes there.
     """
     kind, grid = canonical_kind(kind), check_grid(grid)
     chosen = select_layers(model, layers)
+    if not isinstance(thresholds_per_pass, int) or isinstance(thresholds_per_pass, bool) or thresholds_per_pass < 1:
+        raise InvalidArgument(f"thresholds_per_pass is a number of thresholds >= 1, got {thresholds_per_pass!r}")
     with frozen_eval(model), preserved_batchnorm(model):
         points = _points(model, data, attack, batch_size, calibration, null_masks)
+        if reuse and (type(attack) is FGSM or points.calibration is not None):
+            points = replace(points, traced=trace(model), per_pass=thresholds_per_pass)
         if reference is None:
             reference = points.measure(model)
         sweeps = {}

@@ -47,13 +47,38 @@ def preserved_batchnorm(model: nn.Module) -> Iterator[None]:
                 m.momentum, m.training = momentum, training
 
 
-def _batches(images: Tensor, batch_size: int) -> list[Tensor]:
+def calibration_batches(images: Tensor, batch_size: int = BN_BATCH) -> list[Tensor]:
     """``images`` in batches of ``batch_size``; a last batch of one image joins the one before it (a
-    BatchNorm layer in train mode cannot take the statistics of a single value per channel)."""
+    BatchNorm layer in train mode cannot take the statistics of a single value per channel). Fewer than
+    2 images raise :class:`InvalidArgument`."""
+    if len(images) < 2:
+        raise InvalidArgument(f"re-estimating BatchNorm statistics needs at least 2 images, got {len(images)}")
     batches = list(images.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [torch.cat(batches[-2:])]
     return batches
+
+
+@contextmanager
+def estimating(model: nn.Module, layers: list[_BatchNorm]) -> Iterator[None]:
+    """Run the body with ``layers`` (BatchNorm layers of ``model``) ready to re-estimate their statistics:
+    reset, cumulative average (``momentum=None``), train mode, every other module of ``model`` in eval
+    mode. Momentum and every module's training flag are restored on exit; the new statistics stay."""
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [(m, m.momentum) for m in layers]
+    try:
+        model.eval()
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m, momentum in momenta:
+            m.momentum = momentum
 
 
 def recalibrate_batchnorm(model: nn.Module, images: Tensor, batch_size: int = BN_BATCH) -> None:
@@ -70,21 +95,7 @@ def recalibrate_batchnorm(model: nn.Module, images: Tensor, batch_size: int = BN
     layers = batchnorm_layers(model)
     if not layers:
         return
-    if len(images) < 2:
-        raise InvalidArgument(f"re-estimating BatchNorm statistics needs at least 2 images, got {len(images)}")
-    modes = [(m, m.training) for m in model.modules()]
-    momenta = [(m, m.momentum) for m in layers]
-    try:
-        model.eval()
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None
-            m.train()
-        with torch.no_grad():
-            for batch in _batches(images, batch_size):
-                model(batch)
-    finally:
-        for m, training in modes:
-            m.training = training
-        for m, momentum in momenta:
-            m.momentum = momentum
+    batches = calibration_batches(images, batch_size)
+    with estimating(model, layers):
+        for batch in batches:
+            model(batch)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fitting import adam_fit
 from torch import nn
 
 from robustness.attacks import FGSM, fgsm
@@ -45,15 +46,7 @@ class TinyResNet(nn.Module):
 def bn_net() -> nn.Module:
     """TinyResNet after 2 epochs of Adam on 2,000 mnist5k training images (a few seconds), in eval mode."""
     seed_everything(0)
-    model = TinyResNet()
-    x, y = loader_to_tensors(make_loader(load_dataset("mnist5k", train=True), 1000, subset=2000, seed=1))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(2):
-        for xb, yb in zip(x.split(50), y.split(50), strict=True):
-            optimizer.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            optimizer.step()
-    return model.eval()
+    return adam_fit(TinyResNet(), 2000, 3e-3, epochs=2)
 
 
 @pytest.fixture(scope="module")
