@@ -84,8 +84,8 @@ class DemoSettings:
     retrain_pgd_steps: int = 3
     seed: int = 0
     device: str = "auto"
-    models_root: str = "saved_models"
-    plots_root: str = "plots"
+    models_root: str = str(paths.DEFAULT_MODELS_ROOT)
+    plots_root: str = str(paths.DEFAULT_PLOTS_ROOT)
 
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoSettings:
@@ -149,7 +149,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         histories = train(TrainConfig(arch=s.arch, dataset=s.dataset, inits=s.inits, epochs=s.epochs,
                                       subset=s.train_subset, **common))
         draw_and_save(lambda: plot_learning_curves(histories, f"{arch_name} on {data_name}"),
-                      paths.plot_name(arch_name, data_name, "learning_curves"), s.plots_root,
+                      paths.learning_curves_plot_name(s.arch, s.dataset), s.plots_root,
                       keep_if_newer_than=[paths.history_path(s.arch, s.dataset, i, s.models_root)
                                           for i in range(1, s.inits + 1)])
 
@@ -188,7 +188,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         x, y = loader_to_tensors(defense_loader)
         predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.def_steps)
         draw_and_save(lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed),
-                      paths.plot_name(paths.arch_dir_name(s.defense_arch), data_name, "tsne", "linf"), s.plots_root,
+                      paths.tsne_plot_name(s.defense_arch, s.dataset, "linf", predicted.label), s.plots_root,
                       keep_if_newer_than=[report])
 
     with _step(6, f"selective retraining of Init {', '.join(map(str, s.retrain_inits))} for one epoch of "
@@ -216,8 +216,7 @@ def _compare(s: DemoSettings, files: list[Path], tag: str) -> Comparison:
     sets = study_sets(s.arch, s.dataset, "highpass", by="init", epoch=s.epochs, attack=tag, root=s.models_root,
                       **{"tau": s.tau, "n_boot": s.n_boot, "seed": s.seed})
     comparison = compare(sets, n_boot=s.n_boot, seed=s.seed)
-    name = paths.plot_name("compare", paths.arch_dir_name(s.arch), paths.dataset_dir_name(s.dataset), "by_init",
-                           "highpass", "density")
+    name = paths.comparison_plot_name(s.arch, s.dataset, "init", "highpass", "density")
     title = f"{s.arch} on {s.dataset}: high-pass local scores of the initialisations, epoch {s.epochs}"
     draw_and_save(lambda: plot_comparison(comparison, title), name, s.plots_root, keep_if_newer_than=files)
     return comparison

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import paths
 from .analysis import DEFAULT_BATCH, select_layers
+from .checkpoint import load_checkpoint
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import CheckpointError, InvalidArgument
 from .files import load_json
@@ -81,8 +82,8 @@ class StudyConfig:
     batch_size: int = DEFAULT_BATCH
     precision: Precision = "fp32"
     channels_last: bool = False
-    models_root: str = "saved_models"
-    data_root: str = "Dataset"
+    models_root: str = str(paths.DEFAULT_MODELS_ROOT)
+    data_root: str = str(paths.DEFAULT_DATA_ROOT)
     device: str = "auto"
 
     def validate(self) -> StudyConfig:
@@ -167,17 +168,42 @@ def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
     return found
 
 
-def plan_units(config: StudyConfig) -> list[Unit]:
-    """Every unit of the study, checkpoint by checkpoint, in a fixed order."""
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study planned once: its validated config, its checkpoints (``(init, epoch)`` -> file) and its
+    units, checkpoint by checkpoint in a fixed order. The runner makes one and passes it down."""
+
+    config: StudyConfig
+    checkpoints: dict[tuple[int, int], Path]
+    units: list[Unit]
+
+    def units_of(self, checkpoint: tuple[int, int]) -> list[Unit]:
+        """The units of one ``(init, epoch)``."""
+        return [u for u in self.units if u.checkpoint == checkpoint]
+
+
+def make_plan(config: StudyConfig) -> StudyPlan:
+    """The :class:`StudyPlan` of ``config``: the checkpoints found on disk, and every unit over them.
+
+    The layer names come from the architecture built on the ``meta`` device (no weights are made)."""
     config = config.validate()
-    names = [name for name, _ in select_layers(build_model(config.arch, config.dataset), config.layers)]
-    return [
+    with torch.device("meta"):
+        model = build_model(config.arch, config.dataset)
+    names = [name for name, _ in select_layers(model, config.layers)]
+    found = checkpoints(config)
+    units = [
         Unit(init, epoch, kind, scope, layer)
-        for init, epoch in checkpoints(config)
+        for init, epoch in found
         for kind in config.kinds
         for scope in config.scopes
         for layer in (names if scope == "local" else [None])
     ]
+    return StudyPlan(config, found, units)
+
+
+def plan_units(config: StudyConfig) -> list[Unit]:
+    """Every unit of the study, checkpoint by checkpoint, in a fixed order (:attr:`StudyPlan.units`)."""
+    return make_plan(config).units
 
 
 # ---------------------------------------------------------------- the attack and its files
@@ -342,8 +368,6 @@ def study_data(config: StudyConfig, device: torch.device) -> StudyData:
 
 def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Module:
     """The checkpoint at ``path`` on ``device``, in channels-last format when the study asks for it."""
-    from .train import load_checkpoint  # noqa: PLC0415 (train imports evaluation; keep this module light)
-
     model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
     if config.channels_last:
         channels_last(model)
@@ -353,9 +377,9 @@ def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Modu
 # ---------------------------------------------------------------- eps already settled
 
 
-def recorded_eps(config: StudyConfig, init: int, epoch: int) -> float | None:
+def recorded_eps(config: StudyConfig, init: int, epoch: int, plan: StudyPlan | None = None) -> float | None:
     """The eps the study already used for a checkpoint, from any finished unit of it (``None`` if none)."""
-    units = [u for u in plan_units(config) if u.checkpoint == (init, epoch)]
+    units = (plan or make_plan(config)).units_of((init, epoch))
     return next((load_json(path)["meta"]["eps"] for u in units if (path := finished_file(config, u))), None)
 
 

@@ -15,11 +15,12 @@ from matplotlib.figure import Figure
 
 from . import paths
 from .files import atomic_path
+from .results import load_results
 from .scores import SCORES
 
 if TYPE_CHECKING:
     from .compare import Comparison
-    from .sweep import SweepResult
+    from .results import SweepResult
     from .tables import ScoresTable
 
 
@@ -290,8 +291,6 @@ def plot_study(
     newer than the result files it shows (right only while ``tables`` were scored with the
     same options as when it was drawn).
     """
-    from .sweep import load_results
-
     arch_name, data_name = paths.arch_dir_name(arch), paths.dataset_dir_name(dataset)
 
     def save(draw: Callable[[], Figure], name: str, inputs: Iterable[Path]) -> Path:

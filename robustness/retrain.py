@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from . import paths
 from .attacks import FGSM, make_attack
+from .checkpoint import current_lr, load_checkpoint, read_checkpoint
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import DataNotFoundError, InvalidArgument
 from .files import atomic_path, load_json, save_json, save_npz
@@ -49,7 +50,7 @@ from .runtime import frozen_eval, model_device, pick_device, progress
 from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labels, layer_scores
 from .selective import VARIANTS, layer_sizes, plan_variants, select_layers, selective_retrain
 from .sweep import load_results
-from .train import TrainConfig, current_lr, load_checkpoint, read_checkpoint, training_config
+from .train import TrainConfig, training_config
 
 __all__ = [  # the algorithm's and the summary's names are importable from here too, as they were before
     "RANDOM_MEAN", "VARIANTS", "Outcomes", "attack_from_meta", "compare_retraining", "evaluation_attacks",
@@ -204,7 +205,7 @@ def run_comparison(
     seed: int = 0,
     device: str = "auto",
     models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    data_root: str | Path = "Dataset",
+    data_root: str | Path = paths.DEFAULT_DATA_ROOT,
     plots_root: str | Path = paths.DEFAULT_PLOTS_ROOT,
 ) -> tuple[list[dict[str, Any]], Path]:
     """The comparison at checkpoint ``epoch`` (default: the newest with local ``kind`` results), from files.
@@ -281,8 +282,7 @@ def run_comparison(
     title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} epoch {epoch}: retraining by {kind} "
              f"{score} labels ({attack_tag}, tau={tau:g}); error bars: SD over {rows[0]['runs']} runs "
              f"({', '.join(f'Init_{i}' for i in retrained)} × {seeds} seeds)")
-    name = paths.plot_name(paths.arch_dir_name(arch), paths.dataset_dir_name(dataset), "retrain", f"{epoch}epochs",
-                           kind, score, attack_tag, digest)
+    name = paths.retrain_plot_name(arch, dataset, epoch, kind=kind, score=score, attack_tag=attack_tag, digest=digest)
     return rows, draw_and_save(lambda: plot_retraining(rows, title), name, plots_root, keep_if_newer_than=[out])
 
 
