@@ -44,7 +44,7 @@ from .errors import DataNotFoundError, InvalidArgument
 from .files import atomic_path, load_json, save_json, save_npz
 from .filters import canonical_kind
 from .models import build_model
-from .plots import draw_and_save, plot_retraining
+from .plots import attack_label, draw_and_save, plot_retraining
 from .retrain_summary import RANDOM_MEAN, Outcomes, format_comparison, summarise
 from .runtime import frozen_eval, model_device, pick_device, progress
 from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labels, layer_scores
@@ -280,7 +280,8 @@ def run_comparison(
         save_json({"settings": settings, "labels": labels, "rows": rows}, out)
         _save_csv(rows, out.with_suffix(".csv"))
     title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} epoch {epoch}: retraining by {kind} "
-             f"{score} labels ({attack_tag}, tau={tau:g}); error bars: SD over {rows[0]['runs']} runs "
+             f"{score} labels ({attack_label(attack_tag, [m['eps'] for m, _ in loaded.values()])}, τ = {tau:g}); "
+             f"error bars: SD over {rows[0]['runs']} runs "
              f"({', '.join(f'Init_{i}' for i in retrained)} × {seeds} seeds)")
     name = paths.retrain_plot_name(arch, dataset, epoch, kind=kind, score=score, attack_tag=attack_tag, digest=digest)
     return rows, draw_and_save(lambda: plot_retraining(rows, title), name, plots_root, keep_if_newer_than=[out])
