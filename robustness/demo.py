@@ -75,8 +75,8 @@ class DemoSettings:
     defense_subset: int = 50
     defense_eps: float = 0.2
     defense_alpha: float = 0.05
-    defense_steps: int = 5
-    def_steps: int = 5
+    defense_steps: int = 5  # PGD steps of the attack the defense is evaluated against (Defense.steps)
+    defense_def_steps: int = 5  # the defense's own optimisation steps (Defense.def_steps)
     retrain_inits: tuple[int, ...] = (1,)
     retrain_seeds: int = 3
     retrain_random_sets: int = 5
@@ -94,7 +94,7 @@ class DemoSettings:
                     scopes=("local", "global"),
                     thresholds=3, bn_images=60, layers=None, recheck_steps=3, n_boot=100, defense_epochs=1,
                     defense_subset=16,
-                    defense_steps=2, def_steps=2, retrain_seeds=2, retrain_random_sets=1, retrain_subset=100,
+                    defense_steps=2, defense_def_steps=2, retrain_seeds=2, retrain_random_sets=1, retrain_subset=100,
                     retrain_pgd_steps=2)
         return replace(cls(), **{**tiny, **overrides})
 
@@ -183,10 +183,10 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
             _settings(s, *(k for k in asdict(s) if k.startswith("def")), "seed"),
             lambda: defense_table(defense_model, defense_loader, norm="linf", eps=s.defense_eps,
                                   alpha=s.defense_alpha, steps=s.defense_steps, budget=s.defense_eps,
-                                  def_steps=s.def_steps, seed=s.seed),
+                                  def_steps=s.defense_def_steps, seed=s.seed),
         )
         x, y = loader_to_tensors(defense_loader)
-        predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.def_steps)
+        predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps)
         draw_and_save(lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed),
                       paths.tsne_plot_name(s.defense_arch, s.dataset, "linf", predicted.label), s.plots_root,
                       keep_if_newer_than=[report])

@@ -219,7 +219,11 @@ def with_eps(attack: Any, eps: float) -> Any:
 def attack_params(attack: Any) -> dict[str, Any]:
     """Everything :func:`robustness.attacks.make_attack` needs to rebuild ``attack``: ``make_attack(**params)``."""
     if is_dataclass(attack):
-        return {"name": type(attack).__name__.lower(), **asdict(attack)}
+        params = {"name": type(attack).__name__.lower(), **asdict(attack)}
+        if "losses" in params:  # APGD: make_attack takes its losses in the name
+            losses = params.pop("losses")
+            params["name"] = "apgd" if len(losses) > 1 else f"apgd-{losses[0]}"
+        return params
     return {"name": attack.tag, "eps": attack.eps}
 
 

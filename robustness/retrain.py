@@ -48,14 +48,14 @@ from .plots import attack_label, draw_and_save, plot_retraining
 from .retrain_summary import RANDOM_MEAN, Outcomes, format_comparison, summarise
 from .runtime import frozen_eval, model_device, pick_device, progress
 from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labels, layer_scores
-from .selective import VARIANTS, layer_sizes, plan_variants, select_layers, selective_retrain
+from .selective import VARIANTS, labelled_layers, layer_sizes, plan_variants, select_layers, selective_retrain
 from .sweep import load_results
 from .train import TrainConfig, training_config
 
 __all__ = [  # the algorithm's and the summary's names are importable from here too, as they were before
     "RANDOM_MEAN", "VARIANTS", "Outcomes", "attack_from_meta", "compare_retraining", "evaluation_attacks",
-    "format_comparison", "per_image_outcomes", "plan_variants", "retrain_runs", "run_comparison", "select_layers",
-    "selective_retrain", "summarise",
+    "format_comparison", "per_image_outcomes", "plan_variants", "retrain_runs", "run_comparison", "labelled_layers",
+    "select_layers", "selective_retrain", "summarise",
 ]
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]

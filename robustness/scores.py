@@ -235,7 +235,7 @@ def layer_scores(
     ``bootstrap`` takes its ``ci``, ``n_boot`` and ``seed``.
 
     Every layer is resampled with the same seed, so the same resamples of the images. This
-    per-checkpoint scores table is what :func:`robustness.retrain.select_layers` reads.
+    per-checkpoint scores table is what :func:`robustness.selective.labelled_layers` reads.
     """
     return {name: filtering_scores(result, baseline, tau, floor, **bootstrap) for name, result in results.items()}
 

@@ -12,11 +12,12 @@ import torch
 
 from robustness import paths
 from robustness import study as study_module
-from robustness.attacks import FGSM
+from robustness.attacks import FGSM, make_attack
 from robustness.cli import main
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import CheckpointError, InvalidArgument
 from robustness.evaluation import calibrate_eps
+from robustness.retrain import attack_from_meta, evaluation_attacks
 from robustness.sweep import (
     StudyConfig,
     load_results,
@@ -331,6 +332,9 @@ def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
                                      "norm": "linf", "random_start": True, "restarts": 2, "seed": 0}
     assert (meta["bn"], meta["grid"], meta["thresholds"], meta["null_masks"]) == ("recalibrate", "value", 3, 0)
     assert list(pgd) == ["fc2"]
+    # retraining rebuilds the sweep's own attack from its meta, and evaluates with PGD at that eps
+    assert attack_from_meta(meta) == make_attack("pgd", eps, steps=3, restarts=2)
+    assert evaluation_attacks(meta, pgd_steps=4)["pgd"] == make_attack("pgd", eps, steps=4)
     # the same thresholds, images and model: the clean outcomes are FGSM's, image by image
     assert pgd["fc2"].thresholds == fgsm["fc2"].thresholds
     assert np.array_equal(pgd["fc2"].clean_correct, fgsm["fc2"].clean_correct)
