@@ -12,13 +12,7 @@ from robustness.attacks import FGSM, GEOMETRIES, PGD, fgsm, make_attack, pgd
 from robustness.errors import InvalidArgument
 from robustness.models import build_model
 
-N = 200  # images per test: enough for stable accuracies, cheap on mnist_cnn
-
-
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:N], y[:N]
+BATCH = N = 200  # images per test (the `batch` fixture reads BATCH): enough for stable accuracies, cheap on mnist_cnn
 
 
 def wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -34,12 +34,6 @@ SMALL = {"eps": 0.2, "alpha": 0.05, "steps": 3, "def_steps": 3}
 FAST = {"apgd_steps": 5}  # the evaluation's APGD, shortened for the tests
 
 
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:12], y[:12]
-
-
 def test_predicted_mode_never_reads_the_labels(trained_cnn, batch) -> None:
     x, y = batch
     runs = [

@@ -87,12 +87,6 @@ def test_distance_bounds() -> None:
     assert unbounded["defended_clean"] == unbounded["apgd_ce"] == math.inf and unbounded["attacked"] == 0.2
 
 
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:12], y[:12]
-
-
 SETTINGS = {"eps": 0.2, "alpha": 0.1, "steps": 2, "budget": 0.1, "def_steps": 2, "restarts": 2, "apgd_steps": 3}
 
 

@@ -106,14 +106,6 @@ def npz_arrays(path: Path) -> dict[str, list]:
         return {k: npz[k].tolist() for k in sorted(npz.files)}
 
 
-@pytest.fixture(scope="module")
-def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mnist_cnn checkpoints of epochs 0 and 1."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    train(TrainConfig(arch="mnist_cnn", subset=200, epochs=1, models_root=str(root), device="cpu"))
-    return root
-
-
 @pytest.mark.parametrize("options", [[], ["--epochs", "1", "--calibrate-eps", "0.2", "--calibration-images", "200"]])
 def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: Path, tmp_path: Path, options) -> None:
     """Also with eps calibrated per checkpoint: one rank calibrates, both sweep with its eps."""

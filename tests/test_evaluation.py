@@ -17,11 +17,7 @@ from robustness.evaluation import accuracy, calibrate_eps, eps_sweep, evaluate, 
 from robustness.stats import wilson_interval
 from robustness.train import TrainConfig, train
 
-
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:200], y[:200]
+BATCH = 200  # images in the `batch` fixture (conftest)
 
 
 @pytest.fixture(scope="module")

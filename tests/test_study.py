@@ -36,14 +36,6 @@ from robustness.train import TrainConfig, load_checkpoint, train
 EPS = 0.1
 
 
-@pytest.fixture(scope="module")
-def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mnist_cnn checkpoints at epochs 0 and 1 (trained on 500 images)."""
-    root = tmp_path_factory.mktemp("study_models")
-    train(TrainConfig(arch="mnist_cnn", dataset="mnist5k", epochs=1, subset=500, models_root=str(root), device="cpu"))
-    return root
-
-
 def fresh_root(checkpoints_root: Path, tmp_path: Path, name: str) -> Path:
     root = tmp_path / name
     shutil.copytree(checkpoints_root, root)
