@@ -52,6 +52,7 @@ LOCAL_DIRS: dict[str, str] = {"highpass": "Step_minmax", "lowpass": "Step_maxmin
 GLOBAL_DIR = "global_data"
 
 Scope = Literal["local", "global"]
+RECHECK = "_recheck_of_"  # in the attack tag of a PGD re-check: <pgd tag>_recheck_of_<fgsm tag>
 
 DEFAULT_MODELS_ROOT = Path("saved_models")
 DEFAULT_DATA_ROOT = Path("Dataset")

@@ -32,12 +32,12 @@ from .errors import CheckpointError, InvalidArgument
 from .files import load_json
 from .filters import KINDS, AlphaRange, Grid, canonical_kind, check_grid
 from .models import build_model
+from .paths import RECHECK
 from .runtime import Precision, channels_last, check_precision
 
 SCOPES: tuple[str, ...] = get_args(paths.Scope)
 BatchNormMode = Literal["recalibrate", "frozen"]
 BN_MODES: tuple[str, ...] = get_args(BatchNormMode)
-RECHECK = "_recheck_of_"  # in the attack tag of a PGD re-check: <pgd tag>_recheck_of_<fgsm tag>
 
 
 @dataclass(frozen=True)

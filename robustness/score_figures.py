@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plan import RECHECK
+from .paths import RECHECK
 from .scores import SCORES, Label
 
 if TYPE_CHECKING:
