@@ -45,11 +45,11 @@ from .files import atomic_path, load_json, save_json, save_npz
 from .filters import canonical_kind
 from .models import build_model
 from .plots import attack_label, draw_and_save, plot_retraining
+from .results import load_results
 from .retrain_summary import RANDOM_MEAN, Outcomes, format_comparison, summarise
 from .runtime import frozen_eval, model_device, pick_device, progress
 from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labels, layer_scores
 from .selective import VARIANTS, labelled_layers, layer_sizes, plan_variants, select_layers, selective_retrain
-from .sweep import load_results
 from .train import TrainConfig, training_config
 
 __all__ = [  # the algorithm's and the summary's names are importable from here too, as they were before

@@ -37,8 +37,8 @@ import numpy as np
 from scipy.integrate import simpson
 
 from .errors import InvalidArgument
+from .results import SweepResult
 from .stats import bootstrap_counts, percentile_interval, resampled_mean, standard_error
-from .sweep import SweepResult
 
 Score = Literal["clean", "adversarial", "difference"]
 Baseline = Literal["density", "unfiltered", "random"]

@@ -27,7 +27,9 @@ from . import paths
 from .errors import DataNotFoundError, InvalidArgument
 from .files import atomic_path
 from .filters import KINDS, canonical_kind
+from .paths import RECHECK
 from .report import format_table
+from .results import SweepResult, load_results
 from .scores import (
     CONFIDENT,
     DEFAULT_BASELINE,
@@ -45,7 +47,6 @@ from .scores import (
     outcomes,
 )
 from .stats import wilson_interval
-from .sweep import RECHECK, SweepResult, load_results
 
 SETTINGS = ("score", "filter", "scope", "attack", "baseline", "tau", "floor", "ci", "n_boot", "bn", "grid")
 CHECKPOINT = ("eps", "n_images", "ref_clean_acc", "ref_clean_lo", "ref_clean_hi", "ref_adv_acc", "ref_adv_lo",
