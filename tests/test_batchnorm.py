@@ -14,7 +14,7 @@ from robustness.attacks import FGSM, fgsm
 from robustness.batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
-from robustness.filters import apply_filter, half_width, thresholds
+from robustness.filters import apply_filter, half_width, threshold_grid
 from robustness.runtime import autocast, channels_last, seed_everything
 from robustness.sweep import global_analysis, local_analysis
 
@@ -90,7 +90,7 @@ def deep_copy_recalibrated(model, data, calibration, layer, kind, count):
     x, y = data
     weight = dict(model.named_modules())[layer].weight.detach()
     lo, hi = weight.min().item(), weight.max().item()
-    points = [None, *thresholds(kind, lo, hi, count)]  # None: the unfiltered reference
+    points = [None, *threshold_grid(kind, lo, hi, count)]  # None: the unfiltered reference
     out = []
     for alpha in points:
         net = copy.deepcopy(model)
