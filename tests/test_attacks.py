@@ -39,6 +39,7 @@ def test_fgsm_images_identical_to_torchattacks(trained_cnn, batch):
 PEERS = {"linf": torchattacks.PGD, "l2": torchattacks.PGDL2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps", "alpha"), [("linf", 0.1, 0.02), ("l2", 1.0, 0.25)])
 def test_pgd_without_random_start_matches_torchattacks(trained_cnn, batch, norm, eps, alpha):
     """Without a random start both follow the same trajectory; ours stops at the first misclassified
@@ -60,6 +61,7 @@ def test_pgd_without_random_start_matches_torchattacks(trained_cnn, batch, norm,
     torch.testing.assert_close(ours[kept], theirs[-1][kept], rtol=0, atol=0 if norm == "linf" else 1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
 def test_pgd_with_random_start_no_weaker_than_torchattacks(trained_cnn, batch, norm, eps):
     x, y = batch
@@ -70,6 +72,7 @@ def test_pgd_with_random_start_no_weaker_than_torchattacks(trained_cnn, batch, n
     assert acc(trained_cnn, ours, y) <= acc(trained_cnn, theirs, y)
 
 
+@pytest.mark.slow
 def test_apgd_ce_images_identical_to_torchattacks(trained_cnn, batch):
     """We wrap torchattacks' APGD: with one loss and the same seed the images are bit for bit theirs."""
     x, y = batch[0][:100], batch[1][:100]
@@ -79,6 +82,7 @@ def test_apgd_ce_images_identical_to_torchattacks(trained_cnn, batch):
     assert acc(trained_cnn, ours, y) < acc(trained_cnn, x, y) - 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
 def test_apgd_no_weaker_than_pgd_at_equal_eps(trained_cnn, batch, norm, eps):
     """Same eps and iteration count: APGD's adaptive step (and its second loss) finds at least what PGD with
@@ -140,6 +144,7 @@ def test_pgd_no_weaker_than_fgsm_and_large_eps_reaches_chance(trained_cnn, batch
     assert acc(trained_cnn, pgd(trained_cnn, x, y, 1.0, 0.5, 5), y) <= 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [FGSM(0.15), PGD(0.15, 0.05, 5), PGD(1.5, 0.5, 5, "l2", restarts=2),
                                     APGD(0.15, steps=5), APGD(1.5, "l2", steps=5)], ids=lambda a: a.tag)
 def test_adversarial_images_lie_in_the_ball_and_the_unit_box(trained_cnn, batch, attack):
@@ -154,6 +159,7 @@ def test_adversarial_images_lie_in_the_ball_and_the_unit_box(trained_cnn, batch,
         assert 0 < fooled.sum() < N and torch.equal(x_adv[~fooled], x[~fooled])
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_worst_case_per_example(trained_cnn, batch):
     """Restart 1 of 3 draws the same start as the single run (same seed), so every image the single
     run fools stays fooled, and restarts can only add."""
@@ -164,6 +170,7 @@ def test_restarts_keep_the_worst_case_per_example(trained_cnn, batch):
     assert thrice.sum() > once.sum()
 
 
+@pytest.mark.slow
 def test_images_misclassified_at_the_start_keep_the_clean_image(trained_cnn, batch):
     x, y = batch
     clean_wrong = wrong(trained_cnn, x, y)
@@ -172,6 +179,7 @@ def test_images_misclassified_at_the_start_keep_the_clean_image(trained_cnn, bat
     assert torch.equal(x_adv[clean_wrong], x[clean_wrong])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [FGSM(0.1), PGD(0.1, 0.02, 3), PGD(0.1, 0.02, 3, random_start=False),
                                     APGD(0.1, steps=3)], ids=lambda a: a.tag)
 def test_clean_logits_come_with_the_attack(trained_cnn, batch, attack):
@@ -215,6 +223,7 @@ def test_model_state_left_as_found_also_after_an_error(mnist5k_test, attack):
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [FGSM(0.1), APGD(0.1, steps=3)], ids=lambda a: a.tag)
 def test_attack_works_under_no_grad(trained_cnn, batch, attack):
     x, y = batch

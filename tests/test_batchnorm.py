@@ -118,6 +118,7 @@ def deep_copy_recalibrated(model, data, calibration, layer, kind, count):
     return out[0], out[1:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "layer"), [("highpass", "conv1"), ("lowpass", "stem"), ("pulse", "conv2")])
 def test_recalibrated_sweep_equals_deep_copy_reference(bn_net: nn.Module, images, kind: str, layer: str) -> None:
     data, calibration = images
@@ -149,6 +150,7 @@ def test_recalibration_changes_the_numbers_and_frozen_does_not(bn_net: nn.Module
     assert frozen.clean_loss != recal.clean_loss and frozen.ref_clean_loss != recal.ref_clean_loss
 
 
+@pytest.mark.slow
 def test_recalibration_removes_the_dip_that_stale_statistics_make(bn_net: nn.Module, images) -> None:
     """The issue's case, small: high-pass on the residual block's first conv. With the stored statistics, clean
     accuracy sags once a quarter of the weights are gone (measured on these 200 images: 0.785, 0.77, 0.75, 0.805
@@ -223,6 +225,7 @@ def test_restored_bitwise_after_an_exception_mid_sweep(bn_net: nn.Module, images
         bn_net.bn2.momentum = 0.1
 
 
+@pytest.mark.slow
 def test_without_batchnorm_recalibration_is_a_no_op(trained_cnn: nn.Module, images) -> None:
     data, calibration = images
     calls = []
@@ -237,6 +240,7 @@ def test_without_batchnorm_recalibration_is_a_no_op(trained_cnn: nn.Module, imag
     assert recal == plain and len(calls) == 2 * n_plain  # no forward pass spent on calibration
 
 
+@pytest.mark.slow
 def test_recalibration_under_channels_last_and_bf16(bn_net: nn.Module, images) -> None:
     """The GPU speed options re-estimate the same statistics up to rounding: channels-last gives the same
     outcomes (losses within 1e-4), bf16 autocast accuracies within 0.03 (6 of 200 images)."""

@@ -58,6 +58,7 @@ def test_train_writes_checkpoints_and_prints_a_table(tmp_path: Path, capsys: pyt
     assert "test_acc" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_line_of_error(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "robustness", "train", "--dataset", "cifar10", "--data-root", str(tmp_path / "none")],

@@ -9,6 +9,8 @@ import pytest
 from robustness import paths
 from robustness.demo import DemoSettings, run_demo
 
+pytestmark = pytest.mark.slow  # the whole demo, twice
+
 
 def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = DemoSettings.smoke(models_root=str(tmp_path / "saved_models"), plots_root=str(tmp_path / "plots"))

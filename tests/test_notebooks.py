@@ -135,6 +135,7 @@ def test_parameters_put_models_and_plots_on_google_drive(name: str, monkeypatch:
     assert on_drive["DRIVE_FOLDER"].startswith("/content/drive/")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_smoke_mode(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(ROOT / name, tmp_path / name)
