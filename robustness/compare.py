@@ -160,13 +160,25 @@ def checkpoint_scores(
     found = {tag: units[init, epoch] for tag, units in paths.list_sweep_results(arch, dataset, kind, "local", root)
              .items() if (init, epoch) in units and _wanted(tag, attack)}
     if len(found) != 1:
-        what = "no local" if not found else f"several ({', '.join(found)}: pick one with --attack)"
+        what = "no local" if not found else f"several ({', '.join(found)}: pick one with --attack-tag)"
         raise DataNotFoundError(
             f"{what} {kind} results{f' for {attack}' if attack else ''} of Init_{init} epoch {epoch} under "
             f"{paths.model_dir(arch, dataset, root)}: run python -m robustness filter --arch {arch} --dataset "
-            f"{dataset} --filter {kind} --scope local --inits {init} --epochs {epoch}"
+            f"{dataset} --filter {kind} --scope local --inits {init} --checkpoint-epochs {epoch}"
         )
     return layer_scores(load_results(next(iter(found.values())))[1], **options)
+
+
+def named_set(spec: str, kind: str, *, attack: str | None = None, **options: Any) -> tuple[str, Scores]:
+    """One set of scores named ``NAME=ARCH:DATASET:INIT:EPOCH[:ATTACK]`` (e.g. ``mnist=resnet18:mnist5k:1:2``):
+    its name and :func:`checkpoint_scores` (``attack`` unless the spec names one)."""
+    name, _, where = spec.partition("=")
+    fields = where.split(":")
+    if not name or len(fields) not in (4, 5) or not all(f.isdigit() for f in fields[2:4]):
+        raise InvalidArgument(f"a set is NAME=ARCH:DATASET:INIT:EPOCH[:ATTACK], got {spec!r}")
+    arch, dataset, init, epoch = fields[0], fields[1], int(fields[2]), int(fields[3])
+    return name, checkpoint_scores(arch, dataset, kind, init, epoch, attack=fields[4] if len(fields) == 5 else attack,
+                                   **options)
 
 
 def study_sets(

@@ -90,6 +90,27 @@ def summarize(
     return result
 
 
+def result_rows(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation of :func:`robustness.defense_eval.defense_table` as one flat row per (threat, label, row),
+    for a CSV or a data frame: the accuracy with its interval (``lo``, ``hi``) and the images' distance from
+    ``x`` (mean, max, bound); each column's ``gain`` is a row too, with its bootstrap interval."""
+    out = []
+    for key, res in results.items():
+        threat, _, label = key.partition("/")
+        common = {"threat": threat, "label": label, "oracle": res.get("oracle"), "norm": res.get("norm"),
+                  "eps": res.get("eps"), "budget": res.get("budget"), "examples": res.get("examples"),
+                  "ci": res.get("ci")}
+        for row in (r for r in ROWS if r in res):
+            lo, hi = res.get("intervals", {}).get(row, (math.nan, math.nan))
+            distance = res.get("distances", {}).get(row, {})
+            out.append({**common, "row": row, "accuracy": res[row], "lo": lo, "hi": hi,
+                        **{f"distance_{k}": distance.get(k, math.nan) for k in ("mean", "max", "bound")}})
+        if "gain" in res:
+            out.append({**common, "row": "gain", "accuracy": res["gain"], "lo": res["gain_interval"][0],
+                        "hi": res["gain_interval"][1]})
+    return out
+
+
 def _accuracy_cell(result: Mapping[str, Any], row: str) -> str:
     if row not in result:
         return ""

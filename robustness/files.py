@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .errors import InvalidArgument
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read the process's umask: there is no call that reads it without setting it
@@ -48,6 +51,42 @@ def save_json(obj: Any, path: str | os.PathLike) -> Path:
 def load_json(path: str | os.PathLike) -> Any:
     """Read a JSON file written by :func:`save_json`."""
     return json.loads(Path(path).read_text())
+
+
+def _python(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds; anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: a float as its ``repr`` (exact: it reads back as the same number)."""
+    value = _python(value)
+    return repr(value) if isinstance(value, float) else value
+
+
+def save_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write ``rows`` as a plain CSV (a header line, then one line per row; no comment lines), atomically.
+
+    Columns are every key in first-seen order (a row without one leaves it empty); floats are written
+    exactly, so ``pandas.read_csv(path)`` reads the numbers back as they were.
+    """
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
+    return Path(path)
+
+
+def save_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write a table of ``rows`` to ``path`` by its suffix: ``.csv`` (:func:`save_csv`) or ``.json`` (a list of
+    objects), atomically."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return save_csv(rows, path)
+    if suffix == ".json":
+        return save_json([{key: _python(value) for key, value in row.items()} for row in rows], path)
+    raise InvalidArgument(f"{path}: a table is written as .csv or .json, not {suffix or 'a file without suffix'}")
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:

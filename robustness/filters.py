@@ -22,7 +22,7 @@ one of two grids: :func:`value_grid`, thresholds evenly spaced in weight value, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -100,6 +100,17 @@ def weight_range(weights: Iterable[torch.Tensor]) -> tuple[float, float]:
 
 
 AlphaRange = tuple[float, float] | Literal["auto"]
+
+
+def parse_alpha_range(values: Sequence[str]) -> AlphaRange:
+    """A global threshold range written as text: two numbers (``["-1", "1"]``) or ``["auto"]``."""
+    if list(values) == ["auto"]:
+        return "auto"
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        raise InvalidArgument(f"the alpha range is two numbers or auto, got {' '.join(values)}") from None
+    return low, high
 
 
 def global_range(model: nn.Module, alpha_range: AlphaRange = (-1.0, 1.0)) -> tuple[float, float]:

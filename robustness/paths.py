@@ -17,6 +17,7 @@ Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``-
         retraining/<epoch>epochs_<filter>_<score>_<attack>_<digest>.json  (+ .csv, and a folder of runs)
         Defensive_<norm>/<split>[_oracle].npz                 defended images and labels
         reports/<name>.json                                   small summaries a rerun reuses
+    saved_models/From_<source>/<DATASET>/...                  a model from elsewhere (source_dir_name)
     plots/<figure name>.png  (+ .pdf)                         names from the *_plot_name functions below
 
 Every sweep result ``<name>.json`` (and part file) has its per-image outcomes in ``<name>.npz``
@@ -25,11 +26,13 @@ beside it. Other modules and documents point here rather than repeat this.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from .errors import InvalidArgument
+from .errors import CheckpointError, InvalidArgument
 
 ARCH_DIRS: dict[str, str] = {
     "resnet18": "ResNet18",
@@ -54,6 +57,9 @@ GLOBAL_DIR = "global_data"
 Scope = Literal["local", "global"]
 RECHECK = "_recheck_of_"  # in the attack tag of a PGD re-check: <pgd tag>_recheck_of_<fgsm tag>
 
+# The <Arch> folder of a model from elsewhere (robustness.sources) starts with this.
+SOURCE_DIR_PREFIX = "From_"
+
 DEFAULT_MODELS_ROOT = Path("saved_models")
 DEFAULT_DATA_ROOT = Path("Dataset")
 DEFAULT_PLOTS_ROOT = Path("plots")
@@ -68,7 +74,7 @@ def _lookup(table: dict[str, str], key: str, what: str) -> str:
 
 def model_dir(arch: str, dataset: str, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
     """``saved_models/<Arch>/<DATASET>``."""
-    return Path(root) / _lookup(ARCH_DIRS, arch, "architecture") / _lookup(DATASET_DIRS, dataset, "dataset")
+    return Path(root) / arch_dir_name(arch) / _lookup(DATASET_DIRS, dataset, "dataset")
 
 
 def init_dir(arch: str, dataset: str, init: int, root: str | Path = DEFAULT_MODELS_ROOT) -> Path:
@@ -93,6 +99,22 @@ def list_checkpoints(arch: str, dataset: str, init: int, root: str | Path = DEFA
     pattern = re.compile(rf"{re.escape(ARCH_DIRS[arch])}_{re.escape(DATASET_DIRS[dataset])}_(\d+)epochs\.ckpt")
     found = {int(m.group(1)): p for p in folder.glob("*.ckpt") if (m := pattern.fullmatch(p.name))}
     return dict(sorted(found.items()))
+
+
+def find_checkpoint(
+    arch: str, dataset: str, init: int, epoch: int | None = None, root: str | Path = DEFAULT_MODELS_ROOT
+) -> tuple[int, Path]:
+    """The epoch and path of ``init``'s checkpoint at ``epoch`` (default: the newest); when it is missing, an
+    error that lists the epochs there, or says to train first."""
+    found = list_checkpoints(arch, dataset, init, root)
+    if not found:
+        raise CheckpointError(f"no checkpoint of Init_{init} under {model_dir(arch, dataset, root)}: train first "
+                              f"(python -m robustness train --arch {arch} --dataset {dataset})")
+    epoch = max(found) if epoch is None else epoch
+    if epoch not in found:
+        raise CheckpointError(f"{init_dir(arch, dataset, init, root)} has no checkpoint at epoch {epoch}: the "
+                              f"epochs there are {', '.join(map(str, found))}")
+    return epoch, found[epoch]
 
 
 def list_inits(arch: str, dataset: str, root: str | Path = DEFAULT_MODELS_ROOT) -> list[int]:
@@ -133,6 +155,21 @@ def list_sweep_results(
         if m := pattern.fullmatch(path.name):
             found.setdefault(m.group(3), {})[(int(m.group(1)), int(m.group(2)))] = path
     return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
+
+
+def list_models(root: str | Path = DEFAULT_MODELS_ROOT) -> list[tuple[str, str]]:
+    """The ``(arch, dataset)`` keys of every ``<Arch>/<DATASET>`` folder under ``root``, sorted; a model from
+    elsewhere's ``arch`` key is its folder name (:func:`source_dir_name`)."""
+    arch_keys = {folder: key for key, folder in ARCH_DIRS.items()}
+    dataset_keys = {folder: key for key, folder in DATASET_DIRS.items()}
+    found = []
+    for folder in Path(root).glob("*/*"):
+        arch = arch_keys.get(folder.parent.name)
+        if arch is None and folder.parent.name.startswith(SOURCE_DIR_PREFIX):
+            arch = folder.parent.name
+        if arch is not None and folder.name in dataset_keys and folder.is_dir():
+            found.append((arch, dataset_keys[folder.name]))
+    return sorted(found)
 
 
 def sweep_part_path(result_path: Path, layer: str) -> Path:
@@ -223,6 +260,11 @@ def comparison_plot_name(arch: str, dataset: str, by: str, kind: str, baseline: 
     return plot_name("compare", arch_dir_name(arch), dataset_dir_name(dataset), f"by_{by}", kind, baseline)
 
 
+def sets_comparison_plot_name(names: list[str], kind: str, baseline: str) -> str:
+    """``compare_<set>_<set>..._<filter>_<baseline>``: local scores compared across named sets of results."""
+    return plot_name("compare", *names, kind, baseline)
+
+
 def retrain_plot_name(arch: str, dataset: str, epoch: int, *, kind: str, score: str, attack_tag: str,
                       digest: str) -> str:
     """``<Arch>_<DATASET>_retrain_<epoch>epochs_<filter>_<score>_<attack>_<digest>``: the figure of the
@@ -242,8 +284,35 @@ def defense_plot_name(arch: str, dataset: str, norm: str) -> str:
 
 
 def arch_dir_name(arch: str) -> str:
-    """The ``<Arch>`` folder name of an architecture key."""
+    """The ``<Arch>`` folder name of an architecture key (a :func:`source_dir_name` is its own)."""
+    if arch.startswith(SOURCE_DIR_PREFIX):
+        return arch
     return _lookup(ARCH_DIRS, arch, "architecture")
+
+
+def source_dir_name(source: str | Path) -> str:
+    """The folder a model from elsewhere has in place of ``<Arch>``: ``From_`` and the source with every
+    character but letters, digits, ``.``, ``-`` and ``_`` made ``_`` (``From_robustbench_Wong2020Fast_cifar10_Linf``);
+    a file is named by its stem and the first 10 hex digits of its content's SHA-256
+    (``From_weights_3f2a9c01de``), so other weights never share a folder, wherever the file lies.
+    """
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        name = f"{path.stem}_{_digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)}"
+    else:
+        name = str(source)
+    return SOURCE_DIR_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    """The first 10 hex digits of the SHA-256 of a file (cached while its time and size stay the same)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:10]
 
 
 def dataset_dir_name(dataset: str) -> str:

@@ -7,33 +7,30 @@ part file, merged into the result file of its (checkpoint, filter) by the runner
 (:mod:`robustness.study`). The meta a study writes records its settings
 (:func:`settings_meta`), so a rerun with other settings is refused instead of mixed.
 
-Every checkpoint is measured on the same images (:func:`study_data`): a fixed, seeded
-evaluation subset of the test split; with ``calibrate_eps``, a disjoint seeded subset of
-the test split, never scored, on which each checkpoint's eps is calibrated; with
-``bn="recalibrate"``, a fixed seeded subset of the training split on which BatchNorm
-statistics are re-estimated at every point of every sweep.
+Every checkpoint is measured on the same images (:mod:`robustness.study_images`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch import nn
 
 from . import paths
 from .analysis import DEFAULT_BATCH, select_layers
 from .checkpoint import load_checkpoint
-from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import CheckpointError, InvalidArgument
 from .files import load_json
 from .filters import KINDS, AlphaRange, Grid, canonical_kind, check_grid
 from .models import build_model
 from .paths import RECHECK
 from .runtime import Precision, channels_last, check_precision
+from .sources import load_model as load_source
+from .study_images import StudyData, evaluation_set, held_out, split_test_images, study_data  # noqa: F401 (re-exported)
 
 SCOPES: tuple[str, ...] = get_args(paths.Scope)
 BatchNormMode = Literal["recalibrate", "frozen"]
@@ -57,6 +54,10 @@ class StudyConfig:
     (set by :func:`run_recheck`) takes each checkpoint's eps from the local results of that
     attack tag. ``precision="bf16"`` (autocast, recorded in the result files) and
     ``channels_last`` are GPU speed options (:func:`runtime.autocast`, :func:`runtime.channels_last`).
+
+    ``source`` studies a model from elsewhere (:func:`robustness.sources.load_model`) as one checkpoint, Init 1
+    at epoch 0, in the folder :func:`robustness.paths.source_dir_name` names in place of ``<Arch>``; ``arch``
+    is then what a plain ``state_dict`` is loaded into, or the source's own name, for the record.
     """
 
     attack: Any
@@ -85,6 +86,12 @@ class StudyConfig:
     models_root: str = str(paths.DEFAULT_MODELS_ROOT)
     data_root: str = str(paths.DEFAULT_DATA_ROOT)
     device: str = "auto"
+    source: str | None = None
+
+    @property
+    def tree_arch(self) -> str:
+        """The ``arch`` key of the study's folder: ``arch``, or for a model from elsewhere its source's folder."""
+        return self.arch if self.source is None else paths.source_dir_name(self.source)
 
     def validate(self) -> StudyConfig:
         """Return the config with filter names made canonical; raise :class:`InvalidArgument` on a bad value."""
@@ -119,6 +126,9 @@ class StudyConfig:
                                       f"at least 1, got {self.calibration_images!r}")
             if not is_dataclass(self.attack):
                 raise InvalidArgument("calibrate_eps needs an attack whose eps can be changed: FGSM or PGD")
+        if self.source is not None and (self.inits not in (None, (1,)) or self.epochs not in (None, (0,))):
+            raise InvalidArgument(f"a model from elsewhere ({self.source}) is one checkpoint, Init 1 at epoch 0: "
+                                  f"leave out inits and epochs (--inits, --checkpoint-epochs)")
         kinds = tuple(dict.fromkeys(canonical_kind(k) for k in self.kinds))
         if self.recheck_of is not None and (len(kinds) != 1 or tuple(self.scopes) != ("local",)):
             raise InvalidArgument("a re-check covers one filter and local sweeps only")
@@ -146,7 +156,10 @@ class Unit:
 
 
 def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
-    """The checkpoints a study covers, keyed by ``(init, epoch)``, in order."""
+    """The checkpoints a study covers, keyed by ``(init, epoch)``, in order (a model from elsewhere: its source,
+    as ``(1, 0)``)."""
+    if config.source is not None:
+        return {(1, 0): Path(config.source)}
     inits = config.inits or paths.list_inits(config.arch, config.dataset, config.models_root)
     found: dict[tuple[int, int], Path] = {}
     for init in inits:
@@ -187,9 +200,12 @@ def make_plan(config: StudyConfig) -> StudyPlan:
 
     The layer names come from the architecture built on the ``meta`` device (no weights are made)."""
     config = config.validate()
-    with torch.device("meta"):
-        model = build_model(config.arch, config.dataset)
-    names = [name for name, _ in select_layers(model, config.layers)]
+    if config.source is not None:
+        names = list(_source_layers(config.source, config.arch, config.dataset, config.layers))
+    else:
+        with torch.device("meta"):
+            model = build_model(config.arch, config.dataset)
+        names = [name for name, _ in select_layers(model, config.layers)]
     found = checkpoints(config)
     units = [
         Unit(init, epoch, kind, scope, layer)
@@ -204,6 +220,12 @@ def make_plan(config: StudyConfig) -> StudyPlan:
 def plan_units(config: StudyConfig) -> list[Unit]:
     """Every unit of the study, checkpoint by checkpoint, in a fixed order (:attr:`StudyPlan.units`)."""
     return make_plan(config).units
+
+
+@lru_cache(maxsize=8)
+def _source_layers(source: str, arch: str, dataset: str, layers: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The filterable layers a model from elsewhere has (loaded once per process to learn them)."""
+    return tuple(name for name, _ in select_layers(load_source(source, arch=arch, dataset=dataset)[0], layers))
 
 
 # ---------------------------------------------------------------- the attack and its files
@@ -246,7 +268,7 @@ def _eps_is_measured(config: StudyConfig) -> bool:
 def result_path(config: StudyConfig, init: int, epoch: int, kind: str, scope: str) -> Path:
     """The result file of one (checkpoint, filter, scope, attack)."""
     return paths.sweep_result_path(
-        config.arch, config.dataset, init, epoch, kind, scope, attack_tag(config), config.models_root
+        config.tree_arch, config.dataset, init, epoch, kind, scope, attack_tag(config), config.models_root
     )
 
 
@@ -256,17 +278,12 @@ def unit_path(config: StudyConfig, unit: Unit) -> Path:
     return final if unit.layer is None else paths.sweep_part_path(final, unit.layer)
 
 
-def _held_out(config: StudyConfig) -> int:
-    """How many test images are held out for eps calibration (none without ``calibrate_eps``)."""
-    return config.calibration_images if config.calibrate_eps is not None else 0
-
-
 def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
     """The part of a result file's meta that the study's set-up decides: a rerun must match it."""
     meta = {
         "arch": config.arch, "dataset": config.dataset, "init": unit.init, "epoch": unit.epoch,
         "kind": unit.kind, "scope": unit.scope, "attack": attack_tag(config), "calibrate_eps": config.calibrate_eps,
-        "calibration_images": _held_out(config), "thresholds": config.thresholds, "grid": config.grid,
+        "calibration_images": held_out(config), "thresholds": config.thresholds, "grid": config.grid,
         "subset": config.subset, "seed": config.seed, "precision": config.precision, "bn": config.bn,
         "bn_images": config.bn_images if config.bn == "recalibrate" else 0,
         "null_masks": config.null_masks if config.random_baseline else 0,
@@ -309,70 +326,13 @@ def is_done(config: StudyConfig, unit: Unit) -> bool:
     return finished_file(config, unit) is not None
 
 
-# ---------------------------------------------------------------- images
-
-
-@dataclass(frozen=True)
-class StudyData:
-    """The images a study measures every checkpoint on, loaded once: the evaluation set ``(x, y)`` on the
-    device, the BatchNorm calibration images (``None`` with ``bn="frozen"``), and the held-out test images
-    eps is calibrated on (``None`` without ``calibrate_eps``)."""
-
-    x: Tensor
-    y: Tensor
-    bn_images: Tensor | None
-    eps_images: DataLoader | None
-
-
-def split_test_images(config: StudyConfig) -> tuple[Subset, Subset]:
-    """The evaluation and eps-calibration subsets of the test split: disjoint, fixed by ``config.seed``.
-
-    One seeded permutation of the test split: its first ``calibration_images`` (with
-    ``calibrate_eps``) are held out, the next ``subset`` (default: all the rest) are evaluated.
-    Without held-out images this is the evaluation set of ``make_loader(subset=..., seed=...)``.
-    """
-    test = load_dataset(config.dataset, train=False, root=config.data_root)
-    n, held = len(test), _held_out(config)
-    if config.subset is not None and config.subset < 1:
-        raise InvalidArgument(f"subset must be a positive number of test images, got {config.subset}")
-    if held and held + (config.subset or 1) > n:
-        raise InvalidArgument(
-            f"the {config.dataset} test split has {n} images: not enough for {held} held out for eps calibration "
-            f"(calibration_images) and {config.subset or 'at least 1'} to evaluate (subset); lower either"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).tolist()
-    evaluated = order[held:] if config.subset is None else order[held:held + config.subset]
-    return Subset(test, sorted(evaluated)), Subset(test, sorted(order[:held]))
-
-
-def evaluation_set(config: StudyConfig, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The study's evaluation images and labels on ``device``, loaded once for every checkpoint."""
-    x, y = loader_to_tensors(make_loader(split_test_images(config)[0], config.batch_size))
-    x, y = x.to(device), y.to(device=device, dtype=torch.long)
-    return (x.contiguous(memory_format=torch.channels_last) if config.channels_last else x), y
-
-
-def study_data(config: StudyConfig, device: torch.device) -> StudyData:
-    """Every image set the study needs (:class:`StudyData`)."""
-    x, y = evaluation_set(config, device)
-    bn_images = eps_images = None
-    if config.bn == "recalibrate":
-        train = load_dataset(config.dataset, train=True, root=config.data_root)
-        if config.bn_images > len(train):
-            raise InvalidArgument(f"bn_images={config.bn_images}, but the {config.dataset} training split has "
-                                  f"{len(train)} images: lower it")
-        bn_images = loader_to_tensors(make_loader(train, config.batch_size, subset=config.bn_images,
-                                                  seed=config.seed))[0].to(device)
-        if config.channels_last:
-            bn_images = bn_images.contiguous(memory_format=torch.channels_last)
-    if config.calibrate_eps is not None:
-        eps_images = make_loader(split_test_images(config)[1], config.batch_size)
-    return StudyData(x, y, bn_images, eps_images)
-
-
 def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Module:
-    """The checkpoint at ``path`` on ``device``, in channels-last format when the study asks for it."""
-    model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
+    """The checkpoint at ``path`` (or the study's model from elsewhere) on ``device``, in channels-last format
+    when the study asks for it."""
+    if config.source is not None:
+        model, _ = load_source(config.source, arch=config.arch, dataset=config.dataset, device=device)
+    else:
+        model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
     if config.channels_last:
         channels_last(model)
     return model
@@ -389,7 +349,7 @@ def recorded_eps(config: StudyConfig, init: int, epoch: int, plan: StudyPlan | N
 
 def rechecked_eps(config: StudyConfig, init: int, epoch: int) -> float:
     """The eps of the local results a re-check re-checks."""
-    source = paths.sweep_result_path(config.arch, config.dataset, init, epoch, config.kinds[0], "local",
+    source = paths.sweep_result_path(config.tree_arch, config.dataset, init, epoch, config.kinds[0], "local",
                                      config.recheck_of, config.models_root)
     if not source.is_file():
         raise InvalidArgument(f"{source} is missing: run the {config.recheck_of} study of this checkpoint first")

@@ -18,8 +18,6 @@ The re-checked layer's PGD labels are reported beside the FGSM ones.
 
 from __future__ import annotations
 
-import csv
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +28,7 @@ import numpy as np
 from . import paths
 from .attacks import FGSM, make_attack
 from .errors import InvalidArgument
-from .files import atomic_path
+from .files import save_csv
 from .results import SweepResult, load_results
 from .scores import DEFAULT_BOOT, DEFAULT_CI, describe, filtering_scores, integrate, layer_scores, outcomes
 from .stats import bootstrap_counts, percentile_interval, resampled_mean, standard_error
@@ -116,7 +114,7 @@ def recheck_study(
     rows = []
     for kind in config.kinds:
         found = {}
-        for path in paths.list_sweep_results(config.arch, config.dataset, kind, "local",
+        for path in paths.list_sweep_results(config.tree_arch, config.dataset, kind, "local",
                                              config.models_root).get(attack_tag(config), {}).values():
             meta, results = load_results(path)
             if checkpoints is None or (meta["init"], meta["epoch"]) in checkpoints:
@@ -150,6 +148,7 @@ def config_from_meta(meta: Mapping[str, Any], **runtime: Any) -> StudyConfig:
         thresholds=meta["thresholds"], grid=meta["grid"], layers=tuple(meta["layers"]) if meta["layers"] else None,
         subset=meta["subset"], seed=meta["seed"], calibrate_eps=meta["calibrate_eps"], bn=meta["bn"],
         random_baseline=meta["null_masks"] > 0, null_masks=meta["null_masks"], precision=meta["precision"],
+        source=meta.get("source"),
         **{k: v for k, v in optional.items() if v}, **runtime,
     )
 
@@ -172,11 +171,6 @@ def recheck_results(
 
 def save_recheck(rows: Sequence[Mapping[str, Any]], config: StudyConfig, baseline: str) -> Path:
     """Write one filter's re-check rows as a plain CSV beside its scores tables."""
-    path = paths.scores_table_path(config.arch, config.dataset, rows[0]["filter"], "local", "pgd_recheck",
+    path = paths.scores_table_path(config.tree_arch, config.dataset, rows[0]["filter"], "local", "pgd_recheck",
                                    config.models_root, tag=f"{attack_tag(config)}_{baseline}")
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: repr(v) if isinstance(v, float) and not math.isnan(v) else v for k, v in row.items()}
-                         for row in rows)
-    return path
+    return save_csv(rows, path)

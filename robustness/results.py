@@ -6,6 +6,8 @@ Beside it, ``<name>.npz`` holds every result's per-image outcomes as packed bits
 result keyed ``key`` (its layer, or ``"global"``) and an outcome array ``field``, the entry
 ``key/field`` is ``np.packbits`` of the flattened booleans and ``key/field.shape`` its shape.
 The ``.npz`` is written first and the JSON last, so an existing JSON marks a finished unit.
+
+:func:`to_frame` reads every result file of a checkpoint tree into one long pandas table.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import os
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import paths
 from .errors import DataNotFoundError
 from .files import load_json, save_json, save_npz
+from .stats import wilson_interval
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OUTCOMES: tuple[str, ...] = (
     "clean_correct", "adv_correct", "ref_clean_correct", "ref_adv_correct", "null_clean_correct", "null_adv_correct",
@@ -204,3 +211,66 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Swe
             f"command to recompute it"
         ) from err
     return data["meta"], {r.key: r for r in results}
+
+
+# One row per point of every sweep: what :func:`to_frame` returns.
+FRAME_COLUMNS: tuple[str, ...] = (
+    "arch", "dataset", "source", "init", "epoch", "filter", "scope", "attack", "eps", "bn", "grid", "layer",
+    "threshold", "removed_fraction", "n_images", "clean_acc", "clean_lo", "clean_hi", "adv_acc", "adv_lo", "adv_hi",
+    "ref_clean_acc", "ref_adv_acc", "null_clean_acc", "null_adv_acc",
+)
+
+
+def result_files(root: str | os.PathLike = paths.DEFAULT_MODELS_ROOT) -> list[Path]:
+    """Every sweep result file under the checkpoint tree ``root`` (PGD re-checks included), in a fixed order."""
+    return [path for arch, dataset in paths.list_models(root) for kind in paths.LOCAL_DIRS
+            for scope in ("local", "global")
+            for units in paths.list_sweep_results(arch, dataset, kind, scope, root).values()
+            for path in units.values()]
+
+
+def frame_rows(meta: dict[str, Any], results: dict[str, SweepResult], ci: float = 0.95) -> list[dict[str, Any]]:
+    """The :data:`FRAME_COLUMNS` rows of one result file (:func:`load_results`): one per threshold of each
+    sweep, its clean and adversarial accuracy with Wilson intervals (coverage ``ci``) over its ``n_images``
+    images; the random null model's accuracy (mean over its masks) is NaN where it was not computed."""
+    rows = []
+    for key, result in results.items():
+        n = len(result.ref_clean_correct) if result.ref_clean_correct is not None else 0
+        null = {what: np.asarray(array).mean(axis=(0, 2)) if array is not None else None
+                for what, array in (("clean", result.null_clean_correct), ("adv", result.null_adv_correct))}
+        for t, threshold in enumerate(result.thresholds):
+            row = {"arch": meta.get("arch"), "dataset": meta.get("dataset"), "source": meta.get("source"),
+                   "init": meta.get("init"), "epoch": meta.get("epoch"), "filter": result.kind,
+                   "scope": meta.get("scope"), "attack": meta.get("attack"), "eps": meta.get("eps", np.nan),
+                   "bn": meta.get("bn", "frozen"), "grid": result.grid, "layer": key, "threshold": threshold,
+                   "removed_fraction": result.removed_fraction[t], "n_images": n}
+            for what, acc in (("clean", result.clean_acc[t]), ("adv", result.adv_acc[t])):
+                row[f"{what}_acc"] = acc
+                row[f"{what}_lo"], row[f"{what}_hi"] = wilson_interval(round(acc * n), n, ci)
+            row |= {"ref_clean_acc": result.ref_clean_acc, "ref_adv_acc": result.ref_adv_acc,
+                    **{f"null_{what}_acc": float(v[t]) if v is not None else np.nan for what, v in null.items()}}
+            rows.append(row)
+    return rows
+
+
+def to_frame(models_root: str | os.PathLike = paths.DEFAULT_MODELS_ROOT, ci: float = 0.95) -> pd.DataFrame:
+    """Every sweep result under ``models_root`` as one long pandas table, one row per (result file, layer,
+    threshold) with the columns of :data:`FRAME_COLUMNS` (:func:`frame_rows`): architecture, dataset, the
+    model's source (empty for this package's checkpoints), init, epoch, filter, scope, attack tag, eps,
+    BatchNorm mode, grid, layer (``"global"`` for a global sweep), threshold, removed fraction, and clean and
+    adversarial accuracy with their Wilson intervals; empty (with those columns) when there is no result."""
+    import pandas as pd  # noqa: PLC0415 (only the tables need it)
+
+    rows = [row for path in result_files(models_root) for row in frame_rows(*load_results(path), ci=ci)]
+    return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+
+
+def file_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """One line about a result file, as the filter command prints it: its checkpoint, settings, number of
+    sweeps and unfiltered accuracies."""
+    meta, results = load_results(path)
+    first = next(iter(results.values()))
+    return {"init": meta["init"], "epoch": meta["epoch"], "filter": meta["kind"], "scope": meta["scope"],
+            "attack": meta["attack"], "eps": meta["eps"], "bn": meta.get("bn", "frozen"), "grid": first.grid,
+            "null": meta.get("null_masks", 0), "sweeps": len(results), "ref clean": first.ref_clean_acc,
+            "ref adv": first.ref_adv_acc, "file": str(path)}

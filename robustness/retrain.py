@@ -24,7 +24,6 @@ chosen by labels agreed on by every initialisation (:func:`robustness.scores.con
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,7 @@ from .attacks import FGSM, make_attack
 from .checkpoint import current_lr, load_checkpoint, read_checkpoint
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import DataNotFoundError, InvalidArgument
-from .files import atomic_path, load_json, save_json, save_npz
+from .files import load_json, save_csv, save_json, save_npz
 from .filters import canonical_kind
 from .models import build_model
 from .plots import attack_label, draw_and_save, plot_retraining
@@ -300,7 +299,7 @@ def _local_results(
     at_epoch = {tag: {i: p for (i, e), p in units.items() if e == epoch} for tag, units in found.items()}
     at_epoch = {tag: units for tag, units in at_epoch.items() if units}
     command = (f"python -m robustness filter --arch {arch} --dataset {dataset} --filter {kind} --scope local "
-               f"--attack fgsm -e EPS" + (f" --epochs {epoch}" if epoch is not None else ""))
+               f"--attack fgsm -e EPS" + (f" --checkpoint-epochs {epoch}" if epoch is not None else ""))
     if not at_epoch:
         which = f" for attack {attack_tag}" if attack_tag else ""
         at = f" at epoch {epoch}" if epoch is not None else ""
@@ -315,9 +314,4 @@ def _local_results(
 
 def _save_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """The comparison rows as CSV (layers joined by spaces), atomically."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({**row, "layers": " ".join(row["layers"])} for row in rows)
-    return path
+    return save_csv([{**row, "layers": " ".join(row["layers"])} for row in rows], path)

@@ -94,6 +94,21 @@ def load_model(
     return model.to(target).eval(), {"source": source, "kind": prefix, **meta}
 
 
+def check_fits(meta: Meta, dataset: str) -> None:
+    """Raise :class:`InvalidArgument` unless the model :func:`load_model` described with ``meta`` takes
+    ``dataset``'s images (as many channels) and predicts its classes (as many)."""
+    info = dataset_info(dataset)
+    classes, shape = meta.get("num_classes"), meta.get("input_shape")
+    problems = []
+    if classes is not None and classes != info.num_classes:
+        problems.append(f"predicts {classes} classes, {dataset} has {info.num_classes}")
+    if shape is not None and shape[0] != info.shape[0]:
+        problems.append(f"takes {shape[0]}-channel images, {dataset}'s have {info.shape[0]}")
+    if problems:
+        raise InvalidArgument(f"{meta['source']} cannot be evaluated on {dataset}: it {' and '.join(problems)}; "
+                              f"choose the dataset it was trained for (--dataset)")
+
+
 # ---------------------------------------------------------------- files
 
 

@@ -83,7 +83,7 @@ def checkpoint_eps(
         except InvalidArgument as err:
             raise InvalidArgument(
                 f"checkpoint Init_{init} epoch {epoch}: {err}, give a fixed eps instead of calibrate_eps, or leave "
-                f"this checkpoint out (--epochs)"
+                f"this checkpoint out (--checkpoint-epochs)"
             ) from None
 
 
@@ -119,7 +119,9 @@ def run_unit(config: StudyConfig, unit: Unit, model: nn.Module, data: StudyData,
         result = global_analysis(
             model, evaluated, unit.kind, run.attack, config.thresholds, alpha_range=config.alpha_range, **shared
         )
-    meta = {**settings_meta(config, unit), "eps": run.attack.eps, "attack_params": attack_params(run.attack),
+    # The source is recorded but not compared on a rerun: its folder already pins the model (a file's content).
+    source = {"source": config.source} if config.source is not None else {}
+    meta = {**settings_meta(config, unit), **source, "eps": run.attack.eps, "attack_params": attack_params(run.attack),
             "ref_clean_acc": run.reference.clean_acc, "ref_adv_acc": run.reference.adv_acc}
     return save_results(meta, [result], unit_path(config, unit))
 
@@ -171,7 +173,8 @@ def merge_results(
         parts = [unit_path(config, u) for u in group]
         if scope == "local" and not final.is_file() and all(p.is_file() for p in parts):
             loaded = [load_results(p) for p in parts]
-            metas = {str({k: meta[k] for k in meta if k not in ("ref_clean_acc", "ref_adv_acc")}) for meta, _ in loaded}
+            unshared = ("ref_clean_acc", "ref_adv_acc", "source")
+            metas = {str({k: meta[k] for k in meta if k not in unshared}) for meta, _ in loaded}
             if len(metas) > 1:
                 raise InvalidArgument(f"the layer parts under {parts[0].parent} disagree on their set-up or eps: "
                                       f"delete that folder and rerun")

@@ -19,13 +19,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import paths
 from .errors import DataNotFoundError, InvalidArgument
-from .files import atomic_path
+from .files import save_csv
 from .filters import KINDS, canonical_kind
 from .paths import RECHECK
 from .report import format_table
@@ -47,6 +47,9 @@ from .scores import (
     outcomes,
 )
 from .stats import wilson_interval
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SETTINGS = ("score", "filter", "scope", "attack", "baseline", "tau", "floor", "ci", "n_boot", "bn", "grid")
 CHECKPOINT = ("eps", "n_images", "ref_clean_acc", "ref_clean_lo", "ref_clean_hi", "ref_adv_acc", "ref_adv_lo",
@@ -160,6 +163,29 @@ class ScoresTable:
                  "adv acc": info["ref_adv_acc"],
                  f"adv {pct} CI": f"[{info['ref_adv_lo']:.3f}, {info['ref_adv_hi']:.3f}]"}
                 for (init, epoch), info in sorted(self.checkpoints.items())]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per (layer, epoch, initialisation) present, as :func:`save_table` writes it: the settings
+        (:data:`SETTINGS`), the initialisation's score, interval, SE and label, the cell's mean, SD, consensus
+        label and agreement, and the checkpoint's :data:`CHECKPOINT` columns."""
+        settings = dict(zip(SETTINGS, (self.score, self.kind, self.scope, self.attack, self.baseline, self.tau,
+                                       self.floor, self.coverage, self.n_boot, self.bn, self.grid), strict=True))
+        values, sd, labels, agreement = self.values, self.sd, self.labels, self.agreement
+        rows = []
+        for i, name in enumerate(self.layers):
+            for j, epoch in enumerate(self.epochs):
+                for k, init in enumerate(self.inits):
+                    if not self.init_labels[i][j][k]:
+                        continue
+                    info = self.checkpoints.get((init, epoch), {})
+                    rows.append({
+                        **settings, "layer": name, "epoch": epoch, "init": init, "value": self.per_init[i, j, k],
+                        "lo": self.lo[i, j, k], "hi": self.hi[i, j, k], "se": self.se[i, j, k],
+                        "label": self.init_labels[i][j][k], "mean": values[i, j], "sd": sd[i, j],
+                        "consensus": labels[i][j], "modal": agreement[i][j][0], "agree": agreement[i][j][1],
+                        **{c: info.get(c, math.nan) for c in CHECKPOINT},
+                    })
+        return rows
 
     def text(self) -> str:
         """The table as printed: title, the checkpoints, the layers, and the label counts."""
@@ -309,9 +335,11 @@ def score_study(
     ]
     if not tables:
         which = f" for attack {attack}" if attack else ""
+        model = "with the same --checkpoint or --weights" if arch.startswith(paths.SOURCE_DIR_PREFIX) else \
+            f"--arch {arch}"
         raise DataNotFoundError(
             f"no filtering results{which} under {paths.model_dir(arch, dataset, root)} for filter(s) "
-            f"{', '.join(kinds)} and scope(s) {', '.join(scopes)}: run python -m robustness filter --arch {arch} "
+            f"{', '.join(kinds)} and scope(s) {', '.join(scopes)}: run python -m robustness filter {model} "
             f"--dataset {dataset} --filter all --scope both first"
         )
     for table in tables:
@@ -319,37 +347,28 @@ def score_study(
     return tables
 
 
-def save_table(table: ScoresTable, arch: str, dataset: str, root: str | Path = paths.DEFAULT_MODELS_ROOT) -> Path:
-    """Write ``table`` as a plain CSV (atomically) to :func:`robustness.paths.scores_table_path`.
+def scores_frame(models_root: str | Path = paths.DEFAULT_MODELS_ROOT, **options: Any) -> pd.DataFrame:
+    """Every filtering score of every study under ``models_root`` as one long pandas table: the rows of
+    :meth:`ScoresTable.records` (score, filter, scope, attack, the settings, layer, epoch, init, the score
+    ``value`` with its interval ``lo``/``hi``, SE and label, the consensus over initialisations, the
+    checkpoint's eps and unfiltered accuracies with intervals) after ``arch`` and ``dataset`` columns (a
+    model from elsewhere's ``arch`` is its folder, :func:`robustness.paths.source_dir_name`). ``options`` are
+    :func:`robustness.scores.filtering_scores`'s (``baseline``, ``tau``, ``floor``, ``ci``, ``n_boot``,
+    ``seed``). PGD re-checks are left out; empty when there is no result."""
+    import pandas as pd  # noqa: PLC0415 (only the tables need it)
 
-    One row per (layer, epoch, initialisation) present: the settings (:data:`SETTINGS`), the
-    initialisation's score, interval, SE and label, the cell's mean, SD, consensus label and
-    agreement, and the checkpoint's :data:`CHECKPOINT` columns.
-    """
+    rows = [{"arch": arch, "dataset": dataset, **row}
+            for arch, dataset in paths.list_models(models_root) for kind in KINDS for scope in ("local", "global")
+            for per_score in study_tables(arch, dataset, kind, scope, root=models_root, **options).values()
+            for table in per_score.values() for row in table.records()]
+    return pd.DataFrame(rows)
+
+
+def save_table(table: ScoresTable, arch: str, dataset: str, root: str | Path = paths.DEFAULT_MODELS_ROOT) -> Path:
+    """Write ``table`` as a plain CSV (:meth:`ScoresTable.records`, atomically) to
+    :func:`robustness.paths.scores_table_path`."""
     path = paths.scores_table_path(arch, dataset, table.kind, table.scope, table.score, root, tag=table.tag())
-    settings = dict(zip(SETTINGS, (table.score, table.kind, table.scope, table.attack, table.baseline, table.tau,
-                                   table.floor, table.coverage, table.n_boot, table.bn, table.grid), strict=True))
-    values, sd, labels, agreement = table.values, table.sd, table.labels, table.agreement
-    rows = []
-    for i, name in enumerate(table.layers):
-        for j, epoch in enumerate(table.epochs):
-            for k, init in enumerate(table.inits):
-                if not table.init_labels[i][j][k]:
-                    continue
-                info = table.checkpoints.get((init, epoch), {})
-                rows.append({
-                    **settings, "layer": name, "epoch": epoch, "init": init, "value": table.per_init[i, j, k],
-                    "lo": table.lo[i, j, k], "hi": table.hi[i, j, k], "se": table.se[i, j, k],
-                    "label": table.init_labels[i][j][k], "mean": values[i, j], "sd": sd[i, j],
-                    "consensus": labels[i][j], "modal": agreement[i][j][0], "agree": agreement[i][j][1],
-                    **{c: info.get(c, math.nan) for c in CHECKPOINT},
-                })
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: repr(float(v)) if isinstance(v, float | np.floating) else v for k, v in row.items()}
-                         for row in rows)
-    return path
+    return save_csv(table.records(), path)
 
 
 def read_table(path: str | Path) -> ScoresTable:

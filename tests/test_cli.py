@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,143 @@ def test_bad_eps_like_values_are_one_argparse_error(command: list[str], value: s
     assert repr(value) in err[-1] and ("must be a number >= 0" in err[-1] or "is not a number" in err[-1])
     with pytest.raises(argparse.ArgumentTypeError):
         nonnegative_number(value)
+
+
+# ---------------------------------------------------------------- models from elsewhere, tables
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A checkpoint tree with mnist_cnn trained 1 epoch (Init_1, epochs 0 and 1), and the same epoch-1 weights
+    as a plain state_dict file outside it, DDP-style (``module.`` prefixes, no normalisation buffers)."""
+    import torch  # noqa: PLC0415
+
+    from robustness.train import TrainConfig, load_checkpoint, train  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("tree")
+    train(TrainConfig(arch="mnist_cnn", epochs=1, subset=500, models_root=str(root), device="cpu"))
+    model, _ = load_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, root))
+    plain = root.parent / "plain_weights.pt"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items() if not k.startswith("normalize.")}, plain)
+    return root, plain
+
+
+SWEEP = ["--arch", "mnist_cnn", "--filter", "highpass", "--scope", "both", "--layers", "fc2", "--thresholds", "3",
+         "--subset", "60", "--bn", "frozen", "--device", "cpu"]
+
+
+def test_filter_of_a_plain_state_dict_equals_the_same_weights_from_the_tree(tree: tuple[Path, Path]) -> None:
+    """The same weights give the same sweeps, whether they come from the tree or from a file elsewhere; the
+    file's results go to its own From_ folder with the source in their meta."""
+    from robustness.sweep import load_results  # noqa: PLC0415
+
+    root, plain = tree
+    assert main(["filter", *SWEEP, "--models-root", str(root), "--inits", "1", "--checkpoint-epochs", "1"]) == 0
+    assert main(["filter", *SWEEP, "--models-root", str(root), "--checkpoint", str(plain)]) == 0
+    folder = paths.source_dir_name(plain)
+    assert folder.startswith("From_plain_weights_") and (root / folder / "MNIST5K").is_dir()
+    for scope, key in (("local", "fc2"), ("global", "global")):
+        own_meta, own = load_results(paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", scope,
+                                                              "fgsm_eps0.1", root))
+        meta, theirs = load_results(paths.sweep_result_path(folder, "mnist5k", 1, 0, "highpass", scope,
+                                                            "fgsm_eps0.1", root))
+        assert theirs[key] == own[key]  # every number and every per-image outcome
+        assert len(set(own[key].adv_acc)) > 1 and own[key].ref_adv_acc < own[key].ref_clean_acc  # not degenerate
+        assert (meta["source"], meta["arch"], "source" in own_meta) == (str(plain), "mnist_cnn", False)
+    assert main(["filter", *SWEEP, "--models-root", str(root), "--checkpoint", str(plain), "--inits", "2"]) == 2
+    written = sorted((root / folder).rglob("*.json"))
+    stamps = [p.stat().st_mtime_ns for p in written]
+    copy = root.parent / "elsewhere" / plain.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy(plain, copy)  # the same weights at another path: the same folder, nothing recomputed
+    assert main(["filter", *SWEEP, "--models-root", str(root), "--checkpoint", str(copy)]) == 0
+    assert sorted((root / folder).rglob("*.json")) == written and [p.stat().st_mtime_ns for p in written] == stamps
+
+
+def test_scores_of_both_and_the_tables_as_data_frames(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    """scores writes plain CSVs for both models, equal to each other and to scores_frame and to_frame."""
+    import pandas as pd  # noqa: PLC0415
+
+    from robustness.results import to_frame  # noqa: PLC0415
+    from robustness.tables import scores_frame  # noqa: PLC0415
+
+    root, plain = tree
+    options = ["--arch", "mnist_cnn", "--models-root", str(root), "--plots-root", str(tmp_path), "--no-pgd-check",
+               "--n-boot", "50", "--filter", "highpass"]
+    for source in ([], ["--checkpoint", str(plain)]):
+        if not paths.list_sweep_results(paths.source_dir_name(plain) if source else "mnist_cnn", "mnist5k",
+                                        "highpass", "local", root):
+            main(["filter", *SWEEP, "--models-root", str(root), *source,
+                  *([] if source else ["--inits", "1", "--checkpoint-epochs", "1"])])
+        assert main(["scores", *options, *source]) == 0
+    csvs = [pd.read_csv(paths.scores_table_path(arch, "mnist5k", "highpass", "local", "adversarial", root,
+                                                tag="fgsm_eps0.1_density"))
+            for arch in ("mnist_cnn", paths.source_dir_name(plain))]
+    assert list(csvs[0]["layer"]) == ["fc2"] and csvs[0]["value"].notna().all()
+    assert csvs[0]["value"].tolist() == csvs[1]["value"].tolist() and csvs[0]["lo"].tolist() == csvs[1]["lo"].tolist()
+    frame = scores_frame(root, n_boot=50)
+    mine = frame[(frame["arch"] == "mnist_cnn") & (frame["scope"] == "local") & (frame["score"] == "adversarial")]
+    assert mine["value"].tolist() == csvs[0]["value"].tolist() and mine["hi"].tolist() == csvs[0]["hi"].tolist()
+    assert set(frame["arch"]) == {"mnist_cnn", paths.source_dir_name(plain)}
+    sweeps = to_frame(root)
+    assert len(sweeps) == 2 * (3 + 3)  # two models x (local fc2 + global) x 3 thresholds
+    assert set(sweeps["source"].dropna()) == {str(plain)}
+    local = sweeps[(sweeps["scope"] == "local") & sweeps["source"].isna()]
+    assert local["epoch"].tolist() == [1, 1, 1] and (local["n_images"] == 60).all()
+
+
+def test_attack_writes_its_table_for_the_tree_and_for_a_model_from_elsewhere(
+    tree: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    from robustness.stats import wilson_interval  # noqa: PLC0415
+
+    root, plain = tree
+    common = ["attack", "--arch", "mnist_cnn", "--models-root", str(root), "--subset", "50", "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "own.csv")]) == 0
+    assert main([*common, "--checkpoint", str(plain), "--out", str(tmp_path / "plain.json")]) == 0
+    own, theirs = pd.read_csv(tmp_path / "own.csv"), pd.read_json(tmp_path / "plain.json", precise_float=True)
+    assert (own.loc[0, "init"], own.loc[0, "epoch"], theirs.loc[0, "source"]) == (1, 1, str(plain))
+    for column in ("clean_acc", "robust_acc", "robust_lo", "robust_hi", "n"):
+        assert own.loc[0, column] == theirs.loc[0, column]
+    assert (own.loc[0, "clean_lo"], own.loc[0, "clean_hi"]) == wilson_interval(round(own.loc[0, "clean_acc"] * 50), 50)
+    capsys.readouterr()
+    assert main([*common, "--epoch", "7"]) == 2
+    assert "has no checkpoint at epoch 7: the epochs there are 0, 1" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "table.txt")]) == 2
+    assert main(["retrain", "--arch", "mnist_cnn", "--models-root", str(root), "--checkpoint", str(plain)]) == 2
+    assert "is not one of them" in capsys.readouterr().err
+    assert main(["scores", "--models-root", str(root), "--weights", "timm:never_swept", "--no-pgd-check"]) == 2
+    assert "From_timm_never_swept/MNIST5K for filter(s)" in capsys.readouterr().err  # and how to make them:
+    assert main(["scores", "--models-root", str(root), "--weights", "timm:x"]) == 2
+    assert "run python -m robustness filter with the same --checkpoint or --weights" in capsys.readouterr().err
+
+
+def test_one_name_per_concept_with_the_old_names_as_hidden_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["filter", "--epochs", "0", "2"]).checkpoint_epochs == [0, 2]
+    assert parser.parse_args(["filter", "--checkpoint-epochs", "3"]).checkpoint_epochs == [3]
+    for command in ("scores", "compare", "retrain"):
+        assert parser.parse_args([command, "--attack", "fgsm_eps0.1"]).attack_tag == "fgsm_eps0.1"
+        assert parser.parse_args([command, "--attack-tag", "pgd_x"]).attack_tag == "pgd_x"
+    assert parser.parse_args(["retrain", "--epochs", "4"]).retrain_epochs == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["scores", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--attack-tag" in help_text and "--attack " not in help_text.replace("--attack-tag", "")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["attack", "--checkpoint", "a.pt", "--weights", "timm:x"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_model_folders_are_named_by_their_source(tmp_path: Path) -> None:
+    rb = "robustbench:Wong2020Fast:cifar10:Linf"
+    assert paths.source_dir_name(rb) == "From_robustbench_Wong2020Fast_cifar10_Linf"
+    assert paths.source_dir_name("timm:resnet18.a1_in1k") == "From_timm_resnet18.a1_in1k"
+    first, copy, other = tmp_path / "w.pt", tmp_path / "copy" / "w.pt", tmp_path / "other" / "w.pt"
+    for path, content in ((first, b"weights"), (copy, b"weights"), (other, b"other weights")):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content)
+    assert paths.source_dir_name(first) == paths.source_dir_name(copy) != paths.source_dir_name(other)
+    assert paths.arch_dir_name(paths.source_dir_name(first)) == paths.source_dir_name(first)

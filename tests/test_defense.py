@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,9 +197,15 @@ def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
     status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--train-epochs", "1",
                    "--def-steps", "2", "--subset", "10", "--threat", "preemptive", "--label", "oracle",
                    "--restarts", "1", "--apgd-steps", "3", "--ensemble", "pgd,apgd-dlr", "--tsne", "--device", "cpu",
-                   "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path)])
+                   "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path),
+                   "--out", str(tmp_path / "defense.csv")])
     out = capsys.readouterr().out
     assert status == 0
+    table = pd.read_csv(tmp_path / "defense.csv")  # plain: no options needed
+    worst = table[table["row"] == "worst_case"].iloc[0]
+    assert (worst["threat"], worst["label"], worst["examples"]) == ("preemptive", "oracle", 10)
+    assert worst["lo"] <= worst["accuracy"] <= worst["hi"] and f"{worst['accuracy']:.3f} [{worst['lo']:.3f}" in out
+    assert set(table["row"]) >= {"clean", "attacked", "undefended_worst_case", "gain"}
     assert "PGD-l2 eps 1.5" in out and "preemptive/oracle [ORACLE]" in out and "ensemble pgd,apgd-dlr" in out
     for row in ("undefended_worst_case", "worst_case", "apgd_dlr", "gain", "distance from x", "budget + eps"):
         assert row in out

@@ -110,18 +110,20 @@ def test_attack_command(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--attack", "pgd", "-p", "l2", "-k", "2", "-e", "1.0", "-a", "0.5"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["init", "epoch", "attack", "precision", "clean_acc", "clean_acc_ci", "robust_acc",
-                              "robust_acc_ci", "success_rate", "mean_norm", "max_norm", "n"]
-    assert row.split()[:4] == ["1", "0", "pgd-l2_eps1_a0.5_k2", "fp32"] and row.split()[-1] == "40"
-    clean = float(row.split()[4])
+    assert header.split() == ["arch", "init", "epoch", "dataset", "attack", "precision", "clean_acc", "clean_lo",
+                              "clean_hi", "robust_acc", "robust_lo", "robust_hi", "success_rate", "mean_norm",
+                              "max_norm", "n"]
+    assert row.split()[:6] == ["mnist_cnn", "1", "0", "mnist5k", "pgd-l2_eps1_a0.5_k2", "fp32"]
+    assert row.split()[-1] == "40"
+    clean = float(row.split()[6])
     lo, hi = wilson_interval(round(clean * 40), 40)
-    assert row.split()[5:7] == [f"[{lo:.4f},", f"{hi:.4f}]"]
+    assert row.split()[7:9] == [f"{lo:.4f}", f"{hi:.4f}"]
     assert main([*common, "--attack", "apgd", "-k", "3", "-e", "8/255"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[1].split()[2] == "apgd-linf_eps0.0313725_k3"
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[4] == "apgd-linf_eps0.0313725_k3"
     assert main([*common, "--attack", "apgd", "-a", "0.01"]) == 2  # APGD sets its own step size
     assert "drop alpha" in capsys.readouterr().err
     assert main([*common, "--attack", "pgd", "-k", "2", "--precision", "bf16", "--channels-last"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[1].split()[3] == "bf16"
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[5] == "bf16"
     with pytest.raises(SystemExit, match="2"):
         main([*common, "--precision", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -31,7 +31,8 @@ def test_the_wheel_holds_the_package_alone(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     info = f"robustness_toolkit-{robustness.__version__}.dist-info/"
     assert {n.split("/")[0] + "/" for n in names} == {"robustness/", info}
-    assert {f"robustness/{p.name}" for p in (ROOT / "robustness").glob("*.py")} <= set(names)
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "robustness").rglob("*.py")} <= set(names)
+    assert "robustness/cli/options.py" in names  # the subpackages too
     meta = zipfile.ZipFile(wheel).read(info + "METADATA").decode()
     assert "Name: robustness-toolkit" in meta and "Requires-Dist: torch>=2.9" in meta
     assert "Provides-Extra: timm" in meta and "Provides-Extra: robustbench" in meta

@@ -81,3 +81,38 @@ def test_a_json_without_its_npz_is_one_clear_error(swept: SweepResult, tmp_path,
     with pytest.raises(DataNotFoundError, match=rf"{npz.name}.*{path.name}.*delete .*{path.name} and rerun the same "
                                                  "filter command"):
         load_results(path)
+
+
+def test_to_frame_has_one_row_per_threshold_with_the_json_numbers_and_their_intervals(
+    swept: SweepResult, tmp_path
+) -> None:
+    """A local result with a random null model and a global one in a tree: every row's numbers are the JSON's
+    (exactly), the intervals Wilson's over the 90 images, the null accuracy the mean over masks and images."""
+    from robustness import paths
+    from robustness.results import FRAME_COLUMNS, to_frame
+    from robustness.stats import wilson_interval
+
+    rng = np.random.default_rng(1)
+    local = SweepResult.from_dict(swept.to_dict(), swept.outcomes())
+    local.null_clean_correct, local.null_adv_correct = rng.random((2, 2, 4, 90)) < [[[[0.3]]], [[[0.6]]]]
+    glob = SweepResult.from_dict({**swept.to_dict(), "layer": None, "kind": "lowpass"}, swept.outcomes())
+    meta = {"arch": "mnist_cnn", "dataset": "mnist5k", "init": 2, "epoch": 3, "attack": "fgsm_eps0.1", "eps": EPS,
+            "bn": "recalibrate"}
+    save_results({**meta, "kind": "highpass", "scope": "local"}, [local], paths.sweep_result_path(
+        "mnist_cnn", "mnist5k", 2, 3, "highpass", "local", "fgsm_eps0.1", tmp_path))
+    save_results({**meta, "kind": "lowpass", "scope": "global", "source": "w.pt"}, [glob], paths.sweep_result_path(
+        "mnist_cnn", "mnist5k", 2, 3, "lowpass", "global", "fgsm_eps0.1", tmp_path))
+    frame = to_frame(tmp_path)
+    assert tuple(frame.columns) == FRAME_COLUMNS and len(frame) == 8
+    rows = frame[frame["scope"] == "local"]
+    assert rows["threshold"].tolist() == swept.thresholds and rows["clean_acc"].tolist() == swept.clean_acc
+    assert rows["adv_acc"].tolist() == swept.adv_acc and rows["removed_fraction"].tolist() == swept.removed_fraction
+    assert set(rows["layer"]) == {"fc1"} and set(rows["filter"]) == {"highpass"} and rows["source"].isna().all()
+    assert (rows["init"] == 2).all() and (rows["epoch"] == 3).all() and (rows["n_images"] == 90).all()
+    for (_, row), acc in zip(rows.iterrows(), swept.adv_acc, strict=True):
+        assert (row["adv_lo"], row["adv_hi"]) == wilson_interval(round(acc * 90), 90)
+    assert rows["null_clean_acc"].tolist() == local.null_clean_correct.mean(axis=(0, 2)).tolist()
+    assert 0.25 < rows["null_clean_acc"].mean() < 0.35 and 0.55 < rows["null_adv_acc"].mean() < 0.65
+    other = frame[frame["scope"] == "global"]
+    assert set(other["layer"]) == {"global"} and set(other["source"]) == {"w.pt"} and other["null_adv_acc"].isna().all()
+    assert to_frame(tmp_path / "empty").empty and tuple(to_frame(tmp_path / "empty").columns) == FRAME_COLUMNS

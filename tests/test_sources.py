@@ -198,3 +198,28 @@ def test_robustbench_model_from_its_model_dir_layout(tmp_path: Path) -> None:
                                                                                          "Linf", 10)
     with pytest.raises(InvalidArgument, match="RobustBench has no model 'Nobody2099'"):
         load_model("robustbench:Nobody2099:cifar10:Linf", cache_dir=tmp_path)
+
+
+def test_the_command_line_refuses_weights_that_do_not_fit_the_dataset(
+    torch_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--weights goes through load_model; an ImageNet model on mnist5k is one error naming both mismatches."""
+    from robustness.cli import main  # noqa: PLC0415
+
+    cached = torch_home / "hub" / "checkpoints" / Path(tvm.ResNet18_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tvm.resnet18().state_dict(), cached)
+    for command in (["attack"], ["filter", "--thresholds", "3"]):
+        assert main([*command, "--weights", "torchvision:resnet18:IMAGENET1K_V1", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: torchvision:resnet18:IMAGENET1K_V1 cannot be evaluated on mnist5k: it predicts "
+                              "1000 classes, mnist5k has 10 and takes 3-channel images, mnist5k's have 1")
+
+
+def test_check_fits_passes_the_dataset_a_model_was_trained_for(tmp_path: Path) -> None:
+    train(TrainConfig(arch="mnist_cnn", epochs=0, models_root=str(tmp_path), device="cpu"))
+    _, meta = load_model(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 0, tmp_path))
+    sources.check_fits(meta, "mnist5k")
+    sources.check_fits(meta, "mnist")  # the same images, all of them
+    with pytest.raises(InvalidArgument, match="predicts 10 classes, tinyimagenet has 200 and takes 1-channel"):
+        sources.check_fits(meta, "tinyimagenet")

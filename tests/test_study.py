@@ -213,7 +213,7 @@ def test_a_checkpoint_below_the_target_fails_before_any_sweep(checkpoints_root: 
     root = fresh_root(checkpoints_root, tmp_path, "untrained")
     config = study(root, epochs=(1, 0), calibrate_eps=0.5, calibration_images=100, subset=50)
     with pytest.raises(InvalidArgument, match=r"checkpoint Init_1 epoch 0: clean accuracy 0\.\d+ is already below "
-                                              r"target 0\.5.*fixed eps.*--epochs"):
+                                              r"target 0\.5.*fixed eps.*--checkpoint-epochs"):
         run_study(config)
     assert not result_files(root)
 

@@ -1,0 +1,241 @@
+"""The evaluation commands: ``attack``, ``defend`` and ``demo``.
+
+Each is a pair ``add_<name>(subparsers)`` / ``run_<name>(args)``; the options several commands
+share come from :mod:`robustness.cli.options`, the work from the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..report import format_table
+from .options import (
+    attack_from,
+    attack_options,
+    data_root_options,
+    model_options,
+    model_source,
+    models_root_options,
+    nonnegative_number,
+    out_options,
+    plots_root_options,
+    positive_int,
+    restart_options,
+    runtime_options,
+    source_options,
+    speed_options,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+Sub = argparse._SubParsersAction
+
+
+def _load_source(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The model ``--checkpoint``/``--weights`` names, on ``device``, checked to fit ``--dataset``."""
+    from ..sources import check_fits, load_model  # noqa: PLC0415 (keeps --help fast)
+
+    model, meta = load_model(model_source(args), arch=args.arch, dataset=args.dataset, device=device)
+    check_fits(meta, args.dataset)
+    return model, meta
+
+
+def _write(rows: Sequence[Mapping[str, Any]], out: str | None) -> None:
+    """Write the table to ``--out``, when given, and say where."""
+    if out:
+        from ..files import save_rows  # noqa: PLC0415 (keeps --help fast)
+
+        print(f"table: {save_rows(rows, out)}")
+
+
+def add_attack(sub: Sub) -> None:
+    """``attack``: one checkpoint (or a model from elsewhere) under FGSM, PGD or APGD."""
+    p = sub.add_parser("attack", parents=[model_options(), models_root_options(), data_root_options(),
+                                          runtime_options(), source_options(),
+                                          attack_options(("fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr")),
+                                          restart_options(), speed_options(), out_options()],
+                       help="evaluate a saved checkpoint or a model from elsewhere under FGSM, PGD or APGD (L∞, L2)",
+                       description="Attack the test images of a saved checkpoint (--init, --epoch) or of the model "
+                                   "--checkpoint or --weights names, and print clean accuracy, robust accuracy (each "
+                                   "with its 95% Wilson interval), the success rate over initially correct images "
+                                   "and the mean and max perturbation norm. PGD stops early per image once it is "
+                                   "misclassified. apgd runs APGD-CE and APGD-DLR (torchattacks, 100 iterations "
+                                   "each by default) and counts an image as robust only if it survives both: the "
+                                   "strong attack for an honest number; apgd-ce and apgd-dlr run one loss.")
+    p.add_argument("--init", type=int, default=1, help="initialisation number, from 1 (default 1)")
+    p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest)")
+    p.add_argument("--subset", type=int, default=None, metavar="N",
+                   help="attack a fixed, seeded subset of N test images (default: the whole test split)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch (default 256)")
+    p.set_defaults(run=run_attack)
+
+
+def run_attack(args: argparse.Namespace) -> int:
+    """Evaluate and print one row (with intervals); write it to ``--out``."""
+    from .. import paths  # noqa: PLC0415 (keeps --help fast)
+    from ..data import load_dataset, make_loader  # noqa: PLC0415
+    from ..evaluation import evaluate, intervals  # noqa: PLC0415
+    from ..runtime import autocast, channels_last, pick_device  # noqa: PLC0415
+    from ..train import load_checkpoint  # noqa: PLC0415
+
+    attack = attack_from(args)
+    device = pick_device(args.device)
+    if model_source(args) is not None:
+        model, meta = _load_source(args, device)
+        where = {"arch": meta["arch"], "source": meta["source"]}
+    else:
+        epoch, path = paths.find_checkpoint(args.arch, args.dataset, args.init, args.epoch, args.models_root)
+        model, _ = load_checkpoint(path, args.arch, args.dataset, map_location=device)
+        where = {"arch": args.arch, "init": args.init, "epoch": epoch}
+    loader = make_loader(load_dataset(args.dataset, train=False, root=args.data_root), args.batch_size,
+                         subset=args.subset, seed=args.seed)
+    if args.channels_last:
+        channels_last(model)
+    with autocast(device, args.precision):
+        result = evaluate(model, loader, attack)
+    (clean_lo, clean_hi), (robust_lo, robust_hi) = intervals(result).values()
+    row = {**where, "dataset": args.dataset, "attack": attack.tag, "precision": args.precision,
+           "clean_acc": result["clean_acc"], "clean_lo": clean_lo, "clean_hi": clean_hi,
+           "robust_acc": result["robust_acc"], "robust_lo": robust_lo, "robust_hi": robust_hi,
+           **{k: v for k, v in result.items() if k not in ("clean_acc", "robust_acc")}}
+    print(format_table([row]))
+    _write([row], args.out)
+    return 0
+
+
+def _ensemble(text: str) -> tuple[str, ...]:
+    """``--ensemble``: comma-separated names from pgd, apgd-ce, apgd-dlr."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    known = ("pgd", "apgd-ce", "apgd-dlr")
+    if not names or any(name not in known for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct names from {','.join(known)}, comma-separated")
+    return names
+
+
+def add_defend(sub: Sub) -> None:
+    """``defend``: the defensive perturbation, evaluated honestly."""
+    p = sub.add_parser("defend", parents=[model_options(arch="mnist_cnn"), models_root_options(), data_root_options(),
+                                          runtime_options(), source_options(), plots_root_options(),
+                                          attack_options(None, required=True), out_options()],
+                       help="defensive perturbation: evaluate it honestly, save defended data, t-SNE",
+                       description="Optimise a defensive perturbation (Adam, lr 0.1) for each test image so that "
+                                   "the image and a PGD attack on it keep the label, then evaluate it for each "
+                                   "threat model and label mode: clean, attacked and defended accuracy, the "
+                                   "transfer attack, the adaptive attacks (PGD with fresh restarts, APGD-CE and "
+                                   "APGD-DLR; in the test-time model through the defense, BPDA with EOT), the "
+                                   "per-example worst case, the undefended model under the same attacks, the gain, "
+                                   "every accuracy with its 95% interval, and each row's distance from x (a "
+                                   "defended image that is also attacked may lie budget + eps away). The "
+                                   "original's form: -p linf -k 20 -e 0.2 -a 0.01 or -p l2 -k 40 -e 2.5 -a 0.075; "
+                                   "eps-like values may be fractions such as 8/255. Without --checkpoint or "
+                                   "--weights, the original's model (Adam lr 5e-4, batch 100) is trained into "
+                                   "saved_models/<Arch>/<DATASET>/Init_1/ or reused from there. Slow: one defense "
+                                   "runs def-steps x (k + 2) passes, and the test-time attacks run the defense at "
+                                   "every one of their steps (2 x apgd-steps for the APGD pair).")
+    p.add_argument("--train-epochs", type=int, default=10,
+                   help="epochs of the default model when it has to be trained (default 10)")
+    p.add_argument("--budget", type=nonnegative_number, default=None, metavar="B",
+                   help="bound on the defense's perturbation in the attack's norm (default: eps); "
+                        "inf for the original's unbounded defense")
+    p.add_argument("--label", default="both", choices=["predicted", "oracle", "both"],
+                   help="the defense's target: the model's prediction (deployable), the true label (oracle, "
+                        "the original's mode, marked [ORACLE]) or both (default both)")
+    p.add_argument("--threat", default="both", choices=["preemptive", "test-time", "both"],
+                   help="preemptive: defend, then attack the defended image; test-time: attack, then defend "
+                        "(default both)")
+    p.add_argument("--def-steps", type=int, default=79, help="Adam steps of the defense (default 79)")
+    p.add_argument("--def-lr", type=float, default=0.1, help="Adam learning rate of the defense (default 0.1)")
+    p.add_argument("--ensemble", type=_ensemble, default=("pgd", "apgd-ce", "apgd-dlr"), metavar="A,B",
+                   help="the strong attacks, on the defended and the undefended model alike: pgd (fresh restarts), "
+                        "apgd-ce, apgd-dlr, comma-separated (default pgd,apgd-ce,apgd-dlr)")
+    p.add_argument("--apgd-steps", type=positive_int, default=100,
+                   help="iterations of APGD-CE and APGD-DLR (default 100; fewer understate the attack)")
+    p.add_argument("--eot-samples", type=positive_int, default=1,
+                   help="defense draws averaged by the test-time attacks through the defense (EOT, default 1)")
+    p.add_argument("--restarts", type=positive_int, default=5,
+                   help="fresh random starts of the ensemble's PGD (default 5)")
+    p.add_argument("--subset", type=int, default=200, metavar="N",
+                   help="evaluate a fixed, seeded subset of N test images (and of each split with --save-data; "
+                        "default 200)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per defense batch (default 100)")
+    p.add_argument("--tsne", action="store_true", help="save t-SNE maps of clean, adversarial and defended images")
+    p.add_argument("--save-data", action="store_true",
+                   help="save defended train and valid images under saved_models/<Arch>/<DATASET>/Defensive_<norm>/")
+    p.set_defaults(run=run_defend)
+
+
+def run_defend(args: argparse.Namespace) -> int:
+    """Evaluate the defense, print the table (and write it to ``--out``); save data and t-SNE maps if asked."""
+    from .. import paths  # noqa: PLC0415 (keeps --help fast)
+    from ..data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
+    from ..defense import Defense  # noqa: PLC0415
+    from ..defense_data import defend_splits, load_or_train, tsne_figure  # noqa: PLC0415
+    from ..defense_eval import defense_table  # noqa: PLC0415
+    from ..defense_report import format_results, result_rows  # noqa: PLC0415
+    from ..plots import save_figure  # noqa: PLC0415
+    from ..runtime import pick_device  # noqa: PLC0415
+
+    budget = args.eps if args.budget is None else args.budget
+    labels = ("predicted", "oracle") if args.label == "both" else (args.label,)
+    threats = ("preemptive", "test-time") if args.threat == "both" else (args.threat,)
+    defenses = {label: Defense(args.eps, args.alpha, args.steps, budget, args.norm, args.def_steps, args.def_lr,
+                               label) for label in labels}  # validates every number before any training
+    loader = make_loader(load_dataset(args.dataset, train=False, root=args.data_root), args.batch_size,
+                         subset=args.subset, seed=args.seed)
+    if model_source(args) is not None:
+        model, _ = _load_source(args, pick_device(args.device))
+    else:
+        model = load_or_train(args.arch, args.dataset, epochs=args.train_epochs, seed=args.seed, device=args.device,
+                              models_root=args.models_root, data_root=args.data_root)
+    results = defense_table(model, loader, threats=threats, labels=labels, norm=args.norm, eps=args.eps,
+                            alpha=args.alpha, steps=args.steps, budget=budget, def_steps=args.def_steps,
+                            lr=args.def_lr, eot_samples=args.eot_samples, restarts=args.restarts,
+                            ensemble=args.ensemble, apgd_steps=args.apgd_steps, seed=args.seed)
+    first = next(iter(results.values()))
+    print(f"{args.arch} on {args.dataset}, {first['examples']} test images; PGD-{args.norm} eps {args.eps:g} "
+          f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps; ensemble "
+          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, EOT "
+          f"{args.eot_samples})")
+    print(format_results(results))
+    _write(result_rows(results), args.out)
+    if args.save_data:
+        for defense in defenses.values():
+            for split, path in defend_splits(model, defense, args.arch, args.dataset, subset=args.subset,
+                                             batch_size=args.batch_size, seed=args.seed,
+                                             models_root=args.models_root, data_root=args.data_root).items():
+                print(f"defended {split} data ({defense.label} labels): {path}")
+    if args.tsne:
+        x, y = loader_to_tensors(loader)
+        for label, defense in defenses.items():
+            name = paths.tsne_plot_name(args.arch, args.dataset, args.norm, label)
+            print(f"t-SNE map: {save_figure(tsne_figure(model, x, y, defense, args.seed), name, args.plots_root)}")
+    return 0
+
+
+def add_demo(sub: Sub) -> None:
+    """``demo``: the whole study on mnist5k in minutes."""
+    p = sub.add_parser("demo", parents=[models_root_options(), plots_root_options(), runtime_options()],
+                       help="the whole study on mnist5k in minutes (what `make demo` runs)",
+                       description="Train ResNet-18 (3 initialisations), calibrate FGSM eps per checkpoint on "
+                                   "held-out images, sweep the high-pass filter over four layers (500 images, 9 "
+                                   "thresholds, BatchNorm re-estimated), write the scores tables with intervals and "
+                                   "plots, re-check one layer with PGD, compare the initialisations, evaluate the "
+                                   "defensive perturbation with t-SNE plots, and compare selective retraining. A "
+                                   "rerun reuses everything already written.")
+    p.add_argument("--smoke", action="store_true", help="tiny settings: every step in seconds (for tests)")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    from ..demo import DemoSettings  # noqa: PLC0415 (keeps --help fast)
+    from ..demo import run_demo as demo
+
+    options = dict(models_root=args.models_root, plots_root=args.plots_root, device=args.device, seed=args.seed)
+    demo(DemoSettings.smoke(**options) if args.smoke else DemoSettings(**options))
+    return 0
+

