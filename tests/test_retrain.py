@@ -325,6 +325,7 @@ SMALL = dict(kind="highpass", score="clean", baseline="unfiltered", seeds=2, ran
              test_subset=40, pgd_steps=2, n_boot=100, device="cpu")
 
 
+@pytest.mark.slow
 def test_an_interrupted_comparison_recomputes_only_the_missing_runs(two_inits, tmp_path, monkeypatch) -> None:
     calls: list[tuple[str, ...]] = []
 
@@ -357,6 +358,7 @@ def retrain_once(two_inits: Path, tmp_path: Path) -> tuple[list[dict], Path]:
     return run_comparison("mnist_cnn", "mnist5k", [1], models_root=copied, plots_root=tmp_path, **SMALL)
 
 
+@pytest.mark.slow
 def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -> None:
     models = tmp_path / "models"
     shutil.copytree(two_inits, models, ignore=shutil.ignore_patterns("retraining"))

@@ -107,6 +107,7 @@ def test_result_files_and_meta(whole: Path) -> None:
         run_study(study(whole, thresholds=4))
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_writes_only_the_rest(checkpoints_root, whole, tmp_path, monkeypatch) -> None:
     killed = fresh_root(checkpoints_root, tmp_path, "killed")
     real_run_unit, ran = study_module.run_unit, []
@@ -130,6 +131,7 @@ def test_resume_after_a_kill_writes_only_the_rest(checkpoints_root, whole, tmp_p
     assert result_files(killed) == result_files(whole)
 
 
+@pytest.mark.slow
 def test_units_split_over_workers_merge_to_the_same_files(checkpoints_root, whole, tmp_path) -> None:
     config = study(fresh_root(checkpoints_root, tmp_path, "shards"))
     units, data = plan_units(config), study_data(config, torch.device("cpu"))
@@ -176,6 +178,7 @@ def two_inits(checkpoints_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     return root
 
 
+@pytest.mark.slow
 def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tmp_path: Path, monkeypatch) -> None:
     root = fresh_root(two_inits, tmp_path, "calibrated")
     config = study(root, epochs=(1,), kinds=("highpass",), layers=("fc2",), thresholds=2, subset=50,
@@ -209,6 +212,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
     assert load_results(result_path(config, 2, 1, "highpass", "global"))[0]["eps"] == epsilons[1]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_below_the_target_fails_before_any_sweep(checkpoints_root: Path, tmp_path: Path) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "untrained")
     config = study(root, epochs=(1, 0), calibrate_eps=0.5, calibration_images=100, subset=50)
@@ -262,6 +266,7 @@ def resnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_study_recalibrates_on_a_seeded_training_subset(resnet_root: Path) -> None:
     common = dict(attack=FGSM(0.05), arch="resnet18", kinds=("highpass",), scopes=("local",), layers=("fc",),
                   thresholds=2, subset=20, bn_images=120, models_root=str(resnet_root), device="cpu")
@@ -301,6 +306,7 @@ def test_cli_filter_bn_grid_and_random_baseline(checkpoints_root: Path, tmp_path
 # ---------------------------------------------------------------- the PGD re-check
 
 
+@pytest.mark.slow
 def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
     root = fresh_root(two_inits, tmp_path, "recheck")
     config = study(root, epochs=(1,), inits=(1,), kinds=("highpass",), scopes=("local",), layers=("conv1", "fc2"),
