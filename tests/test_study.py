@@ -331,7 +331,9 @@ def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
     assert (meta["bn"], meta["grid"], meta["thresholds"], meta["null_masks"]) == ("recalibrate", "value", 3, 0)
     assert list(pgd) == ["fc2"]
     # retraining rebuilds the sweep's own attack from its meta, and evaluates with PGD at that eps
-    assert attack_from_meta(meta) == make_attack("pgd", eps, steps=3, restarts=2)
+    rebuilt = attack_from_meta(meta)
+    assert rebuilt == make_attack("pgd", eps, meta["attack_params"]["alpha"], steps=3, restarts=2)
+    assert rebuilt.alpha == pytest.approx(2.5 * eps / 3)
     assert evaluation_attacks(meta, pgd_steps=4)["pgd"] == make_attack("pgd", eps, steps=4)
     # the same thresholds, images and model: the clean outcomes are FGSM's, image by image
     assert pgd["fc2"].thresholds == fgsm["fc2"].thresholds
