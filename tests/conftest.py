@@ -33,7 +33,7 @@ def trained_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
 
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def batch(
     mnist5k_test: tuple[torch.Tensor, torch.Tensor], request: pytest.FixtureRequest
 ) -> tuple[torch.Tensor, torch.Tensor]:
