@@ -96,6 +96,7 @@ def test_apgd_no_weaker_than_pgd_at_equal_eps(trained_cnn, batch, norm, eps):
     assert apgd_acc < acc(trained_cnn, x, y) - 0.05
 
 
+@pytest.mark.slow
 def test_apgd_is_the_per_example_worst_case_of_its_losses(trained_cnn, batch):
     x, y = batch[0][:100], batch[1][:100]
     both = wrong(trained_cnn, APGD(0.1, steps=5)(trained_cnn, x, y), y)
@@ -106,6 +107,7 @@ def test_apgd_is_the_per_example_worst_case_of_its_losses(trained_cnn, batch):
     assert both.sum() <= (ce | dlr_alone).sum() + 2  # DLR on the rest sees a smaller batch: other random starts
 
 
+@pytest.mark.slow
 def test_apgd_is_deterministic_and_keeps_the_callers_random_state(trained_cnn, batch):
     x, y = batch[0][:50], batch[1][:50]
     attack = APGD(0.1, steps=3, seed=7)

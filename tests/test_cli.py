@@ -128,6 +128,7 @@ SWEEP = ["--arch", "mnist_cnn", "--filter", "highpass", "--scope", "both", "--la
          "--subset", "60", "--bn", "frozen", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_filter_of_a_plain_state_dict_equals_the_same_weights_from_the_tree(tree: tuple[Path, Path]) -> None:
     """The same weights give the same sweeps, whether they come from the tree or from a file elsewhere; the
     file's results go to its own From_ folder with the source in their meta."""

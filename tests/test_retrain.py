@@ -97,6 +97,7 @@ def test_retraining_every_layer_continues_the_trainer_bitwise(tmp_path, recipe) 
     assert _changed(trained, model) == set()
 
 
+@pytest.mark.slow
 def test_retraining_every_layer_of_a_resnet_does_not_collapse(resnet, retrain_images, mnist5k_test) -> None:
     model, ckpt = resnet
     test = DataLoader(TensorDataset(*(t[:500] for t in mnist5k_test)), batch_size=250)
@@ -121,6 +122,7 @@ def test_retraining_every_layer_of_a_resnet_does_not_collapse(resnet, retrain_im
     assert accuracy(old, test) < before - 0.3
 
 
+@pytest.mark.slow
 def test_only_the_chosen_parameters_change_and_batchnorm_follows_training(resnet, retrain_images) -> None:
     model = copy.deepcopy(resnet[0])
     state = resnet[1]["optimizer"]

@@ -161,6 +161,7 @@ def test_unknown_layer_and_kind(trained_cnn: nn.Module, data) -> None:
         global_analysis(trained_cnn, data, "notch", FGSM(EPS))
 
 
+@pytest.mark.slow
 def test_channels_last_and_bf16_agree_with_fp32(trained_cnn: nn.Module, data) -> None:
     """The GPU speed options change the numbers by rounding only. Channels-last: the same accuracies, losses
     within 1e-4. bf16 autocast: accuracies within 0.03 (3 of the 100 images) at every threshold."""

@@ -214,6 +214,7 @@ def test_resuming_with_another_recipe_is_refused(tmp_path: Path) -> None:
         train(TrainConfig.from_recipe("cifar", **{**_settings(cosine), "epochs": 2, "subset": 100}))
 
 
+@pytest.mark.slow
 def test_cifar_stem_resnet_trains_on_cifar10_files_and_loads_back(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar10(tmp_path / "data", monkeypatch, per_batch=20, test_size=20)
