@@ -9,7 +9,7 @@ XLA_STAMP := $(XLA_VENV)/.installed
 # The lock without the torch stack, as constraints for the XLA environment's other packages.
 TORCH_STACK := ^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==
 
-.PHONY: setup demo test test-xla bench lint clean-results
+.PHONY: setup demo test test-fast test-xla bench lint clean-results
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check robustness tests benchmarks
 	$(PY) -m pytest -q --durations=15
+
+# The tests not marked slow (under 2 minutes on 2 cores): for the edit-test loop; `make test` runs them all.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check robustness tests benchmarks
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 # torch 2.9.0 + torch_xla 2.9.0 (the oldest torch the package supports) and the package's dependencies at the
 # versions of the lock; the tests marked xla run on torch_xla's CPU device.

@@ -12,13 +12,16 @@ and its guarantees: model frozen and restored, inputs checked, caller's random s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from .attacks import ApgdLoss, Norm, _check_batch, _check_count, _check_labels, _check_number, geometry
 from .errors import InvalidArgument
+from .norms import Norm, check_batch, check_count, check_labels, check_number, geometry
 from .runtime import frozen_eval
+
+ApgdLoss = Literal["ce", "dlr"]
 
 _LOSSES: tuple[ApgdLoss, ...] = ("ce", "dlr")
 
@@ -44,10 +47,10 @@ class APGD:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_number("eps", self.eps)
-        _check_count("steps", self.steps, 1)
-        _check_count("restarts", self.restarts, 1)
-        _check_count("seed", self.seed, 0)
+        check_number("eps", self.eps)
+        check_count("steps", self.steps, 1)
+        check_count("restarts", self.restarts, 1)
+        check_count("seed", self.seed, 0)
         geometry(self.norm)
         if not self.losses or len(set(self.losses)) != len(self.losses) or set(self.losses) - set(_LOSSES):
             raise InvalidArgument(f"losses must be distinct names from {_LOSSES}, got {self.losses!r}")
@@ -65,10 +68,10 @@ class APGD:
 
     def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_adv, clean_logits)``; the clean logits come from one forward pass before the attack."""
-        x, y = _check_batch(model, x, y)
+        x, y = check_batch(model, x, y)
         with frozen_eval(model):
             with torch.no_grad():
-                clean_logits = _check_labels(model(x), y)
+                clean_logits = check_labels(model(x), y)
             if "dlr" in self.losses and clean_logits.shape[1] < 3:
                 raise InvalidArgument(
                     f"the DLR loss compares the three largest logits, but the model has {clean_logits.shape[1]} "

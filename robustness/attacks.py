@@ -11,8 +11,8 @@ or as a reusable, file-nameable object::
     x_adv = attack(model, x, y)          # attack.tag == "pgd-l2_eps2_a0.25_k10"
     strong = make_attack("apgd", eps=8/255)  # APGD-CE and APGD-DLR, 100 iterations each
 
-The geometry of each norm (random start, step, projection, size of a perturbation)
-lives in one place, :data:`GEOMETRIES`, and every attack goes through it. Attacks run
+The geometry of each norm (random start, step, projection, size of a perturbation) and the
+argument checks live in :mod:`robustness.norms`, and every attack goes through them. Attacks run
 under :func:`runtime.frozen_eval`: only the input gets a gradient, and the model's mode
 and ``requires_grad`` flags are restored on exit. Images are ``[0, 1]`` tensors of shape
 ``(N, C, H, W)``; the adversarial images come back on the model's device.
@@ -26,143 +26,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeAlias, get_args
+from typing import ClassVar, Literal, TypeAlias, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .apgd import APGD, ApgdLoss
 from .errors import InvalidArgument
-from .runtime import frozen_eval, model_device, needs_fixed_shapes, sync
+from .norms import (
+    GEOMETRIES,
+    L2,
+    TINY,
+    Geometry,
+    Linf,
+    Norm,
+    check_batch,
+    check_count,
+    check_labels,
+    check_number,
+    expand,
+    geometry,
+)
+from .runtime import frozen_eval, needs_fixed_shapes, sync
 
-if TYPE_CHECKING:
-    from .apgd import APGD
-
-Norm = Literal["linf", "l2"]
 AttackName = Literal["fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr"]
-ApgdLoss = Literal["ce", "dlr"]
+Attack: TypeAlias = "FGSM | PGD | APGD"
 
-_TINY = 1e-10  # keeps divisions by a zero-norm gradient or perturbation finite
-
-
-class Geometry(Protocol):
-    """How one norm starts, steps, projects and measures a perturbation."""
-
-    def random_start(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
-        """A random perturbation inside the eps-ball, one per example, drawn on the CPU with ``generator``
-        (so the same seed gives the same start on every device)."""
-
-    def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:
-        """``x`` moved by ``alpha`` along the steepest-ascent direction of ``grad`` in this norm."""
-
-    def project(self, delta: Tensor, eps: float) -> Tensor:
-        """``delta`` projected onto the eps-ball, per example."""
-
-    def size(self, delta: Tensor) -> Tensor:
-        """The norm of each example's perturbation, shape ``(N,)``."""
-
-
-class Linf:
-    """The L∞ ball: sign steps, coordinate-wise clipping."""
-
-    def random_start(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
-        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        return (2 * u - 1) * eps
-
-    def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:
-        return x + alpha * grad.sign()
-
-    def project(self, delta: Tensor, eps: float) -> Tensor:
-        return delta.clamp(-eps, eps)
-
-    def size(self, delta: Tensor) -> Tensor:
-        return delta.flatten(1).abs().amax(1)
-
-
-class L2:
-    """The L2 ball: normalised-gradient steps, radial shrinking."""
-
-    def random_start(self, x: Tensor, eps: float, generator: torch.Generator) -> Tensor:
-        # Uniform in the ball: a uniform direction and a radius eps * U^(1/d).
-        direction = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        direction = direction / _expand(self.size(direction) + _TINY, x)
-        u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype).to(x.device)
-        radius = eps * u ** (1 / x[0].numel())
-        return direction * _expand(radius, x)
-
-    def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:
-        return x + alpha * grad / _expand(self.size(grad) + _TINY, grad)
-
-    def project(self, delta: Tensor, eps: float) -> Tensor:
-        factor = torch.clamp(eps / self.size(delta).clamp_min(_TINY), max=1.0)
-        return delta * _expand(factor, delta)
-
-    def size(self, delta: Tensor) -> Tensor:
-        return delta.flatten(1).norm(p=2, dim=1)
-
-
-GEOMETRIES: dict[Norm, Geometry] = {"linf": Linf(), "l2": L2()}
-
-
-def _expand(per_example: Tensor, like: Tensor) -> Tensor:
-    """Reshape an ``(N,)`` tensor to broadcast against ``(N, C, H, W)``."""
-    return per_example.view(-1, *([1] * (like.dim() - 1)))
-
-
-def geometry(norm: str) -> Geometry:
-    """The geometry of ``norm`` ("linf" or "l2")."""
-    if norm not in GEOMETRIES:
-        raise InvalidArgument(f"unknown norm {norm!r}: use one of {', '.join(GEOMETRIES)}")
-    return GEOMETRIES[norm]
-
-
-# ---------------------------------------------------------------- argument checks
-
-
-def _check_number(name: str, value: float, minimum: float = 0.0) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < minimum:
-        raise InvalidArgument(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-
-
-def _check_count(name: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InvalidArgument(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_batch(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate images and labels; return both on the model's device, detached."""
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise InvalidArgument(f"x must be a float tensor of shape (N, C, H, W), got {shape}: add a batch dimension")
-    y = torch.as_tensor(y)
-    if y.is_floating_point() or y.is_complex() or (len(y) and y.min() < 0):
-        raise InvalidArgument(f"y must hold class indices (integers >= 0), got dtype {y.dtype}")
-    if y.dim() != 1 or len(y) != len(x):
-        raise InvalidArgument(f"y must hold one label per image: x has {len(x)} images, y has shape {tuple(y.shape)}")
-    if not ((x >= 0) & (x <= 1)).all():
-        raise InvalidArgument(
-            f"images must lie in [0, 1], got values in [{x.min().item():.3g}, {x.max().item():.3g}]: "
-            "pass unnormalised images (the models normalise inside)"
-        )
-    device = model_device(model)
-    return x.detach().to(device), y.to(device=device, dtype=torch.long)
-
-
-# ---------------------------------------------------------------- the attacks
-
-
-def _check_labels(logits: Tensor, y: Tensor) -> Tensor:
-    """``logits``, after checking that every label names one of its classes."""
-    if len(y) and y.max() >= logits.shape[1]:
-        raise InvalidArgument(f"label {y.max().item()} out of range for a model with {logits.shape[1]} classes")
-    return logits
+# The norm geometry and the argument checks live in robustness.norms; these names were importable from here first.
+__all__ = [
+    "APGD", "GEOMETRIES", "L2", "TINY", "ApgdLoss", "Attack", "AttackName", "FGSM", "Geometry", "Linf", "Norm", "PGD",
+    "check_batch", "check_count", "check_labels", "check_number", "expand", "fgsm", "geometry", "make_attack", "pgd",
+]
 
 
 def _loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Logits at ``x`` and the gradient of the summed cross-entropy w.r.t. ``x`` (never the parameters)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = _check_labels(model(x), y)
+        logits = check_labels(model(x), y)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
     return logits.detach(), grad
 
@@ -183,7 +85,7 @@ class FGSM:
     norm: ClassVar[Norm] = "linf"
 
     def __post_init__(self) -> None:
-        _check_number("eps", self.eps)
+        check_number("eps", self.eps)
 
     @property
     def tag(self) -> str:
@@ -192,7 +94,7 @@ class FGSM:
 
     def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_adv, clean_logits)`` from one forward and one input-gradient backward pass."""
-        x, y = _check_batch(model, x, y)
+        x, y = check_batch(model, x, y)
         with frozen_eval(model):
             return _fgsm(model, x, y, self.eps)
 
@@ -219,11 +121,11 @@ class PGD:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_number("eps", self.eps)
-        _check_number("alpha", self.alpha)
-        _check_count("steps", self.steps, 1)
-        _check_count("restarts", self.restarts, 1)
-        _check_count("seed", self.seed, 0)
+        check_number("eps", self.eps)
+        check_number("alpha", self.alpha)
+        check_count("steps", self.steps, 1)
+        check_count("restarts", self.restarts, 1)
+        check_count("seed", self.seed, 0)
         geometry(self.norm)
 
     @property
@@ -240,7 +142,7 @@ class PGD:
 
     def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_adv, clean_logits)``; the clean logits come from a forward pass the attack needs anyway."""
-        x, y = _check_batch(model, x, y)
+        x, y = check_batch(model, x, y)
         with frozen_eval(model):
             return self._run(model, x, y)
 
@@ -256,7 +158,7 @@ class PGD:
         seed and its position, not on which other examples are already fooled."""
         if self.eps == 0 or self.random_start:
             with torch.no_grad():
-                clean_logits = _check_labels(model(x), y)
+                clean_logits = check_labels(model(x), y)
         if self.eps == 0:
             return x.clone(), clean_logits
         need_loss = self.restarts > 1
@@ -278,7 +180,7 @@ class PGD:
             start = (x + geo.random_start(x, self.eps, generator)).clamp(0, 1)
             x_adv, now_fooled, loss, _ = self._descend(model, x, y, start, todo, need_loss)
             better = todo & (now_fooled | (loss > best_loss)) if need_loss else todo
-            best = torch.where(_expand(better, x), x_adv, best)
+            best = torch.where(expand(better, x), x_adv, best)
             best_loss = torch.where(todo, torch.maximum(best_loss, loss), best_loss)
             fooled = fooled | now_fooled
         return best, clean_logits
@@ -311,7 +213,7 @@ class PGD:
             if start_logits is None:
                 start_logits = logits
             wrong = live & (logits.argmax(1) != y[rows])
-            out[rows] = torch.where(_expand(wrong, x_t), x_t, out[rows])
+            out[rows] = torch.where(expand(wrong, x_t), x_t, out[rows])
             fooled[rows] = fooled[rows] | wrong
             live = live & ~wrong
             if not masked:
@@ -320,8 +222,8 @@ class PGD:
             if not live.any():
                 return out, fooled, loss, start_logits
             x_next = (x[rows] + geo.project(geo.step(x_t, grad, self.alpha) - x[rows], self.eps)).clamp(0, 1)
-            x_t = torch.where(_expand(live, x_t), x_next, x_t)
-        out[rows] = torch.where(_expand(live, x_t), x_t, out[rows])
+            x_t = torch.where(expand(live, x_t), x_next, x_t)
+        out[rows] = torch.where(expand(live, x_t), x_t, out[rows])
         if need_loss:
             with torch.no_grad():
                 logits = model(x_t)
@@ -330,10 +232,6 @@ class PGD:
             final_loss = F.cross_entropy(logits, y[rows], reduction="none")
             loss[rows] = torch.where(live, final_loss, loss[rows])
         return out, fooled, loss, start_logits
-
-
-# APGD lives in robustness.apgd, which builds on this module; a string keeps the alias import-free.
-Attack: TypeAlias = "FGSM | PGD | APGD"
 
 
 def make_attack(
@@ -360,15 +258,13 @@ def make_attack(
         return FGSM(eps)
     if name == "pgd":
         steps = 10 if steps is None else steps
-        _check_count("steps", steps, 1)
-        _check_number("eps", eps)
+        check_count("steps", steps, 1)
+        check_number("eps", eps)
         alpha = 2.5 * eps / steps if alpha is None else alpha
         return PGD(eps, alpha, steps, norm, random_start, restarts, seed)
     if name in ("apgd", "apgd-ce", "apgd-dlr"):
         if alpha is not None or not random_start:
             raise InvalidArgument("APGD adapts its own step size from a random start: drop alpha / random_start")
-        from .apgd import APGD  # noqa: PLC0415 (robustness.apgd imports this module)
-
         losses = get_args(ApgdLoss) if name == "apgd" else (name.removeprefix("apgd-"),)
         return APGD(eps, norm, 100 if steps is None else steps, losses, restarts, seed)
     raise InvalidArgument(f"unknown attack {name!r}: use one of {', '.join(get_args(AttackName))}")
@@ -395,11 +291,3 @@ def pgd(  # noqa: PLR0917 (torchattacks-style one-line call)
     """PGD adversarial images (see :class:`PGD`)."""
     return PGD(eps, alpha, steps, norm, random_start, restarts, seed)(model, x, y)
 
-
-def __getattr__(name: str) -> object:
-    """``APGD`` is importable from here too (it is defined in :mod:`robustness.apgd`, which imports this module)."""
-    if name == "APGD":
-        from .apgd import APGD  # noqa: PLC0415
-
-        return APGD
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,9 +28,10 @@ import numpy as np
 
 from . import paths
 from .errors import DataNotFoundError, InvalidArgument
+from .paths import RECHECK
+from .results import load_results
 from .scores import CONFIDENT, DEFAULT_BOOT, DEFAULT_CI, SCORES, Label, Score, layer_scores
 from .stats import percentile_interval, spearman
-from .sweep import RECHECK, load_results
 
 Scores = Mapping[str, Mapping[str, Any]]  # {layer: filtering_scores dict}
 

@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import datasets, transforms
 
+from . import paths
 from .errors import DataNotFoundError, InvalidArgument
 
 DatasetName = Literal["mnist", "cifar10", "tinyimagenet", "mnist5k"]
@@ -54,7 +55,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def load_dataset(
-    name: DatasetName, train: bool = True, root: str | Path = "Dataset", download: bool = False
+    name: DatasetName, train: bool = True, root: str | Path = paths.DEFAULT_DATA_ROOT, download: bool = False
 ) -> Dataset:
     """The train or test split of dataset ``name``, read from ``root``.
 

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attacks import PGD, Norm, geometry
+from .attacks import PGD
 from .errors import InvalidArgument
+from .norms import Norm, geometry
 from .runtime import frozen_eval, model_device, progress
 
 LabelMode = Literal["predicted", "oracle"]

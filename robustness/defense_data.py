@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from . import paths
+from .checkpoint import load_checkpoint
 from .data import load_dataset, make_loader
 from .defense import Defense
 from .defense_eval import threat_images
@@ -23,7 +24,7 @@ from .errors import DataNotFoundError
 from .files import save_npz
 from .plots import plot_tsne
 from .runtime import pick_device, progress
-from .train import TrainConfig, load_checkpoint, train
+from .train import TrainConfig, train
 
 Split = Literal["train", "valid"]
 
@@ -62,7 +63,7 @@ def defend_splits(
     batch_size: int = 100,
     seed: int = 0,
     models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    data_root: str | Path = "Dataset",
+    data_root: str | Path = paths.DEFAULT_DATA_ROOT,
 ) -> dict[Split, Path]:
     """Defend the train and test (``valid``) split, or a seeded ``subset`` of each, and save them
     under ``Defensive_<norm>/`` (:func:`paths.defense_data_path`); return the files written."""
@@ -96,7 +97,7 @@ def load_or_train(
     seed: int = 0,
     device: str = "auto",
     models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    data_root: str | Path = "Dataset",
+    data_root: str | Path = paths.DEFAULT_DATA_ROOT,
 ) -> nn.Module:
     """The original project's model: ``arch`` trained on ``dataset`` with Adam (lr 5e-4, batch 100)
     into the checkpoint tree (``saved_models/<Arch>/<DATASET>/Init_1/``), or reused from there when

@@ -39,10 +39,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .apgd import APGD
-from .attacks import PGD, Norm, geometry
+from .attacks import PGD
 from .defense import Defense, LabelMode, StraightThrough, Threat, _check_images
 from .defense_report import summarize
 from .errors import InvalidArgument
+from .norms import Norm, geometry
 from .runtime import frozen_eval, progress
 
 EnsembleAttack = Literal["pgd", "apgd-ce", "apgd-dlr"]

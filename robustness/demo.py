@@ -75,8 +75,8 @@ class DemoSettings:
     defense_subset: int = 50
     defense_eps: float = 0.2
     defense_alpha: float = 0.05
-    defense_steps: int = 5
-    def_steps: int = 5
+    defense_steps: int = 5  # PGD steps of the attack the defense is evaluated against (Defense.steps)
+    defense_def_steps: int = 5  # the defense's own optimisation steps (Defense.def_steps)
     retrain_inits: tuple[int, ...] = (1,)
     retrain_seeds: int = 3
     retrain_random_sets: int = 5
@@ -84,8 +84,8 @@ class DemoSettings:
     retrain_pgd_steps: int = 3
     seed: int = 0
     device: str = "auto"
-    models_root: str = "saved_models"
-    plots_root: str = "plots"
+    models_root: str = str(paths.DEFAULT_MODELS_ROOT)
+    plots_root: str = str(paths.DEFAULT_PLOTS_ROOT)
 
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoSettings:
@@ -94,7 +94,7 @@ class DemoSettings:
                     scopes=("local", "global"),
                     thresholds=3, bn_images=60, layers=None, recheck_steps=3, n_boot=100, defense_epochs=1,
                     defense_subset=16,
-                    defense_steps=2, def_steps=2, retrain_seeds=2, retrain_random_sets=1, retrain_subset=100,
+                    defense_steps=2, defense_def_steps=2, retrain_seeds=2, retrain_random_sets=1, retrain_subset=100,
                     retrain_pgd_steps=2)
         return replace(cls(), **{**tiny, **overrides})
 
@@ -149,7 +149,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         histories = train(TrainConfig(arch=s.arch, dataset=s.dataset, inits=s.inits, epochs=s.epochs,
                                       subset=s.train_subset, **common))
         draw_and_save(lambda: plot_learning_curves(histories, f"{arch_name} on {data_name}"),
-                      paths.plot_name(arch_name, data_name, "learning_curves"), s.plots_root,
+                      paths.learning_curves_plot_name(s.arch, s.dataset), s.plots_root,
                       keep_if_newer_than=[paths.history_path(s.arch, s.dataset, i, s.models_root)
                                           for i in range(1, s.inits + 1)])
 
@@ -183,12 +183,12 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
             _settings(s, *(k for k in asdict(s) if k.startswith("def")), "seed"),
             lambda: defense_table(defense_model, defense_loader, norm="linf", eps=s.defense_eps,
                                   alpha=s.defense_alpha, steps=s.defense_steps, budget=s.defense_eps,
-                                  def_steps=s.def_steps, seed=s.seed),
+                                  def_steps=s.defense_def_steps, seed=s.seed),
         )
         x, y = loader_to_tensors(defense_loader)
-        predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.def_steps)
+        predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps)
         draw_and_save(lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed),
-                      paths.plot_name(paths.arch_dir_name(s.defense_arch), data_name, "tsne", "linf"), s.plots_root,
+                      paths.tsne_plot_name(s.defense_arch, s.dataset, "linf", predicted.label), s.plots_root,
                       keep_if_newer_than=[report])
 
     with _step(6, f"selective retraining of Init {', '.join(map(str, s.retrain_inits))} for one epoch of "
@@ -216,8 +216,7 @@ def _compare(s: DemoSettings, files: list[Path], tag: str) -> Comparison:
     sets = study_sets(s.arch, s.dataset, "highpass", by="init", epoch=s.epochs, attack=tag, root=s.models_root,
                       **{"tau": s.tau, "n_boot": s.n_boot, "seed": s.seed})
     comparison = compare(sets, n_boot=s.n_boot, seed=s.seed)
-    name = paths.plot_name("compare", paths.arch_dir_name(s.arch), paths.dataset_dir_name(s.dataset), "by_init",
-                           "highpass", "density")
+    name = paths.comparison_plot_name(s.arch, s.dataset, "init", "highpass", "density")
     title = f"{s.arch} on {s.dataset}: high-pass local scores of the initialisations, epoch {s.epochs}"
     draw_and_save(lambda: plot_comparison(comparison, title), name, s.plots_root, keep_if_newer_than=files)
     return comparison

@@ -3,7 +3,8 @@
 ``torchrun --nproc-per-node N -m robustness ...`` starts N copies of the command with
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set. :func:`process_group` joins them into
 one group for the body of a ``with`` (NCCL with CUDA, gloo otherwise) and gives each
-process its device (``cuda:LOCAL_RANK``). Without torchrun, or with one process, no
+process its device (``cuda:LOCAL_RANK``); :func:`robustness.study.run_study` shares a
+study's units out over them with :func:`shard`. Without torchrun, or with one process, no
 group is made and every helper here is a no-op, so single-process use is unchanged.
 """
 
@@ -12,9 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -22,9 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import sweep
 from .errors import RobustnessError
-from .runtime import pick_device
 
 T = TypeVar("T")
 
@@ -142,27 +139,11 @@ def shard(items: Sequence[T]) -> list[T]:
     return list(items[rank()::world_size()])
 
 
-def run_study(config: sweep.StudyConfig) -> list[Path]:
-    """:func:`sweep.run_study`, split over torchrun's processes; every rank returns the study's result files.
+def __getattr__(name: str) -> object:
+    """``run_study``, once defined here, is :func:`robustness.study.run_study`, which splits itself over
+    torchrun's processes (imported on use: :mod:`robustness.study` builds on this module)."""
+    if name == "run_study":
+        from .study import run_study  # noqa: PLC0415
 
-    Each rank runs its :func:`shard` of :func:`sweep.plan_units` (the plan depends only on
-    ``config`` and the checkpoints on disk, so every rank, on any node, computes the same
-    one) and writes only its units' files; once all are done, rank 0 merges the layer parts
-    into the result files, which equal a single-process run's. Each checkpoint's eps is
-    settled before any sweep: the checkpoints that need one are shared out round-robin, and
-    every rank gets every eps, so all units of a checkpoint use the same. Across nodes,
-    ``models_root`` must be one shared folder. Without torchrun it is :func:`sweep.run_study`.
-    """
-    if world_size() == 1:
-        return sweep.run_study(config)
-    config = config.validate()
-    with process_group(pick_device(config.device), backend="gloo", timeout=SWEEP_TIMEOUT) as device:
-        config = replace(config, device=str(device))
-        units = sweep.plan_units(config)
-        pending = sorted({u.checkpoint for u in units if not sweep.is_done(config, u)})
-        data = sweep.study_data(config, device) if pending else None
-        epsilons = {}
-        for share in gathered(lambda: sweep.checkpoint_epsilons(config, shard(pending), data)):
-            epsilons |= share
-        on_all(lambda: sweep.run_units(config, shard(units), data, epsilons))
-        return on_main(lambda: sweep.merge_results(config))
+        return run_study
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -69,7 +69,7 @@ def apply_filter(weight: torch.Tensor, kind: str, alpha: float, half_width: floa
     return weight.masked_fill(filter_mask(weight, kind, alpha, half_width), 0)
 
 
-def thresholds(kind: str, lo: float, hi: float, count: int) -> list[float]:
+def threshold_grid(kind: str, lo: float, hi: float, count: int) -> list[float]:
     """``count`` evenly spaced thresholds over ``[lo, hi]`` in the sweep order of ``kind``.
 
     Ascending for ``highpass`` and ``pulse``, descending for ``lowpass``; both ends
@@ -82,6 +82,10 @@ def thresholds(kind: str, lo: float, hi: float, count: int) -> list[float]:
         raise InvalidArgument(f"threshold range [{lo}, {hi}] is empty: give lo <= hi")
     grid = np.linspace(lo, hi, count).tolist()
     return grid[::-1] if kind == "lowpass" else grid
+
+
+# The name this had first, beside the number of thresholds (``thresholds=``) and a sweep's list of them.
+thresholds = threshold_grid
 
 
 def half_width(lo: float, hi: float, count: int) -> float:
@@ -149,7 +153,7 @@ def value_grid(kind: str, lo: float, hi: float, count: int) -> list[Cut]:
     """The :func:`thresholds` over ``[lo, hi]`` as cuts; a pulse band is ``[α − h, α + h)`` with ``h = half_width``."""
     kind = canonical_kind(kind)
     h = half_width(lo, hi, count)
-    return [Cut(kind, a, (a - h, a + h) if kind == "pulse" else None) for a in thresholds(kind, lo, hi, count)]
+    return [Cut(kind, a, (a - h, a + h) if kind == "pulse" else None) for a in threshold_grid(kind, lo, hi, count)]
 
 
 def _step(sorted_values: torch.Tensor, removed: torch.Tensor) -> list[float]:

@@ -1,15 +1,27 @@
-"""The one module that knows how ``saved_models/`` and ``plots/`` are laid out (SPEC 2).
+"""The one module that knows where files go: the default roots, the layout of ``saved_models/``,
+and the name of every figure (SPEC 2).
 
-    saved_models/<Arch>/<DATASET>/Init_<i>/<Arch>_<DATASET>_<epoch>epochs.ckpt
-    saved_models/<Arch>/<DATASET>/Init_<i>/history.json
-    saved_models/<Arch>/<DATASET>/{Step_minmax,Step_maxmin,Pulse_minmax}/   local analysis
-    saved_models/<Arch>/<DATASET>/<local folder>/.parts/<result>/<layer>.json   until merged
-    saved_models/<Arch>/<DATASET>/global_data/                              global analysis
-    saved_models/<Arch>/<DATASET>/Defensive_<norm>/                          defended data
-    saved_models/From_<source>/<DATASET>/...     a model from elsewhere, in place of <Arch> (source_dir_name)
-    plots/<name>.png
+Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``--plots-root``):
+:data:`DEFAULT_MODELS_ROOT` ``saved_models/``, :data:`DEFAULT_DATA_ROOT` ``Dataset/``,
+:data:`DEFAULT_PLOTS_ROOT` ``plots/``. The layout::
 
-Every sweep result ``<name>.json`` (and part file) has its per-image outcomes in ``<name>.npz`` beside it.
+    saved_models/<Arch>/<DATASET>/
+        Init_<i>/<Arch>_<DATASET>_<epoch>epochs.ckpt          a checkpoint (robustness.checkpoint)
+        Init_<i>/history.json                                 its training history
+        {Step_minmax,Step_maxmin,Pulse_minmax}/               local sweeps (high-pass, low-pass, pulse filter):
+            Init_<i>_<epoch>epochs_<attack>.json  (+ .npz)    one result file per checkpoint and attack
+            .parts/<result>/<layer>.json                      one layer's part, until merged
+            scores_<score>_<attack>_<baseline>.csv            layers x epochs score table
+            scores_pgd_recheck_<attack>_<baseline>.csv        the PGD re-check of robust-looking layers
+        global_data/                                          global sweeps, the same names prefixed by the filter
+        retraining/<epoch>epochs_<filter>_<score>_<attack>_<digest>.json  (+ .csv, and a folder of runs)
+        Defensive_<norm>/<split>[_oracle].npz                 defended images and labels
+        reports/<name>.json                                   small summaries a rerun reuses
+    saved_models/From_<source>/<DATASET>/...                  a model from elsewhere (source_dir_name)
+    plots/<figure name>.png  (+ .pdf)                         names from the *_plot_name functions below
+
+Every sweep result ``<name>.json`` (and part file) has its per-image outcomes in ``<name>.npz``
+beside it. Other modules and documents point here rather than repeat this.
 """
 
 from __future__ import annotations
@@ -43,11 +55,13 @@ LOCAL_DIRS: dict[str, str] = {"highpass": "Step_minmax", "lowpass": "Step_maxmin
 GLOBAL_DIR = "global_data"
 
 Scope = Literal["local", "global"]
+RECHECK = "_recheck_of_"  # in the attack tag of a PGD re-check: <pgd tag>_recheck_of_<fgsm tag>
 
 # The <Arch> folder of a model from elsewhere (robustness.sources) starts with this.
 SOURCE_DIR_PREFIX = "From_"
 
 DEFAULT_MODELS_ROOT = Path("saved_models")
+DEFAULT_DATA_ROOT = Path("Dataset")
 DEFAULT_PLOTS_ROOT = Path("plots")
 
 
@@ -205,16 +219,68 @@ def report_path(arch: str, dataset: str, name: str, root: str | Path = DEFAULT_M
     return model_dir(arch, dataset, root) / "reports" / f"{name}.json"
 
 
-def plot_path(name: str, root: str | Path = DEFAULT_PLOTS_ROOT) -> Path:
-    """``plots/<name>.png``; the folder is created if needed."""
-    path = Path(root) / f"{name}.png"
+def plot_path(name: str, root: str | Path = DEFAULT_PLOTS_ROOT, suffix: str = ".png") -> Path:
+    """``plots/<name>.png`` (or another ``suffix``); the folder is created if needed."""
+    path = Path(root) / f"{name}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def plot_name(*parts: object) -> str:
-    """Join the parts of a figure name, e.g. ``plot_name("ResNet18", "MNIST5K", "local", "highpass")``."""
+    """Join the parts of a figure name, e.g. ``plot_name("ResNet18", "MNIST5K", "local", "highpass")``; the
+    ``*_plot_name`` functions below name each figure the package draws."""
     return "_".join(str(p) for p in parts if p is not None and p != "")
+
+
+def _model_plot_name(arch: str, dataset: str, *parts: object) -> str:
+    return plot_name(arch_dir_name(arch), dataset_dir_name(dataset), *parts)
+
+
+def learning_curves_plot_name(arch: str, dataset: str) -> str:
+    """``<Arch>_<DATASET>_learning_curves``: the training histories of every initialisation."""
+    return _model_plot_name(arch, dataset, "learning_curves")
+
+
+def scores_plot_name(arch: str, dataset: str, kind: str, scope: Scope, attack: str, baseline: str) -> str:
+    """``<Arch>_<DATASET>_<scope>_<filter>_scores_<attack>_<baseline>``: the filtering scores of a study."""
+    return _model_plot_name(arch, dataset, scope, kind, "scores", attack, baseline)
+
+
+def sweep_plot_name(arch: str, dataset: str, kind: str | None, scope: Scope, init: int, epoch: int,
+                    attack: str) -> str:
+    """The sweeps of one checkpoint: ``<Arch>_<DATASET>_local_<filter>_Init_<i>_<e>epochs_<attack>``, or
+    ``<Arch>_<DATASET>_global_Init_<i>_<e>epochs_<attack>`` (every filter in one figure: ``kind`` unused)."""
+    return _model_plot_name(arch, dataset, scope, kind if scope == "local" else None, f"Init_{init}",
+                            f"{epoch}epochs", attack)
+
+
+def comparison_plot_name(arch: str, dataset: str, by: str, kind: str, baseline: str) -> str:
+    """``compare_<Arch>_<DATASET>_by_<by>_<filter>_<baseline>``: local scores compared across ``by``
+    (``init``, ``epoch`` or ``set``)."""
+    return plot_name("compare", arch_dir_name(arch), dataset_dir_name(dataset), f"by_{by}", kind, baseline)
+
+
+def sets_comparison_plot_name(names: list[str], kind: str, baseline: str) -> str:
+    """``compare_<set>_<set>..._<filter>_<baseline>``: local scores compared across named sets of results."""
+    return plot_name("compare", *names, kind, baseline)
+
+
+def retrain_plot_name(arch: str, dataset: str, epoch: int, *, kind: str, score: str, attack_tag: str,
+                      digest: str) -> str:
+    """``<Arch>_<DATASET>_retrain_<epoch>epochs_<filter>_<score>_<attack>_<digest>``: the figure of the
+    comparison in :func:`retrain_result_path`."""
+    return _model_plot_name(arch, dataset, "retrain", f"{epoch}epochs", kind, score, attack_tag, digest)
+
+
+def tsne_plot_name(arch: str, dataset: str, norm: str, label: str) -> str:
+    """``<Arch>_<DATASET>_tsne_defense_<norm>_<label>``: t-SNE maps of clean, adversarial and defended images
+    (``label``: the defense's label mode, ``predicted`` or ``oracle``)."""
+    return _model_plot_name(arch, dataset, "tsne", f"defense_{norm}", label)
+
+
+def defense_plot_name(arch: str, dataset: str, norm: str) -> str:
+    """``<Arch>_<DATASET>_defense_<norm>``: the defense's evaluation."""
+    return _model_plot_name(arch, dataset, "defense", norm)
 
 
 def arch_dir_name(arch: str) -> str:

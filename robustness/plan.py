@@ -7,11 +7,7 @@ part file, merged into the result file of its (checkpoint, filter) by the runner
 (:mod:`robustness.study`). The meta a study writes records its settings
 (:func:`settings_meta`), so a rerun with other settings is refused instead of mixed.
 
-Every checkpoint is measured on the same images (:func:`study_data`): a fixed, seeded
-evaluation subset of the test split; with ``calibrate_eps``, a disjoint seeded subset of
-the test split, never scored, on which each checkpoint's eps is calibrated; with
-``bn="recalibrate"``, a fixed seeded subset of the training split on which BatchNorm
-statistics are re-estimated at every point of every sweep.
+Every checkpoint is measured on the same images (:mod:`robustness.study_images`).
 """
 
 from __future__ import annotations
@@ -22,22 +18,23 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch import nn
 
 from . import paths
 from .analysis import DEFAULT_BATCH, select_layers
-from .data import load_dataset, loader_to_tensors, make_loader
+from .checkpoint import load_checkpoint
 from .errors import CheckpointError, InvalidArgument
 from .files import load_json
 from .filters import KINDS, AlphaRange, Grid, canonical_kind, check_grid
 from .models import build_model
+from .paths import RECHECK
 from .runtime import Precision, channels_last, check_precision
+from .sources import load_model as load_source
+from .study_images import StudyData, evaluation_set, held_out, split_test_images, study_data  # noqa: F401 (re-exported)
 
 SCOPES: tuple[str, ...] = get_args(paths.Scope)
 BatchNormMode = Literal["recalibrate", "frozen"]
 BN_MODES: tuple[str, ...] = get_args(BatchNormMode)
-RECHECK = "_recheck_of_"  # in the attack tag of a PGD re-check: <pgd tag>_recheck_of_<fgsm tag>
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,8 @@ class StudyConfig:
     batch_size: int = DEFAULT_BATCH
     precision: Precision = "fp32"
     channels_last: bool = False
-    models_root: str = "saved_models"
-    data_root: str = "Dataset"
+    models_root: str = str(paths.DEFAULT_MODELS_ROOT)
+    data_root: str = str(paths.DEFAULT_DATA_ROOT)
     device: str = "auto"
     source: str | None = None
 
@@ -184,25 +181,50 @@ def checkpoints(config: StudyConfig) -> dict[tuple[int, int], Path]:
     return found
 
 
-def plan_units(config: StudyConfig) -> list[Unit]:
-    """Every unit of the study, checkpoint by checkpoint, in a fixed order."""
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study planned once: its validated config, its checkpoints (``(init, epoch)`` -> file) and its
+    units, checkpoint by checkpoint in a fixed order. The runner makes one and passes it down."""
+
+    config: StudyConfig
+    checkpoints: dict[tuple[int, int], Path]
+    units: list[Unit]
+
+    def units_of(self, checkpoint: tuple[int, int]) -> list[Unit]:
+        """The units of one ``(init, epoch)``."""
+        return [u for u in self.units if u.checkpoint == checkpoint]
+
+
+def make_plan(config: StudyConfig) -> StudyPlan:
+    """The :class:`StudyPlan` of ``config``: the checkpoints found on disk, and every unit over them.
+
+    The layer names come from the architecture built on the ``meta`` device (no weights are made)."""
     config = config.validate()
-    names = (_source_layers(config.source, config.arch, config.dataset, config.layers) if config.source else
-             [name for name, _ in select_layers(build_model(config.arch, config.dataset), config.layers)])
-    return [
+    if config.source is not None:
+        names = list(_source_layers(config.source, config.arch, config.dataset, config.layers))
+    else:
+        with torch.device("meta"):
+            model = build_model(config.arch, config.dataset)
+        names = [name for name, _ in select_layers(model, config.layers)]
+    found = checkpoints(config)
+    units = [
         Unit(init, epoch, kind, scope, layer)
-        for init, epoch in checkpoints(config)
+        for init, epoch in found
         for kind in config.kinds
         for scope in config.scopes
         for layer in (names if scope == "local" else [None])
     ]
+    return StudyPlan(config, found, units)
+
+
+def plan_units(config: StudyConfig) -> list[Unit]:
+    """Every unit of the study, checkpoint by checkpoint, in a fixed order (:attr:`StudyPlan.units`)."""
+    return make_plan(config).units
 
 
 @lru_cache(maxsize=8)
 def _source_layers(source: str, arch: str, dataset: str, layers: tuple[str, ...] | None) -> tuple[str, ...]:
     """The filterable layers a model from elsewhere has (loaded once per process to learn them)."""
-    from .sources import load_model as load_source  # noqa: PLC0415 (sources imports train, which imports this)
-
     return tuple(name for name, _ in select_layers(load_source(source, arch=arch, dataset=dataset)[0], layers))
 
 
@@ -219,7 +241,11 @@ def with_eps(attack: Any, eps: float) -> Any:
 def attack_params(attack: Any) -> dict[str, Any]:
     """Everything :func:`robustness.attacks.make_attack` needs to rebuild ``attack``: ``make_attack(**params)``."""
     if is_dataclass(attack):
-        return {"name": type(attack).__name__.lower(), **asdict(attack)}
+        params = {"name": type(attack).__name__.lower(), **asdict(attack)}
+        if "losses" in params:  # APGD: make_attack takes its losses in the name
+            losses = params.pop("losses")
+            params["name"] = "apgd" if len(losses) > 1 else f"apgd-{losses[0]}"
+        return params
     return {"name": attack.tag, "eps": attack.eps}
 
 
@@ -252,17 +278,12 @@ def unit_path(config: StudyConfig, unit: Unit) -> Path:
     return final if unit.layer is None else paths.sweep_part_path(final, unit.layer)
 
 
-def _held_out(config: StudyConfig) -> int:
-    """How many test images are held out for eps calibration (none without ``calibrate_eps``)."""
-    return config.calibration_images if config.calibrate_eps is not None else 0
-
-
 def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
     """The part of a result file's meta that the study's set-up decides: a rerun must match it."""
     meta = {
         "arch": config.arch, "dataset": config.dataset, "init": unit.init, "epoch": unit.epoch,
         "kind": unit.kind, "scope": unit.scope, "attack": attack_tag(config), "calibrate_eps": config.calibrate_eps,
-        "calibration_images": _held_out(config), "thresholds": config.thresholds, "grid": config.grid,
+        "calibration_images": held_out(config), "thresholds": config.thresholds, "grid": config.grid,
         "subset": config.subset, "seed": config.seed, "precision": config.precision, "bn": config.bn,
         "bn_images": config.bn_images if config.bn == "recalibrate" else 0,
         "null_masks": config.null_masks if config.random_baseline else 0,
@@ -305,73 +326,9 @@ def is_done(config: StudyConfig, unit: Unit) -> bool:
     return finished_file(config, unit) is not None
 
 
-# ---------------------------------------------------------------- images
-
-
-@dataclass(frozen=True)
-class StudyData:
-    """The images a study measures every checkpoint on, loaded once: the evaluation set ``(x, y)`` on the
-    device, the BatchNorm calibration images (``None`` with ``bn="frozen"``), and the held-out test images
-    eps is calibrated on (``None`` without ``calibrate_eps``)."""
-
-    x: Tensor
-    y: Tensor
-    bn_images: Tensor | None
-    eps_images: DataLoader | None
-
-
-def split_test_images(config: StudyConfig) -> tuple[Subset, Subset]:
-    """The evaluation and eps-calibration subsets of the test split: disjoint, fixed by ``config.seed``.
-
-    One seeded permutation of the test split: its first ``calibration_images`` (with
-    ``calibrate_eps``) are held out, the next ``subset`` (default: all the rest) are evaluated.
-    Without held-out images this is the evaluation set of ``make_loader(subset=..., seed=...)``.
-    """
-    test = load_dataset(config.dataset, train=False, root=config.data_root)
-    n, held = len(test), _held_out(config)
-    if config.subset is not None and config.subset < 1:
-        raise InvalidArgument(f"subset must be a positive number of test images, got {config.subset}")
-    if held and held + (config.subset or 1) > n:
-        raise InvalidArgument(
-            f"the {config.dataset} test split has {n} images: not enough for {held} held out for eps calibration "
-            f"(calibration_images) and {config.subset or 'at least 1'} to evaluate (subset); lower either"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed)).tolist()
-    evaluated = order[held:] if config.subset is None else order[held:held + config.subset]
-    return Subset(test, sorted(evaluated)), Subset(test, sorted(order[:held]))
-
-
-def evaluation_set(config: StudyConfig, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The study's evaluation images and labels on ``device``, loaded once for every checkpoint."""
-    x, y = loader_to_tensors(make_loader(split_test_images(config)[0], config.batch_size))
-    x, y = x.to(device), y.to(device=device, dtype=torch.long)
-    return (x.contiguous(memory_format=torch.channels_last) if config.channels_last else x), y
-
-
-def study_data(config: StudyConfig, device: torch.device) -> StudyData:
-    """Every image set the study needs (:class:`StudyData`)."""
-    x, y = evaluation_set(config, device)
-    bn_images = eps_images = None
-    if config.bn == "recalibrate":
-        train = load_dataset(config.dataset, train=True, root=config.data_root)
-        if config.bn_images > len(train):
-            raise InvalidArgument(f"bn_images={config.bn_images}, but the {config.dataset} training split has "
-                                  f"{len(train)} images: lower it")
-        bn_images = loader_to_tensors(make_loader(train, config.batch_size, subset=config.bn_images,
-                                                  seed=config.seed))[0].to(device)
-        if config.channels_last:
-            bn_images = bn_images.contiguous(memory_format=torch.channels_last)
-    if config.calibrate_eps is not None:
-        eps_images = make_loader(split_test_images(config)[1], config.batch_size)
-    return StudyData(x, y, bn_images, eps_images)
-
-
 def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Module:
     """The checkpoint at ``path`` (or the study's model from elsewhere) on ``device``, in channels-last format
     when the study asks for it."""
-    from .sources import load_model as load_source  # noqa: PLC0415 (train imports evaluation; keep this light)
-    from .train import load_checkpoint  # noqa: PLC0415
-
     if config.source is not None:
         model, _ = load_source(config.source, arch=config.arch, dataset=config.dataset, device=device)
     else:
@@ -384,9 +341,9 @@ def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Modu
 # ---------------------------------------------------------------- eps already settled
 
 
-def recorded_eps(config: StudyConfig, init: int, epoch: int) -> float | None:
+def recorded_eps(config: StudyConfig, init: int, epoch: int, plan: StudyPlan | None = None) -> float | None:
     """The eps the study already used for a checkpoint, from any finished unit of it (``None`` if none)."""
-    units = [u for u in plan_units(config) if u.checkpoint == (init, epoch)]
+    units = (plan or make_plan(config)).units_of((init, epoch))
     return next((load_json(path)["meta"]["eps"] for u in units if (path := finished_file(config, u))), None)
 
 

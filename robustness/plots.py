@@ -1,4 +1,10 @@
-"""Figures, each saved as a PNG under ``plots/`` with a name from :mod:`robustness.paths`."""
+"""Figures for papers, each saved as a PNG and a PDF under ``plots/`` with a name from :mod:`robustness.paths`.
+
+Titles name the attack as a reader would (``FGSM ε = 0.089``, :func:`attack_label`), never by
+its file tag; a figure with a colour scale has one, labelled, for all its panels; the label
+legend is on the figure; scores show their spread over initialisations. The score figures
+are drawn in :mod:`robustness.score_figures`; their names are importable from here too.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +21,40 @@ from matplotlib.figure import Figure
 
 from . import paths
 from .files import atomic_path
-from .scores import SCORES
+from .results import load_results
+from .score_figures import (
+    LABEL_COLOURS,
+    LETTERS,
+    attack_label,
+    attack_title,
+    plot_comparison,
+    plot_score_bars,
+    plot_score_heatmaps,
+    plot_scores,
+)
 
 if TYPE_CHECKING:
-    from .compare import Comparison
-    from .sweep import SweepResult
+    from .results import SweepResult
     from .tables import ScoresTable
 
 
 
+__all__ = [
+    "FORMATS", "LABEL_COLOURS", "LETTERS", "attack_label", "attack_title", "draw_and_save", "plot_comparison",
+    "plot_eps_sweep", "plot_global_curves", "plot_layer_grid", "plot_learning_curves", "plot_retraining",
+    "plot_score_bars", "plot_score_heatmaps", "plot_scores", "plot_study", "plot_tsne", "save_figure",
+]
+
+FORMATS = ("png", "pdf")  # the PNG to look at, the PDF (vector) for a paper
+
+
 def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT) -> Path:
-    """Save ``fig`` as ``plots/<name>.png`` (150 dpi, atomically) and return the path; the figure stays open."""
-    path = paths.plot_path(name, root)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    return path
+    """Save ``fig`` as ``plots/<name>.png`` (150 dpi) and ``plots/<name>.pdf``, each atomically; return the
+    PNG's path. The figure stays open."""
+    for fmt in FORMATS:
+        with atomic_path(paths.plot_path(name, root, f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+    return paths.plot_path(name, root)
 
 
 def draw_and_save(
@@ -38,12 +63,13 @@ def draw_and_save(
 ) -> Path:
     """Draw a figure with ``draw()``, save it as ``name`` and close it; return its path.
 
-    With ``keep_if_newer_than``, an existing PNG newer than every one of those files is
-    kept and nothing is drawn (as ``make`` decides).
+    With ``keep_if_newer_than``, an existing figure (PNG and PDF) newer than every one of
+    those files is kept and nothing is drawn (as ``make`` decides).
     """
     path = paths.plot_path(name, root)
-    if keep_if_newer_than is not None and path.is_file():
-        drawn = path.stat().st_mtime_ns
+    saved = [paths.plot_path(name, root, f".{fmt}") for fmt in FORMATS]
+    if keep_if_newer_than is not None and all(p.is_file() for p in saved):
+        drawn = min(p.stat().st_mtime_ns for p in saved)
         if all(Path(f).stat().st_mtime_ns <= drawn for f in keep_if_newer_than):
             return path
     fig = draw()
@@ -140,107 +166,6 @@ def plot_global_curves(results: Mapping[str, SweepResult], title: str) -> Figure
     return fig
 
 
-LETTERS = {"fragile": "F", "robust": "R", "antifragile": "A", "uncertain": "?", "undefined": "–"}
-
-
-def attack_title(table: ScoresTable) -> str:
-    """A readable attack name with its eps, e.g. ``FGSM ε = 0.0894`` (a range when checkpoints differ)."""
-    name = table.attack.split("_")[0].upper().replace("-LINF", "-L∞")
-    eps = sorted({info["eps"] for info in table.checkpoints.values() if np.isfinite(info["eps"])})
-    if not eps:
-        return table.attack
-    return f"{name} ε = {eps[0]:.3g}" + (f"–{eps[-1]:.3g}" if len(eps) > 1 else "")
-
-
-def plot_score_heatmaps(tables: Mapping[str, ScoresTable], title: str) -> Figure:
-    """Heatmaps of scores over layers × epochs, one panel per table (e.g. the three scores of one filter).
-
-    Colour: the mean over initialisations on one diverging scale for the whole figure (red fragile, blue
-    antifragile, grey undefined), ``±τ`` marked on the colour bar. Each cell shows its consensus label's
-    letter (F, R, A, ``?`` uncertain, hatched; – undefined), how many initialisations give the most common
-    label, and the mean half-width of their intervals; the legend is on the figure.
-    """
-    first = next(iter(tables.values()))
-    n_epochs = max(len(t.epochs) for t in tables.values())
-    n_layers = max(len(t.layers) for t in tables.values())
-    size = (1.8 + (1.2 + 0.8 * n_epochs) * len(tables), 1.8 + 0.36 * n_layers)
-    fig, axes = plt.subplots(1, len(tables), figsize=size, squeeze=False, sharey=True, layout="constrained")
-    finite = np.concatenate([np.abs(t.values[np.isfinite(t.values)]) for t in tables.values()])
-    limit = max(float(finite.max()) if finite.size else 0.0, 2 * first.tau, 1e-3)
-    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.8")
-    for ax, table in zip(axes.flat, tables.values(), strict=False):
-        image = ax.imshow(np.ma.masked_invalid(table.values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
-        with np.errstate(invalid="ignore"):
-            half = (table.hi - table.lo) / 2
-        for (i, j), value in np.ndenumerate(table.values):
-            lab, (modal, count) = table.labels[i][j], table.agreement[i][j]
-            n = len(table.inits)
-            agree = f" {count}/{n}" if lab == modal else f" {LETTERS[modal]}{count}/{n}"
-            text = LETTERS[lab] + (agree if n > 1 else "")
-            widths = half[i, j][np.isfinite(half[i, j])]
-            if widths.size:
-                text += f"\n±{widths.mean():.2f}"
-            if lab == "uncertain":
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="0.4"))
-            ax.text(j, i, text, ha="center", va="center", fontsize=6, linespacing=0.9,
-                    color="white" if abs(value) > 0.6 * limit else "black")
-        ax.set_xticks(range(len(table.epochs)), [str(e) for e in table.epochs])
-        ax.set_yticks(range(len(table.layers)), table.layers, fontsize=7)
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{table.score} score", fontsize=10)
-    bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04)
-    bar.set_label(f"score, mean over initialisations (baseline {first.baseline})", fontsize=8)
-    for level in (-first.tau, first.tau):
-        bar.ax.axhline(level, color="k", lw=0.8)
-    fig.suptitle(f"{title}\n{attack_title(first)}, τ = {first.tau:g}, BatchNorm {first.bn}", fontsize=10)
-    legend = (f"F fragile (interval below −τ)   R robust (within ±τ)   A antifragile (above +τ)   ? uncertain "
-              f"(hatched)   – undefined\nk/n: initialisations giving the label (? A2/3: uncertain, 2 of 3 say "
-              f"antifragile);   ±: mean half-width of their {first.coverage:.0%} intervals")
-    fig.get_layout_engine().set(h_pad=0.1)
-    fig.supxlabel(legend, fontsize=7)
-    return fig
-
-
-def plot_comparison(comparison: Comparison, title: str) -> Figure:
-    """Each set's scores against the first set's, one panel per (other set, score): ρ with its interval and the
-    label agreement in each panel's title; filled points share the first set's label, hollow ones differ, grey
-    bars are each score's own interval."""
-    others = comparison.names[1:]
-    fig, axes = plt.subplots(len(others), len(SCORES), figsize=(3.6 * len(SCORES), 3.3 * len(others)),
-                             squeeze=False)
-    tau, base = comparison.tau, comparison.names[0]
-    for row, other in zip(axes, others, strict=True):
-        k = comparison.names.index(other)
-        for ax, score in zip(row, SCORES, strict=True):
-            x, y = comparison.values[score][0], comparison.values[score][k]
-            same = np.array([a == b for a, b in zip(comparison.labels[score][0], comparison.labels[score][k],
-                                                     strict=True)])
-            box = comparison.intervals[score]
-            ax.errorbar(x, y, xerr=np.abs(box[0].T - x), yerr=np.abs(box[k].T - y), fmt="none", ecolor="0.8", lw=0.6,
-                        zorder=0)
-            ax.scatter(x[same], y[same], s=18, color="tab:blue", label="same label")
-            ax.scatter(x[~same], y[~same], s=18, facecolors="none", edgecolors="tab:red", label="different label")
-            for name, xi, yi in zip(comparison.layers, x, y, strict=True):
-                ax.annotate(name, (xi, yi), fontsize=5, xytext=(2, 2), textcoords="offset points", color="0.35")
-            finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)], [-tau, tau]])
-            lim = (finite.min() - 0.05, finite.max() + 0.05)
-            ax.plot(lim, lim, color="0.6", lw=0.8)
-            for level in (-tau, tau):
-                ax.axhline(level, color="0.6", ls=":", lw=0.8)
-                ax.axvline(level, color="0.6", ls=":", lw=0.8)
-            ax.set(xlim=lim, ylim=lim, xlabel=f"{base}", ylabel=f"{other}")
-            p = comparison.pair(score, base, other)
-            ax.set_title(f"{score}: ρ = {p['rho']:+.2f} [{p['rho_lo']:+.2f}, {p['rho_hi']:+.2f}]\n"
-                         f"labels agree {p['agreement']:.0%} (confident {p['confident_agreement']:.0%} "
-                         f"of {p['n_confident']})", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.suptitle(f"{title}\nρ: Spearman, {comparison.coverage:.0%} interval from resampling layers; "
-                 f"bars: each score's interval over images; dotted: ±τ = {tau:g}", fontsize=9)
-    fig.tight_layout()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
-    return fig
-
-
 def plot_retraining(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
     """Accuracy of each retraining variant, grouped bars per metric (clean, FGSM, PGD), with error bars of
     one SD over runs; a dashed line marks each metric's accuracy without retraining (the ``none`` row).
@@ -284,15 +209,14 @@ def plot_study(
 ) -> list[Path]:
     """Save (and close) the figures of a scored study; return their paths.
 
-    For each (filter, scope, attack) of ``tables``: the heatmaps of its three scores;
+    For each (filter, scope, attack) of ``tables``: its three scores (:func:`plot_scores`);
     for the newest checkpoint of each initialisation, the local per-layer grid and the
     global curves of every filter side by side. ``redraw=False`` keeps a figure that is
     newer than the result files it shows (right only while ``tables`` were scored with the
     same options as when it was drawn).
     """
-    from .sweep import load_results
-
     arch_name, data_name = paths.arch_dir_name(arch), paths.dataset_dir_name(dataset)
+    model = f"{arch_name} on {data_name}"
 
     def save(draw: Callable[[], Figure], name: str, inputs: Iterable[Path]) -> Path:
         return draw_and_save(draw, name, plots_root, keep_if_newer_than=None if redraw else inputs)
@@ -305,21 +229,24 @@ def plot_study(
     for (kind, scope, attack), per_score in groups.items():
         first = next(iter(per_score.values()))
         units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
-        name = paths.plot_name(arch_name, data_name, scope, kind, "scores", attack, first.baseline)
-        title = f"{arch_name} {data_name}: {kind} filter, {scope}, baseline {first.baseline}"
-        saved.append(save(partial(plot_score_heatmaps, per_score, title), name, units.values()))
+        name = paths.scores_plot_name(arch, dataset, kind, scope, attack, first.baseline)
+        title = f"{model}: {kind} filter, {scope}, baseline {first.baseline}"
+        saved.append(save(partial(plot_scores, per_score, title), name, units.values()))
         newest = {init: (epoch, units[init, epoch]) for init, epoch in units}  # units are sorted: the last wins
         for init, (epoch, path) in newest.items():
             if scope == "global":
                 global_curves.setdefault((attack, init, epoch), {})[kind] = path
                 continue
-            name = paths.plot_name(arch_name, data_name, "local", kind, f"Init_{init}", f"{epoch}epochs", attack)
-            title = f"{arch_name} {data_name} Init_{init} epoch {epoch}: local {kind} filter, {attack}"
-            saved.append(save(partial(plot_layer_grid, load_results(path)[1], title), name, [path]))
+            name = paths.sweep_plot_name(arch, dataset, kind, "local", init, epoch, attack)
+            meta, results = load_results(path)
+            title = f"{model}, Init_{init} epoch {epoch}: local {kind} filter, {attack_label(attack, meta['eps'])}"
+            saved.append(save(partial(plot_layer_grid, results, title), name, [path]))
     for (attack, init, epoch), files in global_curves.items():
-        name = paths.plot_name(arch_name, data_name, "global", f"Init_{init}", f"{epoch}epochs", attack)
-        title = f"{arch_name} {data_name} Init_{init} epoch {epoch}: global filters, {attack}"
-        curves = {kind: load_results(path)[1]["global"] for kind, path in files.items()}
+        name = paths.sweep_plot_name(arch, dataset, None, "global", init, epoch, attack)
+        loaded = {kind: load_results(path) for kind, path in files.items()}
+        eps = [meta["eps"] for meta, _ in loaded.values()]
+        title = f"{model}, Init_{init} epoch {epoch}: global filters, {attack_label(attack, eps)}"
+        curves = {kind: results["global"] for kind, (_, results) in loaded.items()}
         saved.append(save(partial(plot_global_curves, curves, title), name, files.values()))
     return saved
 

@@ -21,19 +21,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import paths
+from .attacks import FGSM, make_attack
 from .errors import InvalidArgument
 from .files import save_csv
 from .results import SweepResult, load_results
 from .scores import DEFAULT_BOOT, DEFAULT_CI, describe, filtering_scores, integrate, layer_scores, outcomes
 from .stats import bootstrap_counts, percentile_interval, resampled_mean, standard_error
-
-if TYPE_CHECKING:
-    from .study import StudyConfig
+from .study import StudyConfig, attack_tag, run_recheck
 
 RECHECKED = ("robust", "antifragile")  # FGSM labels that call for a re-check
 ON_SCORES = ("adversarial", "difference")
@@ -111,8 +110,6 @@ def recheck_study(
     filter of ``config`` on the checkpoints whose FGSM result files exist (or only ``checkpoints``); ``limit``
     re-checks at most that many layers per checkpoint (:func:`candidates`).
     """
-    from .study import attack_tag, run_recheck
-
     options = {"baseline": baseline, "tau": tau, "floor": floor, "ci": ci, "n_boot": n_boot, "seed": seed}
     rows = []
     for kind in config.kinds:
@@ -136,9 +133,6 @@ def recheck_study(
 def config_from_meta(meta: Mapping[str, Any], **runtime: Any) -> StudyConfig:
     """The FGSM study that wrote a local result file with ``meta``, for :func:`recheck_study`; ``runtime`` sets
     what files do not record (``models_root``, ``data_root``, ``device``, ``channels_last``, ``batch_size``)."""
-    from .attacks import FGSM, make_attack
-    from .study import StudyConfig
-
     needed = ("arch", "dataset", "kind", "thresholds", "grid", "layers", "subset", "seed", "calibrate_eps",
               "calibration_images", "bn", "bn_images", "null_masks", "precision")
     missing = [key for key in needed if key not in meta]
@@ -177,9 +171,6 @@ def recheck_results(
 
 def save_recheck(rows: Sequence[Mapping[str, Any]], config: StudyConfig, baseline: str) -> Path:
     """Write one filter's re-check rows as a plain CSV beside its scores tables."""
-
-    from .study import attack_tag
-
     path = paths.scores_table_path(config.tree_arch, config.dataset, rows[0]["filter"], "local", "pgd_recheck",
                                    config.models_root, tag=f"{attack_tag(config)}_{baseline}")
     return save_csv(rows, path)

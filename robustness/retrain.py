@@ -17,8 +17,8 @@ the test images, clean and under FGSM and PGD at the eps of the filtering result
 each image's outcome. Per variant the table gives the mean ± SD over runs of each
 accuracy and the difference from ``none`` and from the mean of the random sets, with a
 paired bootstrap interval over test images pooled over runs: one resample of the images
-recomputes every variant × run accuracy. Layers are chosen by labels agreed on by every
-initialisation (:func:`robustness.scores.consensus_labels`).
+recomputes every variant × run accuracy (:mod:`robustness.retrain_summary`). Layers are
+chosen by labels agreed on by every initialisation (:func:`robustness.scores.consensus_labels`).
 """
 
 from __future__ import annotations
@@ -37,32 +37,27 @@ from torch.utils.data import Dataset
 
 from . import paths
 from .attacks import FGSM, make_attack
+from .checkpoint import current_lr, load_checkpoint, read_checkpoint
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import DataNotFoundError, InvalidArgument
 from .files import load_json, save_csv, save_json, save_npz
 from .filters import canonical_kind
 from .models import build_model
-from .plots import draw_and_save, plot_retraining
-from .report import format_table
+from .plots import attack_label, draw_and_save, plot_retraining
+from .results import load_results
+from .retrain_summary import RANDOM_MEAN, Outcomes, format_comparison, summarise
 from .runtime import frozen_eval, model_device, pick_device, progress
 from .scores import DEFAULT_FLOOR, DEFAULT_TAU, SCORES, Baseline, consensus_labels, layer_scores
-from .selective import VARIANTS, layer_sizes, plan_variants, select_layers, selective_retrain
-from .stats import bootstrap_counts, percentile_interval, resampled_mean
-from .sweep import load_results
-from .train import TrainConfig, current_lr, load_checkpoint, read_checkpoint, training_config
+from .selective import VARIANTS, labelled_layers, layer_sizes, plan_variants, select_layers, selective_retrain
+from .train import TrainConfig, training_config
 
-__all__ = [  # the algorithm's names are importable from here too, as they were before it had its own module
-    "VARIANTS", "attack_from_meta", "compare_retraining", "evaluation_attacks", "format_comparison",
-    "per_image_outcomes", "plan_variants", "retrain_runs", "run_comparison", "select_layers", "selective_retrain",
-    "summarise",
+__all__ = [  # the algorithm's and the summary's names are importable from here too, as they were before
+    "RANDOM_MEAN", "VARIANTS", "Outcomes", "attack_from_meta", "compare_retraining", "evaluation_attacks",
+    "format_comparison", "per_image_outcomes", "plan_variants", "retrain_runs", "run_comparison", "labelled_layers",
+    "select_layers", "selective_retrain", "summarise",
 ]
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
-Outcomes = dict[str, np.ndarray]  # metric ("clean", "fgsm", "pgd") -> per test image, correct or not
-
-RANDOM_MEAN = "random (mean)"
-
-
 def attack_from_meta(meta: Mapping[str, Any]) -> Attack:
     """The attack a sweep result file was computed with, from its ``meta``.
 
@@ -156,66 +151,6 @@ def retrain_runs(
     return found
 
 
-def summarise(
-    outcomes: Mapping[str, Sequence[Outcomes]],
-    variants: Mapping[str, Sequence[str]],
-    sizes: Mapping[str, int],
-    *,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> list[dict[str, Any]]:
-    """One row per variant (and ``random (mean)``, the mean of the random sets, when there are any).
-
-    ``outcomes[variant]`` holds one :data:`Outcomes` per run, runs aligned across variants.
-    Per metric ``m``: ``m`` and ``m_sd``, the mean and SD (ddof 1) over runs of the accuracy;
-    ``m_vs_none`` and ``m_vs_random`` (the mean of the random sets), differences of the
-    run-mean accuracy, each with ``_lo``/``_hi``: the percentile interval at ``ci`` of the
-    paired bootstrap over the images — each of ``n_boot`` resamples (seeded by ``seed``)
-    recomputes every variant's every run on the same images. Also: the number of layers,
-    their parameters, mean depth (0 = first layer, 1 = last) and how many of them are in
-    ``robust+antifragile``.
-    """
-    randoms = [v for v in variants if v.startswith("random-")]
-    metrics = list(next(iter(outcomes.values()))[0])
-    stacked = {v: {m: np.stack([r[m] for r in runs]).astype(float) for m in metrics} for v, runs in outcomes.items()}
-    groups: dict[str, list[str]] = {v: [v] for v in variants}
-    if randoms:
-        groups[RANDOM_MEAN] = randoms
-        stacked[RANDOM_MEAN] = {m: np.mean([stacked[v][m] for v in randoms], axis=0) for m in metrics}
-    counts = bootstrap_counts(next(iter(stacked.values()))[metrics[0]].shape[1], n_boot, seed)
-    # accuracy per run, and the mean over runs under every resample of the images
-    acc = {name: {m: per_run[m].mean(axis=1) for m in metrics} for name, per_run in stacked.items()}
-    boot = {name: {m: resampled_mean(per_run[m], counts).mean(axis=1) for m in metrics}
-            for name, per_run in stacked.items()}
-    references = {label: ref for label, ref in (("none", "none"), ("random", RANDOM_MEAN)) if ref in stacked}
-    rows = []
-    for name, members in groups.items():
-        described = [_describe(variants[v], variants.get("robust+antifragile", []), sizes) for v in members]
-        row: dict[str, Any] = {"variant": name}
-        row |= {k: described[0][k] if len(members) == 1 else float(np.mean([d[k] for d in described]))
-                for k in described[0]}
-        row["runs"] = len(acc[name][metrics[0]])
-        for m in metrics:
-            row[m] = float(acc[name][m].mean())
-            row[f"{m}_sd"] = float(acc[name][m].std(ddof=1)) if row["runs"] > 1 else float("nan")
-            for label, ref in references.items():
-                lo, hi = percentile_interval(boot[name][m] - boot[ref][m], ci)
-                row[f"{m}_vs_{label}"] = row[m] - float(acc[ref][m].mean())
-                row[f"{m}_vs_{label}_lo"], row[f"{m}_vs_{label}_hi"] = float(lo), float(hi)
-        row["layers"] = list(variants[name]) if name in variants else []
-        rows.append(row)
-    return rows
-
-
-def _describe(layers: Sequence[str], chosen: Sequence[str], sizes: Mapping[str, int]) -> dict[str, float]:
-    """Size and depth of a layer set: layers, parameters, mean relative depth, layers shared with ``chosen``."""
-    order = list(sizes)
-    depth = [order.index(name) / max(len(order) - 1, 1) for name in layers]
-    return {"n_layers": len(layers), "params": sum(sizes[name] for name in layers),
-            "depth": float(np.mean(depth)) if depth else float("nan"), "shared": len(set(layers) & set(chosen))}
-
-
 def compare_retraining(
     model: nn.Module,
     train_data: Dataset,
@@ -244,29 +179,6 @@ def compare_retraining(
     return summarise(runs, variants, sizes, n_boot=n_boot, ci=ci, seed=seed)
 
 
-def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The comparison as text, one table per metric: each variant's size, depth, mean ± SD over runs and its
-    differences from ``none`` and from the random sets' mean, with their intervals."""
-    metrics = [m for m in ("clean", "fgsm", "pgd") if m in rows[0]]
-    references = {"none": "none", "random": RANDOM_MEAN}
-    tables = []
-    for m in metrics:
-        table = []
-        for row in rows:
-            cells = {"variant": row["variant"], "layers": f"{row['n_layers']:g}", "params": f"{row['params']:,.0f}",
-                     "depth": "-" if np.isnan(row["depth"]) else f"{row['depth']:.2f}", "runs": row["runs"],
-                     m: f"{row[m]:.3f} ± {row[f'{m}_sd']:.3f}"}
-            for label, ref in references.items():
-                if f"{m}_vs_{label}" in row:
-                    cells[f"vs {label} [CI]"] = "-" if row["variant"] == ref else (
-                        f"{row[f'{m}_vs_{label}']:+.3f} [{row[f'{m}_vs_{label}_lo']:+.3f}, "
-                        f"{row[f'{m}_vs_{label}_hi']:+.3f}]")
-            table.append(cells)
-        tables.append(f"{m} accuracy: mean ± SD over runs; differences with paired bootstrap intervals\n"
-                      + format_table(table))
-    return "\n\n".join(tables)
-
-
 def run_comparison(
     arch: str,
     dataset: str,
@@ -292,7 +204,7 @@ def run_comparison(
     seed: int = 0,
     device: str = "auto",
     models_root: str | Path = paths.DEFAULT_MODELS_ROOT,
-    data_root: str | Path = "Dataset",
+    data_root: str | Path = paths.DEFAULT_DATA_ROOT,
     plots_root: str | Path = paths.DEFAULT_PLOTS_ROOT,
 ) -> tuple[list[dict[str, Any]], Path]:
     """The comparison at checkpoint ``epoch`` (default: the newest with local ``kind`` results), from files.
@@ -367,10 +279,10 @@ def run_comparison(
         save_json({"settings": settings, "labels": labels, "rows": rows}, out)
         _save_csv(rows, out.with_suffix(".csv"))
     title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} epoch {epoch}: retraining by {kind} "
-             f"{score} labels ({attack_tag}, tau={tau:g}); error bars: SD over {rows[0]['runs']} runs "
+             f"{score} labels ({attack_label(attack_tag, [m['eps'] for m, _ in loaded.values()])}, τ = {tau:g}); "
+             f"error bars: SD over {rows[0]['runs']} runs "
              f"({', '.join(f'Init_{i}' for i in retrained)} × {seeds} seeds)")
-    name = paths.plot_name(paths.arch_dir_name(arch), paths.dataset_dir_name(dataset), "retrain", f"{epoch}epochs",
-                           kind, score, attack_tag, digest)
+    name = paths.retrain_plot_name(arch, dataset, epoch, kind=kind, score=score, attack_tag=attack_tag, digest=digest)
     return rows, draw_and_save(lambda: plot_retraining(rows, title), name, plots_root, keep_if_newer_than=[out])
 
 

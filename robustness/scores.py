@@ -37,8 +37,8 @@ import numpy as np
 from scipy.integrate import simpson
 
 from .errors import InvalidArgument
+from .results import SweepResult
 from .stats import bootstrap_counts, percentile_interval, resampled_mean, standard_error
-from .sweep import SweepResult
 
 Score = Literal["clean", "adversarial", "difference"]
 Baseline = Literal["density", "unfiltered", "random"]
@@ -235,7 +235,7 @@ def layer_scores(
     ``bootstrap`` takes its ``ci``, ``n_boot`` and ``seed``.
 
     Every layer is resampled with the same seed, so the same resamples of the images. This
-    per-checkpoint scores table is what :func:`robustness.retrain.select_layers` reads.
+    per-checkpoint scores table is what :func:`robustness.selective.labelled_layers` reads.
     """
     return {name: filtering_scores(result, baseline, tau, floor, **bootstrap) for name, result in results.items()}
 

@@ -153,7 +153,7 @@ def selective_retrain(
     return model
 
 
-def select_layers(
+def labelled_layers(
     scores_table: Mapping[str, Mapping[str, Any]], score: str, labels: Sequence[str] = ("robust", "antifragile")
 ) -> list[str]:
     """The layers whose label for ``score`` is one of ``labels``, in table order.
@@ -164,6 +164,10 @@ def select_layers(
     if score not in SCORES:
         raise InvalidArgument(f"unknown score {score!r}: choose one of {', '.join(SCORES)}")
     return [name for name, scores in scores_table.items() if scores["labels"][score] in labels]
+
+
+# The name this had first; robustness.analysis.select_layers picks filterable modules, a different thing.
+select_layers = labelled_layers
 
 
 def layer_sizes(model: nn.Module) -> dict[str, int]:

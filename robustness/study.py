@@ -24,20 +24,21 @@ from torch import nn
 from .analysis import Attack, global_analysis, local_analysis, measure_reference
 from .attacks import FGSM, make_attack
 from .batchnorm import preserved_batchnorm, recalibrate_batchnorm
+from .distributed import SWEEP_TIMEOUT, gathered, on_all, on_main, process_group, shard, world_size
 from .errors import InvalidArgument
 from .evaluation import calibrate_eps
 from .files import load_json
 from .plan import (
     StudyConfig,
     StudyData,
+    StudyPlan,
     Unit,
     attack_params,
     attack_tag,
-    checkpoints,
     finished_file,
     is_done,
     load_model,
-    plan_units,
+    make_plan,
     rechecked_eps,
     recorded_eps,
     result_path,
@@ -51,7 +52,8 @@ from .runtime import autocast, frozen_eval, pick_device, progress
 
 
 def checkpoint_eps(
-    config: StudyConfig, init: int, epoch: int, data: StudyData, model: nn.Module | None = None
+    config: StudyConfig, init: int, epoch: int, data: StudyData, model: nn.Module | None = None,
+    plan: StudyPlan | None = None,
 ) -> float:
     """The eps the study uses on checkpoint ``(init, epoch)``.
 
@@ -59,18 +61,20 @@ def checkpoint_eps(
     ``calibrate_eps``, the eps already recorded for this checkpoint, or else the one found by
     bisection (:func:`robustness.evaluation.calibrate_eps`) on the held-out test images, with
     the unfiltered model's BatchNorm statistics as its sweeps measure it (re-estimated with
-    ``bn="recalibrate"``). ``model`` is the loaded checkpoint, when it is.
+    ``bn="recalibrate"``). ``model`` is the loaded checkpoint, when it is; ``plan`` the study's
+    :class:`StudyPlan`, when made.
     """
     if config.recheck_of is not None:
         return rechecked_eps(config, init, epoch)
     if config.calibrate_eps is None:
         return config.attack.eps
-    recorded = recorded_eps(config, init, epoch)
+    plan = plan or make_plan(config)
+    recorded = recorded_eps(config, init, epoch, plan)
     if recorded is not None:
         return recorded
     device = data.x.device
     if model is None:
-        model = load_model(config, checkpoints(config)[init, epoch], device)
+        model = load_model(config, plan.checkpoints[init, epoch], device)
     with frozen_eval(model), preserved_batchnorm(model), autocast(device, config.precision):
         if data.bn_images is not None:
             recalibrate_batchnorm(model, data.bn_images)
@@ -84,10 +88,10 @@ def checkpoint_eps(
 
 
 def checkpoint_epsilons(
-    config: StudyConfig, selected: Iterable[tuple[int, int]], data: StudyData
+    config: StudyConfig, selected: Iterable[tuple[int, int]], data: StudyData, plan: StudyPlan | None = None
 ) -> dict[tuple[int, int], float]:
     """:func:`checkpoint_eps` of each selected ``(init, epoch)``."""
-    return {(init, epoch): checkpoint_eps(config, init, epoch, data) for init, epoch in selected}
+    return {(init, epoch): checkpoint_eps(config, init, epoch, data, plan=plan) for init, epoch in selected}
 
 
 # ---------------------------------------------------------------- running and merging
@@ -124,26 +128,28 @@ def run_unit(config: StudyConfig, unit: Unit, model: nn.Module, data: StudyData,
 
 def run_units(
     config: StudyConfig, units: Sequence[Unit], data: StudyData | None = None,
-    epsilons: Mapping[tuple[int, int], float] | None = None,
+    epsilons: Mapping[tuple[int, int], float] | None = None, plan: StudyPlan | None = None,
 ) -> list[Path]:
     """Run the units not yet written, loading each checkpoint once; return the files of all of them.
 
     ``units`` may be any part of :func:`plan_units` (e.g. one rank's share): a unit
     only ever writes its own file. ``data`` is :func:`study_data`, when loaded;
-    ``epsilons`` the :func:`checkpoint_eps` of some checkpoints, when known.
+    ``epsilons`` the :func:`checkpoint_eps` of some checkpoints, when known; ``plan`` the study's
+    :class:`StudyPlan`, when made.
     """
-    config = config.validate()
-    device = pick_device(config.device)
-    found = checkpoints(config)
+    plan = plan or make_plan(config)
+    config, device = plan.config, pick_device(config.device)
     for (init, epoch), group in groupby(units, key=lambda u: u.checkpoint):
         todo = [u for u in group if not is_done(config, u)]
         if not todo:
             continue
         data = data or study_data(config, device)
-        model = load_model(config, found[init, epoch], device)
+        model = load_model(config, plan.checkpoints[init, epoch], device)
         with frozen_eval(model), autocast(device, config.precision):
             eps = (epsilons or {}).get((init, epoch))
-            attack = with_eps(config.attack, checkpoint_eps(config, init, epoch, data, model) if eps is None else eps)
+            if eps is None:
+                eps = checkpoint_eps(config, init, epoch, data, model, plan)
+            attack = with_eps(config.attack, eps)
             reference = measure_reference(model, (data.x, data.y), attack, batch_size=config.batch_size,
                                           calibration=data.bn_images)
             for unit in progress(todo, f"Init_{init} epoch {epoch}"):
@@ -151,13 +157,16 @@ def run_units(
     return [unit_path(config, u) for u in units]
 
 
-def merge_results(config: StudyConfig, only: Sequence[tuple[int, int]] | None = None) -> list[Path]:
+def merge_results(
+    config: StudyConfig, only: Sequence[tuple[int, int]] | None = None, plan: StudyPlan | None = None
+) -> list[Path]:
     """Write the result file of every local (checkpoint, filter) whose layer parts all exist, then delete
-    the parts; return the study's result files that exist. ``only`` limits it to those ``(init, epoch)``.
+    the parts; return the study's result files that exist. ``only`` limits it to those ``(init, epoch)``;
+    ``plan`` is the study's :class:`StudyPlan`, when made.
 
     Call it from one process (e.g. rank 0 after a barrier): it is the only writer of local result files.
     """
-    units = [u for u in plan_units(config) if only is None or u.checkpoint in only]
+    units = [u for u in (plan or make_plan(config)).units if only is None or u.checkpoint in only]
     written = []
     for (init, epoch, kind, scope), group in groupby(units, key=lambda u: (u.init, u.epoch, u.kind, u.scope)):
         final = result_path(config, init, epoch, kind, scope)
@@ -183,22 +192,40 @@ def merge_results(config: StudyConfig, only: Sequence[tuple[int, int]] | None = 
 def run_study(config: StudyConfig) -> list[Path]:
     """Run a whole study, checkpoint by checkpoint; return its result files.
 
-    Each checkpoint's eps is settled first (calibrated where needed), so a checkpoint that
-    cannot reach the target fails before any sweep runs. Rerunning after an interruption
-    computes only the units whose files are missing and ends with the same files as an
-    uninterrupted run.
+    The study is planned once (:func:`make_plan`). Each checkpoint's eps is settled first
+    (calibrated where needed), so a checkpoint that cannot reach the target fails before any
+    sweep runs. Rerunning after an interruption computes only the units whose files are
+    missing and ends with the same files as an uninterrupted run.
+
+    Under ``torchrun`` with N processes, each rank runs its :func:`~robustness.distributed.shard`
+    of the units (the plan depends only on ``config`` and the checkpoints on disk, so every
+    rank, on any node, makes the same one) and writes only its units' files; the checkpoints
+    that need an eps are shared out the same way and every rank gets every eps, so all units
+    of a checkpoint use the same. Once all are done, rank 0 merges the layer parts into the
+    result files, which equal a single-process run's, and every rank returns them. Across
+    nodes, ``models_root`` must be one shared folder.
     """
     config = config.validate()
-    todo = [u for u in plan_units(config) if not is_done(config, u)]
-    if not todo:
-        return merge_results(config)
-    data = study_data(config, pick_device(config.device))
-    groups = [list(g) for _, g in groupby(todo, key=lambda u: u.checkpoint)]
-    epsilons = checkpoint_epsilons(config, [group[0].checkpoint for group in groups], data)
-    for group in progress(groups, "checkpoints", leave=True):
-        run_units(config, group, data, epsilons)
-        merge_results(config, [group[0].checkpoint])
-    return merge_results(config)
+    with process_group(pick_device(config.device), backend="gloo", timeout=SWEEP_TIMEOUT) as device:
+        config = replace(config, device=str(device))
+        plan = make_plan(config)
+        pending = list(dict.fromkeys(u.checkpoint for u in plan.units if not is_done(config, u)))
+        if pending:
+            data = study_data(config, device)
+            epsilons: dict[tuple[int, int], float] = {}
+            for share in gathered(lambda: checkpoint_epsilons(config, shard(pending), data, plan)):
+                epsilons |= share
+            groups = [list(g) for _, g in groupby(shard(plan.units), key=lambda u: u.checkpoint)]
+            alone = world_size() == 1  # then each checkpoint's parts are merged as soon as it is done
+
+            def run_mine() -> None:
+                for group in progress(groups, "checkpoints", leave=True):
+                    run_units(config, group, data, epsilons, plan)
+                    if alone:
+                        merge_results(config, [group[0].checkpoint], plan)
+
+            on_all(run_mine)
+        return on_main(lambda: merge_results(config, plan=plan))
 
 
 def run_recheck(

@@ -28,6 +28,7 @@ from .plan import (
     SCOPES,
     StudyConfig,
     StudyData,
+    StudyPlan,
     Unit,
     attack_params,
     attack_tag,
@@ -35,6 +36,7 @@ from .plan import (
     evaluation_set,
     is_done,
     load_model,
+    make_plan,
     plan_units,
     result_path,
     split_test_images,
@@ -56,10 +58,10 @@ from .study import (
 
 __all__ = [
     "BN_MODES", "DEFAULT_BATCH", "RECHECK", "SCOPES", "Attack", "Calibration", "CheckpointRun", "EvalData",
-    "Evaluation", "StudyConfig", "StudyData", "SweepResult", "Unit", "attack_params", "attack_tag",
+    "Evaluation", "StudyConfig", "StudyData", "StudyPlan", "SweepResult", "Unit", "attack_params", "attack_tag",
     "batchnorm_layers", "checkpoint_eps", "checkpoint_epsilons", "checkpoints", "evaluate", "evaluation_set",
-    "global_analysis", "is_done", "load_model", "load_results", "local_analysis", "measure_reference", "merge_results",
-    "null_ranks", "outcomes_path", "plan_units", "preserved_batchnorm", "recalibrate_batchnorm", "result_path",
-    "run_recheck", "run_study", "run_unit", "run_units", "save_results", "select_layers", "split_test_images",
-    "study_data", "unit_path", "with_eps",
+    "global_analysis", "is_done", "load_model", "load_results", "local_analysis", "make_plan", "measure_reference",
+    "merge_results", "null_ranks", "outcomes_path", "plan_units", "preserved_batchnorm", "recalibrate_batchnorm",
+    "result_path", "run_recheck", "run_study", "run_unit", "run_units", "save_results", "select_layers",
+    "split_test_images", "study_data", "unit_path", "with_eps",
 ]

@@ -27,7 +27,9 @@ from . import paths
 from .errors import DataNotFoundError, InvalidArgument
 from .files import save_csv
 from .filters import KINDS, canonical_kind
+from .paths import RECHECK
 from .report import format_table
+from .results import SweepResult, load_results
 from .scores import (
     CONFIDENT,
     DEFAULT_BASELINE,
@@ -45,7 +47,6 @@ from .scores import (
     outcomes,
 )
 from .stats import wilson_interval
-from .sweep import RECHECK, SweepResult, load_results
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,8 +18,7 @@ run's epochs, batch 128, random crops with 4 pixels of padding and horizontal fl
 schedule's state is in every checkpoint and the augmentation of epoch ``e`` is drawn from a
 generator seeded with the seed and ``e``, so a resumed run stays bitwise equal.
 
-Checkpoints are read on the CPU (``weights_only=True``, see :mod:`robustness.weights`) and then
-moved to the device, so a device this machine lacks is reported as such, never as a damaged file.
+The checkpoint file's contents, and reading it back, are described in :mod:`robustness.checkpoint`.
 """
 
 from __future__ import annotations
@@ -36,15 +35,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed, paths
+
+# current_lr, load_checkpoint and read_checkpoint were defined here first; users still import them from here.
+from .checkpoint import CHECKPOINT_FORMAT, current_lr, load_checkpoint, read_checkpoint, to_device  # noqa: F401
 from .data import augment, dataset_info, load_dataset, make_loader
-from .errors import CheckpointError, InvalidArgument
+from .errors import InvalidArgument
 from .evaluation import accuracy
 from .files import save_json, save_torch
 from .models import MODELS, build_model
-from .runtime import choose_device, pick_device, progress, seed_everything, sync
-from .weights import load_torch_file
+from .runtime import pick_device, progress, seed_everything, sync
 
-CHECKPOINT_FORMAT = "robustness-checkpoint/1"
 Recipe = Literal["adam", "cifar"]
 RECIPES: dict[str, dict[str, Any]] = {
     "adam": {},  # the TrainConfig defaults
@@ -72,8 +72,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     subset: int | None = None
-    models_root: str = "saved_models"
-    data_root: str = "Dataset"
+    models_root: str = str(paths.DEFAULT_MODELS_ROOT)
+    data_root: str = str(paths.DEFAULT_DATA_ROOT)
     download: bool = False
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = 0.9  # SGD only
@@ -186,11 +186,6 @@ def training_config(ckpt: Mapping[str, Any]) -> TrainConfig:
     older checkpoint lacks take their defaults."""
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in ckpt.get("config", {}).items() if k in known})
-
-
-def current_lr(ckpt: Mapping[str, Any]) -> float:
-    """The learning rate a checkpoint would continue with: its optimiser's, after any schedule steps."""
-    return float(ckpt["optimizer"]["param_groups"][0]["lr"])
 
 
 def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -309,8 +304,8 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
         "init": init,
         "epoch": epoch,
         "seed": seed,
-        "state_dict": _to(model.state_dict(), torch.device("cpu")),  # loadable without the device it ran on
-        "optimizer": _to(optimizer.state_dict(), torch.device("cpu")),
+        "state_dict": to_device(model.state_dict(), torch.device("cpu")),  # loadable without the device it ran on
+        "optimizer": to_device(optimizer.state_dict(), torch.device("cpu")),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "rng": torch.get_rng_state(),  # every rank's: seeded alike, they draw the same numbers
         "history": list(history),
@@ -319,56 +314,3 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
     path = paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root)
     save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
     return save_torch(ckpt, path)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    """``obj`` with every tensor in its dicts, lists and tuples moved to ``device`` (the same tensor where
-    it is there already)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to(v, device) for v in obj)
-    return obj
-
-
-def read_checkpoint(
-    path: str | Path, arch: str | None = None, dataset: str | None = None, map_location="cpu"
-) -> dict[str, Any]:
-    """The whole checkpoint dict (weights, optimiser and schedule state, RNG, history, config), checked
-    like :func:`load_checkpoint`; for what needs more than the model, e.g. resuming or retraining.
-
-    The file is read on the CPU; its tensors are then moved to ``map_location``."""
-    path = Path(path)
-    ckpt = load_torch_file(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint written by this package (robustness.train)")
-    for key, wanted in (("arch", arch), ("dataset", dataset)):
-        if wanted is not None and ckpt[key] != wanted:
-            raise CheckpointError(
-                f"{path} holds a {ckpt['arch']} for {ckpt['dataset']}, not a {arch or ckpt['arch']} for "
-                f"{dataset or ckpt['dataset']}: pick the checkpoint of the model you asked for"
-            )
-    device = choose_device(str(map_location)).device
-    return ckpt if device.type == "cpu" else _to(ckpt, device)
-
-
-def load_checkpoint(
-    path: str | Path, arch: str | None = None, dataset: str | None = None, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint (``weights_only=True``, on the CPU) and return ``(model in eval mode on
-    map_location, metadata)``.
-
-    ``arch``/``dataset``, when given, must match the checkpoint's. A missing, damaged or foreign
-    file raises :class:`CheckpointError` naming it; a device this machine lacks, :class:`InvalidArgument`
-    naming the device (checked first, so a good file is never called corrupt for it).
-    """
-    device = choose_device(str(map_location)).device
-    ckpt = read_checkpoint(path, arch, dataset)
-    model = build_model(ckpt["arch"], ckpt["dataset"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
-    meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")}
-    meta["path"] = str(path)
-    return model, meta

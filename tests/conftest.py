@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -29,3 +31,21 @@ def trained_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     """``mnist_cnn`` after 2 epochs on mnist5k (about 95% test accuracy), in eval mode."""
     return _trained(tmp_path_factory, "mnist_cnn", 2)
 
+
+
+@pytest.fixture(scope="module")
+def batch(
+    mnist5k_test: tuple[torch.Tensor, torch.Tensor], request: pytest.FixtureRequest
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``BATCH`` mnist5k test images and labels (``BATCH`` set by the test module, default 12)."""
+    n = getattr(request.module, "BATCH", 12)
+    x, y = mnist5k_test
+    return x[:n], y[:n]
+
+
+@pytest.fixture(scope="session")
+def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mnist_cnn checkpoints of Init_1 at epochs 0 and 1 (trained on 500 mnist5k images). Copy it before writing."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    train(TrainConfig(arch="mnist_cnn", dataset="mnist5k", epochs=1, subset=500, models_root=str(root), device="cpu"))
+    return root

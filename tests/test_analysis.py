@@ -40,6 +40,7 @@ def test_null_ranks_are_seeded_nested_random_choices() -> None:
     assert hits.min() > 60 and hits.max() < 140  # mean 100, binomial SD 9
 
 
+@pytest.mark.slow
 def test_null_model_removes_the_filter_s_count_and_equals_a_direct_computation(trained_cnn: nn.Module, data) -> None:
     zeros_seen = []
 

@@ -12,13 +12,7 @@ from robustness.attacks import FGSM, GEOMETRIES, PGD, fgsm, make_attack, pgd
 from robustness.errors import InvalidArgument
 from robustness.models import build_model
 
-N = 200  # images per test: enough for stable accuracies, cheap on mnist_cnn
-
-
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:N], y[:N]
+BATCH = N = 200  # images per test (the `batch` fixture reads BATCH): enough for stable accuracies, cheap on mnist_cnn
 
 
 def wrong(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -45,6 +39,7 @@ def test_fgsm_images_identical_to_torchattacks(trained_cnn, batch):
 PEERS = {"linf": torchattacks.PGD, "l2": torchattacks.PGDL2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps", "alpha"), [("linf", 0.1, 0.02), ("l2", 1.0, 0.25)])
 def test_pgd_without_random_start_matches_torchattacks(trained_cnn, batch, norm, eps, alpha):
     """Without a random start both follow the same trajectory; ours stops at the first misclassified
@@ -66,6 +61,7 @@ def test_pgd_without_random_start_matches_torchattacks(trained_cnn, batch, norm,
     torch.testing.assert_close(ours[kept], theirs[-1][kept], rtol=0, atol=0 if norm == "linf" else 1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
 def test_pgd_with_random_start_no_weaker_than_torchattacks(trained_cnn, batch, norm, eps):
     x, y = batch
@@ -76,6 +72,7 @@ def test_pgd_with_random_start_no_weaker_than_torchattacks(trained_cnn, batch, n
     assert acc(trained_cnn, ours, y) <= acc(trained_cnn, theirs, y)
 
 
+@pytest.mark.slow
 def test_apgd_ce_images_identical_to_torchattacks(trained_cnn, batch):
     """We wrap torchattacks' APGD: with one loss and the same seed the images are bit for bit theirs."""
     x, y = batch[0][:100], batch[1][:100]
@@ -85,6 +82,7 @@ def test_apgd_ce_images_identical_to_torchattacks(trained_cnn, batch):
     assert acc(trained_cnn, ours, y) < acc(trained_cnn, x, y) - 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.1), ("l2", 1.0)])
 def test_apgd_no_weaker_than_pgd_at_equal_eps(trained_cnn, batch, norm, eps):
     """Same eps and iteration count: APGD's adaptive step (and its second loss) finds at least what PGD with
@@ -98,6 +96,7 @@ def test_apgd_no_weaker_than_pgd_at_equal_eps(trained_cnn, batch, norm, eps):
     assert apgd_acc < acc(trained_cnn, x, y) - 0.05
 
 
+@pytest.mark.slow
 def test_apgd_is_the_per_example_worst_case_of_its_losses(trained_cnn, batch):
     x, y = batch[0][:100], batch[1][:100]
     both = wrong(trained_cnn, APGD(0.1, steps=5)(trained_cnn, x, y), y)
@@ -108,6 +107,7 @@ def test_apgd_is_the_per_example_worst_case_of_its_losses(trained_cnn, batch):
     assert both.sum() <= (ce | dlr_alone).sum() + 2  # DLR on the rest sees a smaller batch: other random starts
 
 
+@pytest.mark.slow
 def test_apgd_is_deterministic_and_keeps_the_callers_random_state(trained_cnn, batch):
     x, y = batch[0][:50], batch[1][:50]
     attack = APGD(0.1, steps=3, seed=7)
@@ -146,6 +146,7 @@ def test_pgd_no_weaker_than_fgsm_and_large_eps_reaches_chance(trained_cnn, batch
     assert acc(trained_cnn, pgd(trained_cnn, x, y, 1.0, 0.5, 5), y) <= 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [FGSM(0.15), PGD(0.15, 0.05, 5), PGD(1.5, 0.5, 5, "l2", restarts=2),
                                     APGD(0.15, steps=5), APGD(1.5, "l2", steps=5)], ids=lambda a: a.tag)
 def test_adversarial_images_lie_in_the_ball_and_the_unit_box(trained_cnn, batch, attack):
@@ -160,6 +161,7 @@ def test_adversarial_images_lie_in_the_ball_and_the_unit_box(trained_cnn, batch,
         assert 0 < fooled.sum() < N and torch.equal(x_adv[~fooled], x[~fooled])
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_worst_case_per_example(trained_cnn, batch):
     """Restart 1 of 3 draws the same start as the single run (same seed), so every image the single
     run fools stays fooled, and restarts can only add."""
@@ -170,6 +172,7 @@ def test_restarts_keep_the_worst_case_per_example(trained_cnn, batch):
     assert thrice.sum() > once.sum()
 
 
+@pytest.mark.slow
 def test_images_misclassified_at_the_start_keep_the_clean_image(trained_cnn, batch):
     x, y = batch
     clean_wrong = wrong(trained_cnn, x, y)
@@ -178,6 +181,7 @@ def test_images_misclassified_at_the_start_keep_the_clean_image(trained_cnn, bat
     assert torch.equal(x_adv[clean_wrong], x[clean_wrong])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [FGSM(0.1), PGD(0.1, 0.02, 3), PGD(0.1, 0.02, 3, random_start=False),
                                     APGD(0.1, steps=3)], ids=lambda a: a.tag)
 def test_clean_logits_come_with_the_attack(trained_cnn, batch, attack):
@@ -221,6 +225,7 @@ def test_model_state_left_as_found_also_after_an_error(mnist5k_test, attack):
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [FGSM(0.1), APGD(0.1, steps=3)], ids=lambda a: a.tag)
 def test_attack_works_under_no_grad(trained_cnn, batch, attack):
     x, y = batch

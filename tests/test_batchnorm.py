@@ -15,7 +15,7 @@ from robustness.attacks import FGSM, fgsm
 from robustness.batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
-from robustness.filters import apply_filter, half_width, thresholds
+from robustness.filters import apply_filter, half_width, threshold_grid
 from robustness.runtime import autocast, channels_last, seed_everything
 from robustness.sweep import global_analysis, local_analysis
 
@@ -83,7 +83,7 @@ def deep_copy_recalibrated(model, data, calibration, layer, kind, count):
     x, y = data
     weight = dict(model.named_modules())[layer].weight.detach()
     lo, hi = weight.min().item(), weight.max().item()
-    points = [None, *thresholds(kind, lo, hi, count)]  # None: the unfiltered reference
+    points = [None, *threshold_grid(kind, lo, hi, count)]  # None: the unfiltered reference
     out = []
     for alpha in points:
         net = copy.deepcopy(model)
@@ -111,6 +111,7 @@ def deep_copy_recalibrated(model, data, calibration, layer, kind, count):
     return out[0], out[1:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "layer"), [("highpass", "conv1"), ("lowpass", "stem"), ("pulse", "conv2")])
 def test_recalibrated_sweep_equals_deep_copy_reference(bn_net: nn.Module, images, kind: str, layer: str) -> None:
     data, calibration = images
@@ -142,6 +143,7 @@ def test_recalibration_changes_the_numbers_and_frozen_does_not(bn_net: nn.Module
     assert frozen.clean_loss != recal.clean_loss and frozen.ref_clean_loss != recal.ref_clean_loss
 
 
+@pytest.mark.slow
 def test_recalibration_removes_the_dip_that_stale_statistics_make(bn_net: nn.Module, images) -> None:
     """The issue's case, small: high-pass on the residual block's first conv. With the stored statistics, clean
     accuracy sags once a quarter of the weights are gone (measured on these 200 images: 0.785, 0.77, 0.75, 0.805
@@ -216,6 +218,7 @@ def test_restored_bitwise_after_an_exception_mid_sweep(bn_net: nn.Module, images
         bn_net.bn2.momentum = 0.1
 
 
+@pytest.mark.slow
 def test_without_batchnorm_recalibration_is_a_no_op(trained_cnn: nn.Module, images) -> None:
     data, calibration = images
     calls = []
@@ -230,6 +233,7 @@ def test_without_batchnorm_recalibration_is_a_no_op(trained_cnn: nn.Module, imag
     assert recal == plain and len(calls) == 2 * n_plain  # no forward pass spent on calibration
 
 
+@pytest.mark.slow
 def test_recalibration_under_channels_last_and_bf16(bn_net: nn.Module, images) -> None:
     """The GPU speed options re-estimate the same statistics up to rounding: channels-last gives the same
     outcomes (losses within 1e-4), bf16 autocast accuracies within 0.03 (6 of 200 images)."""

@@ -59,6 +59,7 @@ def test_train_writes_checkpoints_and_prints_a_table(tmp_path: Path, capsys: pyt
     assert "test_acc" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_line_of_error(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "robustness", "train", "--dataset", "cifar10", "--data-root", str(tmp_path / "none")],
@@ -127,6 +128,7 @@ SWEEP = ["--arch", "mnist_cnn", "--filter", "highpass", "--scope", "both", "--la
          "--subset", "60", "--bn", "frozen", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_filter_of_a_plain_state_dict_equals_the_same_weights_from_the_tree(tree: tuple[Path, Path]) -> None:
     """The same weights give the same sweeps, whether they come from the tree or from a file elsewhere; the
     file's results go to its own From_ folder with the source in their meta."""

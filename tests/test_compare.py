@@ -108,6 +108,7 @@ def _write_checkpoints(root, arch: str = "mnist_cnn", layers=("conv1", "conv2", 
                                                           "fgsm_acc0.5", root))
 
 
+@pytest.mark.slow
 def test_compare_command_by_init_by_epoch_and_by_set(tmp_path, capsys) -> None:
     models, plots = tmp_path / "models", tmp_path / "plots"
     _write_checkpoints(models)

@@ -35,12 +35,7 @@ SMALL = {"eps": 0.2, "alpha": 0.05, "steps": 3, "def_steps": 3}
 FAST = {"apgd_steps": 5}  # the evaluation's APGD, shortened for the tests
 
 
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:12], y[:12]
-
-
+@pytest.mark.slow
 def test_predicted_mode_never_reads_the_labels(trained_cnn, batch) -> None:
     x, y = batch
     runs = [
@@ -128,6 +123,7 @@ def test_model_mode_and_flags_are_restored(trained_cnn, batch) -> None:
     assert [p.requires_grad for p in model.parameters()] == [n != "fc1.weight" for n, _ in model.named_parameters()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", ["predicted", "oracle"])
 def test_evaluation_rows_and_worst_case(trained_cnn, batch, label: str) -> None:
     x, y = batch
@@ -157,6 +153,7 @@ def test_straight_through_runs_the_defense_forward_and_the_identity_backward(tra
     assert torch.allclose(grad, expected_grad, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_adaptive_attack_is_stronger_than_the_non_adaptive_one(trained_cnn, mnist5k_test) -> None:
     # Preemptive: the defense was tuned against PGD from particular starts; fresh restarts
     # break images the non-adaptive attack leaves correct.
@@ -167,6 +164,7 @@ def test_adaptive_attack_is_stronger_than_the_non_adaptive_one(trained_cnn, mnis
     assert result["adaptive"] < result["defended_attacked"]
 
 
+@pytest.mark.slow
 def test_test_time_rows(trained_cnn, batch) -> None:
     # Test-time: the non-adaptive attack is made on the undefended model, so it is the transfer attack.
     x, y = batch
@@ -194,6 +192,7 @@ def test_saved_defended_data_reloads_equal(trained_cnn, batch, tmp_path) -> None
     assert all(len(load_defended(p)[0]) == 5 for p in written.values())
 
 
+@pytest.mark.slow
 def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
     status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--train-epochs", "1",
                    "--def-steps", "2", "--subset", "10", "--threat", "preemptive", "--label", "oracle",

@@ -87,15 +87,10 @@ def test_distance_bounds() -> None:
     assert unbounded["defended_clean"] == unbounded["apgd_ce"] == math.inf and unbounded["attacked"] == 0.2
 
 
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:12], y[:12]
-
-
 SETTINGS = {"eps": 0.2, "alpha": 0.1, "steps": 2, "budget": 0.1, "def_steps": 2, "restarts": 2, "apgd_steps": 3}
 
 
+@pytest.mark.slow
 def test_table_matches_a_direct_computation(trained_cnn, batch) -> None:
     """Every row, worst case and distance of defense_table, recomputed from the images by hand."""
     x, y = batch
@@ -126,6 +121,7 @@ def test_table_matches_a_direct_computation(trained_cnn, batch) -> None:
         assert (result["examples"], result["threat"], result["budget"]) == (12, threat, 0.1)
 
 
+@pytest.mark.slow
 def test_worst_case_no_higher_than_long_pgd_with_many_restarts(trained_cnn, mnist5k_test) -> None:
     """The issue's check at the demo's settings: the minimum of per-row averages (0.52 there) stayed above
     PGD-100 with 10 restarts on the defended images (0.38); the per-example worst case over the ensemble

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from robustness import paths
 from robustness.demo import DemoSettings, run_demo
+
+pytestmark = pytest.mark.slow  # the whole demo, twice
 
 
 def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -15,7 +18,8 @@ def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys:
     names = {Path(p).name for p in first["written"]}
     assert "MnistCNN_MNIST5K_1epochs.ckpt" in names
     assert {"Step_minmax", "global_data", "reports", "retraining"} <= {Path(p).parent.name for p in first["written"]}
-    assert any(n.endswith("_tsne_linf.png") for n in names) and any("_scores_" in n for n in names)
+    tsne = paths.tsne_plot_name(settings.defense_arch, settings.dataset, "linf", "predicted")
+    assert {f"{tsne}.png", f"{tsne}.pdf"} <= names and any("_scores_" in n for n in names)
     assert any(n.startswith("compare_") for n in names) and any("pgd_recheck" in n for n in names)
     assert set(first["eps"]) == {"Init_1", "Init_2"} and all(0 < eps < 1 for eps in first["eps"].values())
     # Every local label of both initialisations is counted, confident or not.

@@ -66,6 +66,7 @@ def one_process_steps(epochs: int) -> tuple[dict[str, torch.Tensor], list[float]
     return model.state_dict(), losses
 
 
+@pytest.mark.slow
 def test_ddp_training_writes_a_checkpoint_tree_that_resumes_under_torchrun_and_alone(tmp_path: Path) -> None:
     root = tmp_path / "models"
     out = torchrun("train", *TRAIN, "--epochs", "1", "--models-root", str(root), cwd=tmp_path).stdout
@@ -106,14 +107,7 @@ def npz_arrays(path: Path) -> dict[str, list]:
         return {k: npz[k].tolist() for k in sorted(npz.files)}
 
 
-@pytest.fixture(scope="module")
-def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mnist_cnn checkpoints of epochs 0 and 1."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    train(TrainConfig(arch="mnist_cnn", subset=200, epochs=1, models_root=str(root), device="cpu"))
-    return root
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [[], ["--epochs", "1", "--calibrate-eps", "0.2", "--calibration-images", "200"]])
 def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: Path, tmp_path: Path, options) -> None:
     """Also with eps calibrated per checkpoint: one rank calibrates, both sweep with its eps."""
@@ -138,6 +132,7 @@ def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: P
     assert out.count("ref clean") == 1, "only rank 0 prints"
 
 
+@pytest.mark.slow
 def test_an_error_on_rank_0_is_every_rank_s_one_line_error(checkpoints_root: Path, tmp_path: Path) -> None:
     # each rank calibrates its share of the checkpoints; an error on any becomes every rank's one-line error
     done = torchrun("filter", *SWEEP, "--models-root", str(checkpoints_root), "--calibrate-eps", "0.99",

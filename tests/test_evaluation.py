@@ -17,11 +17,7 @@ from robustness.evaluation import accuracy, calibrate_eps, eps_sweep, evaluate, 
 from robustness.stats import wilson_interval
 from robustness.train import TrainConfig, train
 
-
-@pytest.fixture(scope="module")
-def batch(mnist5k_test: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = mnist5k_test
-    return x[:200], y[:200]
+BATCH = 200  # images in the `batch` fixture (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +44,7 @@ def test_evaluate_counts_match_a_direct_computation(trained_cnn, batch, loader):
                                  "robust_acc": wilson_interval(adv_ok.sum().item(), 200)}
 
 
+@pytest.mark.slow
 def test_evaluate_accepts_apgd(trained_cnn, batch):
     """evaluate attacks batch by batch (40, 40, 20): its robust accuracy is APGD's on those batches."""
     x, y = batch[0][:100], batch[1][:100]
@@ -70,6 +67,7 @@ def test_eps_zero_gives_clean_accuracy_exactly(trained_cnn, loader, attack):
     assert result["success_rate"] == result["mean_norm"] == result["max_norm"] == 0
 
 
+@pytest.mark.slow
 def test_robust_accuracy_never_increases_with_eps(trained_cnn, loader, tmp_path):
     rows = eps_sweep(trained_cnn, loader, [0.0, 0.05, 0.1, 0.2], "pgd", steps=5)
     accs = [row["robust_acc"] for row in rows]
@@ -86,6 +84,7 @@ def test_robust_accuracy_never_increases_with_eps(trained_cnn, loader, tmp_path)
     assert plots.save_figure(fig, "eps_sweep_test", root=tmp_path).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_calibrate_eps_hits_the_target(trained_cnn, loader):
     eps = calibrate_eps(trained_cnn, loader, 0.5, "fgsm", tol=0.02)
     assert 0 < eps < 1

@@ -14,7 +14,7 @@ from robustness.filters import (
     global_range,
     half_width,
     quantile_grid,
-    thresholds,
+    threshold_grid,
     value_grid,
     weight_range,
 )
@@ -69,10 +69,10 @@ def test_apply_filter_is_out_of_place_and_zeroes_exactly_the_mask() -> None:
 def test_threshold_grids_direction_and_exact_ends() -> None:
     w = torch.randn(50, generator=torch.Generator().manual_seed(0))
     lo, hi = weight_range([w])
-    up = thresholds("highpass", lo, hi, 7)
+    up = threshold_grid("highpass", lo, hi, 7)
     assert len(up) == 7 and up[0] == lo and up[-1] == hi and up == sorted(up)
-    assert thresholds("pulse", lo, hi, 7) == up
-    assert thresholds("lowpass", lo, hi, 7) == up[::-1]
+    assert threshold_grid("pulse", lo, hi, 7) == up
+    assert threshold_grid("lowpass", lo, hi, 7) == up[::-1]
     # The ends compare exactly against the float32 weights: the sweep ends remove everything.
     assert filter_mask(w, "highpass", up[-1]).all() and filter_mask(w, "lowpass", up[0]).all()
     assert filter_mask(w, "highpass", up[0]).sum() == 1 and filter_mask(w, "lowpass", up[-1]).sum() == 1
@@ -84,7 +84,7 @@ def test_pulse_bands_of_neighbouring_thresholds_do_not_overlap() -> None:
     T = 25
     h = half_width(lo, hi, T)
     assert h == pytest.approx((hi - lo) / (2 * T))
-    hits = torch.stack([filter_mask(w, "pulse", a, h) for a in thresholds("pulse", lo, hi, T)]).sum(0)
+    hits = torch.stack([filter_mask(w, "pulse", a, h) for a in threshold_grid("pulse", lo, hi, T)]).sum(0)
     assert hits.max() == 1  # every weight falls in at most one band
     assert hits[0] == 1 and hits[-1] == 1  # both ends are covered
 
@@ -103,9 +103,9 @@ def test_bad_arguments_name_the_fix() -> None:
     with pytest.raises(InvalidArgument, match="half_width"):
         filter_mask(W, "pulse", 0.0)
     with pytest.raises(InvalidArgument, match="at least 2"):
-        thresholds("highpass", 0.0, 1.0, 1)
+        threshold_grid("highpass", 0.0, 1.0, 1)
     with pytest.raises(InvalidArgument, match="empty"):
-        thresholds("highpass", 1.0, 0.0, 5)
+        threshold_grid("highpass", 1.0, 0.0, 5)
     with pytest.raises(InvalidArgument, match="auto"):
         global_range(build_model("mnist_cnn", "mnist5k"), "max")
 
@@ -160,4 +160,4 @@ def test_unknown_grid_names_the_choices() -> None:
     with pytest.raises(InvalidArgument, match="unknown grid 'log'.*value.*quantile"):
         check_grid("log")
     assert [c.band for c in value_grid("pulse", -1.0, 1.0, 4)] == [(a - 0.25, a + 0.25) for a in
-                                                                    thresholds("pulse", -1.0, 1.0, 4)]
+                                                                    threshold_grid("pulse", -1.0, 1.0, 4)]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -31,8 +34,19 @@ def _set(source: str, name: str, value: str) -> str:
     return pattern.sub(lambda _: f"{name} = {value}", source)
 
 
-def test_the_three_notebooks_exist() -> None:
-    assert {"model_trainer.ipynb", "synaptic_filtering.ipynb", "defensive_perturbation.ipynb"} <= set(NOTEBOOKS)
+@pytest.mark.parametrize("name", ["model_trainer.ipynb", "synaptic_filtering.ipynb", "defensive_perturbation.ipynb"])
+def test_every_name_a_notebook_imports_from_the_package_exists(name: str) -> None:
+    """Cheap, and catches a renamed or moved function long before the smoke run would."""
+    imported = []
+    for source in _code_cells(name):
+        tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        imported += [(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and (node.module or "").startswith("robustness") for alias in node.names]
+    assert imported, f"{name} imports nothing from the package"
+    missing = [f"{module}.{attr}" for module, attr in imported
+               if not hasattr(importlib.import_module(module), attr)
+               and importlib.util.find_spec(f"{module}.{attr}") is None]
+    assert not missing, f"{name} imports names the package lacks: {missing}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -121,6 +135,7 @@ def test_parameters_put_models_and_plots_on_google_drive(name: str, monkeypatch:
     assert on_drive["DRIVE_FOLDER"].startswith("/content/drive/")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_smoke_mode(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(ROOT / name, tmp_path / name)

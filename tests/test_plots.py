@@ -1,19 +1,24 @@
-"""The filtering figures: drawn from synthetic sweeps and tables, saved as real PNG files."""
+"""The filtering figures: drawn from synthetic sweeps and tables, saved as real PNG and PDF files."""
 
 from __future__ import annotations
 
 import math
 import os
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
 from robustness.plots import (
+    LABEL_COLOURS,
+    attack_label,
     draw_and_save,
     plot_global_curves,
     plot_layer_grid,
     plot_retraining,
+    plot_score_bars,
     plot_score_heatmaps,
+    plot_scores,
     save_figure,
 )
 from robustness.scores import SCORES
@@ -34,17 +39,24 @@ def _cell(value: float, label: str) -> dict:
             "se": {s: 0.05 for s in SCORES}, "labels": {s: label for s in SCORES}}
 
 
-def _tables() -> dict:
-    """conv1 at epoch 0: undefined for Init_1, fragile for Init_2; fc: robust for Init_1 only."""
-    scored = {(1, 0): {"conv1": _cell(math.nan, "undefined"), "fc": _cell(0.01, "robust")},
-              (2, 0): {"conv1": _cell(-0.3, "fragile")}}
-    info = {"eps": 0.0894, "n_images": 500, **dict.fromkeys(CHECKPOINT[2:], 0.5)}
-    return build_tables(scored, kind="highpass", scope="local", attack="fgsm_eps0.0894", bn="recalibrate",
-                        checkpoints={(1, 0): info, (2, 0): info})
+def _tables(epochs: tuple[int, ...] = (0,)) -> dict:
+    """conv1 at each epoch: undefined for Init_1, fragile for Init_2; fc: robust for Init_1 only."""
+    scored = {}
+    for epoch in epochs:
+        scored[1, epoch] = {"conv1": _cell(math.nan, "undefined"), "fc": _cell(0.01, "robust")}
+        scored[2, epoch] = {"conv1": _cell(-0.3, "fragile")}
+    info = {"eps": 0.0893555, "n_images": 500, **dict.fromkeys(CHECKPOINT[2:], 0.5)}
+    return build_tables(scored, kind="highpass", scope="local", attack="fgsm_eps0.0893555", bn="recalibrate",
+                        checkpoints={unit: info for unit in scored})
 
 
 def _is_png(path) -> bool:
     return path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def _is_pdf_beside(png) -> bool:
+    pdf = png.with_suffix(".pdf")
+    return pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-"
 
 
 def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
@@ -56,7 +68,8 @@ def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
     heatmaps = plot_score_heatmaps(_tables(), "h")
     assert [ax.get_title() for ax in heatmaps.axes[:3]] == ["clean score", "adversarial score", "difference score"]
     assert len(heatmaps.axes) == 4  # three panels and one colour bar for the whole figure
-    assert "FGSM ε = 0.0894, τ = 0.05, BatchNorm recalibrate" in heatmaps._suptitle.get_text()
+    assert "FGSM ε = 0.089, τ = 0.05, BatchNorm recalibrate" in heatmaps._suptitle.get_text()
+    assert "fgsm_eps" not in heatmaps._suptitle.get_text()
     cells = [t.get_text() for t in heatmaps.axes[0].texts]
     # conv1: Init_1 undefined, Init_2 fragile; fc: robust for Init_1, missing for Init_2. Both uncertain.
     assert cells == ["? F1/2\n±0.10", "? R1/2\n±0.10"]
@@ -66,7 +79,8 @@ def test_every_filtering_figure_is_saved_as_png(tmp_path) -> None:
                             {"variant": "all", "n_layers": 5, "params": 9e5, "clean": 0.95, "clean_sd": 0.01,
                              "fgsm": 0.5, "fgsm_sd": math.nan}], "retraining")
     for i, fig in enumerate((grid, curves, heatmaps, bars)):
-        assert _is_png(save_figure(fig, f"figure_{i}", tmp_path))
+        png = save_figure(fig, f"figure_{i}", tmp_path)
+        assert _is_png(png) and _is_pdf_beside(png)
         plt.close(fig)
     assert set(plt.get_fignums()) == before
 
@@ -88,3 +102,38 @@ def test_draw_and_save_keeps_a_figure_newer_than_its_inputs(tmp_path) -> None:
     draw_and_save(draw, "curves", tmp_path, keep_if_newer_than=[inputs])
     draw_and_save(draw, "curves", tmp_path)  # no inputs given: always drawn
     assert len(drawn) == 3
+    path.with_suffix(".pdf").unlink()  # a figure is kept only while both of its files are there
+    assert _is_pdf_beside(draw_and_save(draw, "curves", tmp_path, keep_if_newer_than=[inputs])) and len(drawn) == 4
+
+
+def test_attack_labels_read_as_a_reader_would_write_them() -> None:
+    assert attack_label("fgsm_eps0.0893555") == "FGSM ε = 0.089"
+    assert attack_label("fgsm_acc0.5", [0.0893555, 0.1012, float("nan")]) == "FGSM ε = 0.089–0.1"
+    assert attack_label("fgsm_acc0.5") == "FGSM, ε for 50% accuracy"
+    assert attack_label("pgd-l2_eps2_a0.25_k10") == "PGD-L2 ε = 2"
+    assert attack_label("pgd-linf_a0.833333_k3_r2_recheck_of_fgsm_acc0.5", 0.07) == (
+        "PGD-L∞ ε = 0.07 re-check of FGSM, ε for 50% accuracy")
+
+
+def test_one_epoch_is_drawn_as_bars_with_every_initialisation_and_the_legend_on_the_figure() -> None:
+    one, two = _tables(), _tables((0, 3))
+    fig = plot_scores(two, "h")
+    assert len(fig.axes) == 4 and fig.axes[3].get_ylabel().startswith("score, mean over")  # heatmaps, one bar
+    plt.close(fig)
+    fig = plot_scores(one, "h")
+    assert len(fig.axes) == 3  # bars: one panel per score and no colour scale (the colours are the labels)
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_height() == 0.7]
+    # conv1: Init_1 undefined, Init_2 -0.3 -> uncertain with mean NaN, drawn as an empty bar; fc: Init_1 only.
+    assert [b.get_width() for b in bars] == [0.0, 0.01] and all(b.get_hatch() == "///" for b in bars)
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == 2 and [round(v, 3) for v in dots[1].get_xdata() if np.isfinite(v)] == [-0.3]  # Init_2
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:4] == ["fragile", "robust", "antifragile", "uncertain"] and "±τ = ±0.05" in legend
+    assert "FGSM ε = 0.089, epoch 0, 2 initialisation(s)" in fig._suptitle.get_text()
+    plt.close(fig)
+    planted = _tables()
+    planted["clean"].init_labels[1][0] = ["fragile", "fragile"]  # fc now fragile by both
+    (_, fc) = [p for p in plot_score_bars(planted, "h").axes[0].patches if p.get_height() == 0.7]
+    assert fc.get_facecolor()[:3] == matplotlib.colors.to_rgb(LABEL_COLOURS["fragile"]) and not fc.get_hatch()
+    plt.close("all")

@@ -84,6 +84,7 @@ def test_candidates_are_the_layers_fgsm_calls_robust_or_antifragile_on_adversari
     assert candidates(table, limit=1) == ["c"]  # the most robust-looking first
 
 
+@pytest.mark.slow
 def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_prints_it(tmp_path, capsys) -> None:
     models = tmp_path / "models"
     train(TrainConfig(arch="mnist_cnn", epochs=1, subset=300, models_root=str(models), device="cpu"))

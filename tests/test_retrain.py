@@ -15,14 +15,23 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustness import paths, retrain
-from robustness.attacks import FGSM
+from robustness.attacks import FGSM, make_attack
 from robustness.cli import main
 from robustness.data import load_dataset, make_loader
 from robustness.errors import CheckpointError, DataNotFoundError, InvalidArgument
 from robustness.evaluation import accuracy
 from robustness.files import load_json
 from robustness.models import build_model, filterable_layers
-from robustness.retrain import compare_retraining, run_comparison, select_layers, selective_retrain, summarise
+from robustness.plan import attack_params
+from robustness.retrain import (
+    attack_from_meta,
+    compare_retraining,
+    evaluation_attacks,
+    labelled_layers,
+    run_comparison,
+    selective_retrain,
+    summarise,
+)
 from robustness.selective import (
     chosen_parameters,
     layer_sizes,
@@ -88,6 +97,7 @@ def test_retraining_every_layer_continues_the_trainer_bitwise(tmp_path, recipe) 
     assert _changed(trained, model) == set()
 
 
+@pytest.mark.slow
 def test_retraining_every_layer_of_a_resnet_does_not_collapse(resnet, retrain_images, mnist5k_test) -> None:
     model, ckpt = resnet
     test = DataLoader(TensorDataset(*(t[:500] for t in mnist5k_test)), batch_size=250)
@@ -112,6 +122,7 @@ def test_retraining_every_layer_of_a_resnet_does_not_collapse(resnet, retrain_im
     assert accuracy(old, test) < before - 0.3
 
 
+@pytest.mark.slow
 def test_only_the_chosen_parameters_change_and_batchnorm_follows_training(resnet, retrain_images) -> None:
     model = copy.deepcopy(resnet[0])
     state = resnet[1]["optimizer"]
@@ -191,12 +202,12 @@ def _table(labels: dict[str, str], score: str = "difference") -> dict[str, dict]
     return {name: {score: 0.0, "labels": {score: lab}} for name, lab in labels.items()}
 
 
-def test_select_layers_from_a_hand_made_scores_table() -> None:
+def test_labelled_layers_from_a_hand_made_scores_table() -> None:
     table = _table({"conv1": "robust", "conv2": "fragile", "fc1": "antifragile", "fc2": "undefined"})
-    assert select_layers(table, "difference") == ["conv1", "fc1"]
-    assert select_layers(table, "difference", labels=("fragile",)) == ["conv2"]
+    assert labelled_layers(table, "difference") == ["conv1", "fc1"]
+    assert labelled_layers(table, "difference", labels=("fragile",)) == ["conv2"]
     with pytest.raises(InvalidArgument, match="unknown score"):
-        select_layers(table, "robustness")
+        labelled_layers(table, "robustness")
 
 
 def test_matched_random_sets_have_the_size_and_about_the_parameters_of_the_chosen_set() -> None:
@@ -316,6 +327,7 @@ SMALL = dict(kind="highpass", score="clean", baseline="unfiltered", seeds=2, ran
              test_subset=40, pgd_steps=2, n_boot=100, device="cpu")
 
 
+@pytest.mark.slow
 def test_an_interrupted_comparison_recomputes_only_the_missing_runs(two_inits, tmp_path, monkeypatch) -> None:
     calls: list[tuple[str, ...]] = []
 
@@ -348,6 +360,7 @@ def retrain_once(two_inits: Path, tmp_path: Path) -> tuple[list[dict], Path]:
     return run_comparison("mnist_cnn", "mnist5k", [1], models_root=copied, plots_root=tmp_path, **SMALL)
 
 
+@pytest.mark.slow
 def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -> None:
     models = tmp_path / "models"
     shutil.copytree(two_inits, models, ignore=shutil.ignore_patterns("retraining"))
@@ -375,3 +388,20 @@ def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -
         run_comparison("mnist_cnn", "mnist5k", kind="lowpass", score="clean", models_root=models)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         run_comparison("mnist_cnn", "mnist5k", [3], models_root=models, plots_root=tmp_path, **SMALL)
+
+
+@pytest.mark.parametrize("attack", [
+    make_attack("fgsm", 0.1), make_attack("pgd", 1.5, steps=7, norm="l2", restarts=2, seed=3),
+    make_attack("apgd", 0.05, steps=5), make_attack("apgd-dlr", 0.5, norm="l2", seed=1),
+], ids=lambda a: a.tag)
+def test_every_attack_a_sweep_records_is_rebuilt_for_retraining(attack) -> None:
+    meta = {"attack": attack.tag, "eps": attack.eps, "attack_params": attack_params(attack)}  # as run_unit writes
+    assert attack_from_meta(meta) == attack
+    attacks = evaluation_attacks(meta, pgd_steps=4, seed=2)
+    assert attacks["pgd"] == make_attack("pgd", attack.eps, steps=4, norm=attack.norm, seed=2)
+    assert ("fgsm" in attacks) == (attack.norm == "linf")  # FGSM is an L∞ attack: no FGSM column for L2 sweeps
+
+
+def test_a_result_file_without_attack_params_is_one_clear_error() -> None:
+    with pytest.raises(InvalidArgument, match="by its tag only"):
+        attack_from_meta({"attack": "pgd-linf_eps0.1_a0.025_k10", "eps": 0.1})

@@ -72,6 +72,7 @@ def test_sync_and_shapes_on_the_cpu() -> None:
     assert not needs_fixed_shapes(torch.device("cpu")) and needs_fixed_shapes(torch.device("xla"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", [
     PGD(0.12, 0.04, 5, restarts=3), PGD(1.5, 0.3, 5, "l2", restarts=2), PGD(0.1, 0.02, 5, random_start=False),
 ], ids=lambda a: a.tag)

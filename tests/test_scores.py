@@ -23,6 +23,7 @@ from robustness.sweep import load_results, save_results
 from robustness.tables import build_tables, read_table, save_table, score_study
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("t_count", [5, 6, 25])
 def test_scores_are_the_exact_integrals_of_linear_and_quadratic_curves(t_count: int) -> None:
     t = np.linspace(0, 1, t_count)
@@ -354,6 +355,7 @@ def test_no_result_files_is_one_clear_error_naming_the_filter_command(tmp_path, 
     assert "run python -m robustness filter" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tmp_path, capsys) -> None:
     _write_study(tmp_path / "models")
     argv = ["scores", "--arch", "mnist_cnn", "--filter", "highpass", "--scope", "local", "--tau", "0.1",

@@ -12,11 +12,12 @@ import torch
 
 from robustness import paths
 from robustness import study as study_module
-from robustness.attacks import FGSM
+from robustness.attacks import FGSM, make_attack
 from robustness.cli import main
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import CheckpointError, InvalidArgument
 from robustness.evaluation import calibrate_eps
+from robustness.retrain import attack_from_meta, evaluation_attacks
 from robustness.sweep import (
     StudyConfig,
     load_results,
@@ -33,14 +34,6 @@ from robustness.sweep import (
 from robustness.train import TrainConfig, load_checkpoint, train
 
 EPS = 0.1
-
-
-@pytest.fixture(scope="module")
-def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mnist_cnn checkpoints at epochs 0 and 1 (trained on 500 images)."""
-    root = tmp_path_factory.mktemp("study_models")
-    train(TrainConfig(arch="mnist_cnn", dataset="mnist5k", epochs=1, subset=500, models_root=str(root), device="cpu"))
-    return root
 
 
 def fresh_root(checkpoints_root: Path, tmp_path: Path, name: str) -> Path:
@@ -114,6 +107,7 @@ def test_result_files_and_meta(whole: Path) -> None:
         run_study(study(whole, thresholds=4))
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_writes_only_the_rest(checkpoints_root, whole, tmp_path, monkeypatch) -> None:
     killed = fresh_root(checkpoints_root, tmp_path, "killed")
     real_run_unit, ran = study_module.run_unit, []
@@ -137,6 +131,7 @@ def test_resume_after_a_kill_writes_only_the_rest(checkpoints_root, whole, tmp_p
     assert result_files(killed) == result_files(whole)
 
 
+@pytest.mark.slow
 def test_units_split_over_workers_merge_to_the_same_files(checkpoints_root, whole, tmp_path) -> None:
     config = study(fresh_root(checkpoints_root, tmp_path, "shards"))
     units, data = plan_units(config), study_data(config, torch.device("cpu"))
@@ -183,6 +178,7 @@ def two_inits(checkpoints_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     return root
 
 
+@pytest.mark.slow
 def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tmp_path: Path, monkeypatch) -> None:
     root = fresh_root(two_inits, tmp_path, "calibrated")
     config = study(root, epochs=(1,), kinds=("highpass",), layers=("fc2",), thresholds=2, subset=50,
@@ -216,6 +212,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
     assert load_results(result_path(config, 2, 1, "highpass", "global"))[0]["eps"] == epsilons[1]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_below_the_target_fails_before_any_sweep(checkpoints_root: Path, tmp_path: Path) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "untrained")
     config = study(root, epochs=(1, 0), calibrate_eps=0.5, calibration_images=100, subset=50)
@@ -269,6 +266,7 @@ def resnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_study_recalibrates_on_a_seeded_training_subset(resnet_root: Path) -> None:
     common = dict(attack=FGSM(0.05), arch="resnet18", kinds=("highpass",), scopes=("local",), layers=("fc",),
                   thresholds=2, subset=20, bn_images=120, models_root=str(resnet_root), device="cpu")
@@ -308,6 +306,7 @@ def test_cli_filter_bn_grid_and_random_baseline(checkpoints_root: Path, tmp_path
 # ---------------------------------------------------------------- the PGD re-check
 
 
+@pytest.mark.slow
 def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
     root = fresh_root(two_inits, tmp_path, "recheck")
     config = study(root, epochs=(1,), inits=(1,), kinds=("highpass",), scopes=("local",), layers=("conv1", "fc2"),
@@ -331,6 +330,11 @@ def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
                                      "norm": "linf", "random_start": True, "restarts": 2, "seed": 0}
     assert (meta["bn"], meta["grid"], meta["thresholds"], meta["null_masks"]) == ("recalibrate", "value", 3, 0)
     assert list(pgd) == ["fc2"]
+    # retraining rebuilds the sweep's own attack from its meta, and evaluates with PGD at that eps
+    rebuilt = attack_from_meta(meta)
+    assert rebuilt == make_attack("pgd", eps, meta["attack_params"]["alpha"], steps=3, restarts=2)
+    assert rebuilt.alpha == pytest.approx(2.5 * eps / 3)
+    assert evaluation_attacks(meta, pgd_steps=4)["pgd"] == make_attack("pgd", eps, steps=4)
     # the same thresholds, images and model: the clean outcomes are FGSM's, image by image
     assert pgd["fc2"].thresholds == fgsm["fc2"].thresholds
     assert np.array_equal(pgd["fc2"].clean_correct, fgsm["fc2"].clean_correct)

@@ -12,7 +12,7 @@ from torch import nn
 
 from robustness.attacks import FGSM, fgsm
 from robustness.errors import InvalidArgument
-from robustness.filters import apply_filter, half_width, thresholds
+from robustness.filters import apply_filter, half_width, threshold_grid
 from robustness.runtime import autocast, channels_last
 from robustness.sweep import (
     global_analysis,
@@ -44,7 +44,7 @@ def deep_copy_reference(model: nn.Module, data, layer: str, kind: str, count: in
     weight = dict(model.named_modules())[layer].weight.detach()
     lo, hi = weight.min().item(), weight.max().item()
     out: dict[str, list] = {"clean_acc": [], "adv_acc": [], "removed": [], "clean_correct": [], "adv_correct": []}
-    for alpha in thresholds(kind, lo, hi, count):
+    for alpha in threshold_grid(kind, lo, hi, count):
         filtered = copy.deepcopy(model)
         state = copy.deepcopy(filtered.state_dict())
         state[f"{layer}.weight"] = apply_filter(weight, kind, alpha, half_width(lo, hi, count))
@@ -161,6 +161,7 @@ def test_unknown_layer_and_kind(trained_cnn: nn.Module, data) -> None:
         global_analysis(trained_cnn, data, "notch", FGSM(EPS))
 
 
+@pytest.mark.slow
 def test_channels_last_and_bf16_agree_with_fp32(trained_cnn: nn.Module, data) -> None:
     """The GPU speed options change the numbers by rounding only. Channels-last: the same accuracies, losses
     within 1e-4. bf16 autocast: accuracies within 0.03 (3 of the 100 images) at every threshold."""

@@ -47,12 +47,14 @@ def _interrupt_in_epoch_2(monkeypatch: pytest.MonkeyPatch, run: Callable[[], obj
     monkeypatch.setattr(train_module, "accuracy", real_accuracy)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_of_resnet18_on_mnist5k(tmp_path: Path) -> None:
     history = train(_config(tmp_path, arch="resnet18", epochs=2, subset=1000))[1]
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[1]["test_acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_checkpoint_tree_history_and_metadata(tmp_path: Path) -> None:
     train(_config(tmp_path, inits=2, save_every=2))
     for init in (1, 2):
@@ -66,6 +68,7 @@ def test_checkpoint_tree_history_and_metadata(tmp_path: Path) -> None:
     assert not torch.equal(first[0].fc2.weight, first[1].fc2.weight), "each initialisation needs its own seed"
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reference = train(_config(tmp_path / "a"))[1]
     _interrupt_in_epoch_2(monkeypatch, lambda: train(_config(tmp_path / "b")))
@@ -171,6 +174,7 @@ def test_a_good_checkpoint_on_an_unavailable_device_names_the_device(
 # ---------------------------------------------------------------- the CIFAR recipe
 
 
+@pytest.mark.slow
 def test_cifar_recipe_settings_and_cosine_schedule_in_the_checkpoints(tmp_path: Path) -> None:
     """Planted truth: after epoch e of E the learning rate is lr * (1 + cos(pi e / E)) / 2."""
     config = TrainConfig.from_recipe("cifar", **{**_settings(tmp_path), "epochs": 3, "subset": 200})
@@ -185,6 +189,7 @@ def test_cifar_recipe_settings_and_cosine_schedule_in_the_checkpoints(tmp_path: 
         assert ckpt["scheduler"]["last_epoch"] == epoch
 
 
+@pytest.mark.slow
 def test_interrupted_cifar_recipe_resumes_bitwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With SGD momentum, the cosine schedule and augmentation, as the default recipe does above."""
     config = TrainConfig.from_recipe("cifar", **{**_settings(tmp_path / "a"), "subset": 300, "batch_size": 50})
@@ -209,6 +214,7 @@ def test_resuming_with_another_recipe_is_refused(tmp_path: Path) -> None:
         train(TrainConfig.from_recipe("cifar", **{**_settings(cosine), "epochs": 2, "subset": 100}))
 
 
+@pytest.mark.slow
 def test_cifar_stem_resnet_trains_on_cifar10_files_and_loads_back(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     write_cifar10(tmp_path / "data", monkeypatch, per_batch=20, test_size=20)

@@ -211,8 +211,7 @@ def run_defend(args: argparse.Namespace) -> int:
     if args.tsne:
         x, y = loader_to_tensors(loader)
         for label, defense in defenses.items():
-            name = paths.plot_name(paths.arch_dir_name(args.arch), paths.dataset_dir_name(args.dataset), "tsne",
-                                   f"defense_{args.norm}", label)
+            name = paths.tsne_plot_name(args.arch, args.dataset, args.norm, label)
             print(f"t-SNE map: {save_figure(tsne_figure(model, x, y, defense, args.seed), name, args.plots_root)}")
     return 0
 

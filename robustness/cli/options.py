@@ -12,7 +12,7 @@ import argparse
 import math
 from typing import Any
 
-from ..paths import ARCH_DIRS, DATASET_DIRS
+from ..paths import ARCH_DIRS, DATASET_DIRS, DEFAULT_DATA_ROOT, DEFAULT_MODELS_ROOT, DEFAULT_PLOTS_ROOT
 
 # The architecture and dataset names, from the torch-free table of paths (tests check that they equal
 # robustness.models.MODELS and robustness.data.DATASETS).
@@ -65,21 +65,24 @@ def model_options(arch: str = "resnet18") -> argparse.ArgumentParser:
 def models_root_options() -> argparse.ArgumentParser:
     """``--models-root``: where checkpoints and results live."""
     p = _group()
-    p.add_argument("--models-root", default="saved_models", help="root of the checkpoint tree (default saved_models)")
+    p.add_argument("--models-root", default=str(DEFAULT_MODELS_ROOT),
+                   help=f"root of the checkpoint tree (default {DEFAULT_MODELS_ROOT})")
     return p
 
 
 def data_root_options() -> argparse.ArgumentParser:
     """``--data-root``: where datasets live."""
     p = _group()
-    p.add_argument("--data-root", default="Dataset", help="folder holding the datasets (default Dataset)")
+    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
+                   help=f"folder holding the datasets (default {DEFAULT_DATA_ROOT})")
     return p
 
 
 def plots_root_options() -> argparse.ArgumentParser:
     """``--plots-root``: where figures go."""
     p = _group()
-    p.add_argument("--plots-root", default="plots", help="folder the figures go to (default plots)")
+    p.add_argument("--plots-root", default=str(DEFAULT_PLOTS_ROOT),
+                   help=f"folder the figures go to (default {DEFAULT_PLOTS_ROOT})")
     return p
 
 

@@ -154,9 +154,10 @@ def _source_arch(args: argparse.Namespace, source: str | None) -> str:
 
 def run_filter(args: argparse.Namespace) -> int:
     """Run the study and print one line per result file."""
-    from ..distributed import is_main, run_study  # noqa: PLC0415 (keeps --help fast)
+    from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)
     from ..filters import parse_alpha_range  # noqa: PLC0415
     from ..results import file_summary  # noqa: PLC0415
+    from ..study import run_study  # noqa: PLC0415
     from ..sweep import StudyConfig  # noqa: PLC0415
 
     source = model_source(args)
@@ -279,11 +280,11 @@ def run_compare(args: argparse.Namespace) -> int:
                               "INIT:EPOCH")
     if args.set:
         sets = dict(named_set(spec, args.filter, attack=args.attack_tag, **options) for spec in args.set)
-        what = "_".join(sets)
+        name = paths.sets_comparison_plot_name(list(sets), args.filter, args.baseline)
     else:
         sets = study_sets(args.arch, args.dataset, args.filter, by=args.by, init=args.init, epoch=args.epoch,
                           attack=args.attack_tag, **options)
-        what = f"{paths.arch_dir_name(args.arch)}_{paths.dataset_dir_name(args.dataset)}_by_{args.by}"
+        name = paths.comparison_plot_name(args.arch, args.dataset, args.by, args.filter, args.baseline)
     rename = None
     if args.layer_map:
         try:
@@ -293,8 +294,7 @@ def run_compare(args: argparse.Namespace) -> int:
     result = compare(sets, rename=rename, ci=args.ci, n_boot=args.n_boot, seed=args.seed)
     title = f"{args.filter} filter, local scores, baseline {args.baseline}: {', '.join(sets)}"
     print(f"{title} ({len(result.layers)} layers, tau={result.tau:g})\n{format_table(result.rows())}")
-    figure = draw_and_save(lambda: plot_comparison(result, title), paths.plot_name("compare", what, args.filter,
-                                                                                   args.baseline), args.plots_root)
+    figure = draw_and_save(lambda: plot_comparison(result, title), name, args.plots_root)
     print(f"\nfigure: {figure}")
     return 0
 
