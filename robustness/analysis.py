@@ -1,4 +1,4 @@
-"""Local and global synaptic-filtering sweeps of one model (SPEC 4).
+"""Local and global synaptic-filtering sweeps of one model.
 
 A sweep sets a filter's threshold to each point of a grid and, at every point,
 evaluates clean and adversarial accuracy and loss, regenerating the attack against

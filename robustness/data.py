@@ -1,4 +1,4 @@
-"""Datasets as ``(image in [0, 1], C x H x W float tensor, int label)`` (SPEC 2).
+"""Datasets as ``(image in [0, 1], C x H x W float tensor, int label)``.
 
 ``mnist`` and ``cifar10`` are torchvision's own loaders; ``tinyimagenet`` reads the
 official ``tiny-imagenet-200/`` folder; ``mnist5k`` is the 5,000 real MNIST digits

@@ -1,4 +1,4 @@
-"""Atomic writes: a result file either exists whole or not at all (SPEC 1)."""
+"""Atomic writes: a result file either exists whole or not at all."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Synaptic filters and their threshold grids (SPEC 4).
+"""Synaptic filters and their threshold grids.
 
 To filter a weight is to set it to 0. For a weight tensor ``W``, threshold ``α``
 and pulse half-width ``h``:

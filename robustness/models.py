@@ -1,4 +1,4 @@
-"""Model registry and :func:`build_model` (SPEC 2).
+"""Model registry and :func:`build_model`.
 
 Every model takes images in ``[0, 1]``: the dataset's mean/std normalisation is a
 ``normalize`` submodule applied before anything else (by a forward pre-hook, so the

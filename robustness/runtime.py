@@ -1,5 +1,5 @@
 """Run-time helpers shared by every module: device choice (and the per-step XLA sync), seeding, progress bars,
-the eval-mode guard that attacks, sweeps and defenses run under (SPEC 1), and the
+the eval-mode guard that attacks, sweeps and defenses run under, and the
 opt-in speed options (bf16 autocast, channels-last memory format)."""
 
 from __future__ import annotations

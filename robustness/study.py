@@ -1,4 +1,4 @@
-"""Running a filtering study: sweeps over many checkpoints, written to resumable result files (SPEC 4).
+"""Running a filtering study: sweeps over many checkpoints, written to resumable result files.
 
 :func:`run_study` settles each checkpoint's eps (calibrated where the study asks for it),
 then runs the units of :func:`robustness.plan.plan_units` checkpoint by checkpoint. A global

@@ -1,4 +1,4 @@
-"""Synaptic-filtering sweeps and studies (SPEC 4): one import for all of it.
+"""Synaptic-filtering sweeps and studies: one import for all of it.
 
 The work is split by concern: :mod:`robustness.analysis` sweeps one model
 (:func:`local_analysis`, :func:`global_analysis`), :mod:`robustness.results` holds what a

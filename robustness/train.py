@@ -1,4 +1,4 @@
-"""Training of ``N`` initialisations with checkpoints, history and resume (SPEC 2).
+"""Training of ``N`` initialisations with checkpoints, history and resume.
 
 Each initialisation ``i`` (counted from 1) gets its own seed, ``seed * 1000 + i``.
 A checkpoint is written at epoch 0, every ``save_every`` epochs and at the last

@@ -1,4 +1,4 @@
-"""Filters and threshold grids on hand-made tensors (SPEC 4): exact zero sets, ties, range ends."""
+"""Filters and threshold grids on hand-made tensors: exact zero sets, ties, range ends."""
 
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ def both_ways(model: nn.Module, data, layers: list[str], **options) -> tuple[dic
     return fast, plain
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("bn", "grid"), [("frozen", "value"), ("recalibrate", "quantile")])
 def test_reuse_equals_full_passes_on_a_resnet(resnet: nn.Module, images, bn: str, grid: str) -> None:
     data, cal = images
@@ -62,6 +63,7 @@ def test_reuse_equals_full_passes_on_mnist_cnn_with_the_null_model(trained_cnn: 
     assert all(fast[k] == plain[k] for k in fast) and fast["fc1"].null_adv_correct.shape == (2, 3, 40)
 
 
+@pytest.mark.slow
 def test_several_thresholds_per_pass_give_the_same_numbers(resnet: nn.Module, images) -> None:
     data, cal = images
     layers = ["layer1.0.conv1", "layer3.0.conv2"]
@@ -118,7 +120,8 @@ def test_a_point_whose_mask_equals_the_one_before_is_copied(trained_cnn: nn.Modu
     assert fast.adv_acc == result.adv_acc and fast.clean_loss == result.clean_loss
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "squeezenet1_1", "shufflenet_v2_x0_5", "mnist_cnn"])
+@pytest.mark.parametrize("arch", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow), "squeezenet1_1",
+                                  "shufflenet_v2_x0_5", "mnist_cnn"])
 def test_every_registry_model_cuts_exactly_at_every_layer(arch: str, mnist5k_test) -> None:
     """The prefix and suffix of every cut give the model's own logits, bitwise (2 images, random weights)."""
     seed_everything(0)
@@ -154,6 +157,7 @@ def test_a_cut_that_would_not_be_exact_falls_back_with_the_reason(trained_cnn: n
     assert not isinstance(split_model(model, "fc1"), str)
 
 
+@pytest.mark.slow
 def test_bf16_and_channels_last_with_reuse_and_several_thresholds_per_pass(resnet: nn.Module, images) -> None:
     """The GPU options on CPU: under bf16 autocast and channels-last, reuse gives the numbers of full passes, and
     2 thresholds per pass the same per-image outcomes."""

@@ -1,4 +1,4 @@
-"""The study runner (SPEC 4): plans, result files and meta, resume after a kill, sharding, eps calibration per
+"""The study runner: plans, result files and meta, resume after a kill, sharding, eps calibration per
 checkpoint on held-out images, BatchNorm modes, the random baseline, the PGD re-check, and the filter command."""
 
 from __future__ import annotations

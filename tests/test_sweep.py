@@ -1,4 +1,4 @@
-"""Sweeps of one model (SPEC 4): equal to a deep-copy reference, restored after errors, speed options agree."""
+"""Sweeps of one model: equal to a deep-copy reference, restored after errors, speed options agree."""
 
 from __future__ import annotations
 
