@@ -33,8 +33,8 @@ from torch import Tensor, fx, nn
 from torch.nn.modules import module as torch_module
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .attacks import GEOMETRIES, _check_batch, _check_labels
 from .batchnorm import BN_BATCH, calibration_batches, estimating
+from .norms import GEOMETRIES, check_batch, check_labels
 from .results import Evaluation
 from .runtime import progress
 
@@ -270,7 +270,7 @@ def fgsm_points(
     groups = [range(i, min(i + per_pass, len(masks))) for i in range(0, len(masks), per_pass)]
     batches = list(zip(x.split(batch_size), y.split(batch_size), strict=True))
     for x_batch, y_batch in progress(batches, desc):
-        xb, yb = _check_batch(split.model, x_batch, y_batch)
+        xb, yb = check_batch(split.model, x_batch, y_batch)
         x_in = xb.detach().requires_grad_(True)
         with torch.enable_grad():
             live = split.prefix(x_in)
@@ -281,7 +281,7 @@ def fgsm_points(
             group_stats = None if stats is None else [stats[c] for c in group]
             leaves = [_repeat(h.detach(), k).requires_grad_(True) for h in live]
             with torch.enable_grad():
-                logits = _check_labels(split.outputs(leaves, weights, group_stats), yb)
+                logits = check_labels(split.outputs(leaves, weights, group_stats), yb)
                 grads = torch.autograd.grad(F.cross_entropy(logits, _repeat(yb, k), reduction="sum"), leaves)
             images = []
             for j in range(k):
