@@ -192,11 +192,11 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
                       keep_if_newer_than=[report])
 
     with _step(6, f"selective retraining of Init {', '.join(map(str, s.retrain_inits))} for one epoch of "
-                  f"{s.retrain_subset} training images: robust + antifragile layers (high-pass difference labels "
+                  f"{s.retrain_subset} training images: robust + antifragile layers (high-pass adversarial labels "
                   f"agreed by every initialisation) against none, all, fragile and {s.retrain_random_sets} matched "
                   f"random sets, {s.retrain_seeds} seeds each, on {s.eval_subset} test images"):
         retraining, _ = run_comparison(s.arch, s.dataset, s.retrain_inits, s.epochs, kind="highpass",
-                                       score="difference", attack_tag=tag, seeds=s.retrain_seeds,
+                                       score="adversarial", attack_tag=tag, seeds=s.retrain_seeds,
                                        random_sets=s.retrain_random_sets, subset=s.retrain_subset,
                                        test_subset=s.eval_subset, pgd_steps=s.retrain_pgd_steps, n_boot=s.n_boot,
                                        plots_root=s.plots_root, **common)
