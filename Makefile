@@ -53,4 +53,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check robustness tests benchmarks
 
 clean-results:
-	rm -rf saved_models/*/ plots/*.png
+	rm -rf saved_models/*/ plots/*.png plots/*.pdf

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgument
-from .norms import Norm, check_batch, check_count, check_labels, check_number, geometry
+from .norms import Norm, check_batch, check_count, check_labels, check_number, geometry, run_suffix
 from .runtime import frozen_eval
 
 ApgdLoss = Literal["ce", "dlr"]
@@ -59,12 +59,7 @@ class APGD:
     def tag(self) -> str:
         """A file-name-safe label, e.g. ``apgd-linf_eps0.03_k100`` (``apgd-ce-linf...`` for one loss)."""
         name = "apgd" if len(self.losses) == len(_LOSSES) else "-".join(("apgd", *self.losses))
-        tag = f"{name}-{self.norm}_eps{self.eps:g}_k{self.steps}"
-        if self.restarts > 1:
-            tag += f"_r{self.restarts}"
-        if self.seed:
-            tag += f"_s{self.seed}"
-        return tag
+        return f"{name}-{self.norm}_eps{self.eps:g}_k{self.steps}" + run_suffix(self.restarts, self.seed)
 
     def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_adv, clean_logits)``; the clean logits come from one forward pass before the attack."""

@@ -47,6 +47,7 @@ from .norms import (
     check_number,
     expand,
     geometry,
+    run_suffix,
 )
 from .runtime import frozen_eval, needs_fixed_shapes, sync
 
@@ -134,11 +135,7 @@ class PGD:
         tag = f"pgd-{self.norm}_eps{self.eps:g}_a{self.alpha:g}_k{self.steps}"
         if not self.random_start:
             tag += "_norand"
-        if self.restarts > 1:
-            tag += f"_r{self.restarts}"
-        if self.seed:
-            tag += f"_s{self.seed}"
-        return tag
+        return tag + run_suffix(self.restarts, self.seed)
 
     def with_clean_logits(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_adv, clean_logits)``; the clean logits come from a forward pass the attack needs anyway."""

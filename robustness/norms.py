@@ -130,3 +130,8 @@ def check_labels(logits: Tensor, y: Tensor) -> Tensor:
     if len(y) and y.max() >= logits.shape[1]:
         raise InvalidArgument(f"label {y.max().item()} out of range for a model with {logits.shape[1]} classes")
     return logits
+
+
+def run_suffix(restarts: int, seed: int) -> str:
+    """The end of an iterative attack's tag: ``_r<restarts>`` beyond one start, ``_s<seed>`` for a nonzero seed."""
+    return (f"_r{restarts}" if restarts > 1 else "") + (f"_s{seed}" if seed else "")
