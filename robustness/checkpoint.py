@@ -71,12 +71,16 @@ def load_checkpoint(
     """
     device = choose_device(str(map_location)).device
     ckpt = read_checkpoint(path, arch, dataset)
-    model = build_model(ckpt["arch"], ckpt["dataset"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
     meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")}
     meta["path"] = str(path)
-    return model, meta
+    return checkpoint_model(ckpt, device), meta
+
+
+def checkpoint_model(ckpt: Mapping[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The model a checkpoint dict (:func:`read_checkpoint`) holds, in eval mode on ``device``."""
+    model = build_model(ckpt["arch"], ckpt["dataset"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
 
 
 def current_lr(ckpt: Mapping[str, Any]) -> float:

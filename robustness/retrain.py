@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from . import paths
 from .attacks import FGSM, make_attack
-from .checkpoint import current_lr, load_checkpoint, read_checkpoint
+from .checkpoint import checkpoint_model, current_lr, read_checkpoint
 from .data import load_dataset, loader_to_tensors, make_loader
 from .errors import DataNotFoundError, InvalidArgument
 from .files import load_json, save_csv, save_json, save_npz
@@ -238,16 +238,16 @@ def run_comparison(
         score,
     )
     retrained = sorted(sources) if inits is None else sorted({inits} if isinstance(inits, int) else set(inits))
-    checkpoints = {init: paths.checkpoint_path(arch, dataset, init, epoch, models_root) for init in retrained}
-    checkpoints_read = {init: read_checkpoint(path, arch, dataset) for init, path in checkpoints.items()}
-    training_configs = {init: training_config(ckpt) for init, ckpt in checkpoints_read.items()}
+    checkpoints = {init: read_checkpoint(paths.checkpoint_path(arch, dataset, init, epoch, models_root), arch, dataset)
+                   for init in retrained}
+    training_configs = {init: training_config(ckpt) for init, ckpt in checkpoints.items()}
     sizes = layer_sizes(build_model(arch, dataset))
     variants = plan_variants(labels, sizes, random_sets=random_sets, seed=seed)
     run_settings = {
         "arch": arch, "dataset": dataset, "epoch": epoch, "filter": kind, "score": score, "attack": attack_tag,
         "eps": meta["eps"], "baseline": baseline, "tau": tau, "floor": floor, "label_inits": sorted(sources),
         "inits": retrained, "seeds": list(range(seed, seed + seeds)), "epochs": epochs,
-        "lr": {str(i): current_lr(ckpt) if lr is None else lr for i, ckpt in checkpoints_read.items()},
+        "lr": {str(i): current_lr(ckpt) if lr is None else lr for i, ckpt in checkpoints.items()},
         "batch_size": {str(i): c.batch_size if batch_size is None else batch_size
                        for i, c in training_configs.items()},
         "subset": subset, "test_subset": test_subset, "pgd_steps": pgd_steps, "seed": seed, "variants": variants,
@@ -265,12 +265,12 @@ def run_comparison(
                                              seed=seed))
         attacks = evaluation_attacks(meta, pgd_steps, seed)
         runs: dict[str, list[Outcomes]] = {variant: [] for variant in variants}
-        for init, path in checkpoints.items():
-            model, _ = load_checkpoint(path, arch, dataset, map_location=torch_device)
+        for init, ckpt in checkpoints.items():
+            model = checkpoint_model(ckpt, torch_device)
             found = retrain_runs(
                 model, train_data, test, variants, attacks=attacks, seeds=settings["seeds"], epochs=epochs,
                 lr=settings["lr"][str(init)], batch_size=settings["batch_size"][str(init)],
-                optimizer_state=checkpoints_read[init]["optimizer"], training=training_configs[init],
+                optimizer_state=ckpt["optimizer"], training=training_configs[init],
                 folder=out.with_suffix(""), tag=f"Init_{init}",
             )
             for variant, outcomes in found.items():

@@ -62,28 +62,26 @@ def model_options(arch: str = "resnet18") -> argparse.ArgumentParser:
     return p
 
 
+def _root_option(flag: str, default: object, what: str) -> argparse.ArgumentParser:
+    """One folder option, ``flag``, defaulting to ``default`` (a root from :mod:`robustness.paths`)."""
+    p = _group()
+    p.add_argument(flag, default=str(default), help=f"{what} (default {default})")
+    return p
+
+
 def models_root_options() -> argparse.ArgumentParser:
     """``--models-root``: where checkpoints and results live."""
-    p = _group()
-    p.add_argument("--models-root", default=str(DEFAULT_MODELS_ROOT),
-                   help=f"root of the checkpoint tree (default {DEFAULT_MODELS_ROOT})")
-    return p
+    return _root_option("--models-root", DEFAULT_MODELS_ROOT, "root of the checkpoint tree")
 
 
 def data_root_options() -> argparse.ArgumentParser:
     """``--data-root``: where datasets live."""
-    p = _group()
-    p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
-                   help=f"folder holding the datasets (default {DEFAULT_DATA_ROOT})")
-    return p
+    return _root_option("--data-root", DEFAULT_DATA_ROOT, "folder holding the datasets")
 
 
 def plots_root_options() -> argparse.ArgumentParser:
     """``--plots-root``: where figures go."""
-    p = _group()
-    p.add_argument("--plots-root", default=str(DEFAULT_PLOTS_ROOT),
-                   help=f"folder the figures go to (default {DEFAULT_PLOTS_ROOT})")
-    return p
+    return _root_option("--plots-root", DEFAULT_PLOTS_ROOT, "folder the figures go to")
 
 
 def runtime_options(device: bool = True) -> argparse.ArgumentParser:
