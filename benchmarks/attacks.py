@@ -1,4 +1,4 @@
-"""PGD-L∞ speed and strength: ``robustness.attacks.pgd`` against ``torchattacks.PGD``.
+"""PGD-L∞ speed and strength: ``robustness.attacks.gradient.pgd`` against ``torchattacks.PGD``.
 
 ResNet-18 trained on mnist5k, one batch of test images, 10 steps with a random start,
 eps = 0.3 (the usual MNIST budget) and alpha = 0.03 (alpha * steps = eps, so even the

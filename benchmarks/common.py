@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from robustness import paths
-from robustness.train import TrainConfig, load_checkpoint, train
+from robustness.models import load_checkpoint
+from robustness.training import TrainConfig, train
 
 BENCH_EPOCHS = 2
 

@@ -36,12 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import synchronize, timed, trained_resnet18  # noqa: E402
 from robustness.attacks import FGSM  # noqa: E402
-from robustness.batchnorm import preserved_batchnorm, recalibrate_batchnorm  # noqa: E402
 from robustness.data import load_dataset, loader_to_tensors, make_loader  # noqa: E402
-from robustness.filters import apply_filter, thresholds, weight_range  # noqa: E402
+from robustness.filtering import (  # noqa: E402  # noqa: E402
+    apply_filter,
+    local_analysis,  # noqa: E402
+    preserved_batchnorm,
+    recalibrate_batchnorm,
+    thresholds,
+    weight_range,
+)
 from robustness.models import filterable_layers  # noqa: E402
 from robustness.runtime import autocast, channels_last, frozen_eval  # noqa: E402
-from robustness.sweep import local_analysis  # noqa: E402
 
 KIND = "highpass"
 REFERENCE_BATCH = 100
@@ -139,7 +144,7 @@ def main() -> None:
     def ours_sweep(count: int, images: Tensor, labels: Tensor, layers: list[str], reuse: bool) -> dict:
         with autocast(device, args.precision):
             return local_analysis(fast, (images, labels), KIND, attack, count, layers=layers,
-                                  batch_size=args.batch_size, calibration=cal_fast, reuse=reuse,
+                                  batch_size=args.batch_size, bn_images=cal_fast, reuse=reuse,
                                   thresholds_per_pass=args.thresholds_per_pass if reuse else 1)
 
     def limit(rounds: int, images: Tensor, labels: Tensor) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -20,8 +19,7 @@ from torchvision import datasets, transforms
 
 from . import paths
 from .errors import DataNotFoundError, InvalidArgument
-
-DatasetName = Literal["mnist", "cifar10", "tinyimagenet", "mnist5k"]
+from .vocab import DATASETS, DatasetName
 
 
 @dataclass(frozen=True)
@@ -34,12 +32,15 @@ class DatasetInfo:
     std: tuple[float, ...]
 
 
-DATASETS: dict[str, DatasetInfo] = {
+DATASET_INFO: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo((1, 28, 28), 10, (0.1307,), (0.3081,)),
     "cifar10": DatasetInfo((3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "tinyimagenet": DatasetInfo((3, 64, 64), 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "mnist5k": DatasetInfo((1, 28, 28), 10, (0.1307,), (0.3081,)),
 }
+
+if set(DATASET_INFO) != set(DATASETS):
+    raise ImportError("robustness.data.DATASET_INFO and robustness.vocab.DATASETS must name the same datasets")
 
 SPLIT_SEED = 0  # fixes the mnist5k and Tiny ImageNet re-splits
 MNIST5K_TEST_PER_CLASS = 100  # 4,000 train / 1,000 test
@@ -49,9 +50,9 @@ TINY_MOVED_PER_CLASS = 50  # train images per class moved to the test split
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name``; an unknown name lists the valid ones."""
     try:
-        return DATASETS[name]
+        return DATASET_INFO[name]
     except KeyError:
-        raise InvalidArgument(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}") from None
+        raise InvalidArgument(f"unknown dataset {name!r}: choose one of {', '.join(DATASET_INFO)}") from None
 
 
 def load_dataset(

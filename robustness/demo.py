@@ -32,17 +32,15 @@ from typing import Any
 
 from . import paths
 from .attacks import FGSM
-from .compare import Comparison, compare, study_sets
 from .data import load_dataset, loader_to_tensors, make_loader
 from .defense import Defense, defense_table, format_results, load_or_train, tsne_figure
+from .figures import draw_and_save
 from .files import load_json, save_json
-from .plots import draw_and_save, plot_comparison, plot_learning_curves, plot_study
-from .recheck import recheck_study
 from .report import format_table
-from .retrain import format_comparison, run_comparison
-from .study import StudyConfig, attack_tag, run_study
-from .tables import ScoresTable, score_study
-from .train import TrainConfig, train
+from .retraining import RetrainingStudy, format_comparison, run_comparison
+from .scoring import Comparison, ScoresTable, Scoring, compare, plot_comparison, score_study, study_sets
+from .study import StudyConfig, attack_tag, plot_study, recheck_study, run_study
+from .training import TrainConfig, plot_learning_curves, train
 
 # ResNet-18 from input to output: the stem, the first convolutions of stages 2 and 4, the classifier.
 DEMO_LAYERS = ("conv1", "layer2.0.conv1", "layer4.0.conv1", "fc")
@@ -58,7 +56,7 @@ class DemoSettings:
     epochs: int = 2
     train_subset: int | None = None
     eval_subset: int = 500
-    calibration_images: int = 300
+    eps_images: int = 300
     thresholds: int = 9
     bn_images: int = 500
     layers: tuple[str, ...] | None = DEMO_LAYERS
@@ -90,7 +88,7 @@ class DemoSettings:
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoSettings:
         """Tiny settings for the tests: the same steps in seconds."""
-        tiny = dict(arch="mnist_cnn", inits=2, epochs=1, train_subset=300, eval_subset=60, calibration_images=60,
+        tiny = dict(arch="mnist_cnn", inits=2, epochs=1, train_subset=300, eval_subset=60, eps_images=60,
                     scopes=("local", "global"),
                     thresholds=3, bn_images=60, layers=None, recheck_steps=3, n_boot=100, defense_epochs=1,
                     defense_subset=16,
@@ -127,7 +125,7 @@ def study_config(s: DemoSettings) -> StudyConfig:
     return StudyConfig(
         attack=FGSM(0.1), arch=s.arch, dataset=s.dataset, inits=tuple(range(1, s.inits + 1)), epochs=(s.epochs,),
         kinds=("highpass",), scopes=s.scopes, thresholds=s.thresholds, layers=s.layers, subset=s.eval_subset,
-        seed=s.seed, calibrate_eps=s.target_adv_acc, calibration_images=s.calibration_images, bn="recalibrate",
+        seed=s.seed, calibrate_eps=s.target_adv_acc, eps_images=s.eps_images, bn="recalibrate",
         bn_images=s.bn_images,
         # Channels-last: the same accuracies, and 1.9x faster on this CPU too (benchmarks/sweep.py).
         channels_last=True, device=s.device, models_root=s.models_root,
@@ -141,7 +139,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
     before = _snapshot(s.models_root, s.plots_root)
     arch_name, data_name = paths.arch_dir_name(s.arch), paths.dataset_dir_name(s.dataset)
     common = dict(seed=s.seed, device=s.device, models_root=s.models_root)
-    scoring = dict(tau=s.tau, n_boot=s.n_boot, seed=s.seed)
+    scoring = Scoring(tau=s.tau, n_boot=s.n_boot, seed=s.seed)
     config = study_config(s)
     tag = attack_tag(config)
 
@@ -155,21 +153,21 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
 
     layers = ", ".join(s.layers) if s.layers else "every layer"
     with _step(2, f"synaptic filtering of each epoch-{s.epochs} checkpoint: FGSM eps calibrated to "
-                  f"{s.target_adv_acc:.0%} accuracy on {s.calibration_images} held-out test images; high-pass filter, "
+                  f"{s.target_adv_acc:.0%} accuracy on {s.eps_images} held-out test images; high-pass filter, "
                   f"{' and '.join(s.scopes)} (layers {layers}); {s.thresholds} thresholds, {s.eval_subset} test "
                   f"images, BatchNorm re-estimated on {s.bn_images} training images at every threshold"):
         files = run_study(config)
 
     with _step(3, f"filtering scores with {s.n_boot} paired bootstrap resamples, density baseline, tau {s.tau:g}; "
                   "plots"):
-        tables = score_study(s.arch, s.dataset, kinds=("highpass",), root=s.models_root, attack=tag, **scoring)
+        tables = score_study(s.arch, s.dataset, kinds=("highpass",), root=s.models_root, attack=tag, scoring=scoring)
         plot_study(s.arch, s.dataset, tables, models_root=s.models_root, plots_root=s.plots_root, redraw=False)
 
     with _step(4, f"PGD re-check ({s.recheck_steps} steps, {s.recheck_restarts} start(s)) of the "
                   f"{s.recheck_layers} most robust-looking layer(s) of Init {', '.join(map(str, s.recheck_inits))}; "
                   f"invariance across the {s.inits} initialisations"):
         recheck = recheck_study(config, checkpoints=[(i, s.epochs) for i in s.recheck_inits], limit=s.recheck_layers,
-                                steps=s.recheck_steps, restarts=s.recheck_restarts, **scoring)
+                                steps=s.recheck_steps, restarts=s.recheck_restarts, scoring=scoring)
         comparison = _compare(s, files, tag)
 
     with _step(5, f"defensive perturbation ({s.defense_arch}, PGD-linf eps {s.defense_eps}, "
@@ -195,11 +193,11 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
                   f"{s.retrain_subset} training images: robust + antifragile layers (high-pass adversarial labels "
                   f"agreed by every initialisation) against none, all, fragile and {s.retrain_random_sets} matched "
                   f"random sets, {s.retrain_seeds} seeds each, on {s.eval_subset} test images"):
-        retraining, _ = run_comparison(s.arch, s.dataset, s.retrain_inits, s.epochs, kind="highpass",
-                                       score="adversarial", attack_tag=tag, seeds=s.retrain_seeds,
-                                       random_sets=s.retrain_random_sets, subset=s.retrain_subset,
-                                       test_subset=s.eval_subset, pgd_steps=s.retrain_pgd_steps, n_boot=s.n_boot,
-                                       plots_root=s.plots_root, **common)
+        retraining, _ = run_comparison(RetrainingStudy(
+            s.arch, s.dataset, "highpass", "adversarial", inits=tuple(s.retrain_inits), epoch=s.epochs,
+            attack_tag=tag, scoring=scoring, seeds=s.retrain_seeds, random_sets=s.retrain_random_sets,
+            subset=s.retrain_subset, test_subset=s.eval_subset, pgd_steps=s.retrain_pgd_steps, plots_root=s.plots_root,
+            **common))
 
     written = sorted(str(p) for p, digest in _snapshot(s.models_root, s.plots_root).items() if before.get(p) != digest)
     seconds = time.perf_counter() - tic
@@ -213,9 +211,10 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
 
 def _compare(s: DemoSettings, files: list[Path], tag: str) -> Comparison:
     """Compare the initialisations' local scores; save the figure (kept while the results are older)."""
+    scoring = Scoring(tau=s.tau, n_boot=s.n_boot, seed=s.seed)
     sets = study_sets(s.arch, s.dataset, "highpass", by="init", epoch=s.epochs, attack=tag, root=s.models_root,
-                      **{"tau": s.tau, "n_boot": s.n_boot, "seed": s.seed})
-    comparison = compare(sets, n_boot=s.n_boot, seed=s.seed)
+                      scoring=scoring)
+    comparison = compare(sets, scoring=scoring)
     name = paths.comparison_plot_name(s.arch, s.dataset, "init", "highpass", "density")
     title = f"{s.arch} on {s.dataset}: high-pass local scores of the initialisations, epoch {s.epochs}"
     draw_and_save(lambda: plot_comparison(comparison, title), name, s.plots_root, keep_if_newer_than=files)

@@ -3,7 +3,7 @@
 ``torchrun --nproc-per-node N -m robustness ...`` starts N copies of the command with
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set. :func:`process_group` joins them into
 one group for the body of a ``with`` (NCCL with CUDA, gloo otherwise) and gives each
-process its device (``cuda:LOCAL_RANK``); :func:`robustness.study.run_study` shares a
+process its device (``cuda:LOCAL_RANK``); :func:`robustness.study.runner.run_study` shares a
 study's units out over them with :func:`shard`. Without torchrun, or with one process, no
 group is made and every helper here is a no-op, so single-process use is unchanged.
 """
@@ -137,13 +137,3 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 def shard(items: Sequence[T]) -> list[T]:
     """This rank's share of ``items``, round-robin: items ``rank, rank + N, rank + 2N, ...``."""
     return list(items[rank()::world_size()])
-
-
-def __getattr__(name: str) -> object:
-    """``run_study``, once defined here, is :func:`robustness.study.run_study`, which splits itself over
-    torchrun's processes (imported on use: :mod:`robustness.study` builds on this module)."""
-    if name == "run_study":
-        from .study import run_study  # noqa: PLC0415
-
-        return run_study
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

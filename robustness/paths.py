@@ -6,7 +6,7 @@ Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``-
 :data:`DEFAULT_PLOTS_ROOT` ``plots/``. The layout::
 
     saved_models/<Arch>/<DATASET>/
-        Init_<i>/<Arch>_<DATASET>_<epoch>epochs.ckpt          a checkpoint (robustness.checkpoint)
+        Init_<i>/<Arch>_<DATASET>_<epoch>epochs.ckpt          a checkpoint (robustness.models.checkpoints)
         Init_<i>/history.json                                 its training history
         {Step_minmax,Step_maxmin,Pulse_minmax}/               local sweeps (high-pass, low-pass, pulse filter):
             Init_<i>_<epoch>epochs_<attack>.json  (+ .npz)    one result file per checkpoint and attack
@@ -30,9 +30,9 @@ import hashlib
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from .errors import CheckpointError, InvalidArgument
+from .vocab import ARCHS, DATASETS, Scope
 
 ARCH_DIRS: dict[str, str] = {
     "resnet18": "ResNet18",
@@ -50,14 +50,15 @@ DATASET_DIRS: dict[str, str] = {
     "tinyimagenet": "ImageNet",
     "mnist5k": "MNIST5K",
 }
+if set(ARCH_DIRS) != set(ARCHS) or set(DATASET_DIRS) != set(DATASETS):
+    raise ImportError("the folder names of robustness.paths must cover exactly the names of robustness.vocab")
 # Local analysis folders keep the original study's names; the global one is shared.
 LOCAL_DIRS: dict[str, str] = {"highpass": "Step_minmax", "lowpass": "Step_maxmin", "pulse": "Pulse_minmax"}
 GLOBAL_DIR = "global_data"
 
-Scope = Literal["local", "global"]
 RECHECK = "_recheck_of_"  # in the attack tag of a PGD re-check: <pgd tag>_recheck_of_<fgsm tag>
 
-# The <Arch> folder of a model from elsewhere (robustness.sources) starts with this.
+# The <Arch> folder of a model from elsewhere (robustness.models.sources) starts with this.
 SOURCE_DIR_PREFIX = "From_"
 
 DEFAULT_MODELS_ROOT = Path("saved_models")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar, get_args
+from typing import TypeVar, get_args
 
 import numpy as np
 import torch
@@ -19,9 +19,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import InvalidArgument
+from .vocab import Precision
 
 T = TypeVar("T")
-Precision = Literal["fp32", "bf16"]
 
 
 DEVICE_HELP = "auto (cuda, xla, mps, cpu in that order), cpu, cuda, cuda:N, xla, mps"

@@ -10,7 +10,8 @@ from torch import nn
 
 from robustness import paths
 from robustness.data import load_dataset, loader_to_tensors, make_loader
-from robustness.train import TrainConfig, load_checkpoint, train
+from robustness.models import load_checkpoint
+from robustness.training import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from robustness.sweep import SweepResult
+from robustness.filtering import SweepResult
 
 
 def nested(accuracies: Sequence[float] | np.ndarray, n: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from torch import nn
 
 from robustness.attacks import FGSM, fgsm
 from robustness.errors import InvalidArgument
-from robustness.sweep import evaluate, global_analysis, local_analysis, null_ranks
+from robustness.filtering import evaluate_point, global_analysis, local_analysis, null_ranks
 
 EPS = 0.1
 
@@ -63,7 +63,7 @@ def test_null_model_removes_the_filter_s_count_and_equals_a_direct_computation(t
             model = copy.deepcopy(trained_cnn)
             with torch.no_grad():
                 model.conv2.weight.masked_fill_(ranks < removed, 0)
-            point = evaluate(model, *data, FGSM(EPS))
+            point = evaluate_point(model, *data, FGSM(EPS))
             assert np.array_equal(result.null_clean_correct[index, t], point.clean_correct)
             assert np.array_equal(result.null_adv_correct[index, t], point.adv_correct)
     # the threshold's choice of weights matters at some point: the filter and the null model differ there

@@ -7,8 +7,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustness.apgd import APGD
-from robustness.attacks import FGSM, GEOMETRIES, PGD, fgsm, make_attack, pgd
+from robustness.attacks import APGD, FGSM, GEOMETRIES, PGD, fgsm, make_attack, pgd
 from robustness.errors import InvalidArgument
 from robustness.models import build_model
 

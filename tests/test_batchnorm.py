@@ -12,12 +12,19 @@ from fitting import adam_fit
 from torch import nn
 
 from robustness.attacks import FGSM, fgsm
-from robustness.batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
-from robustness.filters import apply_filter, half_width, threshold_grid
+from robustness.filtering import (
+    apply_filter,
+    batchnorm_layers,
+    global_analysis,
+    half_width,
+    local_analysis,
+    preserved_batchnorm,
+    recalibrate_batchnorm,
+    threshold_grid,
+)
 from robustness.runtime import autocast, channels_last, seed_everything
-from robustness.sweep import global_analysis, local_analysis
 
 EPS = 0.1
 
@@ -116,7 +123,7 @@ def deep_copy_recalibrated(model, data, calibration, layer, kind, count):
 def test_recalibrated_sweep_equals_deep_copy_reference(bn_net: nn.Module, images, kind: str, layer: str) -> None:
     data, calibration = images
     before = state(bn_net)
-    result = local_analysis(bn_net, data, kind, FGSM(EPS), thresholds=4, layers=[layer], calibration=calibration)[layer]
+    result = local_analysis(bn_net, data, kind, FGSM(EPS), thresholds=4, layers=[layer], bn_images=calibration)[layer]
     reference, expected = deep_copy_recalibrated(bn_net, data, calibration, layer, kind, 4)
     assert np.array_equal(result.ref_clean_correct, reference["clean_correct"])
     assert np.array_equal(result.ref_adv_correct, reference["adv_correct"])
@@ -136,7 +143,7 @@ def test_recalibration_changes_the_numbers_and_frozen_does_not(bn_net: nn.Module
     data, calibration = images
     frozen = local_analysis(bn_net, data, "highpass", FGSM(EPS), thresholds=3, layers=["conv1"])["conv1"]
     recal = local_analysis(bn_net, data, "highpass", FGSM(EPS), thresholds=3, layers=["conv1"],
-                           calibration=calibration)["conv1"]
+                           bn_images=calibration)["conv1"]
     with torch.no_grad():
         own = (bn_net(data[0]).argmax(1) == data[1]).numpy()
     assert np.array_equal(frozen.ref_clean_correct, own)
@@ -152,7 +159,7 @@ def test_recalibration_removes_the_dip_that_stale_statistics_make(bn_net: nn.Mod
     data, calibration = images
     frozen = local_analysis(bn_net, data, "highpass", FGSM(EPS), thresholds=9, layers=["conv1"])["conv1"]
     recal = local_analysis(bn_net, data, "highpass", FGSM(EPS), thresholds=9, layers=["conv1"],
-                           calibration=calibration)["conv1"]
+                           bn_images=calibration)["conv1"]
     assert frozen.removed == recal.removed
     middle = [t for t, f in enumerate(frozen.removed_fraction) if 0.25 <= f <= 0.85]
     assert len(middle) == 4
@@ -208,9 +215,9 @@ def test_restored_bitwise_after_an_exception_mid_sweep(bn_net: nn.Module, images
         with pytest.raises(error):
             if scope == "local":
                 local_analysis(bn_net, data, "highpass", attack, thresholds=5, layers=["conv1"],
-                               calibration=calibration)
+                               bn_images=calibration)
             else:
-                global_analysis(bn_net, data, "highpass", attack, thresholds=5, calibration=calibration)
+                global_analysis(bn_net, data, "highpass", attack, thresholds=5, bn_images=calibration)
         assert len(calls) == 3
         assert_same_state(bn_net, before)
     finally:
@@ -227,7 +234,7 @@ def test_without_batchnorm_recalibration_is_a_no_op(trained_cnn: nn.Module, imag
         plain = local_analysis(trained_cnn, data, "pulse", FGSM(EPS), thresholds=3, layers=["conv2"])["conv2"]
         n_plain = len(calls)
         recal = local_analysis(trained_cnn, data, "pulse", FGSM(EPS), thresholds=3, layers=["conv2"],
-                               calibration=calibration)["conv2"]
+                               bn_images=calibration)["conv2"]
     finally:
         hook.remove()
     assert recal == plain and len(calls) == 2 * n_plain  # no forward pass spent on calibration
@@ -239,13 +246,13 @@ def test_recalibration_under_channels_last_and_bf16(bn_net: nn.Module, images) -
     outcomes (losses within 1e-4), bf16 autocast accuracies within 0.03 (6 of 200 images)."""
     data, calibration = images
     model = copy.deepcopy(bn_net)
-    plain = local_analysis(model, data, "highpass", FGSM(EPS), 4, layers=["conv1"], calibration=calibration)["conv1"]
+    plain = local_analysis(model, data, "highpass", FGSM(EPS), 4, layers=["conv1"], bn_images=calibration)["conv1"]
     with autocast(torch.device("cpu"), "bf16"):
         bf16 = local_analysis(model, data, "highpass", FGSM(EPS), 4, layers=["conv1"],
-                              calibration=calibration)["conv1"]
+                              bn_images=calibration)["conv1"]
     x, cal = channels_last(model, data[0], calibration[0])
     before = state(model)
-    last = local_analysis(model, (x, data[1]), "highpass", FGSM(EPS), 4, layers=["conv1"], calibration=cal)["conv1"]
+    last = local_analysis(model, (x, data[1]), "highpass", FGSM(EPS), 4, layers=["conv1"], bn_images=cal)["conv1"]
     assert_same_state(model, before)
     assert last.clean_acc == plain.clean_acc and last.adv_acc == plain.adv_acc
     assert last.clean_loss == pytest.approx(plain.clean_loss, abs=1e-4)

@@ -11,18 +11,21 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustness.attacks import PGD, geometry
-from robustness.defense import Defense
-from robustness.defense_eval import defense_table, evaluate_defense, threat_images, undefended_images
-from robustness.defense_report import (
+from robustness.defense import (
     ATTACKED_ROWS,
     UNDEFENDED_ROWS,
+    Defense,
     defense_figure,
+    defense_table,
     distance_bounds,
+    evaluate_defense,
     format_results,
     per_example_worst_case,
-    summarize,
+    summarise_defense,
+    threat_images,
+    undefended_images,
 )
-from robustness.plots import save_figure
+from robustness.figures import save_figure
 from robustness.stats import bootstrap_counts, wilson_interval
 
 N = 10
@@ -47,7 +50,7 @@ PLANTED = {
 
 
 def test_worst_case_is_the_per_example_and_of_the_attacked_rows() -> None:
-    result = summarize(PLANTED, {row: np.zeros(N) for row in PLANTED}, Defense(0.2, 0.05, 2, 0.2), n_boot=500)
+    result = summarise_defense(PLANTED, {row: np.zeros(N) for row in PLANTED}, Defense(0.2, 0.05, 2, 0.2), n_boot=500)
     assert min(result[row] for row in ATTACKED_ROWS) == 0.8  # what the minimum of per-row averages said
     assert result["worst_case"] == 4 / N  # 1 - the union of the disjoint fooled sets {0, ..., 5}
     assert result["undefended_worst_case"] == 2 / N
@@ -59,7 +62,7 @@ def test_worst_case_is_the_per_example_and_of_the_attacked_rows() -> None:
 
 
 def test_gain_interval_matches_a_direct_bootstrap() -> None:
-    result = summarize(PLANTED, {row: np.zeros(N) for row in PLANTED}, Defense(0.2, 0.05, 2, 0.2), n_boot=500,
+    result = summarise_defense(PLANTED, {row: np.zeros(N) for row in PLANTED}, Defense(0.2, 0.05, 2, 0.2), n_boot=500,
                        seed=4)
     defended = np.all([PLANTED[row] for row in ATTACKED_ROWS], axis=0)
     undefended = np.all([PLANTED[row] for row in UNDEFENDED_ROWS], axis=0)
@@ -150,8 +153,8 @@ def test_unbounded_defense_reports_inf(trained_cnn, batch) -> None:
 
 
 def test_format_results_and_figure(tmp_path) -> None:
-    result = summarize(PLANTED, {row: np.full(N, 0.1) for row in PLANTED}, Defense(0.2, 0.05, 2, 0.2, label="oracle"),
-                       n_boot=200)
+    result = summarise_defense(PLANTED, {row: np.full(N, 0.1) for row in PLANTED},
+                               Defense(0.2, 0.05, 2, 0.2, label="oracle"), n_boot=200)
     table = format_results({"preemptive/oracle": result})
     assert "preemptive/oracle [ORACLE]" in table and "[ORACLE]: the defense used the true test labels" in table
     lo, hi = wilson_interval(4, N)

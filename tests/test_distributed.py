@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from robustness import distributed, paths
-from robustness import train as train_module
 from robustness.cli import main
 from robustness.data import load_dataset
 from robustness.errors import InvalidArgument
 from robustness.files import load_json
-from robustness.models import build_model
+from robustness.models import build_model, load_checkpoint
 from robustness.runtime import seed_everything
-from robustness.train import TrainConfig, init_seed, load_checkpoint, train
+from robustness.training import TrainConfig, init_seed, train
+from robustness.training import trainer as train_module
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = ["--arch", "mnist_cnn", "--subset", "200", "--batch-size", "20", "--device", "cpu"]
@@ -108,7 +108,7 @@ def npz_arrays(path: Path) -> dict[str, list]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [[], ["--epochs", "1", "--calibrate-eps", "0.2", "--calibration-images", "200"]])
+@pytest.mark.parametrize("options", [[], ["--checkpoint-epochs", "1", "--calibrate-eps", "0.2", "--eps-images", "200"]])
 def test_two_rank_sweep_writes_the_same_files_as_one_process(checkpoints_root: Path, tmp_path: Path, options) -> None:
     """Also with eps calibrated per checkpoint: one rank calibrates, both sweep with its eps."""
     alone, sharded = tmp_path / "alone", tmp_path / "sharded"

@@ -8,14 +8,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from robustness import plots
-from robustness.apgd import APGD
-from robustness.attacks import FGSM, PGD, fgsm
+from robustness import figures as plots
+from robustness.attacks import APGD, FGSM, PGD, accuracy, calibrate_eps, eps_sweep, evaluate, fgsm, intervals
 from robustness.cli import main
 from robustness.errors import InvalidArgument
-from robustness.evaluation import accuracy, calibrate_eps, eps_sweep, evaluate, intervals
 from robustness.stats import wilson_interval
-from robustness.train import TrainConfig, train
+from robustness.training import TrainConfig, train
 
 BATCH = 200  # images in the `batch` fixture (conftest)
 

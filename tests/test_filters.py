@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustness.errors import InvalidArgument
-from robustness.filters import (
+from robustness.filtering import (
     apply_filter,
     canonical_kind,
     check_grid,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustness.data import DATASETS
+from robustness.data import DATASET_INFO
 from robustness.errors import InvalidArgument
 from robustness.models import MODELS, build_model, filterable_layers, with_normalization
 
 
-@pytest.mark.parametrize("dataset", sorted(DATASETS))
+@pytest.mark.parametrize("dataset", sorted(DATASET_INFO))
 @pytest.mark.parametrize("arch", sorted(MODELS))
 def test_logits_shape(arch: str, dataset: str) -> None:
-    info = DATASETS[dataset]
+    info = DATASET_INFO[dataset]
     model = build_model(arch, dataset).eval()
     with torch.no_grad():
         logits = model(torch.rand(2, *info.shape))

@@ -9,21 +9,19 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from robustness.plots import (
+from robustness.figures import draw_and_save, save_figure
+from robustness.filtering import SweepResult, plot_global_curves, plot_layer_grid
+from robustness.retraining import plot_retraining
+from robustness.scoring import (
+    CHECKPOINT,
     LABEL_COLOURS,
     attack_label,
-    draw_and_save,
-    plot_global_curves,
-    plot_layer_grid,
-    plot_retraining,
+    build_tables,
     plot_score_bars,
     plot_score_heatmaps,
     plot_scores,
-    save_figure,
 )
-from robustness.scores import SCORES
-from robustness.sweep import SweepResult
-from robustness.tables import CHECKPOINT, build_tables
+from robustness.vocab import SCORES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,11 +12,11 @@ from robustness import paths
 from robustness.attacks import FGSM
 from robustness.cli import main
 from robustness.errors import InvalidArgument
-from robustness.recheck import candidates, fgsm_gain, recheck_study
-from robustness.scores import layer_scores
+from robustness.filtering import load_results
+from robustness.scoring import Scoring, layer_scores
 from robustness.stats import bootstrap_counts
-from robustness.sweep import StudyConfig, load_results, run_study
-from robustness.train import TrainConfig, train
+from robustness.study import StudyConfig, candidates, fgsm_gain, recheck_study, run_study
+from robustness.training import TrainConfig, train
 
 T = np.linspace(0, 1, 9)
 N = 800
@@ -90,9 +90,10 @@ def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_
     train(TrainConfig(arch="mnist_cnn", epochs=1, subset=300, models_root=str(models), device="cpu"))
     config = StudyConfig(attack=FGSM(0.1), arch="mnist_cnn", inits=(1,), epochs=(1,), kinds=("highpass",),
                          scopes=("local",), thresholds=3, layers=("conv2", "fc2"), subset=60, calibrate_eps=0.5,
-                         calibration_images=60, bn_images=60, models_root=str(models), device="cpu")
+                         eps_images=60, bn_images=60, models_root=str(models), device="cpu")
     (fgsm_file,) = run_study(config)
-    scored = layer_scores(load_results(fgsm_file)[1], tau=1.0, n_boot=100)  # tau 1: every layer is robust
+    scored = layer_scores(load_results(fgsm_file)[1],
+            scoring=Scoring(tau=1.0, n_boot=100))  # tau 1: every layer is robust
     assert candidates(scored) == ["conv2", "fc2"]
     pgd_options = {"steps": 5, "restarts": 2, "tau": 1.0, "n_boot": 100}  # fewer steps than 20: a fast test
     rows = recheck_study(config, **pgd_options)

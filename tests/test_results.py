@@ -11,7 +11,7 @@ from torch import nn
 
 from robustness.attacks import FGSM
 from robustness.errors import DataNotFoundError
-from robustness.sweep import SweepResult, load_results, local_analysis, outcomes_path, save_results
+from robustness.filtering import SweepResult, load_results, local_analysis, outcomes_path, save_results
 
 EPS = 0.1
 
@@ -89,7 +89,7 @@ def test_to_frame_has_one_row_per_threshold_with_the_json_numbers_and_their_inte
     """A local result with a random null model and a global one in a tree: every row's numbers are the JSON's
     (exactly), the intervals Wilson's over the 90 images, the null accuracy the mean over masks and images."""
     from robustness import paths
-    from robustness.results import FRAME_COLUMNS, to_frame
+    from robustness.filtering import FRAME_COLUMNS, to_frame
     from robustness.stats import wilson_interval
 
     rng = np.random.default_rng(1)

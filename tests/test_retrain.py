@@ -14,43 +14,36 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from robustness import paths, retrain
-from robustness.attacks import FGSM, make_attack
+from robustness import paths
+from robustness.attacks import FGSM, accuracy, make_attack
 from robustness.cli import main
 from robustness.data import load_dataset, make_loader
 from robustness.errors import CheckpointError, DataNotFoundError, InvalidArgument
-from robustness.evaluation import accuracy
 from robustness.files import load_json
-from robustness.models import build_model, filterable_layers
-from robustness.plan import attack_params
-from robustness.retrain import (
+from robustness.filtering import SweepResult, save_results
+from robustness.models import build_model, current_lr, filterable_layers, load_checkpoint, read_checkpoint
+from robustness.retraining import (
+    RetrainingStudy,
     attack_from_meta,
+    chosen_parameters,
     compare_retraining,
     evaluation_attacks,
     labelled_layers,
-    run_comparison,
-    selective_retrain,
-    summarise,
-)
-from robustness.selective import (
-    chosen_parameters,
     layer_sizes,
     matched_random_sets,
     optimizer_slice,
     plan_variants,
     retrain_optimizer,
+    run_comparison,
+    selective_retrain,
+    summarise,
 )
+from robustness.retraining import comparison as retrain
+from robustness.scoring import Scoring
 from robustness.stats import bootstrap_counts
-from robustness.sweep import SweepResult, save_results
-from robustness.train import (
-    TrainConfig,
-    _epoch_loader,
-    current_lr,
-    load_checkpoint,
-    read_checkpoint,
-    train,
-    training_config,
-)
+from robustness.study import attack_params
+from robustness.training import TrainConfig, train, training_config
+from robustness.training.trainer import _epoch_loader
 
 
 def _changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
@@ -288,7 +281,7 @@ def test_compare_retraining_in_memory(trained_cnn, mnist5k_test) -> None:
     labels = {"conv1": "robust", "conv2": "antifragile", "fc1": "robust", "fc2": "robust"}
     images = make_loader(load_dataset("mnist5k", train=True), subset=100, seed=1).dataset
     rows = compare_retraining(trained_cnn, images, (x[:200], y[:200]), labels, attacks={"fgsm": FGSM(0.1)},
-                              seeds=(0, 1), lr=1e-3, batch_size=50, n_boot=50)
+                              seeds=(0, 1), lr=1e-3, batch_size=50, scoring=Scoring(n_boot=50))
     assert [r["variant"] for r in rows] == ["none", "robust+antifragile", "all", "fragile"]  # no other set of 4
     assert [r["layers"] for r in rows][1:] == [["conv1", "conv2", "fc1", "fc2"]] * 2 + [[]]
     assert _changed(before, trained_cnn) == set()  # the model itself is untouched
@@ -323,8 +316,14 @@ def two_inits(tmp_path_factory) -> Path:
     return models
 
 
-SMALL = dict(kind="highpass", score="clean", baseline="unfiltered", seeds=2, random_sets=1, subset=100,
-             test_subset=40, pgd_steps=2, n_boot=100, device="cpu")
+SMALL = dict(scoring=Scoring(baseline="unfiltered", n_boot=100), seeds=2, random_sets=1, subset=100, test_subset=40,
+             pgd_steps=2, device="cpu")
+
+
+def small_study(models_root: Path, plots_root: Path, inits: tuple[int, ...] | None = (1,)) -> RetrainingStudy:
+    """A quick comparison of the high-pass clean labels of the test tree."""
+    return RetrainingStudy("mnist_cnn", "mnist5k", "highpass", "clean", inits=inits, models_root=models_root,
+                           plots_root=plots_root, **SMALL)
 
 
 @pytest.mark.slow
@@ -340,14 +339,14 @@ def test_an_interrupted_comparison_recomputes_only_the_missing_runs(two_inits, t
     monkeypatch.setattr(retrain, "selective_retrain", counted)
     stop = True
     with pytest.raises(KeyboardInterrupt):
-        run_comparison("mnist_cnn", "mnist5k", [1], models_root=two_inits, plots_root=tmp_path, **SMALL)
+        run_comparison(small_study(two_inits, tmp_path))
     (folder,) = (two_inits / "MnistCNN" / "MNIST5K" / "retraining").iterdir()
     # none (evaluated once, written for both seeds), then robust+antifragile for seeds 0 and 1; the third run broke
     assert sorted(p.name for p in folder.iterdir()) == [
         "none_Init_1_seed0.npz", "none_Init_1_seed1.npz", "robust+antifragile_Init_1_seed0.npz",
         "robust+antifragile_Init_1_seed1.npz"]
     stop, calls[:] = False, []
-    rows, _ = run_comparison("mnist_cnn", "mnist5k", [1], models_root=two_inits, plots_root=tmp_path, **SMALL)
+    rows, _ = run_comparison(small_study(two_inits, tmp_path))
     assert len(calls) == 2 * 3  # all, fragile, random-1 for two seeds: nothing done twice
     uninterrupted, _ = retrain_once(two_inits, tmp_path)
     assert json.dumps(rows) == json.dumps(uninterrupted)  # the same numbers (NaN depth of none included)
@@ -357,7 +356,7 @@ def retrain_once(two_inits: Path, tmp_path: Path) -> tuple[list[dict], Path]:
     """The same comparison from scratch, in a copy of the models folder without retraining results."""
     copied = tmp_path / "fresh"
     shutil.copytree(two_inits, copied, ignore=shutil.ignore_patterns("retraining"))
-    return run_comparison("mnist_cnn", "mnist5k", [1], models_root=copied, plots_root=tmp_path, **SMALL)
+    return run_comparison(small_study(copied, tmp_path))
 
 
 @pytest.mark.slow
@@ -385,9 +384,9 @@ def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -
     stamps = saved_path.stat().st_mtime_ns, plot.stat().st_mtime_ns
     assert main(argv) == 0 and (saved_path.stat().st_mtime_ns, plot.stat().st_mtime_ns) == stamps  # reused
     with pytest.raises(DataNotFoundError, match="--filter lowpass --scope local"):
-        run_comparison("mnist_cnn", "mnist5k", kind="lowpass", score="clean", models_root=models)
+        run_comparison(RetrainingStudy("mnist_cnn", "mnist5k", "lowpass", "clean", models_root=models))
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        run_comparison("mnist_cnn", "mnist5k", [3], models_root=models, plots_root=tmp_path, **SMALL)
+        run_comparison(small_study(models, tmp_path, inits=(3,)))
 
 
 @pytest.mark.parametrize("attack", [

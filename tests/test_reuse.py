@@ -13,10 +13,9 @@ from torch import nn
 from robustness.attacks import FGSM, fgsm
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
+from robustness.filtering import evaluate_point, local_analysis, split_model, trace
 from robustness.models import build_model, filterable_layers
-from robustness.reuse import split_model, trace
 from robustness.runtime import autocast, channels_last, seed_everything
-from robustness.sweep import evaluate, local_analysis
 
 EPS = 0.1
 RESNET_LAYERS = ["layer1.0.conv2", "layer2.0.downsample.0", "fc"]
@@ -31,7 +30,7 @@ def resnet() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def images(mnist5k_test) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """40 test images to evaluate (batches of 25 and 15), and 130 training images to calibrate on."""
+    """40 test images to evaluate_point (batches of 25 and 15), and 130 training images to calibrate on."""
     x, y = mnist5k_test
     cal = loader_to_tensors(make_loader(load_dataset("mnist5k", train=True), 1000, subset=130, seed=2))[0]
     return (x[:40], y[:40]), cal
@@ -52,7 +51,7 @@ def both_ways(model: nn.Module, data, layers: list[str], **options) -> tuple[dic
 @pytest.mark.parametrize(("bn", "grid"), [("frozen", "value"), ("recalibrate", "quantile")])
 def test_reuse_equals_full_passes_on_a_resnet(resnet: nn.Module, images, bn: str, grid: str) -> None:
     data, cal = images
-    fast, plain = both_ways(resnet, data, RESNET_LAYERS, grid=grid, calibration=cal if bn == "recalibrate" else None)
+    fast, plain = both_ways(resnet, data, RESNET_LAYERS, grid=grid, bn_images=cal if bn == "recalibrate" else None)
     for layer in RESNET_LAYERS:
         assert fast[layer] == plain[layer], layer  # every number and per-image outcome, bitwise
     assert fast["fc"].ref_clean_acc > 0.5 and sum(len(set(fast[k].clean_acc)) > 1 for k in RESNET_LAYERS) >= 2
@@ -67,8 +66,8 @@ def test_reuse_equals_full_passes_on_mnist_cnn_with_the_null_model(trained_cnn: 
 def test_several_thresholds_per_pass_give_the_same_numbers(resnet: nn.Module, images) -> None:
     data, cal = images
     layers = ["layer1.0.conv1", "layer3.0.conv2"]
-    one = local_analysis(resnet, data, "pulse", FGSM(EPS), 5, layers=layers, calibration=cal, batch_size=25)
-    three = local_analysis(resnet, data, "pulse", FGSM(EPS), 5, layers=layers, calibration=cal, batch_size=25,
+    one = local_analysis(resnet, data, "pulse", FGSM(EPS), 5, layers=layers, bn_images=cal, batch_size=25)
+    three = local_analysis(resnet, data, "pulse", FGSM(EPS), 5, layers=layers, bn_images=cal, batch_size=25,
                            thresholds_per_pass=3)  # groups of 3 and 2
     for layer in layers:
         a, b = one[layer], three[layer]
@@ -113,7 +112,7 @@ def test_a_point_whose_mask_equals_the_one_before_is_copied(trained_cnn: nn.Modu
     filtered = copy.deepcopy(model)
     with torch.no_grad():
         filtered.fc2.weight.clamp_(min=0)
-    direct = evaluate(filtered, *data, FGSM(EPS))
+    direct = evaluate_point(filtered, *data, FGSM(EPS))
     for t in range(4):
         assert np.array_equal(result.adv_correct[t], direct.adv_correct) and result.adv_loss[t] == direct.adv_loss
     fast = local_analysis(model, data, "highpass", FGSM(EPS), 5, layers=["fc2"], batch_size=1000)["fc2"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustness import attacks, runtime
+from robustness import runtime
 from robustness.attacks import PGD
+from robustness.attacks import gradient as attacks
 from robustness.errors import InvalidArgument
 from robustness.runtime import choose_device, needs_fixed_shapes, pick_device, sync
 

@@ -13,14 +13,24 @@ from scipy.integrate import simpson
 from torch import nn
 
 from robustness import paths
-from robustness.analysis import local_analysis
 from robustness.attacks import FGSM
 from robustness.cli import main
 from robustness.errors import DataNotFoundError, InvalidArgument
-from robustness.scores import SCORES, consensus_labels, filtering_scores, interval_label, label, layer_scores
+from robustness.filtering import load_results, local_analysis, save_results
+from robustness.scoring import (
+    Scoring,
+    build_tables,
+    consensus_labels,
+    filtering_scores,
+    interval_label,
+    label,
+    layer_scores,
+    read_table,
+    save_table,
+    score_study,
+)
 from robustness.stats import bootstrap_counts, wilson_interval
-from robustness.sweep import load_results, save_results
-from robustness.tables import build_tables, read_table, save_table, score_study
+from robustness.vocab import SCORES
 
 
 @pytest.mark.slow
@@ -30,13 +40,13 @@ def test_scores_are_the_exact_integrals_of_linear_and_quadratic_curves(t_count: 
     # Â_clean = 1 − t, Â_adv = 1 − t²/2, removed fraction = t (so ρ = 1 − t); every accuracy is a count of
     # 57,600 images, so the planted curves are exact.
     result = planted(1 - t, 1 - t**2 / 2, t, ref_clean=0.5, ref_adv=0.5, n=57_600)
-    unfiltered = filtering_scores(result, baseline="unfiltered", n_boot=20)
+    unfiltered = filtering_scores(result, scoring=Scoring(baseline="unfiltered", n_boot=20))
     assert unfiltered["clean"] == pytest.approx(-1 / 2, abs=1e-12)  # ∫ −t
     assert unfiltered["adversarial"] == pytest.approx(-1 / 6, abs=1e-12)  # ∫ −t²/2
     assert unfiltered["difference"] == pytest.approx(1 / 3, abs=1e-12)  # ∫ t − t²/2
     assert unfiltered["tau"] == 0.05 and unfiltered["baseline"] == "unfiltered"
 
-    density = filtering_scores(result, n_boot=20)  # the default baseline
+    density = filtering_scores(result, scoring=Scoring(n_boot=20))  # the default baseline
     assert density["baseline"] == "density"
     assert density["clean"] == pytest.approx(0.0, abs=1e-12)  # Â_clean equals ρ exactly
     assert density["adversarial"] == pytest.approx(1 / 3, abs=1e-12)  # ∫ t − t²/2
@@ -55,7 +65,7 @@ def test_the_random_baseline_subtracts_the_null_models_mean_relative_accuracy() 
     null_adv = np.stack([nested(0.4 * np.ones(5), n), nested(0.4 * (1 - t), n)])
     result = sweep_from_outcomes(nested(0.8 * (1 - t), n), nested(0.4 * np.ones(5), n), nested(0.8, n),
                                  nested(0.4, n), t, null_clean=null_clean, null_adv=null_adv)
-    scores = filtering_scores(result, baseline="random", n_boot=50)
+    scores = filtering_scores(result, scoring=Scoring(baseline="random", n_boot=50))
     assert scores["clean"] == pytest.approx(-0.25, abs=1e-12)  # ∫ (1 − t) − (1 − t/2)
     assert scores["adversarial"] == pytest.approx(0.25, abs=1e-12)  # ∫ 1 − (1 − t/2)
     assert scores["difference"] == pytest.approx(0.5, abs=1e-12)  # no baseline
@@ -65,7 +75,7 @@ def test_a_sweep_equal_to_its_null_model_is_robust_with_an_interval_of_zero_widt
     # Paired: every resample draws the same images for the sweep and the null model, so the difference is 0
     # in every resample. An unpaired bootstrap would give this a wide interval.
     t = np.linspace(0, 1, 9)
-    scores = filtering_scores(planted(1 - t, 1 - t, t, n=100, null=True), baseline="random")
+    scores = filtering_scores(planted(1 - t, 1 - t, t, n=100, null=True), scoring=Scoring(baseline="random"))
     for name in ("clean", "adversarial"):
         assert scores[name] == 0.0 and scores["ci"][name] == (0.0, 0.0) and scores["se"][name] == 0.0
         assert scores["labels"][name] == "robust"
@@ -101,15 +111,17 @@ def test_bootstrap_intervals_equal_explicit_resampling(baseline: str) -> None:
     null_clean = np.stack([latent(0.9 - 0.2 * t, 0.9, n, rng)[0] for _ in range(3)])
     null_adv = np.stack([latent(0.5 - 0.1 * t, 0.5, n, rng)[0] for _ in range(3)])
     result = sweep_from_outcomes(clean, adv, ref_clean, ref_adv, t**1.5, null_clean=null_clean, null_adv=null_adv)
-    scores = filtering_scores(result, baseline=baseline, n_boot=300, seed=7, ci=0.9)
+    scores = filtering_scores(result, scoring=Scoring(baseline=baseline, n_boot=300, seed=7, ci=0.9))
     lo, hi, se = _reference_interval(result, baseline, 300, 7, ci=0.9)
     for i, name in enumerate(("clean", "adversarial", "difference")):
         assert scores["ci"][name] == pytest.approx((lo[i], hi[i]), abs=1e-12)
         assert scores["se"][name] == pytest.approx(se[i], abs=1e-12)
         assert scores["ci"][name][0] <= scores[name] <= scores["ci"][name][1]
     assert scores["coverage"] == 0.9 and scores["n_boot"] == 300 and scores["n_images"] == n
-    assert filtering_scores(result, baseline=baseline, n_boot=300, seed=7, ci=0.9) == scores  # deterministic
-    assert filtering_scores(result, baseline=baseline, n_boot=300, seed=8, ci=0.9)["ci"] != scores["ci"]
+    assert filtering_scores(result,
+            scoring=Scoring(baseline=baseline, n_boot=300, seed=7, ci=0.9)) == scores  # deterministic
+    assert filtering_scores(result,
+            scoring=Scoring(baseline=baseline, n_boot=300, seed=8, ci=0.9))["ci"] != scores["ci"]
 
 
 def test_intervals_narrow_with_more_images_and_cover_the_truth() -> None:
@@ -121,7 +133,8 @@ def test_intervals_narrow_with_more_images_and_cover_the_truth() -> None:
     for n in (100, 1000):
         adv, ref = latent(p_adv, p_ref, n, rng)
         clean, ref_clean = latent(np.full(9, 0.9), 0.9, n, rng)
-        lo, hi = filtering_scores(sweep_from_outcomes(clean, adv, ref_clean, ref, t), n_boot=500)["ci"]["adversarial"]
+        lo, hi = filtering_scores(sweep_from_outcomes(clean, adv, ref_clean, ref, t),
+                scoring=Scoring(n_boot=500))["ci"]["adversarial"]
         widths[n] = hi - lo
     assert 2.2 < widths[100] / widths[1000] < 4.5  # about √10
     # At 100 images the 95 % interval is about ±0.09 even for these smooth curves: nearly twice τ.
@@ -130,7 +143,8 @@ def test_intervals_narrow_with_more_images_and_cover_the_truth() -> None:
     for _ in range(100):
         adv, ref = latent(p_adv, p_ref, 300, rng)
         clean, ref_clean = latent(np.full(9, 0.9), 0.9, 300, rng)
-        lo, hi = filtering_scores(sweep_from_outcomes(clean, adv, ref_clean, ref, t), n_boot=300)["ci"]["adversarial"]
+        lo, hi = filtering_scores(sweep_from_outcomes(clean, adv, ref_clean, ref, t),
+                scoring=Scoring(n_boot=300))["ci"]["adversarial"]
         covered += lo <= truth <= hi
     assert 88 <= covered <= 100
 
@@ -157,17 +171,19 @@ def test_point_labels_at_the_tau_boundaries(score: float, expected: str) -> None
 def test_labels_follow_the_interval_and_tau() -> None:
     t = np.linspace(0, 1, 5)
     # 1,000 images: the clean score −0.5 is far below −τ; Â_adv = 1 is exactly robust.
-    scores = filtering_scores(planted(1 - t, np.ones(5), t, n=1000), baseline="unfiltered", n_boot=200)
+    scores = filtering_scores(planted(1 - t, np.ones(5), t, n=1000), scoring=Scoring(baseline="unfiltered", n_boot=200))
     assert scores["labels"] == {"clean": "fragile", "adversarial": "robust", "difference": "antifragile"}
     assert scores["ci"]["adversarial"] == (0.0, 0.0)
-    wide = filtering_scores(planted(1 - t, np.ones(5), t, n=1000), baseline="unfiltered", tau=0.6, n_boot=200)
+    wide = filtering_scores(planted(1 - t, np.ones(5), t, n=1000),
+            scoring=Scoring(baseline="unfiltered", tau=0.6, n_boot=200))
     assert wide["labels"]["clean"] == "robust" and wide["tau"] == 0.6
 
 
 def test_a_reference_below_the_floor_gives_nan_and_a_warning_naming_the_layer() -> None:
     t = np.linspace(0, 1, 5)
     with pytest.warns(RuntimeWarning, match=r"layer 'fc'.*adversarial accuracy 0\.0000 is below the floor 0\.05"):
-        scores = filtering_scores(planted(1 - t, np.zeros(5), t, ref_adv=0.0, layer="fc"), baseline="unfiltered")
+        scores = filtering_scores(planted(1 - t, np.zeros(5), t, ref_adv=0.0, layer="fc"),
+                scoring=Scoring(baseline="unfiltered"))
     assert scores["clean"] == pytest.approx(-0.5)
     assert math.isnan(scores["adversarial"]) and math.isnan(scores["difference"])
     assert all(math.isnan(v) for v in scores["ci"]["adversarial"]) and math.isnan(scores["se"]["difference"])
@@ -178,7 +194,8 @@ def test_a_reference_below_the_floor_gives_nan_and_a_warning_naming_the_layer() 
                                           kind="lowpass"))
     assert math.isnan(scores["clean"]) and scores["labels"]["clean"] == "undefined"
     with pytest.warns(RuntimeWarning):  # a higher floor turns a valid reference undefined too
-        assert math.isnan(filtering_scores(planted(np.ones(5), np.ones(5), t), floor=0.5)["adversarial"])
+        assert math.isnan(filtering_scores(planted(np.ones(5), np.ones(5), t),
+                scoring=Scoring(floor=0.5))["adversarial"])
 
 
 def test_resamples_whose_reference_falls_below_the_floor_widen_the_interval() -> None:
@@ -186,7 +203,7 @@ def test_resamples_whose_reference_falls_below_the_floor_widen_the_interval() ->
     # at most 2 of them and are undefined, so the interval is infinite and the label uncertain.
     t = np.linspace(0, 1, 5)
     result = planted(np.ones(5), np.ones(5), t, ref_adv=0.03, n=100)
-    scores = filtering_scores(result, floor=0.025, n_boot=500)
+    scores = filtering_scores(result, scoring=Scoring(floor=0.025, n_boot=500))
     assert scores["adversarial"] == pytest.approx(0.5)
     assert scores["ci"]["adversarial"][1] == math.inf and scores["labels"]["adversarial"] == "uncertain"
 
@@ -206,29 +223,29 @@ def test_results_without_per_image_outcomes_are_rejected_with_the_fix() -> None:
 def test_the_random_baseline_needs_the_null_model() -> None:
     t = np.linspace(0, 1, 5)
     with pytest.raises(InvalidArgument, match="--random-baseline"):
-        filtering_scores(planted(t, t, t), baseline="random")
+        filtering_scores(planted(t, t, t), scoring=Scoring(baseline="random"))
 
 
 def test_bad_arguments_raise_invalid_argument() -> None:
     t = np.linspace(0, 1, 5)
     with pytest.raises(InvalidArgument, match="density, unfiltered, random"):
-        filtering_scores(planted(t, t, t), baseline="ones")  # type: ignore[arg-type]
+        filtering_scores(planted(t, t, t), scoring=Scoring(baseline="ones"))  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="--thresholds 3"):
         filtering_scores(planted([1.0], [1.0], [0.0]))
     with pytest.raises(InvalidArgument, match="tau"):
-        filtering_scores(planted(t, t, t), tau=-1)
+        filtering_scores(planted(t, t, t), scoring=Scoring(tau=-1))
     with pytest.raises(InvalidArgument, match="coverage"):
-        filtering_scores(planted(t, t, t), ci=95)
+        filtering_scores(planted(t, t, t), scoring=Scoring(ci=95))
     with pytest.raises(InvalidArgument, match="n_boot"):
-        filtering_scores(planted(t, t, t), n_boot=1)
+        filtering_scores(planted(t, t, t), scoring=Scoring(n_boot=1))
 
 
 def test_layer_scores_resample_every_layer_alike() -> None:
     t = np.linspace(0, 1, 5)
     sweeps = {"a": planted(1 - t, 1 - t, t), "b": planted(np.ones(5), 1 - t / 2, t, layer="b")}
-    scored = layer_scores(sweeps, n_boot=100, seed=3)
+    scored = layer_scores(sweeps, scoring=Scoring(n_boot=100, seed=3))
     assert list(scored) == ["a", "b"]
-    assert scored["b"] == filtering_scores(sweeps["b"], n_boot=100, seed=3)
+    assert scored["b"] == filtering_scores(sweeps["b"], scoring=Scoring(n_boot=100, seed=3))
 
 
 def test_consensus_labels_keep_only_what_every_initialisation_says() -> None:
@@ -289,7 +306,7 @@ def test_tables_give_mean_sd_consensus_and_agreement_over_initialisations() -> N
 
 
 def test_tables_round_trip_through_a_plain_csv(tmp_path) -> None:
-    table = build_tables(_study(), kind="highpass", scope="local", attack="fgsm_acc0.5", tau=0.05,
+    table = build_tables(_study(), kind="highpass", scope="local", attack="fgsm_acc0.5", scoring=Scoring(tau=0.05),
                          checkpoints={c: _info(*c) for c in _study()}, bn="recalibrate")["clean"]
     path = save_table(table, "resnet18", "mnist5k", tmp_path)
     assert path == paths.scores_table_path("resnet18", "mnist5k", "highpass", "local", "clean", tmp_path,
@@ -322,7 +339,7 @@ def _write_study(root, bn: str = "recalibrate") -> None:
 
 def test_score_study_reads_the_result_files_and_writes_every_table(tmp_path) -> None:
     _write_study(tmp_path)
-    tables = score_study("mnist_cnn", "mnist5k", kinds=["step_minmax"], root=tmp_path, n_boot=100)
+    tables = score_study("mnist_cnn", "mnist5k", kinds=["step_minmax"], root=tmp_path, scoring=Scoring(n_boot=100))
     assert {(t.scope, t.score) for t in tables} == {(s, k) for s in ("local", "global") for k in SCORES}
     local_clean = next(t for t in tables if t.scope == "local" and t.score == "clean")
     np.testing.assert_allclose(local_clean.values, [[0.0], [0.5]], atol=1e-12)  # density: ∫ (1 − t) − ρ, ∫ 1 − ρ
@@ -345,7 +362,8 @@ def test_results_of_different_batchnorm_modes_never_mix(tmp_path) -> None:
     save_results({**meta, "bn": "frozen"}, list(results.values()),
                  paths.sweep_result_path("mnist_cnn", "mnist5k", 2, 1, "highpass", "local", "fgsm_acc0.5", tmp_path))
     with pytest.raises(InvalidArgument, match=r"mix BatchNorm modes \['frozen', 'recalibrate'\]"):
-        score_study("mnist_cnn", "mnist5k", kinds=["highpass"], scopes=["local"], root=tmp_path, n_boot=10)
+        score_study("mnist_cnn", "mnist5k", kinds=["highpass"], scopes=["local"], root=tmp_path,
+                scoring=Scoring(n_boot=10))
 
 
 def test_no_result_files_is_one_clear_error_naming_the_filter_command(tmp_path, capsys) -> None:
@@ -414,7 +432,7 @@ def test_a_layer_whose_output_is_discarded_is_robust_against_the_random_baseline
     for outcome in (sweep.clean_correct, sweep.null_clean_correct[1]):
         assert (outcome == sweep.ref_clean_correct).all()
     assert (sweep.adv_correct == sweep.ref_adv_correct).all()
-    scores = filtering_scores(sweep, baseline="random")
+    scores = filtering_scores(sweep, scoring=Scoring(baseline="random"))
     for name in SCORES:
         assert scores[name] == 0.0 and scores["ci"][name] == pytest.approx((0.0, 0.0), abs=1e-12)
     assert scores["labels"] == dict.fromkeys(SCORES, "robust")
@@ -426,7 +444,7 @@ def test_a_bottleneck_everything_passes_through_is_fragile(planted_network) -> N
                               null_masks=2).values()
     assert sweep.ref_clean_acc > 0.8 and sweep.ref_adv_acc > 0.2
     for baseline in ("density", "random", "unfiltered"):
-        scores = filtering_scores(sweep, baseline=baseline)
+        scores = filtering_scores(sweep, scoring=Scoring(baseline=baseline))
         for name in ("clean", "adversarial"):
             assert scores["ci"][name][1] < -0.05, (baseline, name, scores[name])
             assert scores["labels"][name] == "fragile"

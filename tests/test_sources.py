@@ -14,11 +14,10 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from robustness import paths, sources
+from robustness import paths
 from robustness.errors import CheckpointError, InvalidArgument
-from robustness.models import build_model
-from robustness.sources import load_model
-from robustness.train import TrainConfig, load_checkpoint, train
+from robustness.models import build_model, load_checkpoint, load_model, sources
+from robustness.training import TrainConfig, train
 
 X = torch.rand(3, 1, 28, 28)
 
@@ -143,7 +142,7 @@ _TIMM_OFFLINE = """
 import sys, torch
 from pathlib import Path
 import safetensors.torch, timm
-from robustness.sources import load_model
+from robustness.models import load_model
 name, repo = "test_efficientnet.r160_in1k", Path(sys.argv[1]) / "models--timm--test_efficientnet.r160_in1k"
 try:
     load_model("timm:" + name)

@@ -11,17 +11,15 @@ import pytest
 import torch
 
 from robustness import paths
-from robustness import study as study_module
-from robustness.attacks import FGSM, make_attack
+from robustness.attacks import FGSM, calibrate_eps, make_attack
 from robustness.cli import main
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import CheckpointError, InvalidArgument
-from robustness.evaluation import calibrate_eps
-from robustness.retrain import attack_from_meta, evaluation_attacks
-from robustness.sweep import (
+from robustness.filtering import load_results, local_analysis
+from robustness.models import load_checkpoint
+from robustness.retraining import attack_from_meta, evaluation_attacks
+from robustness.study import (
     StudyConfig,
-    load_results,
-    local_analysis,
     merge_results,
     plan_units,
     result_path,
@@ -31,7 +29,8 @@ from robustness.sweep import (
     split_test_images,
     study_data,
 )
-from robustness.train import TrainConfig, load_checkpoint, train
+from robustness.study import runner as study_module
+from robustness.training import TrainConfig, train
 
 EPS = 0.1
 
@@ -150,8 +149,9 @@ def test_units_split_over_workers_merge_to_the_same_files(checkpoints_root, whol
 
 def test_cli_filter(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "cli")
-    common = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--epochs", "1",
-              "--subset", "50", "--thresholds", "2", "--filter", "lowpass", "--scope", "local", "-e", "0.05"]
+    common = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu",
+              "--checkpoint-epochs", "1", "--subset", "50", "--thresholds", "2", "--filter", "lowpass", "--scope",
+              "local", "-e", "0.05"]
     assert main([*common, "--layers", "fc2"]) == 0
     out = capsys.readouterr().out
     assert "Step_maxmin" in out and "fgsm_eps0.05" in out
@@ -182,7 +182,7 @@ def two_inits(checkpoints_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tmp_path: Path, monkeypatch) -> None:
     root = fresh_root(two_inits, tmp_path, "calibrated")
     config = study(root, epochs=(1,), kinds=("highpass",), layers=("fc2",), thresholds=2, subset=50,
-                   calibrate_eps=0.5, calibration_images=120)
+                   calibrate_eps=0.5, eps_images=120)
     written = run_study(config)
     evaluated, held = split_test_images(config)
     assert len(held.indices) == 120 and len(evaluated.indices) == 50
@@ -207,7 +207,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
     assert epsilons[0] != epsilons[1]  # each checkpoint its own eps
     # a rerun that misses one file takes the eps recorded in the checkpoint's other files: no new calibration
     result_path(config, 2, 1, "highpass", "global").unlink()
-    monkeypatch.setattr("robustness.evaluation.calibrate_eps", lambda *a, **k: pytest.fail("calibrated again"))
+    monkeypatch.setattr("robustness.attacks.evaluation.calibrate_eps", lambda *a, **k: pytest.fail("calibrated again"))
     run_study(config)
     assert load_results(result_path(config, 2, 1, "highpass", "global"))[0]["eps"] == epsilons[1]
 
@@ -215,7 +215,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
 @pytest.mark.slow
 def test_a_checkpoint_below_the_target_fails_before_any_sweep(checkpoints_root: Path, tmp_path: Path) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "untrained")
-    config = study(root, epochs=(1, 0), calibrate_eps=0.5, calibration_images=100, subset=50)
+    config = study(root, epochs=(1, 0), calibrate_eps=0.5, eps_images=100, subset=50)
     with pytest.raises(InvalidArgument, match=r"checkpoint Init_1 epoch 0: clean accuracy 0\.\d+ is already below "
                                               r"target 0\.5.*fixed eps.*--checkpoint-epochs"):
         run_study(config)
@@ -223,9 +223,9 @@ def test_a_checkpoint_below_the_target_fails_before_any_sweep(checkpoints_root: 
 
 
 def test_held_out_images_must_fit_the_test_split(checkpoints_root: Path) -> None:
-    for changes in ({"calibration_images": 990, "subset": 20}, {"calibration_images": 1000, "subset": None}):
+    for changes in ({"eps_images": 990, "subset": 20}, {"eps_images": 1000, "subset": None}):
         config = study(checkpoints_root, calibrate_eps=0.5, **changes)
-        with pytest.raises(InvalidArgument, match="test split has 1000 images.*calibration_images.*subset"):
+        with pytest.raises(InvalidArgument, match="test split has 1000 images.*eps_images.*subset"):
             run_study(config)
 
 
@@ -238,7 +238,7 @@ def test_held_out_images_must_fit_the_test_split(checkpoints_root: Path) -> None
     ({"null_masks": -1}, "null_masks"),
     ({"random_baseline": True, "null_masks": 0}, "null_masks.*>= 1"),
     ({"grid": "log"}, "unknown grid 'log'"),
-    ({"calibrate_eps": 0.5, "calibration_images": 0}, "calibration_images"),
+    ({"calibrate_eps": 0.5, "eps_images": 0}, "eps_images"),
     ({"bn_images": 4001}, "bn_images=4001.*training split has 4000 images"),
 ])
 def test_bad_settings_are_one_clear_error(checkpoints_root: Path, changes: dict, message: str) -> None:
@@ -277,7 +277,7 @@ def test_a_study_recalibrates_on_a_seeded_training_subset(resnet_root: Path) -> 
     model, _ = load_checkpoint(paths.checkpoint_path("resnet18", "mnist5k", 1, 0, resnet_root))
     evaluated = loader_to_tensors(make_loader(load_dataset("mnist5k", train=False), 100, subset=20, seed=0))
     images = loader_to_tensors(make_loader(load_dataset("mnist5k", train=True), 100, subset=120, seed=0))
-    direct = local_analysis(model, evaluated, "highpass", FGSM(0.05), 2, layers=["fc"], calibration=images)["fc"]
+    direct = local_analysis(model, evaluated, "highpass", FGSM(0.05), 2, layers=["fc"], bn_images=images)["fc"]
     assert recal[1]["fc"] == direct
     assert frozen[1]["fc"].ref_clean_loss != direct.ref_clean_loss  # the stored statistics give other numbers
 
@@ -287,7 +287,7 @@ def test_a_study_recalibrates_on_a_seeded_training_subset(resnet_root: Path) -> 
 
 def test_cli_filter_bn_grid_and_random_baseline(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "cli_options")
-    args = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--epochs", "1",
+    args = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--checkpoint-epochs", "1",
             "--subset", "40", "--thresholds", "3", "--filter", "highpass", "--scope", "local", "--layers", "fc2",
             "--bn", "frozen", "--grid", "quantile", "--random-baseline", "--null-masks", "2"]
     assert main(args) == 0
@@ -310,7 +310,7 @@ def test_cli_filter_bn_grid_and_random_baseline(checkpoints_root: Path, tmp_path
 def test_pgd_recheck_of_an_fgsm_study(two_inits: Path, tmp_path: Path) -> None:
     root = fresh_root(two_inits, tmp_path, "recheck")
     config = study(root, epochs=(1,), inits=(1,), kinds=("highpass",), scopes=("local",), layers=("conv1", "fc2"),
-                   thresholds=3, subset=60, calibrate_eps=0.5, calibration_images=100)
+                   thresholds=3, subset=60, calibrate_eps=0.5, eps_images=100)
     with pytest.raises(InvalidArgument, match="run the FGSM study first"):
         run_recheck(config, {(1, 1): ["fc2"]}, steps=3)
     run_study(config)

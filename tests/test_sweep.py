@@ -12,12 +12,8 @@ from torch import nn
 
 from robustness.attacks import FGSM, fgsm
 from robustness.errors import InvalidArgument
-from robustness.filters import apply_filter, half_width, threshold_grid
+from robustness.filtering import apply_filter, global_analysis, half_width, local_analysis, threshold_grid
 from robustness.runtime import autocast, channels_last
-from robustness.sweep import (
-    global_analysis,
-    local_analysis,
-)
 
 EPS = 0.1
 

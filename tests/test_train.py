@@ -16,10 +16,11 @@ import torch
 from test_data import write_cifar10
 
 from robustness import paths
-from robustness import train as train_module
 from robustness.errors import CheckpointError, InvalidArgument
 from robustness.files import load_json
-from robustness.train import TrainConfig, load_checkpoint, read_checkpoint, train
+from robustness.models import load_checkpoint, read_checkpoint
+from robustness.training import TrainConfig, train
+from robustness.training import trainer as train_module
 
 
 def _settings(root: Path) -> dict:

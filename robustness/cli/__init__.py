@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import RobustnessError
 from .evaluate import add_attack, add_defend, add_demo
-from .options import DATASETS, MODELS, nonnegative_number
+from .options import nonnegative_number
 from .study import add_compare, add_filter, add_retrain, add_scores, add_train
 
-__all__ = ["COMMANDS", "DATASETS", "MODELS", "build_parser", "entry_point", "main", "nonnegative_number"]
+__all__ = ["COMMANDS", "build_parser", "entry_point", "main", "nonnegative_number"]
 
 COMMANDS = (add_demo, add_train, add_attack, add_filter, add_scores, add_compare, add_retrain, add_defend)
 
@@ -29,7 +29,7 @@ COMMANDS = (add_demo, add_train, add_attack, add_filter, add_scores, add_compare
 def build_parser(prog: str = "python -m robustness") -> argparse.ArgumentParser:
     """The parser of ``python -m robustness`` and all its subcommands."""
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog=prog, allow_abbrev=False,
         description="Adversarial robustness toolkit: training, attacks, synaptic filtering, defensive perturbation. "
                     "Commands, shared options and result tables: docs/cli.md.",
     )
@@ -38,6 +38,8 @@ def build_parser(prog: str = "python -m robustness") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        command.allow_abbrev = False  # one spelling per option: no prefix (--attack for --attack-tag) parses
     return parser
 
 

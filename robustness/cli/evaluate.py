@@ -37,7 +37,7 @@ Sub = argparse._SubParsersAction
 
 def _load_source(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """The model ``--checkpoint``/``--weights`` names, on ``device``, checked to fit ``--dataset``."""
-    from ..sources import check_fits, load_model  # noqa: PLC0415 (keeps --help fast)
+    from ..models import check_fits, load_model  # noqa: PLC0415 (keeps --help fast)
 
     model, meta = load_model(model_source(args), arch=args.arch, dataset=args.dataset, device=device)
     check_fits(meta, args.dataset)
@@ -77,10 +77,10 @@ def add_attack(sub: Sub) -> None:
 def run_attack(args: argparse.Namespace) -> int:
     """Evaluate and print one row (with intervals); write it to ``--out``."""
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
+    from ..attacks import evaluate, intervals  # noqa: PLC0415
     from ..data import load_dataset, make_loader  # noqa: PLC0415
-    from ..evaluation import evaluate, intervals  # noqa: PLC0415
+    from ..models import load_checkpoint  # noqa: PLC0415
     from ..runtime import autocast, channels_last, pick_device  # noqa: PLC0415
-    from ..train import load_checkpoint  # noqa: PLC0415
 
     attack = attack_from(args)
     device = pick_device(args.device)
@@ -172,11 +172,16 @@ def run_defend(args: argparse.Namespace) -> int:
     """Evaluate the defense, print the table (and write it to ``--out``); save data and t-SNE maps if asked."""
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
-    from ..defense import Defense  # noqa: PLC0415
-    from ..defense_data import defend_splits, load_or_train, tsne_figure  # noqa: PLC0415
-    from ..defense_eval import defense_table  # noqa: PLC0415
-    from ..defense_report import format_results, result_rows  # noqa: PLC0415
-    from ..plots import save_figure  # noqa: PLC0415
+    from ..defense import (  # noqa: PLC0415  # noqa: PLC0415
+        Defense,  # noqa: PLC0415
+        defend_splits,
+        defense_table,  # noqa: PLC0415
+        format_results,
+        load_or_train,
+        result_rows,
+        tsne_figure,
+    )
+    from ..figures import save_figure  # noqa: PLC0415
     from ..runtime import pick_device  # noqa: PLC0415
 
     budget = args.eps if args.budget is None else args.budget

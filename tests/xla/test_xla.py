@@ -20,9 +20,10 @@ metrics = pytest.importorskip("torch_xla.debug.metrics")
 
 from robustness import paths  # noqa: E402 (after the skip)
 from robustness.attacks import FGSM, PGD  # noqa: E402
+from robustness.filtering import evaluate_point, local_analysis  # noqa: E402
+from robustness.models import load_checkpoint  # noqa: E402
 from robustness.runtime import choose_device  # noqa: E402
-from robustness.sweep import evaluate, local_analysis  # noqa: E402
-from robustness.train import TrainConfig, load_checkpoint, train  # noqa: E402
+from robustness.training import TrainConfig, train  # noqa: E402
 
 N = 200
 
@@ -67,13 +68,13 @@ def test_pgd_on_xla_gives_eager_accuracies_with_fixed_shapes(pair, batch, xla, a
     steps, compiles no new graph (the masked path keeps every shape fixed)."""
     cpu_model, xla_model = pair
     x, y = batch
-    eager = evaluate(cpu_model, x, y, attack, batch_size=100)
-    on_xla = evaluate(xla_model, x.to(xla), y.to(xla), attack, batch_size=100)
+    eager = evaluate_point(cpu_model, x, y, attack, batch_size=100)
+    on_xla = evaluate_point(xla_model, x.to(xla), y.to(xla), attack, batch_size=100)
     assert abs(on_xla.clean_acc - eager.clean_acc) <= 1 / N and abs(on_xla.adv_acc - eager.adv_acc) <= 1 / N
     assert eager.adv_acc < eager.clean_acc - 0.2  # the attack does something
     compiled = metrics.metric_data("CompileTime")[0]
     other_x, other_y = x.flip(0).to(xla), y.flip(0).to(xla)
-    evaluate(xla_model, other_x, other_y, attack, batch_size=100)
+    evaluate_point(xla_model, other_x, other_y, attack, batch_size=100)
     assert metrics.metric_data("CompileTime")[0] == compiled
 
 

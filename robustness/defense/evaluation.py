@@ -1,0 +1,274 @@
+"""The honest evaluation of the defensive perturbation: the images of every row, the attack ensemble, the table.
+
+Every row is the accuracy of the model on one set of images built from the test images
+``x`` (``D`` is the defense, ``PGD`` the attack it is tuned against):
+
+- undefended model: ``clean`` (``x``), ``attacked`` (``PGD(x)``), and the ensemble on ``x``:
+  ``undefended_pgd`` (PGD from ``restarts`` fresh random starts, kept where ``attacked``
+  already fools), ``undefended_apgd_ce`` and ``undefended_apgd_dlr`` (APGD, ``apgd_steps``
+  iterations, :mod:`robustness.attacks.apgd`).
+- defended model: ``defended_clean`` (``D(x)``), and per threat model:
+
+  ========================  ==============================  ====================================
+  row                       preemptive (defend, attack)     test-time (attack, defend)
+  ========================  ==============================  ====================================
+  ``defended_attacked``     ``PGD(D(x))``                   ``D(PGD(x))``
+  ``transfer``              ``D(x) + (PGD(x) - x)``         ``D(PGD(x))`` (the same images)
+  ``adaptive``              PGD, fresh starts, on ``D(x)``  ``D(x')``, ``x'`` = PGD through ``D``
+  ``apgd_ce``/``apgd_dlr``  APGD on ``D(x)``                ``D(x')``, ``x'`` = APGD through ``D``
+  ========================  ==============================  ====================================
+
+  "Through ``D``" is BPDA: the forward pass runs the defense, the backward pass takes it as the
+  identity, and with ``eot_samples`` > 1 the logits are averaged over that many draws of the
+  defense's randomness (EOT; :class:`~robustness.defense.perturbation.StraightThrough`). In oracle mode each
+  true class is attacked on its own, with that class as the defense's label.
+
+The ensemble (``ensemble``: any of ``"pgd"``, ``"apgd-ce"``, ``"apgd-dlr"``) chooses the
+``adaptive``/``undefended_pgd`` and APGD rows; the others are always there. Worst cases, intervals,
+the gain and distances are computed by :func:`robustness.defense.report.summarise_defense`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..attacks import APGD, PGD, geometry
+from ..errors import InvalidArgument
+from ..runtime import frozen_eval, progress
+from ..vocab import LabelMode, Norm, Threat
+from .perturbation import Defense, StraightThrough, _check_images
+from .report import summarise_defense
+
+EnsembleAttack = Literal["pgd", "apgd-ce", "apgd-dlr"]
+ENSEMBLE: tuple[EnsembleAttack, ...] = get_args(EnsembleAttack)
+# The row each ensemble attack fills against the defended system, and against the undefended model.
+_DEFENDED_ROW: dict[EnsembleAttack, str] = {"pgd": "adaptive", "apgd-ce": "apgd_ce", "apgd-dlr": "apgd_dlr"}
+_UNDEFENDED_ROW: dict[EnsembleAttack, str] = {"pgd": "undefended_pgd", "apgd-ce": "undefended_apgd_ce",
+                                              "apgd-dlr": "undefended_apgd_dlr"}
+
+# The attacker cannot know the random starts of the defender's own PGD, so the
+# evaluation's attacks draw theirs from seeds the defense never uses.
+_ATTACK_SEED = 1_000_000_007
+_ADAPTIVE_SEED = 2_000_000_011
+
+Images = dict[str, Tensor]
+
+
+def _check_settings(ensemble: Sequence[str], **counts: int) -> tuple[EnsembleAttack, ...]:
+    """``ensemble`` as a tuple after checking its names and that every count is an integer >= 1."""
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgument(f"{name} must be an integer >= 1, got {value!r}")
+    unknown = [a for a in ensemble if a not in ENSEMBLE]
+    if isinstance(ensemble, str) or unknown or len(set(ensemble)) != len(ensemble):
+        raise InvalidArgument(f"ensemble takes distinct names from {', '.join(ENSEMBLE)}, got {ensemble!r}")
+    return tuple(ensemble)
+
+
+def _ensemble_attacks(
+    defense: Defense, ensemble: Sequence[EnsembleAttack], restarts: int, apgd_steps: int, seed: int
+) -> dict[EnsembleAttack, PGD | APGD]:
+    """The attack of each ensemble member, with its seeds drawn away from the defense's."""
+    attacks: dict[EnsembleAttack, PGD | APGD] = {}
+    for name in ensemble:
+        if name == "pgd":
+            attacks[name] = defense.attack(seed=_ADAPTIVE_SEED + seed, restarts=restarts)
+        else:
+            loss = "ce" if name == "apgd-ce" else "dlr"
+            attacks[name] = APGD(defense.eps, defense.norm, apgd_steps, (loss,), seed=_ADAPTIVE_SEED + seed)
+    return attacks
+
+
+def undefended_images(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    defense: Defense,
+    *,
+    ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
+    restarts: int = 5,
+    apgd_steps: int = 100,
+    seed: int = 0,
+) -> Images:
+    """The images of the undefended rows: ``clean``, ``attacked`` and the ensemble's ``undefended_*``."""
+    ensemble = _check_settings(ensemble, restarts=restarts, apgd_steps=apgd_steps)
+    x = _check_images(model, x)
+    y = torch.as_tensor(y).to(x.device)
+    images = {"clean": x, "attacked": defense.attack(seed=_ATTACK_SEED + seed)(model, x, y)}
+    for name, attack in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed).items():
+        found = attack(model, x, y)
+        row = _UNDEFENDED_ROW[name]
+        images[row] = _keep_fooling(model, y, images["attacked"], found) if name == "pgd" else found
+    return images
+
+
+def threat_images(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    defense: Defense,
+    *,
+    threat: Threat = "preemptive",
+    eot_samples: int = 1,
+    restarts: int = 5,
+    ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
+    apgd_steps: int = 100,
+    seed: int = 0,
+) -> Images:
+    """The images of ``clean``, ``attacked`` and every defended row (see the module's table).
+
+    The ``adaptive`` row is, per image, the non-adaptive ``defended_attacked`` image where that
+    already fools the defended model, else the adaptive attack's own.
+    """
+    if threat not in get_args(Threat):
+        raise InvalidArgument(f"unknown threat {threat!r}: use 'preemptive' or 'test-time'")
+    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps)
+    x = _check_images(model, x)
+    y = torch.as_tensor(y).to(x.device)
+    attack = defense.attack(seed=_ATTACK_SEED + seed)
+    x_adv = attack(model, x, y)
+    x_def = defense(model, x, y, seed)
+    images = {"clean": x, "attacked": x_adv, "defended_clean": x_def}
+    if threat == "preemptive":
+        images["defended_attacked"] = attack(model, x_def, y)
+        images["transfer"] = (x_def + (x_adv - x)).clamp(0, 1)
+    else:
+        images["defended_attacked"] = images["transfer"] = defense(model, x_adv, y, seed)
+    seeds = tuple(_ADAPTIVE_SEED + seed + s for s in range(eot_samples))
+    for name, strong in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed).items():
+        if threat == "preemptive":
+            found = strong(model, x_def, y)
+        else:
+            found = defense(model, _through_defense(model, x, y, defense, strong, seeds), y, seed)
+        row = _DEFENDED_ROW[name]
+        images[row] = _keep_fooling(model, y, images["defended_attacked"], found) if name == "pgd" else found
+    return images
+
+
+def _through_defense(
+    model: nn.Module, x: Tensor, y: Tensor, defense: Defense, attack: PGD | APGD, seeds: tuple[int, ...]
+) -> Tensor:
+    """``attack`` on the defended classifier (BPDA, EOT over ``seeds``). In oracle mode the defense of
+    each image needs its true label, so each class is attacked on its own, with that class as the label."""
+    if not defense.oracle:
+        return attack(StraightThrough(model, defense, seeds), x, y)
+    x_adv = x.clone()
+    for c in y.unique().tolist():
+        rows = y == c
+        x_adv[rows] = attack(StraightThrough(model, defense, seeds, c), x[rows], y[rows])
+    return x_adv
+
+
+def _keep_fooling(model: nn.Module, y: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """Per image, ``first`` where the model misclassifies it, else ``second``."""
+    with torch.no_grad():
+        fooled = model(first).argmax(1) != y
+    return torch.where(fooled.view(-1, *[1] * (first.dim() - 1)), first, second)
+
+
+def _outcomes(
+    model: nn.Module, batches: list[tuple[Tensor, Tensor]], images_of: Callable[[Tensor, Tensor], Images], norm: str,
+    desc: str,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per row and image over ``batches``: whether the model classifies the row's image correctly, and the
+    image's distance from ``x`` in ``norm``."""
+    correct: dict[str, list[np.ndarray]] = {}
+    distance: dict[str, list[np.ndarray]] = {}
+    size = geometry(norm).size
+    for x, y in progress(batches, desc, leave=True):
+        images = images_of(x, y)
+        labels, clean = y.to(images["clean"].device), images["clean"]
+        with torch.no_grad():
+            for row, batch in images.items():
+                correct.setdefault(row, []).append((model(batch).argmax(1) == labels).cpu().numpy())
+                distance.setdefault(row, []).append(size(batch - clean).cpu().numpy())
+    return ({row: np.concatenate(v) for row, v in correct.items()},
+            {row: np.concatenate(v) for row, v in distance.items()})
+
+
+def defense_table(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    threats: Sequence[Threat] = get_args(Threat),
+    labels: Sequence[LabelMode] = ("predicted", "oracle"),
+    norm: Norm = "linf",
+    eps: float,
+    alpha: float,
+    steps: int,
+    budget: float | None,
+    def_steps: int = 79,
+    lr: float = 0.1,
+    eot_samples: int = 1,
+    restarts: int = 5,
+    ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
+    apgd_steps: int = 100,
+    seed: int = 0,
+    ci: float = 0.95,
+    n_boot: int = 2000,
+) -> dict[str, dict[str, Any]]:
+    """The evaluation of the defense against PGD(``eps``, ``alpha``, ``steps``, ``norm``) for every threat
+    model and label mode, keyed ``"<threat>/<label>"`` (print it with
+    :func:`~robustness.defense.report.format_results`).
+
+    Each column holds every row's accuracy with its Wilson interval (coverage ``ci``), the per-example
+    worst cases of the defended and of the undefended model under the same ``ensemble``, their
+    difference ``gain`` with a paired bootstrap interval (``n_boot`` resamples of the images), and each
+    row's distance from ``x`` (see :func:`~robustness.defense.report.summarise_defense`). The undefended rows
+    are computed once and shared by all columns; every column sees the same images.
+
+    ``restarts``: fresh starts of the ensemble's PGD; ``apgd_steps``: iterations of APGD-CE and
+    APGD-DLR (100, as in AutoAttack: fewer understate the attack); ``eot_samples``: defense draws
+    averaged by the attacks through the defense (test-time). Cost: preemptive columns add
+    ``2 × apgd_steps`` passes per image; test-time columns run the defense at every step of every
+    ensemble attack, ``def_steps × (steps + 2) × eot_samples`` passes each.
+    """
+    defenses = {label: Defense(eps, alpha, steps, budget, norm, def_steps, lr, label) for label in labels}
+    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps)
+    for threat in threats:
+        if threat not in get_args(Threat):
+            raise InvalidArgument(f"unknown threat {threat!r}: use 'preemptive' or 'test-time'")
+    if not defenses or not threats:
+        raise InvalidArgument("pass at least one threat model and one label mode")
+    batches = [(x, torch.as_tensor(y)) for x, y in loader]  # one pass: every column pairs the same images
+    if sum(len(y) for _, y in batches) == 0:
+        raise InvalidArgument("the loader yielded no images: pass a loader over a non-empty dataset")
+    common = dict(ensemble=ensemble, restarts=restarts, apgd_steps=apgd_steps, seed=seed)
+    results = {}
+    with frozen_eval(model):
+        reference = next(iter(defenses.values()))
+        base = _outcomes(model, batches, lambda x, y: undefended_images(model, x, y, reference, **common), norm,
+                         "evaluate the undefended model")
+        for threat in threats:
+            for label, defense in defenses.items():
+                def images_of(x: Tensor, y: Tensor, defense: Defense = defense, threat: Threat = threat) -> Images:
+                    return threat_images(model, x, y, defense, threat=threat, eot_samples=eot_samples, **common)
+
+                correct, distance = _outcomes(model, batches, images_of, norm,
+                                              f"evaluate defense ({threat}, {label} labels)")
+                results[f"{threat}/{label}"] = summarise_defense(
+                    {**correct, **base[0]}, {**distance, **base[1]}, defense, ci=ci, n_boot=n_boot, seed=seed,
+                    threat=threat, ensemble=list(ensemble), apgd_steps=apgd_steps, restarts=restarts,
+                    eot_samples=eot_samples,
+                )
+    return results
+
+
+def evaluate_defense(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    threat: Threat = "preemptive",
+    label: LabelMode = "predicted",
+    **settings: Any,
+) -> dict[str, Any]:
+    """One column of :func:`defense_table`: the defense evaluated in one threat model and label mode;
+    ``settings`` are :func:`defense_table`'s other keyword arguments (``eps``, ``alpha``, ``steps`` and
+    ``budget`` are required)."""
+    return defense_table(model, loader, threats=(threat,), labels=(label,), **settings)[f"{threat}/{label}"]

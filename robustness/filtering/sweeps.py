@@ -1,0 +1,333 @@
+"""Local and global synaptic-filtering sweeps of one model.
+
+A sweep sets a filter's threshold to each point of a grid and, at every point,
+evaluates clean and adversarial accuracy and loss, regenerating the attack against
+the filtered model, and records per image whether it was classified correctly.
+Filtering happens in place on the model's own weights: one spare copy of the layers
+being filtered is kept and copied back after the sweep, also when it ends by an
+exception or Ctrl-C, so the weights are bitwise what they were. A local sweep computes what the
+filtered layer leaves unchanged once instead of at every threshold (:mod:`robustness.filtering.reuse`), and a
+point whose mask equals the point before's copies its numbers.
+
+With ``bn_images``, every BatchNorm layer's running statistics are
+re-estimated for the weights of each point (and for the unfiltered reference) before
+it is evaluated; the original statistics are restored bitwise afterwards. With
+``null_masks = M``, the random null model is evaluated too: at each point, ``M``
+seeded random choices of as many weights as the filter removed there.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor, fx, nn
+from torch.utils.data import DataLoader
+
+from ..attacks import FGSM, Attack
+from ..data import loader_to_tensors
+from ..errors import InvalidArgument
+from ..models import filterable_layers
+from ..runtime import frozen_eval, model_device, progress
+from ..vocab import Grid
+from .batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
+from .filters import AlphaRange, Cut, canonical_kind, check_grid, global_range, quantile_grid, value_grid, weight_range
+from .results import Evaluation, SweepResult
+from .reuse import Split, Tally, fgsm_points, split_model, trace
+
+EvalData = DataLoader | tuple[Tensor, Tensor]
+BNImages = EvalData | Tensor  # BatchNorm images (labels, when given, are not used)
+
+DEFAULT_BATCH = 1000  # images per forward pass during a sweep
+
+
+def evaluate_point(
+    model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size: int = DEFAULT_BATCH
+) -> Evaluation:
+    """Clean and adversarial accuracy, loss and per-image outcomes of ``model`` on ``(x, y)``: what one point
+    of a sweep records.
+
+    Unlike :func:`robustness.attacks.evaluate` it also sums the losses, takes tensors
+    already on the model's device, and waits for the device once per call, not per batch.
+    An attack with ``with_clean_logits`` (FGSM, PGD) shares its first forward pass
+    with the clean evaluation: FGSM then costs 2 forward passes and 1 input-gradient
+    backward pass per batch, no more.
+    """
+    shared = getattr(attack, "with_clean_logits", None)
+    tally = Tally(x.device)
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+        if shared is not None:
+            x_adv, clean_logits = shared(model, xb, yb)
+        else:
+            with torch.no_grad():
+                clean_logits = model(xb)
+            x_adv = attack(model, xb, yb)
+        with torch.no_grad():
+            tally.add(clean_logits, model(x_adv), yb)
+    return tally.evaluation(len(y))
+
+
+# ---------------------------------------------------------------- the random null model
+
+
+def null_ranks(weights: Sequence[Tensor], seed: int, index: int, name: str | None = None) -> list[Tensor]:
+    """Mask ``index`` of the random null model of a sweep over ``weights``: a rank per weight entry.
+
+    One seeded random permutation orders all entries of ``weights`` together; an entry's
+    rank is its position in it, so ``rank < r`` selects ``r`` entries uniformly at random,
+    and the selections for growing ``r`` are nested. The permutation is seeded by ``seed``,
+    the mask ``index`` and the sweep's ``name`` (its layer, or ``None`` for all layers):
+    the same arguments give the same ranks. Returns one int64 tensor per weight, of its
+    shape and on its device.
+    """
+    sizes = [w.numel() for w in weights]
+    key = [seed, index, zlib.crc32((name or "global").encode())]
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    order = torch.randperm(sum(sizes), generator=generator)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(len(order))
+    return [r.view(w.shape).to(w.device) for r, w in zip(ranks.split(sizes), weights, strict=True)]
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+Masks = Callable[[], list[Tensor]]  # one point's masks of the filtered weights, computed when needed
+
+
+@contextmanager
+def _filtering(weights: list[Tensor]) -> Iterator[tuple[list[Tensor], Callable[[list[Tensor]], None]]]:
+    """Keep one spare copy of ``weights`` and yield ``(originals, zero)``: ``zero(masks)`` sets the weights to
+    their originals with the entries of ``masks`` set to 0, in place. Copy the originals back on exit."""
+    originals = [w.detach().clone() for w in weights]
+
+    def zero(masks: list[Tensor]) -> None:
+        with torch.no_grad():
+            for w, original, mask in zip(weights, originals, masks, strict=True):
+                w.copy_(original).masked_fill_(mask, 0)
+
+    try:
+        yield originals, zero
+    finally:
+        with torch.no_grad():
+            for w, original in zip(weights, originals, strict=True):
+                w.copy_(original)
+
+
+@dataclass(frozen=True)
+class _Points:
+    """How every point of a sweep is measured: on ``(x, y)`` under ``attack``, after re-estimating the
+    BatchNorm statistics on ``bn_images`` (when given). ``traced`` is the model's :func:`reuse.trace` when
+    local sweeps reuse the unfiltered prefix (``None``: a full pass per point), ``per_pass`` the points
+    evaluated per pass there."""
+
+    x: Tensor
+    y: Tensor
+    attack: Attack
+    batch_size: int
+    bn_images: Tensor | None
+    traced: fx.GraphModule | str | None = None
+    per_pass: int = 1
+
+    def measure(self, model: nn.Module) -> Evaluation:
+        if self.bn_images is not None:
+            recalibrate_batchnorm(model, self.bn_images)
+        return evaluate_point(model, self.x, self.y, self.attack, self.batch_size)
+
+    def measure_split(self, split: Split, points: list[Masks], zero: Callable[[list[Tensor]], None],
+                      original: Tensor, desc: str) -> list[Evaluation]:
+        """:meth:`measure` at each of ``points`` of a local sweep, reusing what is computed before the cut."""
+        model = split.model
+        cache = split.capture(self.bn_images) if self.bn_images is not None and batchnorm_layers(model) else None
+        recalibrate = cache is not None and bool(split.suffix_bn)
+        if type(self.attack) is not FGSM:
+            out = []
+            for masks in progress(points, desc):
+                zero(masks())
+                if recalibrate:
+                    split.recalibrate(cache)
+                out.append(evaluate_point(model, self.x, self.y, self.attack, self.batch_size))
+            return out
+        stats = None
+        if recalibrate:
+            stats = []
+            for masks in progress(points, f"{desc}: BatchNorm"):
+                zero(masks())
+                split.recalibrate(cache)
+                stats.append(split.statistics())
+        return fgsm_points(split, original, [masks()[0] for masks in points], stats, self.x, self.y,
+                           self.attack.eps, self.batch_size, self.per_pass, desc)
+
+
+def _distinct(points: list[Masks]) -> tuple[list[Masks], list[int]]:
+    """The points whose masks differ from the point before's, and for every point the index of its distinct one."""
+    distinct: list[Masks] = []
+    index, previous = [], None
+    for masks in points:
+        current = masks()
+        if previous is None or not all(torch.equal(a, b) for a, b in zip(current, previous, strict=True)):
+            distinct.append(masks)
+        index.append(len(distinct) - 1)
+        previous = current
+    return distinct, index
+
+
+def _measure(model: nn.Module, layer: str | None, points: list[Masks], zero: Callable[[list[Tensor]], None],
+             originals: list[Tensor], how: _Points, desc: str) -> list[Evaluation]:
+    """The :class:`Evaluation` of every point; a point whose masks equal the point before's copies its numbers."""
+    distinct, index = _distinct(points)
+    split = split_model(model, layer, how.traced) if how.traced is not None and layer is not None else None
+    if isinstance(split, Split):
+        evaluations = how.measure_split(split, distinct, zero, originals[0], desc)
+    else:
+        evaluations = []
+        for masks in progress(distinct, desc):
+            zero(masks())
+            evaluations.append(how.measure(model))
+    return [evaluations[i] for i in index]
+
+
+def _sweep(
+    model: nn.Module, modules: list[nn.Module], layer: str | None, cuts: list[Cut], points: _Points,
+    reference: Evaluation, grid: Grid, null_masks: int, seed: int,
+) -> SweepResult:
+    """Filter ``modules`` together at each cut and measure; then the null model's ``null_masks`` masks."""
+    weights = [m.weight for m in modules]
+    result = SweepResult.start(cuts[0].kind, layer, sum(w.numel() for w in weights), reference, grid)
+    with _filtering(weights) as (originals, zero):
+        configs: list[Masks] = [functools.partial(_cut_masks, cut, originals) for cut in cuts]
+        removed = [sum(int(m.sum()) for m in masks()) for masks in configs]
+        ranks = functools.lru_cache(maxsize=1)(lambda index: null_ranks(originals, seed, index, layer))
+        configs += [functools.partial(_rank_masks, ranks, index, r) for index in range(null_masks) for r in removed]
+        evaluations = _measure(model, layer, configs, zero, originals, points, f"{cuts[0].kind} {layer or 'global'}")
+        for cut, count, point in zip(cuts, removed, evaluations, strict=False):
+            result.record(cut.threshold, point, count)
+        if null_masks:
+            outcomes = [(point.clean_correct, point.adv_correct) for point in evaluations[len(cuts):]]
+            clean, adv = np.asarray(outcomes).reshape(null_masks, len(cuts), 2, -1).transpose(2, 0, 1, 3)
+            result.null_clean_correct, result.null_adv_correct = clean, adv
+    return result
+
+
+def _cut_masks(cut: Cut, originals: list[Tensor]) -> list[Tensor]:
+    return [cut.mask(w) for w in originals]
+
+
+def _rank_masks(ranks: Callable[[int], list[Tensor]], index: int, removed: int) -> list[Tensor]:
+    return [rank < removed for rank in ranks(index)]
+
+
+def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The filterable layers named in ``layers`` (default: all), in module order."""
+    available = filterable_layers(model)
+    if layers is None:
+        return available
+    names = [name for name, _ in available]
+    unknown = [name for name in layers if name not in names]
+    if unknown:
+        raise InvalidArgument(f"unknown layer(s) {', '.join(unknown)}: the filterable layers are {', '.join(names)}")
+    return [(name, m) for name, m in available if name in layers]
+
+
+def _tensors(data: EvalData, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A data set as two tensors on ``device`` (loaded once, then evaluated in large batches)."""
+    x, y = data if isinstance(data, tuple) else loader_to_tensors(data)
+    return x.to(device), torch.as_tensor(y).to(device=device, dtype=torch.long)
+
+
+def _points(
+    model: nn.Module, data: EvalData, attack: Attack, batch_size: int, bn_images: BNImages | None,
+    null_masks: int,
+) -> _Points:
+    """The evaluation set and the BatchNorm images on the model's device, checked."""
+    if not isinstance(null_masks, int) or null_masks < 0:
+        raise InvalidArgument(f"null_masks is a number of random masks >= 0 (0: no null model), got {null_masks!r}")
+    device = model_device(model)
+    x, y = _tensors(data, device)
+    images = bn_images.to(device) if isinstance(bn_images, Tensor) else (
+        None if bn_images is None else _tensors(bn_images, device)[0])
+    if images is not None and len(images) == 0:
+        raise InvalidArgument("the BatchNorm image set (bn_images) is empty: give some training images, or None")
+    return _Points(x, y, attack, batch_size, images)
+
+
+def measure_reference(
+    model: nn.Module, data: EvalData, attack: Attack, *, batch_size: int = DEFAULT_BATCH,
+    bn_images: BNImages | None = None,
+) -> Evaluation:
+    """The unfiltered model's :func:`evaluate_point`, measured as every point of a sweep is (BatchNorm statistics
+    re-estimated on ``bn_images`` first, when given, and restored after): the ``reference`` of a sweep."""
+    with frozen_eval(model), preserved_batchnorm(model):
+        return _points(model, data, attack, batch_size, bn_images, 0).measure(model)
+
+
+def local_analysis(
+    model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25, *,
+    layers: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH, reference: Evaluation | None = None,
+    bn_images: BNImages | None = None, grid: Grid = "value", null_masks: int = 0, seed: int = 0,
+    reuse: bool = True, thresholds_per_pass: int = 1,
+) -> dict[str, SweepResult]:
+    """Filter one layer at a time; one sweep per layer, keyed by module name.
+
+    ``data`` is a DataLoader or an ``(x, y)`` pair; ``attack`` is any ``(model, x, y) -> x_adv``,
+    regenerated at every threshold; ``layers`` restricts the sweep to those module names.
+    ``grid="value"`` spaces the thresholds evenly over the layer's own ``[min W, max W]``,
+    ``"quantile"`` over the fraction of its weights removed (:func:`filters.quantile_grid`).
+    ``bn_images`` (a DataLoader, an ``(x, y)`` pair or images alone, e.g. training images) re-estimates the
+    BatchNorm statistics at every threshold and for the reference (``None``: the model's own
+    statistics, frozen). ``null_masks = M > 0`` adds the random null model (:func:`null_ranks`,
+    seeded by ``seed``). ``reference`` is the unfiltered model's :func:`evaluate_point` (measured
+    the same way), when already known.
+
+    ``reuse`` (default) computes what the filtered layer leaves unchanged once per layer instead of once per
+    threshold (:mod:`robustness.filtering.reuse`: the input-gradient pass of FGSM up to the layer, and the BatchNorm
+    statistics before it), with the same numbers; ``reuse=False`` runs a full pass per threshold. A point
+    whose mask equals the point before's copies its numbers. ``thresholds_per_pass = K > 1`` evaluates K
+    thresholds per pass under FGSM (for GPUs; the same outcomes up to the rounding of batch-size-dependent
+    kernels). A model that cannot be cut exactly before a layer (:func:`reuse.split_model` says why) gets
+    full passes there.
+    """
+    kind, grid = canonical_kind(kind), check_grid(grid)
+    chosen = select_layers(model, layers)
+    if not isinstance(thresholds_per_pass, int) or isinstance(thresholds_per_pass, bool) or thresholds_per_pass < 1:
+        raise InvalidArgument(f"thresholds_per_pass is a number of thresholds >= 1, got {thresholds_per_pass!r}")
+    with frozen_eval(model), preserved_batchnorm(model):
+        points = _points(model, data, attack, batch_size, bn_images, null_masks)
+        if reuse and (type(attack) is FGSM or points.bn_images is not None):
+            points = replace(points, traced=trace(model), per_pass=thresholds_per_pass)
+        if reference is None:
+            reference = points.measure(model)
+        sweeps = {}
+        for name, m in progress(chosen, "layers") if len(chosen) > 1 else chosen:
+            cuts = value_grid(kind, *weight_range([m.weight]), thresholds) if grid == "value" else quantile_grid(
+                kind, [m.weight], thresholds)
+            sweeps[name] = _sweep(model, [m], name, cuts, points, reference, grid, null_masks, seed)
+        return sweeps
+
+
+def global_analysis(
+    model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25, *,
+    alpha_range: AlphaRange = (-1.0, 1.0), batch_size: int = DEFAULT_BATCH, reference: Evaluation | None = None,
+    bn_images: BNImages | None = None, grid: Grid = "value", null_masks: int = 0, seed: int = 0,
+) -> SweepResult:
+    """Filter every filterable layer at once with the same threshold.
+
+    ``grid="value"``: thresholds over ``alpha_range`` (default ``(-1, 1)``, as in the original
+    study; ``"auto"``: the global min/max weight). ``grid="quantile"``: at quantiles of all
+    filterable weights pooled (``alpha_range`` is not used). The other arguments are
+    :func:`local_analysis`'s.
+    """
+    kind, grid = canonical_kind(kind), check_grid(grid)
+    modules = [m for _, m in filterable_layers(model)]
+    cuts = value_grid(kind, *global_range(model, alpha_range), thresholds) if grid == "value" else quantile_grid(
+        kind, [m.weight for m in modules], thresholds)
+    with frozen_eval(model), preserved_batchnorm(model):
+        points = _points(model, data, attack, batch_size, bn_images, null_masks)
+        if reference is None:
+            reference = points.measure(model)
+        return _sweep(model, modules, None, cuts, points, reference, grid, null_masks, seed)

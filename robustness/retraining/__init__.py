@@ -1,0 +1,34 @@
+"""Selective retraining: retraining chosen layers (``selective``), the comparison against matched
+random layer sets (``comparison``), its summary (``summary``) and figure (``figures``).
+"""
+
+from .comparison import (
+    RetrainingResult,
+    RetrainingStudy,
+    attack_from_meta,
+    compare_retraining,
+    evaluation_attacks,
+    retrain_runs,
+    retraining_rows,
+    run_comparison,
+    save_retraining,
+)
+from .figures import plot_retraining
+from .selective import (
+    chosen_parameters,
+    labelled_layers,
+    layer_sizes,
+    matched_random_sets,
+    optimizer_slice,
+    plan_variants,
+    retrain_optimizer,
+    selective_retrain,
+)
+from .summary import format_comparison, summarise
+
+__all__ = [
+    "attack_from_meta", "evaluation_attacks", "retrain_runs", "compare_retraining", "run_comparison",
+    "RetrainingStudy", "RetrainingResult", "retraining_rows", "save_retraining", "plot_retraining",
+    "chosen_parameters", "optimizer_slice", "retrain_optimizer", "selective_retrain", "labelled_layers",
+    "layer_sizes", "matched_random_sets", "plan_variants", "summarise", "format_comparison",
+]

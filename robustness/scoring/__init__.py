@@ -1,0 +1,40 @@
+"""Scores and labels of the sweeps: the score formula and its intervals (``scores``), tables over
+layers, epochs and initialisations (``tables``), invariance across initialisations, epochs or sets
+(``compare``) and the score figures (``figures``).
+
+To change the score formula: ``scores``.
+"""
+
+from .compare import Comparison, checkpoint_scores, compare, named_set, study_sets
+from .figures import LABEL_COLOURS, attack_label, plot_comparison, plot_score_bars, plot_score_heatmaps, plot_scores
+from .scores import (
+    DEFAULT_SCORING,
+    Scoring,
+    consensus,
+    consensus_labels,
+    describe,
+    filtering_scores,
+    integrate,
+    interval_label,
+    label,
+    layer_scores,
+    outcomes,
+)
+from .tables import (
+    CHECKPOINT,
+    ScoresTable,
+    build_tables,
+    read_table,
+    save_table,
+    score_study,
+    scores_frame,
+    study_tables,
+)
+
+__all__ = [
+    "Comparison", "compare", "checkpoint_scores", "named_set", "study_sets", "attack_label", "plot_score_heatmaps",
+    "LABEL_COLOURS", "plot_score_bars", "plot_scores", "plot_comparison", "label", "interval_label", "outcomes",
+    "describe", "integrate", "filtering_scores", "layer_scores", "consensus", "consensus_labels", "Scoring",
+    "DEFAULT_SCORING", "CHECKPOINT", "ScoresTable", "build_tables", "study_tables", "score_study", "scores_frame",
+    "save_table", "read_table",
+]
