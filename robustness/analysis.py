@@ -44,6 +44,7 @@ from .filters import (
     value_grid,
     weight_range,
 )
+from .finite import check_finite_model
 from .models import filterable_layers
 from .results import Evaluation, SweepResult
 from .reuse import Split, Tally, fgsm_points, split_model, trace
@@ -67,7 +68,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size:
     backward pass per batch, no more.
     """
     shared = getattr(attack, "with_clean_logits", None)
-    tally = Tally(x.device)
+    tally = Tally(x.device, model, x)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         if shared is not None:
             x_adv, clean_logits = shared(model, xb, yb)
@@ -242,10 +243,20 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list
     return [(name, m) for name, m in available if name in layers]
 
 
-def _tensors(data: EvalData, device: torch.device) -> tuple[Tensor, Tensor]:
-    """A data set as two tensors on ``device`` (loaded once, then evaluated in large batches)."""
+def _tensors(data: EvalData, device: torch.device, what: str = "evaluation set") -> tuple[Tensor, Tensor]:
+    """A data set as two tensors on ``device`` (loaded once, then evaluated in large batches); an empty one is an
+    :class:`InvalidArgument`."""
+    if (len(data[0]) if isinstance(data, tuple) else len(data)) == 0:
+        raise InvalidArgument(f"the {what} is empty: give at least one image")
     x, y = data if isinstance(data, tuple) else loader_to_tensors(data)
     return x.to(device), torch.as_tensor(y).to(device=device, dtype=torch.long)
+
+
+def _check_thresholds(thresholds: int) -> None:
+    """A sweep's number of thresholds: an integer >= 2 (its two ends)."""
+    if not isinstance(thresholds, int) or isinstance(thresholds, bool) or thresholds < 2:
+        raise InvalidArgument(f"thresholds is the number of points of a sweep, at least 2 (its two ends), "
+                              f"got {thresholds!r}")
 
 
 def _points(
@@ -255,10 +266,11 @@ def _points(
     """The evaluation set and the BatchNorm calibration images on the model's device, checked."""
     if not isinstance(null_masks, int) or null_masks < 0:
         raise InvalidArgument(f"null_masks is a number of random masks >= 0 (0: no null model), got {null_masks!r}")
+    check_finite_model(model)
     device = model_device(model)
     x, y = _tensors(data, device)
     images = calibration.to(device) if isinstance(calibration, Tensor) else (
-        None if calibration is None else _tensors(calibration, device)[0])
+        None if calibration is None else _tensors(calibration, device, "BatchNorm calibration set")[0])
     if images is not None and len(images) == 0:
         raise InvalidArgument("the BatchNorm calibration set is empty: give some training images, or None")
     return _Points(x, y, attack, batch_size, images)
@@ -301,6 +313,8 @@ def local_analysis(
     full passes there.
     """
     kind, grid = canonical_kind(kind), check_grid(grid)
+    _check_thresholds(thresholds)
+    check_finite_model(model)
     chosen = select_layers(model, layers)
     if not isinstance(thresholds_per_pass, int) or isinstance(thresholds_per_pass, bool) or thresholds_per_pass < 1:
         raise InvalidArgument(f"thresholds_per_pass is a number of thresholds >= 1, got {thresholds_per_pass!r}")
@@ -331,6 +345,8 @@ def global_analysis(
     :func:`local_analysis`'s.
     """
     kind, grid = canonical_kind(kind), check_grid(grid)
+    _check_thresholds(thresholds)
+    check_finite_model(model)
     modules = [m for _, m in filterable_layers(model)]
     cuts = value_grid(kind, *global_range(model, alpha_range), thresholds) if grid == "value" else quantile_grid(
         kind, [m.weight for m in modules], thresholds)
