@@ -187,18 +187,21 @@ def _distinct(points: list[Masks]) -> tuple[list[Masks], list[int]]:
 
 
 def _measure(model: nn.Module, layer: str | None, points: list[Masks], zero: Callable[[list[Tensor]], None],
-             originals: list[Tensor], how: _Points, desc: str) -> list[Evaluation]:
-    """The :class:`Evaluation` of every point; a point whose masks equal the point before's copies its numbers."""
+             originals: list[Tensor], how: _Points, desc: str) -> tuple[list[Evaluation], dict | None]:
+    """The :class:`Evaluation` of every point (a point whose masks equal the point before's copies its numbers),
+    and how the prefix was reused (:attr:`SweepResult.reuse`)."""
     distinct, index = _distinct(points)
     split = split_model(model, layer, how.traced) if how.traced is not None and layer is not None else None
     if isinstance(split, Split):
         evaluations = how.measure_split(split, distinct, zero, originals[0], desc)
+        reused = {"prefix_passes": split.prefix_passes, "fallback": None}
     else:
         evaluations = []
         for masks in progress(distinct, desc):
             zero(masks())
             evaluations.append(how.measure(model))
-    return [evaluations[i] for i in index]
+        reused = None if split is None else {"prefix_passes": 0, "fallback": split}
+    return [evaluations[i] for i in index], reused
 
 
 def _sweep(
@@ -213,7 +216,8 @@ def _sweep(
         removed = [sum(int(m.sum()) for m in masks()) for masks in configs]
         ranks = functools.lru_cache(maxsize=1)(lambda index: null_ranks(originals, seed, index, layer))
         configs += [functools.partial(_rank_masks, ranks, index, r) for index in range(null_masks) for r in removed]
-        evaluations = _measure(model, layer, configs, zero, originals, points, f"{cuts[0].kind} {layer or 'global'}")
+        evaluations, result.reuse = _measure(model, layer, configs, zero, originals, points,
+                                             f"{cuts[0].kind} {layer or 'global'}")
         for cut, count, point in zip(cuts, removed, evaluations, strict=False):
             result.record(cut.threshold, point, count)
         if null_masks:

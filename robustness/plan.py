@@ -24,10 +24,10 @@ from . import paths
 from .analysis import DEFAULT_BATCH, select_layers
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, InvalidArgument
-from .files import load_json
 from .filters import KINDS, AlphaRange, Grid, canonical_kind, check_grid
 from .models import build_model
 from .paths import RECHECK
+from .results import load_result_json
 from .runtime import Precision, channels_last, check_precision
 from .sources import load_model as load_source
 from .study_images import StudyData, evaluation_set, held_out, split_test_images, study_data  # noqa: F401 (re-exported)
@@ -301,7 +301,7 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
 
 def _check_meta(config: StudyConfig, unit: Unit, path: Path) -> dict[str, Any]:
     """The meta of ``path``, a file of ``unit``; an error when a different study set-up wrote it."""
-    found, expected = load_json(path)["meta"], settings_meta(config, unit)
+    found, expected = load_result_json(path)["meta"], settings_meta(config, unit)
     diff = {k: found.get(k) for k in expected if found.get(k) != expected[k]}
     if diff:
         raise InvalidArgument(
@@ -344,7 +344,7 @@ def load_model(config: StudyConfig, path: Path, device: torch.device) -> nn.Modu
 def recorded_eps(config: StudyConfig, init: int, epoch: int, plan: StudyPlan | None = None) -> float | None:
     """The eps the study already used for a checkpoint, from any finished unit of it (``None`` if none)."""
     units = (plan or make_plan(config)).units_of((init, epoch))
-    return next((load_json(path)["meta"]["eps"] for u in units if (path := finished_file(config, u))), None)
+    return next((load_result_json(path)["meta"]["eps"] for u in units if (path := finished_file(config, u))), None)
 
 
 def rechecked_eps(config: StudyConfig, init: int, epoch: int) -> float:
@@ -353,4 +353,4 @@ def rechecked_eps(config: StudyConfig, init: int, epoch: int) -> float:
                                      config.recheck_of, config.models_root)
     if not source.is_file():
         raise InvalidArgument(f"{source} is missing: run the {config.recheck_of} study of this checkpoint first")
-    return float(load_json(source)["meta"]["eps"])
+    return float(load_result_json(source)["meta"]["eps"])

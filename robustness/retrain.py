@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,10 @@ def run_comparison(
                                ("pgd_steps", pgd_steps, 1), ("n_boot", n_boot, 1)):
         if value < least:
             raise InvalidArgument(f"{name} must be at least {least}, got {value}")
+    if lr is not None and not 0 < lr < math.inf:
+        raise InvalidArgument(f"lr must be a finite number > 0 (or None: the checkpoint's), got {lr}")
+    if batch_size is not None and batch_size < 1:
+        raise InvalidArgument(f"batch_size must be at least 1 (or None: the checkpoint's), got {batch_size}")
     kind = canonical_kind(kind)
     epoch, attack_tag, sources = _local_results(arch, dataset, epoch, kind=kind, attack_tag=attack_tag,
                                                 root=models_root)

@@ -137,6 +137,7 @@ class Split:
                  per_part: fx.GraphModule, bn: tuple[list[_BatchNorm], list[_BatchNorm]],
                  parts: tuple[_LayerPerPart, list[_BatchNormPerPart]]) -> None:
         self.model, self.layer = model, layer
+        self.prefix_passes = 0  # batches whose prefix values served every threshold
         self._prefix, self._suffix, self._per_part = prefix, suffix, per_part
         self.prefix_bn, self.suffix_bn = bn
         self._layer_parts, self._bn_parts = parts
@@ -163,6 +164,7 @@ class Split:
         :func:`~robustness.batchnorm.recalibrate_batchnorm` takes them; re-estimates the prefix's BatchNorm
         layers on the way, exactly as a re-estimation of the whole model would."""
         batches = calibration_batches(images, BN_BATCH)
+        self.prefix_passes += len(batches)
         with estimating(self.model, self.prefix_bn):
             return [self.prefix(batch) for batch in batches]
 
@@ -282,6 +284,7 @@ def fgsm_points(
         x_in = xb.detach().requires_grad_(True)
         with torch.enable_grad():
             live = split.prefix(x_in)
+        split.prefix_passes += 1
         tracked = [i for i, h in enumerate(live) if h.requires_grad]
         for group in groups:
             k = len(group)

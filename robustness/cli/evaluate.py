@@ -14,6 +14,7 @@ from ..report import format_table
 from .options import (
     attack_from,
     attack_options,
+    check_out,
     data_root_options,
     model_options,
     model_source,
@@ -26,6 +27,7 @@ from .options import (
     runtime_options,
     source_options,
     speed_options,
+    writable_folders,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ def run_attack(args: argparse.Namespace) -> int:
     from ..train import load_checkpoint  # noqa: PLC0415
 
     attack = attack_from(args)
+    check_out(args)
     device = pick_device(args.device)
     if model_source(args) is not None:
         model, meta = _load_source(args, device)
@@ -179,6 +182,8 @@ def run_defend(args: argparse.Namespace) -> int:
     from ..plots import save_figure  # noqa: PLC0415
     from ..runtime import pick_device  # noqa: PLC0415
 
+    check_out(args)
+    writable_folders(args.plots_root, *([args.models_root] if args.save_data or model_source(args) is None else []))
     budget = args.eps if args.budget is None else args.budget
     labels = ("predicted", "oracle") if args.label == "both" else (args.label,)
     threats = ("preemptive", "test-time") if args.threat == "both" else (args.threat,)
@@ -235,6 +240,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..demo import DemoSettings  # noqa: PLC0415 (keeps --help fast)
     from ..demo import run_demo as demo
 
+    writable_folders(args.models_root, args.plots_root)
     options = dict(models_root=args.models_root, plots_root=args.plots_root, device=args.device, seed=args.seed)
     demo(DemoSettings.smoke(**options) if args.smoke else DemoSettings(**options))
     return 0
