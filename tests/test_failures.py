@@ -277,6 +277,13 @@ def test_a_malicious_pickle_is_called_code_not_corrupt(tree: Path, tmp_path: Pat
     raw.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     with pytest.raises(CheckpointError, match="holds code that was refused"):
         load_torch_file(raw)
+    framed = tmp_path / "framed.pkl"  # protocol 4: torch stops at its first opcode, before the call
+    framed.write_bytes(pickle.dumps(_Payload(marker), protocol=4))
+    with pytest.raises(CheckpointError) as err:
+        load_torch_file(framed)
+    assert str(err.value) == (f"{framed} is a pickle written by pickle.dump (protocol 4), not torch.save, which "
+                              f"loading with weights_only=True refuses (Unsupported operand 149): not a checkpoint; "
+                              f"do not load it unless you trust where it came from")
     assert not marker.exists()
 
 
