@@ -42,7 +42,7 @@ from .checkpoint import CHECKPOINT_FORMAT, current_lr, load_checkpoint, read_che
 from .data import augment, dataset_info, load_dataset, make_loader
 from .errors import DataNotFoundError, InvalidArgument
 from .evaluation import accuracy
-from .files import load_json, save_json, save_torch, writable_folder
+from .files import load_json, remove_stale_temporaries, save_json, save_torch, writable_folder
 from .models import MODELS, build_model
 from .runtime import pick_device, progress, seed_everything, sync
 
@@ -222,6 +222,9 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     existing = distributed.on_main(
         lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
     )
+    folder = paths.history_path(config.arch, config.dataset, init, config.models_root).parent
+    if distributed.is_main() and folder.is_dir():  # a checkpoint write killed before its rename left a temporary
+        remove_stale_temporaries(folder)
     usable = [e for e in existing if e <= config.epochs]
     if usable:
         start = usable[-1]

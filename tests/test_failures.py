@@ -378,10 +378,15 @@ def test_history_never_lists_an_epoch_without_its_checkpoint(tmp_path: Path, mon
         train(config)
     assert [row["epoch"] for row in load_json(history_file)] == [1]  # not 2: its checkpoint is missing
     monkeypatch.undo()
-    # a history.json that lists more than the checkpoint a run resumes from is cut back to it on resume
+    # a history.json that lists more than the checkpoint a run resumes from is cut back to it on resume, and the
+    # temporary file of a killed checkpoint write (here an old-style one, untouched for over an hour) is removed
     save_json([*load_json(history_file), {"epoch": 2, "test_acc": 0.5}], history_file)
+    orphan = history_file.parent / ".MnistCNN_MNIST5K_2epochs.ckpt.k3j9x_2a.tmp"
+    orphan.write_bytes(b"PK\x03\x04 half a checkpoint")
+    os.utime(orphan, (time.time() - STALE_SECONDS - 60,) * 2)
     train(replace(config, epochs=1))
     assert load_json(history_file) == load_torch_file(ckpt(tmp_path, 1))["history"]
+    assert sorted(os.listdir(history_file.parent)) == [ckpt(tmp_path, 0).name, ckpt(tmp_path, 1).name, "history.json"]
     rows = train(config)[1]
     assert [row["epoch"] for row in load_json(history_file)] == [1, 2] == [row["epoch"] for row in rows]
     assert load_json(history_file) == load_torch_file(ckpt(tmp_path, 2))["history"]
