@@ -19,3 +19,11 @@ class DataNotFoundError(RobustnessError, FileNotFoundError):
 
 class CheckpointError(RobustnessError, ValueError):
     """A checkpoint file that is corrupt, not a checkpoint, or for another model."""
+
+
+class WriteError(RobustnessError, OSError):
+    """A file or folder that cannot be written: no space left, read-only, or a path that is not a folder."""
+
+
+class NonFiniteError(RobustnessError, ValueError):
+    """A model whose weights or logits are NaN or infinite: every number measured from it would be meaningless."""

@@ -12,6 +12,7 @@ from torch import nn
 from robustness.attacks import FGSM, fgsm
 from robustness.errors import InvalidArgument
 from robustness.filtering import evaluate_point, global_analysis, local_analysis, null_ranks
+from robustness.models import filterable_layers
 
 EPS = 0.1
 
@@ -76,6 +77,21 @@ def test_global_null_model_draws_over_every_layer(trained_cnn: nn.Module, data) 
     # everything removed at the last threshold: the null model is the filter there
     assert result.removed[-1] == result.total
     assert np.array_equal(result.null_clean_correct[0, -1], result.clean_correct[-1])
+    # in the middle, the null model removes as many weights as the filter, drawn over every layer together
+    middle = result.removed[1]
+    assert 0 < middle < result.total
+    modules = [m for _, m in filterable_layers(trained_cnn)]
+    ranks = null_ranks([m.weight for m in modules], 0, 0, None)
+    model = copy.deepcopy(trained_cnn)
+    with torch.no_grad():
+        for m, rank in zip([m for _, m in filterable_layers(model)], ranks, strict=True):
+            m.weight.masked_fill_(rank < middle, 0)
+    assert sum(int((r < middle).sum()) for r in ranks) == middle
+    assert {name for (name, m), r in zip(filterable_layers(model), ranks, strict=True) if (r < middle).any()} == {
+        name for name, _ in filterable_layers(model)}
+    point = evaluate_point(model, *data, FGSM(EPS))
+    assert np.array_equal(result.null_clean_correct[0, 1], point.clean_correct)
+    assert np.array_equal(result.null_adv_correct[0, 1], point.adv_correct)
     with pytest.raises(InvalidArgument, match="null_masks"):
         global_analysis(trained_cnn, data, "highpass", FGSM(EPS), thresholds=3, null_masks=-1)
 

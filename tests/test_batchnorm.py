@@ -150,6 +150,30 @@ def test_recalibration_changes_the_numbers_and_frozen_does_not(bn_net: nn.Module
     assert frozen.clean_loss != recal.clean_loss and frozen.ref_clean_loss != recal.ref_clean_loss
 
 
+def test_recalibrated_statistics_are_the_cumulative_mean_over_the_batches(bn_net: nn.Module, images) -> None:
+    """By hand: each BatchNorm layer's running mean is the plain average of the per-batch channel means of its
+    input, and its running variance the average of the unbiased per-batch variances, over the calibration
+    batches (100, 100, 50), with the layers before it normalising each batch by that batch's own statistics."""
+    calibration = images[1][0]
+    model = copy.deepcopy(bn_net)
+    recalibrate_batchnorm(model, calibration)
+    stats = {"bn0": [], "bn1": []}
+    with torch.no_grad():
+        for batch in calibration.split(100):
+            before_bn0 = model.stem(batch)
+            h = F.relu(F.batch_norm(before_bn0, None, None, model.bn0.weight, model.bn0.bias, True, 0.0, model.bn0.eps))
+            for name, value in (("bn0", before_bn0), ("bn1", model.conv1(h))):
+                stats[name].append((value.mean((0, 2, 3)), value.var((0, 2, 3), unbiased=True)))
+    for name in ("bn0", "bn1"):
+        bn = getattr(model, name)
+        mean = torch.stack([m for m, _ in stats[name]]).mean(0)
+        var = torch.stack([v for _, v in stats[name]]).mean(0)
+        assert len(stats[name]) == 3 and int(bn.num_batches_tracked) == 3
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(bn.running_mean, getattr(bn_net, name).running_mean, atol=1e-3)  # it moved
+
+
 @pytest.mark.slow
 def test_recalibration_removes_the_dip_that_stale_statistics_make(bn_net: nn.Module, images) -> None:
     """The issue's case, small: high-pass on the residual block's first conv. With the stored statistics, clean

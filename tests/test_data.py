@@ -127,8 +127,15 @@ def test_tinyimagenet_reads_official_layout_and_resplits(tmp_path: Path, monkeyp
     assert (len(train), len(test)) == (3 * 4, 3 * (2 + 3))
     train_files = {p for p, _ in train.samples}
     assert not train_files & {p for p, _ in test.samples}
+    annotated = dict(line.split("\t")[:2] for line in
+                     (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").read_text().splitlines())
+    validation = [(path, label) for path, label in test.samples if path.parent.parent.name == "val"]
+    assert len(validation) == len(annotated) == 9
     for path, label in train.samples + test.samples:
-        assert path.name.startswith(wnids[label]) or path.parent.parent.name == "val"
+        if path.parent.parent.name == "val":  # a validation image: the class val_annotations.txt gives it
+            assert wnids[label] == annotated[path.name], path.name
+        else:
+            assert path.name.startswith(f"{wnids[label]}_"), path.name
     x, _ = train[0]
     assert x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
     again = load_dataset("tinyimagenet", True, tmp_path)

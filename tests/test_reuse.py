@@ -54,12 +54,17 @@ def test_reuse_equals_full_passes_on_a_resnet(resnet: nn.Module, images, bn: str
     fast, plain = both_ways(resnet, data, RESNET_LAYERS, grid=grid, bn_images=cal if bn == "recalibrate" else None)
     for layer in RESNET_LAYERS:
         assert fast[layer] == plain[layer], layer  # every number and per-image outcome, bitwise
+        # and the prefix was reused: 2 evaluation batches, plus the calibration batches (100, 30) when re-estimated
+        assert fast[layer].reuse == {"prefix_passes": 2 + 2 * (bn == "recalibrate"), "fallback": None}, layer
     assert fast["fc"].ref_clean_acc > 0.5 and sum(len(set(fast[k].clean_acc)) > 1 for k in RESNET_LAYERS) >= 2
 
 
 def test_reuse_equals_full_passes_on_mnist_cnn_with_the_null_model(trained_cnn: nn.Module, images) -> None:
     fast, plain = both_ways(trained_cnn, images[0], ["conv1", "conv2", "fc1"], grid="value", null_masks=2)
     assert all(fast[k] == plain[k] for k in fast) and fast["fc1"].null_adv_correct.shape == (2, 3, 40)
+    # the cut was used, not silently replaced by full passes: one prefix pass per batch of 25 (40 images: 2)
+    assert all(fast[k].reuse == {"prefix_passes": 2, "fallback": None} for k in fast)
+    assert all(plain[k].reuse is None for k in plain)
 
 
 @pytest.mark.slow
@@ -152,6 +157,7 @@ def test_a_cut_that_would_not_be_exact_falls_back_with_the_reason(trained_cnn: n
     # the sweep still runs, a full pass per threshold, with the numbers of reuse=False
     fast, plain = both_ways(model, images[0], ["fc1"])
     assert fast["fc1"] == plain["fc1"]
+    assert fast["fc1"].reuse == {"prefix_passes": 0, "fallback": "modules have hooks (conv2)"}  # and says why
     hook.remove()
     assert not isinstance(split_model(model, "fc1"), str)
 

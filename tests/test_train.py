@@ -231,7 +231,8 @@ def test_cifar_stem_resnet_trains_on_cifar10_files_and_loads_back(tmp_path: Path
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("arch", "vgg", "unknown architecture"), ("dataset", "svhn", "unknown dataset"),
-     ("inits", 0, "inits must be at least 1"), ("lr", -1.0, "lr must be positive")],
+     ("inits", 0, "inits must be at least 1"), ("lr", -1.0, "lr must be a finite number > 0, got -1.0"),
+     ("lr", float("nan"), "lr must be a finite number > 0, got nan"), ("seed", -1, "seed must be an integer >= 0")],
 )
 def test_bad_configuration_is_refused(tmp_path: Path, field: str, value, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):

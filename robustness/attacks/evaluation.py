@@ -2,7 +2,7 @@
 
 :func:`evaluate` is the one loop over a loader; :func:`accuracy`, :func:`eps_sweep`
 and :func:`calibrate_eps` are built on it; :func:`intervals` gives the Wilson interval
-of each accuracy it returns. Every attack of :mod:`robustness.attacks.gradient` works here,
+of each accuracy it returns. Every attack of :mod:`robustness.attacks` works here,
 APGD included (``"apgd"``: APGD-CE and APGD-DLR, an image robust only if it survives both).
 """
 
@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import InvalidArgument
+from ..finite import count_nonfinite, logits_error
 from ..runtime import frozen_eval, model_device, progress
 from ..stats import wilson_interval
 from ..vocab import AttackName
@@ -34,21 +35,31 @@ def evaluate(model: nn.Module, loader: DataLoader, attack: Attack | None = None)
     norm) and ``n`` (number of examples). Without an attack, the adversarial images
     are the clean ones: robust = clean accuracy, success rate and norms 0. APGD returns
     ``x`` itself for the images it does not fool, so its norms count those as 0.
+
+    An empty loader raises :class:`InvalidArgument`; logits that are NaN or infinite on any image raise
+    :class:`~robustness.errors.NonFiniteError` (:func:`robustness.finite.logits_error`).
     """
+    if len(loader) == 0:
+        raise InvalidArgument("the loader is empty: give at least one image to evaluate")
     device = model_device(model)
-    n = clean_correct = adv_correct = flipped = 0
+    n = clean_correct = adv_correct = flipped = nonfinite = 0
+    probe = None  # a batch whose logits were not finite, to find the layer
     norm_sum = norm_max = 0.0
     desc = f"evaluate {attack.tag}" if attack is not None else "evaluate"
     with frozen_eval(model):
         for x_cpu, y_cpu in progress(loader, desc, total=len(loader)):
             x, y = x_cpu.to(device), torch.as_tensor(y_cpu).to(device)
-            clean_ok, adv_ok, sizes = _outcomes(model, x, y, attack)
+            clean_ok, adv_ok, sizes, bad = _outcomes(model, x, y, attack)
+            if bad.item():
+                nonfinite, probe = nonfinite + bad.item(), probe if probe is not None else x
             n += len(y)
             clean_correct += clean_ok.sum().item()
             adv_correct += adv_ok.sum().item()
             flipped += (clean_ok & ~adv_ok).sum().item()
             norm_sum += sizes.sum().item()
             norm_max = max(norm_max, sizes.max().item() if len(sizes) else 0.0)
+        if nonfinite:
+            raise logits_error(model, probe, nonfinite, n)
     return {
         "clean_acc": clean_correct / max(n, 1),
         "robust_acc": adv_correct / max(n, 1),
@@ -61,16 +72,19 @@ def evaluate(model: nn.Module, loader: DataLoader, attack: Attack | None = None)
 
 def _outcomes(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per example of one batch: correct on the clean image, correct on the attack's, perturbation size."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per example of one batch: correct on the clean image, correct on the attack's, perturbation size; and
+    how many images of the batch got non-finite clean or adversarial logits."""
     if attack is None:
         with torch.no_grad():
-            correct = model(x).argmax(1) == y
-        return correct, correct, torch.zeros(len(x), device=x.device)
+            logits = model(x)
+        correct = logits.argmax(1) == y
+        return correct, correct, torch.zeros(len(x), device=x.device), count_nonfinite(logits)
     x_adv, clean_logits = attack.with_clean_logits(model, x, y)
     with torch.no_grad():
-        adv_ok = model(x_adv).argmax(1) == y
-    return clean_logits.argmax(1) == y, adv_ok, GEOMETRIES[attack.norm].size(x_adv - x)
+        adv_logits = model(x_adv)
+    bad = count_nonfinite(torch.cat([clean_logits.detach(), adv_logits], 1))
+    return clean_logits.argmax(1) == y, adv_logits.argmax(1) == y, GEOMETRIES[attack.norm].size(x_adv - x), bad
 
 
 def intervals(result: dict[str, float], ci: float = 0.95) -> dict[str, tuple[float, float]]:

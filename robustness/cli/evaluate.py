@@ -14,6 +14,7 @@ from ..report import format_table
 from .options import (
     attack_from,
     attack_options,
+    check_out,
     data_root_options,
     model_options,
     model_source,
@@ -26,6 +27,7 @@ from .options import (
     runtime_options,
     source_options,
     speed_options,
+    writable_folders,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ def run_attack(args: argparse.Namespace) -> int:
     from ..runtime import autocast, channels_last, pick_device  # noqa: PLC0415
 
     attack = attack_from(args)
+    check_out(args)
     device = pick_device(args.device)
     if model_source(args) is not None:
         model, meta = _load_source(args, device)
@@ -173,9 +176,9 @@ def run_defend(args: argparse.Namespace) -> int:
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
     from ..defense import (  # noqa: PLC0415  # noqa: PLC0415
-        Defense,  # noqa: PLC0415
+        Defense,
         defend_splits,
-        defense_table,  # noqa: PLC0415
+        defense_table,
         format_results,
         load_or_train,
         result_rows,
@@ -184,6 +187,8 @@ def run_defend(args: argparse.Namespace) -> int:
     from ..figures import save_figure  # noqa: PLC0415
     from ..runtime import pick_device  # noqa: PLC0415
 
+    check_out(args)
+    writable_folders(args.plots_root, *([args.models_root] if args.save_data or model_source(args) is None else []))
     budget = args.eps if args.budget is None else args.budget
     labels = ("predicted", "oracle") if args.label == "both" else (args.label,)
     threats = ("preemptive", "test-time") if args.threat == "both" else (args.threat,)
@@ -240,6 +245,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..demo import DemoSettings  # noqa: PLC0415 (keeps --help fast)
     from ..demo import run_demo as demo
 
+    writable_folders(args.models_root, args.plots_root)
     options = dict(models_root=args.models_root, plots_root=args.plots_root, device=args.device, seed=args.seed)
     demo(DemoSettings.smoke(**options) if args.smoke else DemoSettings(**options))
     return 0

@@ -13,12 +13,7 @@ import math
 from typing import Any
 
 from ..paths import DEFAULT_DATA_ROOT, DEFAULT_MODELS_ROOT, DEFAULT_PLOTS_ROOT
-from ..vocab import (
-    ARCHS,
-    DATASETS,
-    DEVICE_HELP,
-    FILTERS,
-)
+from ..vocab import ARCHS, DATASETS, DEVICE_HELP, FILTERS
 
 
 def nonnegative_number(text: str) -> float:
@@ -45,6 +40,37 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
     return value
+
+
+def positive_number(text: str) -> float:
+    """A rate-like option's value (``--lr``): a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A seed-like option's value: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
+    return value
+
+
+def writable_folders(*folders: str) -> None:
+    """Create each folder a command will write to and check that it can be written, before any work: one
+    :class:`~robustness.errors.WriteError` line otherwise."""
+    from ..files import writable_folder  # noqa: PLC0415 (keeps --help fast: files imports torch)
+
+    for folder in folders:
+        writable_folder(folder)
 
 
 def _group() -> argparse.ArgumentParser:
@@ -88,7 +114,7 @@ def runtime_options(device: bool = True) -> argparse.ArgumentParser:
     p = _group()
     if device:
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every random choice (default 0)")
     return p
 
 
@@ -229,3 +255,11 @@ def out_options() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="also write the table to FILE: .csv (plain, one header line) or .json (a list of rows)")
     return p
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Check, before the work, that ``--out`` (when given) names a .csv or .json file that can be written."""
+    if args.out:
+        from ..files import check_table_path  # noqa: PLC0415 (keeps --help fast)
+
+        check_table_path(args.out)

@@ -21,6 +21,8 @@ from .options import (
     model_source,
     models_root_options,
     plots_root_options,
+    positive_int,
+    positive_number,
     restart_options,
     runtime_options,
     scopes_of,
@@ -29,6 +31,7 @@ from .options import (
     source_options,
     speed_options,
     tag_options,
+    writable_folders,
 )
 
 Sub = argparse._SubParsersAction
@@ -49,18 +52,21 @@ def add_train(sub: Sub) -> None:
                                    "--nproc-per-node N -m robustness train ...), trains with "
                                    "DistributedDataParallel, one process per GPU (cuda:LOCAL_RANK) or on CPU with "
                                    "gloo; only rank 0 writes files.")
-    p.add_argument("--inits", type=int, default=1, help="number of initialisations, each with its own seed (default 1)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs per initialisation (default 10)")
-    p.add_argument("--save-every", type=int, default=1, help="checkpoint every this many epochs (default 1)")
+    p.add_argument("--inits", type=positive_int, default=1,
+                   help="number of initialisations, each with its own seed (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per initialisation (default 10)")
+    p.add_argument("--save-every", type=positive_int, default=1, help="checkpoint every this many epochs (default 1)")
     p.add_argument("--recipe", default="adam", choices=["adam", "cifar"],
                    help="adam: the original study's (Adam, lr 1e-3, batch 100); cifar: SGD with momentum 0.9 and "
                         "weight decay 5e-4, lr 0.1 on a cosine schedule, batch 128, random crop (padding 4) and "
                         "horizontal flip; use it with --arch resnet18_cifar (default adam)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="global training batch size (default: the recipe's, 100 or 128); under torchrun each of "
                         "the N processes takes batch-size/N images per step, so it must be a multiple of N")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's, 1e-3 or 0.1)")
-    p.add_argument("--subset", type=int, default=None, help="train on a fixed, seeded subset of this many images")
+    p.add_argument("--lr", type=positive_number, default=None,
+                   help="learning rate (default: the recipe's, 1e-3 or 0.1)")
+    p.add_argument("--subset", type=positive_int, default=None,
+                   help="train on a fixed, seeded subset of this many images")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored elsewhere)")
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST/CIFAR10 if missing")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -73,6 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)
     from ..training import TrainConfig, train  # noqa: PLC0415
 
+    writable_folders(args.models_root)
     given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     config = TrainConfig.from_recipe(
         args.recipe, arch=args.arch, dataset=args.dataset, inits=args.inits, epochs=args.epochs,
@@ -113,7 +120,7 @@ def add_filter(sub: Sub) -> None:
                         "scored; files are named by the target, each records its eps")
     p.add_argument("--eps-images", type=int, default=500, metavar="N",
                    help="test images held out for --calibrate-eps, disjoint from the evaluated ones (default 500)")
-    p.add_argument("--thresholds", type=int, default=25, metavar="T", help="thresholds per sweep (default 25)")
+    p.add_argument("--thresholds", type=positive_int, default=25, metavar="T", help="thresholds per sweep (default 25)")
     p.add_argument("--grid", default="value", choices=["value", "quantile"],
                    help="value: thresholds evenly spaced in weight value; quantile: evenly spaced in the fraction "
                         "of weights removed (default value)")
@@ -158,11 +165,9 @@ def run_filter(args: argparse.Namespace) -> int:
         file_summary,  # noqa: PLC0415
         parse_alpha_range,  # noqa: PLC0415
     )
-    from ..study import (
-        StudyConfig,  # noqa: PLC0415
-        run_study,  # noqa: PLC0415
-    )
+    from ..study import StudyConfig, run_study
 
+    writable_folders(args.models_root)
     source = model_source(args)
     config = StudyConfig(
         attack=attack_from(args), arch=_source_arch(args, source), dataset=args.dataset, source=source,
@@ -220,6 +225,7 @@ def run_scores(args: argparse.Namespace) -> int:
     from ..scoring import score_study  # noqa: PLC0415
     from ..study import plot_study  # noqa: PLC0415 (keeps --help fast)
 
+    writable_folders(args.models_root, args.plots_root)
     arch = _tree_arch(args)
     tables = score_study(arch, args.dataset, kinds=filters_of(args), scopes=scopes_of(args), root=args.models_root,
                          attack=args.attack_tag, scoring=scoring_of(args))
@@ -278,6 +284,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..scoring import compare, named_set, plot_comparison, study_sets  # noqa: PLC0415
 
     scoring = scoring_of(args)
+    writable_folders(args.plots_root)
     if (args.by is None) == (args.set is None):
         raise InvalidArgument("choose what to compare: --by init, --by epoch, or two or more --set NAME=ARCH:DATASET:"
                               "INIT:EPOCH")
@@ -332,8 +339,9 @@ def add_retrain(sub: Sub) -> None:
     p.add_argument("--random-sets", type=int, default=5,
                    help="random layer sets matched to robust + antifragile in size (default 5)")
     p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs of every run (default 1)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the checkpoint's)")
+    p.add_argument("--lr", type=positive_number, default=None, help="learning rate (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="training batch size (default: the checkpoint's)")
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="retrain on a fixed, seeded subset of N training images (default: the whole split)")
     p.add_argument("--test-subset", type=int, default=None, metavar="N",
@@ -353,6 +361,7 @@ def run_retrain(args: argparse.Namespace) -> int:
             f"{model_source(args)} is not one of them. A checkpoint of this package: retrain it where train wrote "
             f"it (--arch, --dataset, --inits, --epoch). A model from elsewhere: train the layers python -m "
             f"robustness scores labels robust or antifragile for it with its own training recipe")
+    writable_folders(args.models_root, args.plots_root)
     rows, plot = run_comparison(RetrainingStudy(
         args.arch, args.dataset, args.filter, args.score, inits=None if args.inits is None else tuple(args.inits),
         epoch=args.epoch, attack_tag=args.attack_tag, scoring=scoring_of(args), seeds=args.seeds,

@@ -27,6 +27,7 @@ from .results import (
     Evaluation,
     SweepResult,
     file_summary,
+    load_result_json,
     load_results,
     outcomes_path,
     save_results,
@@ -47,7 +48,7 @@ __all__ = [
     "batchnorm_layers", "preserved_batchnorm", "recalibrate_batchnorm", "plot_layer_grid", "plot_global_curves",
     "canonical_kind", "filter_mask", "apply_filter", "threshold_grid", "half_width", "weight_range", "AlphaRange",
     "parse_alpha_range", "global_range", "check_grid", "value_grid", "quantile_grid", "Evaluation", "SweepResult",
-    "outcomes_path", "save_results", "load_results", "FRAME_COLUMNS", "to_frame", "file_summary", "trace",
-    "split_model", "DEFAULT_BATCH", "evaluate_point", "null_ranks", "select_layers", "measure_reference",
+    "outcomes_path", "save_results", "load_results", "FRAME_COLUMNS", "to_frame", "file_summary", "load_result_json",
+    "trace", "split_model", "DEFAULT_BATCH", "evaluate_point", "null_ranks", "select_layers", "measure_reference",
     "local_analysis", "global_analysis",
 ]

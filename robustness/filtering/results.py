@@ -58,7 +58,11 @@ class SweepResult:
     acts on (one layer's for a local sweep, all filterable layers' for a global one).
     ``layer`` is the module name for a local sweep and ``None`` for a global one;
     ``grid`` is ``"value"`` (thresholds evenly spaced in weight value) or ``"quantile"``
-    (evenly spaced in the fraction of weights removed).
+    (evenly spaced in the fraction of weights removed). ``reuse`` says how a local sweep that reuses the
+    unfiltered prefix (:mod:`robustness.filtering.reuse`) was computed: ``prefix_passes``, the batches whose prefix ran
+    once for all thresholds, and ``fallback``, why full passes ran instead (``None`` when the prefix was used);
+    ``None`` where reuse did not apply. It is left out of ``==``: it says how the numbers were computed, not
+    what they are.
 
     Per-image outcomes (numpy bool arrays; ``None`` when not recorded, e.g. in a
     hand-made result): ``clean_correct``/``adv_correct`` of shape ``(T, n)``, one row per
@@ -83,6 +87,7 @@ class SweepResult:
     removed: list[int] = field(default_factory=list)
     removed_fraction: list[float] = field(default_factory=list)
     grid: str = "value"
+    reuse: dict[str, Any] | None = None
     clean_correct: np.ndarray | None = None
     adv_correct: np.ndarray | None = None
     ref_clean_correct: np.ndarray | None = None
@@ -135,7 +140,7 @@ class SweepResult:
             return NotImplemented
         mine, theirs = self.outcomes(), other.outcomes()
         return (
-            self.to_dict() == other.to_dict() and mine.keys() == theirs.keys()
+            {**self.to_dict(), "reuse": None} == {**other.to_dict(), "reuse": None} and mine.keys() == theirs.keys()
             and all(np.array_equal(mine[k], theirs[k]) for k in mine)
         )
 
@@ -189,6 +194,20 @@ def _check_shapes(result: SweepResult) -> None:
         raise ValueError(f"per-image arrays {shapes} do not fit {T} thresholds and each other")
 
 
+RERUN = "the same filter command"
+
+
+def load_result_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON part of a result file, ``{"meta": ..., "results": [...]}``; a file that is truncated, damaged or
+    of another shape raises :class:`DataNotFoundError` saying to delete it and rerun the filter command."""
+    data = load_json(path, rerun=RERUN)
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or not isinstance(data.get("results"),
+                                                                                              list):
+        raise DataNotFoundError(f"{path} is unreadable (not a result file: no meta and results): delete {path} and "
+                                f"rerun {RERUN} to recompute it")
+    return data
+
+
 def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, SweepResult]]:
     """Read a result file and its per-image outcomes: ``(meta, results)``, results keyed by layer name, or
     ``"global"`` for a global sweep.
@@ -197,7 +216,7 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Swe
     scope, attack tag, eps, attack_params, bn, grid, thresholds, ...: see ``docs/sweeps.md``).
     A JSON whose ``.npz`` is missing or unreadable raises :class:`DataNotFoundError`.
     """
-    data = load_json(path)
+    data = load_result_json(path)
     npz_path = outcomes_path(path)
     try:
         with np.load(npz_path) as npz:
@@ -207,8 +226,8 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Swe
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         problem = "is missing" if not npz_path.is_file() else f"is unreadable ({err})"
         raise DataNotFoundError(
-            f"{npz_path}, the per-image outcomes of {path}, {problem}: delete {path} and rerun the same filter "
-            f"command to recompute it"
+            f"{npz_path}, the per-image outcomes of {path}, {problem}: delete {path} and rerun {RERUN} to "
+            f"recompute it"
         ) from err
     return data["meta"], {r.key: r for r in results}
 

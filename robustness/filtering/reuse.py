@@ -34,6 +34,7 @@ from torch.nn.modules import module as torch_module
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attacks import GEOMETRIES, check_batch, check_labels
+from ..finite import count_nonfinite, logits_error
 from ..runtime import progress
 from .batchnorm import BN_BATCH, bn_batches, estimating
 from .results import Evaluation
@@ -54,10 +55,13 @@ def _mean(correct: np.ndarray) -> float:
 
 
 class Tally:
-    """What one point of a sweep records, accumulated batch by batch: per-image outcomes and loss sums."""
+    """What one point of a sweep records, accumulated batch by batch: per-image outcomes and loss sums, and how
+    many images got logits that are not finite (counted on the device; :meth:`evaluation` raises for them,
+    probing ``model`` on ``x`` for the layer)."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.losses = torch.zeros(2, dtype=torch.float64, device=device)  # clean, adversarial loss sums
+    def __init__(self, device: torch.device, model: nn.Module, x: Tensor) -> None:
+        self.model, self.x = model, x
+        self.losses = torch.zeros(3, dtype=torch.float64, device=device)  # clean, adversarial loss sums; non-finite
         self.clean_ok: list[Tensor] = []
         self.adv_ok: list[Tensor] = []
 
@@ -67,14 +71,18 @@ class Tally:
             self.clean_ok.append(clean_logits.argmax(1) == y)
             self.adv_ok.append(adv_logits.argmax(1) == y)
             self.losses += torch.stack([
-                F.cross_entropy(clean_logits, y, reduction="sum"), F.cross_entropy(adv_logits, y, reduction="sum")
+                F.cross_entropy(clean_logits, y, reduction="sum"), F.cross_entropy(adv_logits, y, reduction="sum"),
+                count_nonfinite(torch.cat([clean_logits, adv_logits], 1)),
             ]).double()
 
     def evaluation(self, n: int) -> Evaluation:
         """The point over all ``n`` images (waits for the device once)."""
         ok = self.clean_ok
         both = torch.stack([torch.cat(ok), torch.cat(self.adv_ok)]).cpu().numpy() if ok else np.zeros((2, 0), bool)
-        clean_loss, adv_loss = (self.losses / max(n, 1)).tolist()
+        clean_loss, adv_loss, nonfinite = (self.losses / torch.tensor([max(n, 1), max(n, 1), 1.0],
+                                                                      device=self.losses.device)).tolist()
+        if nonfinite:
+            raise logits_error(self.model, self.x, int(nonfinite), n)
         return Evaluation(_mean(both[0]), _mean(both[1]), clean_loss, adv_loss, both[0], both[1])
 
 
@@ -129,6 +137,7 @@ class Split:
                  per_part: fx.GraphModule, bn: tuple[list[_BatchNorm], list[_BatchNorm]],
                  parts: tuple[_LayerPerPart, list[_BatchNormPerPart]]) -> None:
         self.model, self.layer = model, layer
+        self.prefix_passes = 0  # batches whose prefix values served every threshold
         self._prefix, self._suffix, self._per_part = prefix, suffix, per_part
         self.prefix_bn, self.suffix_bn = bn
         self._layer_parts, self._bn_parts = parts
@@ -155,6 +164,7 @@ class Split:
         :func:`~robustness.filtering.batchnorm.recalibrate_batchnorm` takes them; re-estimates the prefix's BatchNorm
         layers on the way, exactly as a re-estimation of the whole model would."""
         batches = bn_batches(images, BN_BATCH)
+        self.prefix_passes += len(batches)
         with estimating(self.model, self.prefix_bn):
             return [self.prefix(batch) for batch in batches]
 
@@ -266,7 +276,7 @@ def fgsm_points(
     ``masks``, and (when given) its suffix's BatchNorm statistics ``stats[i]``, on ``(x, y)``: the numbers of
     :func:`robustness.filtering.sweeps.evaluate` at each point, with the prefix computed once per batch, and
     ``per_pass`` points per pass."""
-    tallies = [Tally(x.device) for _ in masks]
+    tallies = [Tally(x.device, split.model, x) for _ in masks]
     groups = [range(i, min(i + per_pass, len(masks))) for i in range(0, len(masks), per_pass)]
     batches = list(zip(x.split(batch_size), y.split(batch_size), strict=True))
     for x_batch, y_batch in progress(batches, desc):
@@ -274,6 +284,7 @@ def fgsm_points(
         x_in = xb.detach().requires_grad_(True)
         with torch.enable_grad():
             live = split.prefix(x_in)
+        split.prefix_passes += 1
         tracked = [i for i, h in enumerate(live) if h.requires_grad]
         for group in groups:
             k = len(group)

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from ..attacks import FGSM, Attack
 from ..data import loader_to_tensors
 from ..errors import InvalidArgument
+from ..finite import check_finite_model
 from ..models import filterable_layers
 from ..runtime import frozen_eval, model_device, progress
 from ..vocab import Grid
@@ -59,7 +60,7 @@ def evaluate_point(
     backward pass per batch, no more.
     """
     shared = getattr(attack, "with_clean_logits", None)
-    tally = Tally(x.device)
+    tally = Tally(x.device, model, x)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         if shared is not None:
             x_adv, clean_logits = shared(model, xb, yb)
@@ -178,18 +179,21 @@ def _distinct(points: list[Masks]) -> tuple[list[Masks], list[int]]:
 
 
 def _measure(model: nn.Module, layer: str | None, points: list[Masks], zero: Callable[[list[Tensor]], None],
-             originals: list[Tensor], how: _Points, desc: str) -> list[Evaluation]:
-    """The :class:`Evaluation` of every point; a point whose masks equal the point before's copies its numbers."""
+             originals: list[Tensor], how: _Points, desc: str) -> tuple[list[Evaluation], dict | None]:
+    """The :class:`Evaluation` of every point (a point whose masks equal the point before's copies its numbers),
+    and how the prefix was reused (:attr:`SweepResult.reuse`)."""
     distinct, index = _distinct(points)
     split = split_model(model, layer, how.traced) if how.traced is not None and layer is not None else None
     if isinstance(split, Split):
         evaluations = how.measure_split(split, distinct, zero, originals[0], desc)
+        reused = {"prefix_passes": split.prefix_passes, "fallback": None}
     else:
         evaluations = []
         for masks in progress(distinct, desc):
             zero(masks())
             evaluations.append(how.measure(model))
-    return [evaluations[i] for i in index]
+        reused = None if split is None else {"prefix_passes": 0, "fallback": split}
+    return [evaluations[i] for i in index], reused
 
 
 def _sweep(
@@ -204,7 +208,8 @@ def _sweep(
         removed = [sum(int(m.sum()) for m in masks()) for masks in configs]
         ranks = functools.lru_cache(maxsize=1)(lambda index: null_ranks(originals, seed, index, layer))
         configs += [functools.partial(_rank_masks, ranks, index, r) for index in range(null_masks) for r in removed]
-        evaluations = _measure(model, layer, configs, zero, originals, points, f"{cuts[0].kind} {layer or 'global'}")
+        evaluations, result.reuse = _measure(model, layer, configs, zero, originals, points,
+                                             f"{cuts[0].kind} {layer or 'global'}")
         for cut, count, point in zip(cuts, removed, evaluations, strict=False):
             result.record(cut.threshold, point, count)
         if null_masks:
@@ -234,10 +239,20 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list
     return [(name, m) for name, m in available if name in layers]
 
 
-def _tensors(data: EvalData, device: torch.device) -> tuple[Tensor, Tensor]:
-    """A data set as two tensors on ``device`` (loaded once, then evaluated in large batches)."""
+def _tensors(data: EvalData, device: torch.device, what: str = "evaluation set") -> tuple[Tensor, Tensor]:
+    """A data set as two tensors on ``device`` (loaded once, then evaluated in large batches); an empty one is an
+    :class:`InvalidArgument`."""
+    if (len(data[0]) if isinstance(data, tuple) else len(data)) == 0:
+        raise InvalidArgument(f"the {what} is empty: give at least one image")
     x, y = data if isinstance(data, tuple) else loader_to_tensors(data)
     return x.to(device), torch.as_tensor(y).to(device=device, dtype=torch.long)
+
+
+def _check_thresholds(thresholds: int) -> None:
+    """A sweep's number of thresholds: an integer >= 2 (its two ends)."""
+    if not isinstance(thresholds, int) or isinstance(thresholds, bool) or thresholds < 2:
+        raise InvalidArgument(f"thresholds is the number of points of a sweep, at least 2 (its two ends), "
+                              f"got {thresholds!r}")
 
 
 def _points(
@@ -247,10 +262,11 @@ def _points(
     """The evaluation set and the BatchNorm images on the model's device, checked."""
     if not isinstance(null_masks, int) or null_masks < 0:
         raise InvalidArgument(f"null_masks is a number of random masks >= 0 (0: no null model), got {null_masks!r}")
+    check_finite_model(model)
     device = model_device(model)
     x, y = _tensors(data, device)
     images = bn_images.to(device) if isinstance(bn_images, Tensor) else (
-        None if bn_images is None else _tensors(bn_images, device)[0])
+        None if bn_images is None else _tensors(bn_images, device, "BatchNorm image set (bn_images)")[0])
     if images is not None and len(images) == 0:
         raise InvalidArgument("the BatchNorm image set (bn_images) is empty: give some training images, or None")
     return _Points(x, y, attack, batch_size, images)
@@ -293,6 +309,8 @@ def local_analysis(
     full passes there.
     """
     kind, grid = canonical_kind(kind), check_grid(grid)
+    _check_thresholds(thresholds)
+    check_finite_model(model)
     chosen = select_layers(model, layers)
     if not isinstance(thresholds_per_pass, int) or isinstance(thresholds_per_pass, bool) or thresholds_per_pass < 1:
         raise InvalidArgument(f"thresholds_per_pass is a number of thresholds >= 1, got {thresholds_per_pass!r}")
@@ -323,6 +341,8 @@ def global_analysis(
     :func:`local_analysis`'s.
     """
     kind, grid = canonical_kind(kind), check_grid(grid)
+    _check_thresholds(thresholds)
+    check_finite_model(model)
     modules = [m for _, m in filterable_layers(model)]
     cuts = value_grid(kind, *global_range(model, alpha_range), thresholds) if grid == "value" else quantile_grid(
         kind, [m.weight for m in modules], thresholds)

@@ -19,11 +19,15 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..finite import check_finite_state
 from ..runtime import choose_device
+from ..vocab import DATASETS
 from ..weights import load_torch_file
-from .registry import build_model
+from .registry import MODELS, build_model
 
 CHECKPOINT_FORMAT = "robustness-checkpoint/1"
+# What every checkpoint of this package holds (``scheduler`` and ``config`` may be absent from older ones).
+CHECKPOINT_FIELDS = ("arch", "dataset", "init", "epoch", "seed", "state_dict", "optimizer", "rng", "history")
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
@@ -48,15 +52,51 @@ def read_checkpoint(
     path = Path(path)
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint written by this package (robustness.training.trainer)")
+        raise CheckpointError(f"{path} is not a checkpoint written by this package (robustness.training)")
+    check_fields(ckpt, path)
     for key, wanted in (("arch", arch), ("dataset", dataset)):
         if wanted is not None and ckpt[key] != wanted:
             raise CheckpointError(
                 f"{path} holds a {ckpt['arch']} for {ckpt['dataset']}, not a {arch or ckpt['arch']} for "
                 f"{dataset or ckpt['dataset']}: pick the checkpoint of the model you asked for"
             )
+    check_architecture(ckpt, path)
+    check_finite_state(ckpt["state_dict"], path)
     device = choose_device(str(map_location)).device
     return ckpt if device.type == "cpu" else to_device(ckpt, device)
+
+
+def check_fields(ckpt: Mapping[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint dict ``ckpt`` holds every field of
+    :data:`CHECKPOINT_FIELDS`, a known architecture and dataset, and a state_dict of tensors."""
+    missing = [key for key in CHECKPOINT_FIELDS if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} carries the checkpoint format tag but lacks {', '.join(missing)}: it was not "
+                              f"written by robustness.training (or was altered); train it again")
+    if ckpt["arch"] not in MODELS or ckpt["dataset"] not in DATASETS:
+        raise CheckpointError(f"{path} names architecture {ckpt['arch']!r} for dataset {ckpt['dataset']!r}, which "
+                              f"this package does not know: it was not written by this version of robustness.training")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state_dict of tensors: it was not written by robustness.training")
+
+
+def check_architecture(ckpt: Mapping[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless the weights of ``ckpt`` are those of the architecture it names:
+    the same parameter and buffer names, of the same shapes (compared with a model built on the meta device,
+    without memory or random draws)."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        expected = {k: v.shape for k, v in build_model(ckpt["arch"], ckpt["dataset"]).state_dict().items()}
+    state = ckpt["state_dict"]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in state if k in expected and state[k].shape != expected[k]]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path} names a {ckpt['arch']} for {ckpt['dataset']} but its weights do not fit one: {len(missing)} "
+            f"missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of another shape "
+            f"{wrong[:3]}; it was altered or written for another model: train it again"
+        )
 
 
 def load_checkpoint(

@@ -35,6 +35,7 @@ from torch import nn
 from .. import paths
 from ..data import dataset_info
 from ..errors import CheckpointError, InvalidArgument
+from ..finite import check_finite_state
 from ..runtime import choose_device
 from ..weights import load_torch_file, unreadable_file_error, weights_only_loads
 from .checkpoints import CHECKPOINT_FORMAT, load_checkpoint
@@ -125,6 +126,7 @@ def _file(req: Request) -> tuple[nn.Module, Meta]:
     state = content.get("state_dict", content) if isinstance(content, dict) else content
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state_dict (a dict of tensors, or one under 'state_dict')")
+    check_finite_state(state, path)
     model = build_model(req.arch, req.dataset)
     _load_state(model, {k.removeprefix("module."): v for k, v in state.items()}, path, req)
     return model, {"arch": req.arch, "dataset": req.dataset, **_shape_meta(req.dataset)}

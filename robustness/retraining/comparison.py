@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,10 @@ class RetrainingStudy:
         for name, least in (("seeds", 1), ("random_sets", 0), ("epochs", 1), ("pgd_steps", 1)):
             if getattr(self, name) < least:
                 raise InvalidArgument(f"{name} must be at least {least}, got {getattr(self, name)}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise InvalidArgument(f"lr must be a finite number > 0 (or None: the checkpoint's), got {self.lr}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InvalidArgument(f"batch_size must be at least 1 (or None: the checkpoint's), got {self.batch_size}")
         object.__setattr__(self, "kind", canonical_kind(self.kind))
 
 

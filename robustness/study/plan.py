@@ -22,8 +22,7 @@ from torch import nn
 
 from .. import paths
 from ..errors import CheckpointError, InvalidArgument
-from ..files import load_json
-from ..filtering import DEFAULT_BATCH, AlphaRange, canonical_kind, check_grid, select_layers
+from ..filtering import DEFAULT_BATCH, AlphaRange, canonical_kind, check_grid, load_result_json, select_layers
 from ..models import build_model, load_checkpoint
 from ..models import load_model as load_source
 from ..paths import RECHECK
@@ -34,7 +33,7 @@ from .images import held_out
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """What a filtering study covers. ``attack`` needs a ``tag`` and an ``eps`` (``robustness.attacks.gradient``).
+    """What a filtering study covers. ``attack`` (any of :mod:`robustness.attacks`) needs a ``tag`` and an ``eps``.
 
     ``inits``/``epochs`` of ``None`` take every initialisation folder and every checkpoint
     found under ``models_root``. ``subset`` picks a fixed, seeded part of the test split as
@@ -50,8 +49,8 @@ class StudyConfig:
     attack tag. ``precision="bf16"`` (autocast, recorded in the result files) and
     ``channels_last`` are GPU speed options (:func:`runtime.autocast`, :func:`runtime.channels_last`).
 
-    ``source`` studies a model from elsewhere (:func:`robustness.models.sources.load_model`) as one checkpoint, Init 1
-    at epoch 0, in the folder :func:`robustness.paths.source_dir_name` names in place of ``<Arch>``; ``arch``
+    ``source`` studies a model from elsewhere (:func:`robustness.models.load_model`) as one checkpoint, Init 1 at
+    epoch 0, in the folder :func:`robustness.paths.source_dir_name` names in place of ``<Arch>``; ``arch``
     is then what a plain ``state_dict`` is loaded into, or the source's own name, for the record.
     """
 
@@ -297,7 +296,7 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
 
 def _check_meta(config: StudyConfig, unit: Unit, path: Path) -> dict[str, Any]:
     """The meta of ``path``, a file of ``unit``; an error when a different study set-up wrote it."""
-    found, expected = load_json(path)["meta"], settings_meta(config, unit)
+    found, expected = load_result_json(path)["meta"], settings_meta(config, unit)
     diff = {k: found.get(k) for k in expected if found.get(k) != expected[k]}
     if diff:
         raise InvalidArgument(
@@ -340,7 +339,7 @@ def load_study_model(config: StudyConfig, path: Path, device: torch.device) -> n
 def recorded_eps(config: StudyConfig, init: int, epoch: int, plan: StudyPlan | None = None) -> float | None:
     """The eps the study already used for a checkpoint, from any finished unit of it (``None`` if none)."""
     units = (plan or make_plan(config)).units_of((init, epoch))
-    return next((load_json(path)["meta"]["eps"] for u in units if (path := finished_file(config, u))), None)
+    return next((load_result_json(path)["meta"]["eps"] for u in units if (path := finished_file(config, u))), None)
 
 
 def rechecked_eps(config: StudyConfig, init: int, epoch: int) -> float:
@@ -349,4 +348,4 @@ def rechecked_eps(config: StudyConfig, init: int, epoch: int) -> float:
                                      config.recheck_of, config.models_root)
     if not source.is_file():
         raise InvalidArgument(f"{source} is missing: run the {config.recheck_of} study of this checkpoint first")
-    return float(load_json(source)["meta"]["eps"])
+    return float(load_result_json(source)["meta"]["eps"])

@@ -24,10 +24,11 @@ from torch import nn
 from ..attacks import FGSM, Attack, calibrate_eps, make_attack
 from ..distributed import SWEEP_TIMEOUT, gathered, on_all, on_main, process_group, shard, world_size
 from ..errors import InvalidArgument
-from ..files import load_json
+from ..files import writable_folder
 from ..filtering import (
     Evaluation,
     global_analysis,
+    load_result_json,
     load_results,
     local_analysis,
     measure_reference,
@@ -35,6 +36,7 @@ from ..filtering import (
     recalibrate_batchnorm,
     save_results,
 )
+from ..models import read_checkpoint
 from ..runtime import autocast, frozen_eval, pick_device, progress
 from .images import StudyData, study_data
 from .plan import (
@@ -194,6 +196,16 @@ def merge_results(
     return written
 
 
+def check_inputs(config: StudyConfig, pending: Sequence[tuple[int, int]], plan: StudyPlan) -> None:
+    """Before the first sweep: the results folder can be written, and every checkpoint the study will read is a
+    whole, finite checkpoint of its architecture (:func:`read_checkpoint`), so that none fails after others
+    were swept."""
+    writable_folder(config.models_root)
+    if config.source is None:
+        for checkpoint in pending:
+            read_checkpoint(plan.checkpoints[checkpoint], config.arch, config.dataset)
+
+
 def run_study(config: StudyConfig) -> list[Path]:
     """Run a whole study, checkpoint by checkpoint; return its result files.
 
@@ -216,6 +228,7 @@ def run_study(config: StudyConfig) -> list[Path]:
         plan = make_plan(config)
         pending = list(dict.fromkeys(u.checkpoint for u in plan.units if not is_done(config, u)))
         if pending:
+            on_main(lambda: check_inputs(config, pending, plan))
             data = study_data(config, device)
             epsilons: dict[tuple[int, int], float] = {}
             for share in gathered(lambda: checkpoint_epsilons(config, shard(pending), data, plan)):
@@ -262,7 +275,7 @@ def run_recheck(
         if source is None:
             raise InvalidArgument(f"the FGSM local {config.kinds[0]} results of Init_{init} epoch {epoch} are not "
                                   f"complete: run the FGSM study first")
-        swept = [r["layer"] for r in load_json(source)["results"]]
+        swept = [r["layer"] for r in load_result_json(source)["results"]]
         if unknown := [name for name in names if name not in swept]:
             raise InvalidArgument(f"{source} has no sweep of {', '.join(unknown)}: re-check layers it swept "
                                   f"({', '.join(swept)})")

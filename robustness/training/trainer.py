@@ -23,6 +23,7 @@ The checkpoint file's contents, and reading it back, are described in :mod:`robu
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -37,8 +38,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .. import distributed, paths
 from ..attacks import accuracy
 from ..data import augment, dataset_info, load_dataset, make_loader
-from ..errors import InvalidArgument
-from ..files import save_json, save_torch
+from ..errors import DataNotFoundError, InvalidArgument
+from ..files import load_json, remove_stale_temporaries, save_json, save_torch, writable_folder
+
+# current_lr, load_checkpoint and read_checkpoint were defined here first; users still import them from here.
 from ..models import CHECKPOINT_FORMAT, MODELS, build_model, load_checkpoint, read_checkpoint, to_device
 from ..runtime import pick_device, progress, seed_everything, sync
 
@@ -94,13 +97,17 @@ class TrainConfig:
         for name in ("inits", "epochs", "save_every", "batch_size"):
             if getattr(self, name) < 1 and not (name == "epochs" and self.epochs == 0):
                 raise InvalidArgument(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise InvalidArgument(f"lr must be positive, got {self.lr}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise InvalidArgument(f"lr must be a finite number > 0, got {self.lr}")
+        if self.seed < 0:
+            raise InvalidArgument(f"seed must be an integer >= 0, got {self.seed}")
+        if self.subset is not None and self.subset < 1:
+            raise InvalidArgument(f"subset must be at least 1 image (or None: all), got {self.subset}")
         if self.optimizer not in ("adam", "sgd"):
             raise InvalidArgument(f"unknown optimizer {self.optimizer!r}: use adam or sgd")
         if self.schedule not in ("constant", "cosine"):
             raise InvalidArgument(f"unknown schedule {self.schedule!r}: use constant or cosine")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+        if not 0 <= self.momentum < 1 or not 0 <= self.weight_decay < math.inf:
             raise InvalidArgument(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum} "
                                   f"and {self.weight_decay}")
 
@@ -142,6 +149,7 @@ def train(config: TrainConfig, resume: bool = True) -> dict[int, list[dict[str, 
     process calls it and gets the same histories (see the module docstring).
     """
     config.validate()
+    writable_folder(config.models_root)  # before any epoch is spent
     world = distributed.world_size()
     if config.batch_size % world:
         raise InvalidArgument(
@@ -213,6 +221,9 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     existing = distributed.on_main(
         lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
     )
+    folder = paths.history_path(config.arch, config.dataset, init, config.models_root).parent
+    if distributed.is_main() and folder.is_dir():  # a checkpoint write killed before its rename left a temporary
+        remove_stale_temporaries(folder)
     usable = [e for e in existing if e <= config.epochs]
     if usable:
         start = usable[-1]
@@ -224,6 +235,8 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
             scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
+        if distributed.is_main():  # a kill after an epoch's history line, before its checkpoint: forget that line
+            _sync_history(config, init, history)
     if start == 0 and 0 not in existing and distributed.is_main():
         _save(config, init, seed, 0, model, optimizer, scheduler, history)
     if start >= config.epochs:
@@ -273,9 +286,10 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
              "seconds": seconds}
         )
         if distributed.is_main():
-            save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
             if epoch in keep:
                 _save(config, init, seed, epoch, model, optimizer, scheduler, history)
+            else:
+                save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
     return history
 
 
@@ -308,6 +322,19 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
         "history": list(history),
         "config": asdict(config),
     }
-    path = paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root)
+    path = save_torch(ckpt, paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root))
+    # the checkpoint first: history.json never lists a checkpoint epoch whose checkpoint is not written
     save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
-    return save_torch(ckpt, path)
+    return path
+
+
+def _sync_history(config: TrainConfig, init: int, history: list[dict[str, float]]) -> None:
+    """Rewrite ``history.json`` as the history of the checkpoint a run resumes from, when it lists more epochs
+    (written before a kill stopped the run short of the next checkpoint)."""
+    path = paths.history_path(config.arch, config.dataset, init, config.models_root)
+    try:
+        listed = load_json(path) if path.is_file() else None
+    except DataNotFoundError:  # truncated by the kill: rewritten below
+        listed = None
+    if listed != history:
+        save_json(history, path)
