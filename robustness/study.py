@@ -24,6 +24,7 @@ from torch import nn
 from .analysis import Attack, global_analysis, local_analysis, measure_reference
 from .attacks import FGSM, make_attack
 from .batchnorm import preserved_batchnorm, recalibrate_batchnorm
+from .depth import arch_depths, model_depths
 from .distributed import SWEEP_TIMEOUT, gathered, on_all, on_main, process_group, shard, world_size
 from .errors import InvalidArgument
 from .evaluation import calibrate_eps
@@ -122,7 +123,9 @@ def run_unit(config: StudyConfig, unit: Unit, model: nn.Module, data: StudyData,
     # The source is recorded but not compared on a rerun: its folder already pins the model (a file's content).
     source = {"source": config.source} if config.source is not None else {}
     meta = {**settings_meta(config, unit), **source, "eps": run.attack.eps, "attack_params": attack_params(run.attack),
-            "ref_clean_acc": run.reference.clean_acc, "ref_adv_acc": run.reference.adv_acc}
+            "ref_clean_acc": run.reference.clean_acc, "ref_adv_acc": run.reference.adv_acc,
+            "depth": arch_depths(config.arch, config.dataset) if config.source is None else model_depths(
+                model, tuple(data.x.shape[1:]))}
     return save_results(meta, [result], unit_path(config, unit))
 
 

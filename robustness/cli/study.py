@@ -30,6 +30,7 @@ from .options import (
     speed_options,
     tag_options,
 )
+from .probe import add_comparison_options, run_comparison
 
 Sub = argparse._SubParsersAction
 
@@ -250,9 +251,10 @@ def add_compare(sub: Sub) -> None:
                                    "epochs; --set compares any checkpoints, also of other datasets or "
                                    "architectures (layers matched by name, or through --layer-map). Prints the "
                                    "pairs and saves a scatter figure of each set's scores against the first's.")
-    p.add_argument("--by", choices=["init", "epoch"], default=None,
+    p.add_argument("--by", choices=["init", "epoch", "regime", "arch"], default=None,
                    help="init: every initialisation at --epoch (default: the newest they share); epoch: every "
-                        "epoch of --init")
+                        "epoch of --init; regime: --init at --epoch under the two --regimes (paired differences); "
+                        "arch: the --set checkpoints aligned on normalised depth bins instead of layer names")
     p.add_argument("--init", type=int, default=1, help="the initialisation whose epochs --by epoch compares "
                    "(default 1)")
     p.add_argument("--epoch", type=int, default=None, help="the epoch --by init compares (default: the newest "
@@ -263,6 +265,7 @@ def add_compare(sub: Sub) -> None:
     p.add_argument("--layer-map", default=None, metavar="JSON",
                    help="a JSON file {set name: {its layer name: shared name}} that matches layers of different "
                         "architectures")
+    add_comparison_options(p)
     p.set_defaults(run=run_compare)
 
 
@@ -275,6 +278,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..plots import draw_and_save, plot_comparison  # noqa: PLC0415
 
     options = {**scoring_of(args), "root": args.models_root}
+    if args.by in ("regime", "arch"):
+        return run_comparison(args)
     if (args.by is None) == (args.set is None):
         raise InvalidArgument("choose what to compare: --by init, --by epoch, or two or more --set NAME=ARCH:DATASET:"
                               "INIT:EPOCH")
