@@ -89,6 +89,8 @@ def compare_regimes(
     ``depths`` maps layers to normalised depth (default: the metas' ``depth``, else the architecture's).
     """
     (meta_a, res_a), (meta_b, res_b) = a, b
+    if names[0] == names[1]:
+        raise InvalidArgument(f"the two sides of a comparison need different names, got {names[0]!r} twice")
     layers = [name for name in res_a if name in res_b]
     if not layers:
         raise InvalidArgument(f"{names[0]} and {names[1]} have no swept layer in common")
