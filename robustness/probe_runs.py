@@ -163,17 +163,19 @@ def plot_probe_heatmap(frame: pd.DataFrame, title: str, threshold: float = 0.05)
 
     grid = frame.pivot_table(index="layer", columns="epoch", values="drop", sort=False)
     low = frame.pivot_table(index="layer", columns="epoch", values="lo", sort=False).loc[grid.index, grid.columns]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * grid.shape[1], 1.2 + 0.28 * grid.shape[0]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.0 + 0.55 * grid.shape[1]), 1.6 + 0.28 * grid.shape[0]))
     image = ax.imshow(grid.to_numpy(), cmap="magma_r", vmin=min(0.0, float(np.nanmin(grid))), vmax=1.0,
                       aspect="auto")
     rows, cols = np.nonzero(low.to_numpy() > threshold)
-    ax.scatter(cols, rows, s=8, color="tab:cyan", label=f"critical: interval above {threshold:g}")
+    ax.scatter(cols, rows, s=8, color="tab:cyan")
     ax.set(xticks=range(grid.shape[1]), xticklabels=grid.columns, yticks=range(grid.shape[0]),
            yticklabels=grid.index, xlabel="checkpoint epoch probed", ylabel="layer (by execution depth)")
+    ax.xaxis.label.set_size(8)
+    ax.yaxis.label.set_size(8)
     ax.tick_params(labelsize=6)
-    fig.colorbar(image, ax=ax, label="accuracy drop (reference - probed)")
-    ax.set_title(title, fontsize=8)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False)
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("accuracy drop (reference - probed)", fontsize=7)
+    ax.set_title(f"{title}\ndots: critical (the drop's interval lies above {threshold:g})", fontsize=7)
     fig.tight_layout()
     return fig
 
