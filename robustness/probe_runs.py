@@ -13,7 +13,7 @@ back as a layers x epochs table of accuracy drops with intervals, the heatmap's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,15 +35,16 @@ from .runtime import pick_device, progress
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """A probe study: ``kind`` (``reinit`` or ``rerandom``, with ``seeds``) under ``regime`` over the checkpoints
-    and images ``study`` selects (its attack, inits, epochs, layers, subset, seed, bn, bn_images, roots, device;
-    its filters, scopes and thresholds are not used)."""
+    """A probe study: ``kind`` (``reinit`` or ``rerandom``, with ``seeds``) over the checkpoints and images
+    ``study`` selects (its attack, inits, epochs, layers, subset, seed, bn, bn_images, roots, device; its filters,
+    scopes and thresholds are not used), of models trained under ``regime`` (its ``regime_settings`` are
+    recorded as given)."""
 
     study: StudyConfig
     kind: ProbeKind = "reinit"
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     regime: str = "standard"
-    extra: dict[str, Any] = field(default_factory=dict)  # regime_settings and the like, recorded as they are
+    regime_settings: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> ProbeConfig:
         """The config with its study validated; :class:`InvalidArgument` on a bad kind or eps calibration."""
@@ -51,7 +52,11 @@ class ProbeConfig:
             raise InvalidArgument(f"unknown probe kind {self.kind!r}: choose {' or '.join(PROBE_KINDS)}")
         if self.study.calibrate_eps is not None:
             raise InvalidArgument("the probe takes a fixed eps (--eps), not --calibrate-eps")
-        return replace(self, study=self.study.validate())
+        regime_kwargs(paths.list_checkpoints, self.regime)  # refuses a regime the layout has no place for
+        study = self.study
+        if "regime" in {f.name for f in fields(StudyConfig)}:  # a study that finds checkpoints per regime
+            study = replace(study, regime=self.regime)
+        return replace(self, study=study.validate())
 
     def path(self, init: int, epoch: int) -> Path:
         """The result file of one checkpoint."""
@@ -67,7 +72,8 @@ class ProbeConfig:
                 "calibrate_eps": None, "calibration_images": 0, "subset": s.subset, "seed": s.seed, "bn": s.bn,
                 "bn_images": s.bn_images if s.bn == "recalibrate" else 0,
                 "seeds": list(self.seeds) if self.kind == "rerandom" else [],
-                "layers": list(s.layers) if s.layers else None, "regime": self.regime, **self.extra}
+                "layers": list(s.layers) if s.layers else None, "regime": self.regime,
+                "regime_settings": self.regime_settings}
 
 
 def _finished(config: ProbeConfig, init: int, epoch: int) -> bool:

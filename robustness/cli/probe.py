@@ -70,7 +70,6 @@ def add_probe(sub: Sub) -> None:
                    help="the filter whose local results the agreement table reads (default highpass)")
     p.add_argument("--score", default="adversarial", choices=["clean", "adversarial", "difference"],
                    help="the filtering score set beside the probe's verdict (default adversarial)")
-    p.add_argument("--batch-size", type=int, default=1000, help="images per forward pass (default 1000)")
     p.set_defaults(run=run_probe)
 
 
@@ -86,7 +85,7 @@ def run_probe(args: argparse.Namespace) -> int:
         inits=tuple(args.inits) if args.inits else None,
         epochs=tuple(args.checkpoint_epochs) if args.checkpoint_epochs else None,
         layers=tuple(args.layers) if args.layers else None, subset=args.subset, seed=args.seed, bn=args.bn,
-        bn_images=args.bn_images, batch_size=args.batch_size, models_root=args.models_root,
+        bn_images=args.bn_images, models_root=args.models_root,
         data_root=args.data_root, device=args.device)
     config = ProbeConfig(study, args.kind, tuple(args.seeds), args.regime)
     files = run_probes(config)
