@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,7 @@ def plot_regimes(result: RegimeComparison, title: str) -> Figure:
         ax.set_title(f"{score}: ρ = {p['rho']:+.2f} [{p['rho_lo']:+.2f}, {p['rho_hi']:+.2f}], "
                      f"labels agree {p['agreement']:.0%}", fontsize=8)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{title}\n{result.header()}; grey band: ±τ", fontsize=8)
+    fig.suptitle(f"{title}\n{textwrap.fill(result.header() + '; grey band: ±τ', 140)}", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -112,7 +112,8 @@ def _images(data: EvalData, calibration: Calibration | None, device: torch.devic
     """The evaluation set and calibration images as tensors on ``device``, loaded once for every layer."""
     x, y = data if isinstance(data, tuple) else loader_to_tensors(data)
     images = calibration if calibration is None or isinstance(calibration, Tensor) else (
-        calibration[0] if isinstance(calibration, tuple) else loader_to_tensors(calibration)[0])
+        calibration[0] if isinstance(calibration, tuple) else
+        torch.cat([b[0] if isinstance(b, (tuple, list)) else b for b in calibration]))  # labels, if any, unused
     return (x.to(device), torch.as_tensor(y).to(device=device, dtype=torch.long)), (
         None if images is None else images.to(device))
 

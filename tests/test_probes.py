@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from robustness.analysis import local_analysis
 from robustness.attacks import FGSM
 from robustness.comparisons import probe_agreement
 from robustness.errors import InvalidArgument
+from robustness.models import build_model
 from robustness.probes import ProbeResult, accuracy_drop, reinitialise, rerandomise, verdict, verdicts
 from robustness.scores import layer_scores
 
@@ -166,9 +168,11 @@ def reference_probe(model: nn.Module, initial: nn.Module, name: str, x, y, calib
         return (logits.argmax(1) == y).numpy(), (probed(x_adv).argmax(1) == y).numpy()
 
 
-def test_probe_equals_a_straightforward_reference(mnist5k_test) -> None:
+@pytest.mark.parametrize("arch", ["small", pytest.param("resnet18", marks=pytest.mark.slow)])
+def test_probe_equals_a_straightforward_reference(mnist5k_test, arch: str) -> None:
     torch.manual_seed(1)
-    model, initial = SmallBN().eval(), SmallBN().eval()
+    build = SmallBN if arch == "small" else lambda: build_model("resnet18", "mnist5k")
+    model, initial = build().eval(), build().eval()
     with torch.no_grad():  # a trained-looking model: other weights and statistics than epoch 0
         for p in model.parameters():
             p.mul_(3.0).add_(0.1)
@@ -176,9 +180,12 @@ def test_probe_equals_a_straightforward_reference(mnist5k_test) -> None:
     x, y = mnist5k_test[0][:300], mnist5k_test[1][:300].long()
     calibration = mnist5k_test[0][500:750]
     saved = state(model)
-    results = reinitialise(model, initial, (x, y), FGSM(0.1), calibration=calibration)
+    layers = ["conv1", "conv2", "fc"] if arch == "small" else ["conv1", "layer2.0.downsample.0", "layer3.1.conv2", "fc"]
+    results = reinitialise(model, initial, DataLoader(TensorDataset(x, y), batch_size=128), FGSM(0.1), layers,
+                           calibration=DataLoader(TensorDataset(calibration), batch_size=50))
     assert_same_state(model, saved)
-    for name in ("conv1", "conv2", "fc"):
+    assert list(results) == layers
+    for name in layers:
         clean, adv = reference_probe(model, initial, name, x, y, calibration, 0.1)
         assert np.array_equal(results[name].clean_correct, clean) and np.array_equal(results[name].adv_correct, adv)
         assert results[name].clean_acc == clean.mean() and results[name].adv_acc == adv.mean()
