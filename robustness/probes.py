@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -129,7 +130,7 @@ def _probe(
     chosen = select_layers(model, layers)
     with restored(model):
         data, images = _images(loader, calibration, model_device(model))
-        measure = lambda: measure_reference(model, data, attack, batch_size=batch_size, calibration=images)  # noqa: E731
+        measure = partial(measure_reference, model, data, attack, batch_size=batch_size, calibration=images)
         reference = measure()
         out = {}
         for name, module in progress(chosen, f"{kind} probe") if len(chosen) > 1 else chosen:
