@@ -16,6 +16,7 @@ from robustness.errors import InvalidArgument
 from robustness.files import load_json
 from robustness.plots import save_figure
 from robustness.probe_runs import load_probes
+from robustness.results import to_frame
 from robustness.scores import SCORES, layer_scores
 
 FLAT, COLLAPSE, RAMP = [1.0] * 5, [1.0, 0.5, 0.5, 0.5, 0.5], [1.0, 0.9, 0.75, 0.6, 0.5]
@@ -109,6 +110,8 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
     sweep_meta = load_json(paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", "local",
                                                    "fgsm_acc0.5", root))["meta"]
     assert sweep_meta["depth"] == {"conv1": 0.0, "conv2": 1 / 3, "fc1": 2 / 3, "fc2": 1.0}
+    frame = to_frame(root)
+    assert frame.groupby("layer")["depth"].first().to_dict() == sweep_meta["depth"]
     compare_common = ["compare", "--arch", "mnist_cnn", "--models-root", str(root), "--plots-root", str(tmp_path),
                       "--n-boot", "50"]
     assert main([*compare_common, "--by", "regime", "--regimes", "standard", "standard", "--epoch", "1"]) == 2
