@@ -168,6 +168,7 @@ def plot_probe_heatmap(frame: pd.DataFrame, title: str, threshold: float = 0.05)
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     grid = frame.pivot_table(index="layer", columns="epoch", values="drop", sort=False)
+    depth = frame.groupby("layer")["depth"].first()
     low = frame.pivot_table(index="layer", columns="epoch", values="lo", sort=False).loc[grid.index, grid.columns]
     fig, ax = plt.subplots(figsize=(max(5.0, 2.0 + 0.55 * grid.shape[1]), 1.6 + 0.28 * grid.shape[0]))
     image = ax.imshow(grid.to_numpy(), cmap="magma_r", vmin=min(0.0, float(np.nanmin(grid))), vmax=1.0,
@@ -175,7 +176,8 @@ def plot_probe_heatmap(frame: pd.DataFrame, title: str, threshold: float = 0.05)
     rows, cols = np.nonzero(low.to_numpy() > threshold)
     ax.scatter(cols, rows, s=8, color="tab:cyan")
     ax.set(xticks=range(grid.shape[1]), xticklabels=grid.columns, yticks=range(grid.shape[0]),
-           yticklabels=grid.index, xlabel="checkpoint epoch probed", ylabel="layer (by execution depth)")
+           yticklabels=[f"{name} (d {depth[name]:.2f})" for name in grid.index], xlabel="checkpoint epoch probed",
+           ylabel="layer (normalised depth d)")
     ax.xaxis.label.set_size(8)
     ax.yaxis.label.set_size(8)
     ax.tick_params(labelsize=6)
