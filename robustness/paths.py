@@ -14,6 +14,7 @@ Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``-
             scores_<score>_<attack>_<baseline>.csv            layers x epochs score table
             scores_pgd_recheck_<attack>_<baseline>.csv        the PGD re-check of robust-looking layers
         global_data/                                          global sweeps, the same names prefixed by the filter
+        {Probe_reinit,Probe_rerandom}/Init_<i>_<epoch>epochs_<attack>.json  (+ .npz)  re-initialisation probes
         retraining/<epoch>epochs_<filter>_<score>_<attack>_<digest>.json  (+ .csv, and a folder of runs)
         Defensive_<norm>/<split>[_oracle].npz                 defended images and labels
         reports/<name>.json                                   small summaries a rerun reuses
@@ -158,6 +159,35 @@ def list_sweep_results(
     return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
 
 
+PROBE_DIRS: dict[str, str] = {"reinit": "Probe_reinit", "rerandom": "Probe_rerandom"}
+
+
+def probe_dir(arch: str, dataset: str, kind: str, root: str | Path = DEFAULT_MODELS_ROOT,
+              regime: str = "standard") -> Path:
+    """Where re-initialisation (``Probe_reinit/``) or re-randomisation (``Probe_rerandom/``) probe results go;
+    a model trained under another regime than ``"standard"`` gets ``Probe_<kind>_<regime>/``."""
+    folder = _lookup(PROBE_DIRS, kind, "probe kind")
+    return model_dir(arch, dataset, root) / (folder if regime == "standard" else f"{folder}_{regime}")
+
+
+def probe_result_path(arch: str, dataset: str, init: int, epoch: int, kind: str, attack_tag: str,
+                      root: str | Path = DEFAULT_MODELS_ROOT, regime: str = "standard") -> Path:
+    """One probe result file per (checkpoint, probe kind, attack): ``Init_<i>_<epoch>epochs_<attack>.json``."""
+    return probe_dir(arch, dataset, kind, root, regime) / f"Init_{init}_{epoch}epochs_{attack_tag}.json"
+
+
+def list_probe_results(arch: str, dataset: str, kind: str, root: str | Path = DEFAULT_MODELS_ROOT,
+                       regime: str = "standard") -> dict[str, dict[tuple[int, int], Path]]:
+    """The probe result files of one kind, as ``{attack_tag: {(init, epoch): path}}``, sorted (the inverse of
+    :func:`probe_result_path`)."""
+    pattern = re.compile(r"Init_(\d+)_(\d+)epochs_(.+)\.json")
+    found: dict[str, dict[tuple[int, int], Path]] = {}
+    for path in sorted(probe_dir(arch, dataset, kind, root, regime).glob("*.json")):
+        if m := pattern.fullmatch(path.name):
+            found.setdefault(m.group(3), {})[(int(m.group(1)), int(m.group(2)))] = path
+    return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
+
+
 def list_models(root: str | Path = DEFAULT_MODELS_ROOT) -> list[tuple[str, str]]:
     """The ``(arch, dataset)`` keys of every ``<Arch>/<DATASET>`` folder under ``root``, sorted; a model from
     elsewhere's ``arch`` key is its folder name (:func:`source_dir_name`)."""
@@ -264,6 +294,18 @@ def comparison_plot_name(arch: str, dataset: str, by: str, kind: str, baseline: 
 def sets_comparison_plot_name(names: list[str], kind: str, baseline: str) -> str:
     """``compare_<set>_<set>..._<filter>_<baseline>``: local scores compared across named sets of results."""
     return plot_name("compare", *names, kind, baseline)
+
+
+def probe_plot_name(arch: str, dataset: str, kind: str, init: int, attack: str, which: str) -> str:
+    """``<Arch>_<DATASET>_probe_<kind>_Init_<i>_<attack>_<which>``: the layer x epoch heatmap of a probe's
+    accuracy drop (``which``: clean or adv)."""
+    return _model_plot_name(arch, dataset, "probe", kind, f"Init_{init}", attack, which)
+
+
+def regime_plot_name(arch: str, dataset: str, kind: str, regimes: list[str], baseline: str) -> str:
+    """``compare_<Arch>_<DATASET>_by_regime_<regime>_<regime>_<filter>_<baseline>``: two training regimes'
+    scores against normalised depth."""
+    return plot_name("compare", arch_dir_name(arch), dataset_dir_name(dataset), "by_regime", *regimes, kind, baseline)
 
 
 def retrain_plot_name(arch: str, dataset: str, epoch: int, *, kind: str, score: str, attack_tag: str,

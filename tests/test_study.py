@@ -92,7 +92,8 @@ def test_result_files_and_meta(whole: Path) -> None:
                     "subset": 20, "seed": 0, "precision": "fp32", "layers": ["conv1", "fc2"],
                     "attack_params": {"name": "fgsm", "eps": EPS}, "bn": "recalibrate", "bn_images": 1000,
                     "calibration_images": 0, "grid": "value", "null_masks": 0,
-                    "ref_clean_acc": results["conv1"].ref_clean_acc, "ref_adv_acc": results["conv1"].ref_adv_acc}
+                    "ref_clean_acc": results["conv1"].ref_clean_acc, "ref_adv_acc": results["conv1"].ref_adv_acc,
+                    "depth": {"conv1": 0.0, "conv2": 1 / 3, "fc1": 2 / 3, "fc2": 1.0}}
     assert list(results) == ["conv1", "fc2"] and len(results["fc2"].adv_acc) == 3
     meta, results = load_results(
         paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "global", "fgsm_eps0.1", whole))

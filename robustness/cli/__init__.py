@@ -1,7 +1,7 @@
 """``robustness`` (or ``python -m robustness``): the command-line form of every notebook step.
 
 Each subcommand is a pair ``add_<name>(subparsers)`` / ``run_<name>(args)`` in
-:mod:`robustness.cli.study` (train, filter, scores, compare, retrain) or
+:mod:`robustness.cli.study` (train, filter, scores, compare, retrain), :mod:`robustness.cli.probe` (probe) or
 :mod:`robustness.cli.evaluate` (attack, defend, demo); the options several commands share are
 declared once, as parent parsers, in :mod:`robustness.cli.options`. Errors of the user's making
 print one line and exit with status 2. Building the parser imports nothing heavy (no torch), so
@@ -19,11 +19,12 @@ from .. import __version__
 from ..errors import RobustnessError
 from .evaluate import add_attack, add_defend, add_demo
 from .options import nonnegative_number
+from .probe import add_probe
 from .study import add_compare, add_filter, add_retrain, add_scores, add_train
 
 __all__ = ["COMMANDS", "build_parser", "entry_point", "main", "nonnegative_number"]
 
-COMMANDS = (add_demo, add_train, add_attack, add_filter, add_scores, add_compare, add_retrain, add_defend)
+COMMANDS = (add_demo, add_train, add_attack, add_filter, add_scores, add_compare, add_retrain, add_probe, add_defend)
 
 
 def build_parser(prog: str = "python -m robustness") -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ from .options import (
     tag_options,
     writable_folders,
 )
+from .probe import add_comparison_options, compare_models
 
 Sub = argparse._SubParsersAction
 
@@ -259,9 +260,10 @@ def add_compare(sub: Sub) -> None:
                                    "epochs; --set compares any checkpoints, also of other datasets or "
                                    "architectures (layers matched by name, or through --layer-map). Prints the "
                                    "pairs and saves a scatter figure of each set's scores against the first's.")
-    p.add_argument("--by", choices=["init", "epoch"], default=None,
+    p.add_argument("--by", choices=["init", "epoch", "regime", "arch"], default=None,
                    help="init: every initialisation at --epoch (default: the newest they share); epoch: every "
-                        "epoch of --init")
+                        "epoch of --init; regime: --init at --epoch under the two --regimes (paired differences); "
+                        "arch: the --set checkpoints aligned on normalised depth bins instead of layer names")
     p.add_argument("--init", type=int, default=1, help="the initialisation whose epochs --by epoch compares "
                    "(default 1)")
     p.add_argument("--epoch", type=int, default=None, help="the epoch --by init compares (default: the newest "
@@ -272,6 +274,7 @@ def add_compare(sub: Sub) -> None:
     p.add_argument("--layer-map", default=None, metavar="JSON",
                    help="a JSON file {set name: {its layer name: shared name}} that matches layers of different "
                         "architectures")
+    add_comparison_options(p)
     p.set_defaults(run=run_compare)
 
 
@@ -285,6 +288,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
     scoring = scoring_of(args)
     writable_folders(args.plots_root)
+    if args.by in ("regime", "arch"):
+        return compare_models(args)
     if (args.by is None) == (args.set is None):
         raise InvalidArgument("choose what to compare: --by init, --by epoch, or two or more --set NAME=ARCH:DATASET:"
                               "INIT:EPOCH")

@@ -19,6 +19,7 @@ from .filters import (
     parse_alpha_range,
     quantile_grid,
     threshold_grid,
+    thresholds,
     value_grid,
     weight_range,
 )
@@ -36,6 +37,8 @@ from .results import (
 from .reuse import split_model, trace
 from .sweeps import (
     DEFAULT_BATCH,
+    BNImages,
+    EvalData,
     evaluate_point,
     global_analysis,
     local_analysis,
@@ -47,8 +50,8 @@ from .sweeps import (
 __all__ = [
     "batchnorm_layers", "preserved_batchnorm", "recalibrate_batchnorm", "plot_layer_grid", "plot_global_curves",
     "canonical_kind", "filter_mask", "apply_filter", "threshold_grid", "half_width", "weight_range", "AlphaRange",
-    "parse_alpha_range", "global_range", "check_grid", "value_grid", "quantile_grid", "Evaluation", "SweepResult",
-    "outcomes_path", "save_results", "load_results", "FRAME_COLUMNS", "to_frame", "file_summary", "load_result_json",
-    "trace", "split_model", "DEFAULT_BATCH", "evaluate_point", "null_ranks", "select_layers", "measure_reference",
-    "local_analysis", "global_analysis",
+    "parse_alpha_range", "global_range", "check_grid", "value_grid", "quantile_grid", "thresholds", "Evaluation",
+    "SweepResult", "outcomes_path", "save_results", "load_results", "FRAME_COLUMNS", "to_frame", "file_summary",
+    "load_result_json", "trace", "split_model", "DEFAULT_BATCH", "evaluate_point", "null_ranks", "select_layers",
+    "measure_reference", "local_analysis", "global_analysis", "BNImages", "EvalData",
 ]

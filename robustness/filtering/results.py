@@ -235,8 +235,8 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Swe
 # One row per point of every sweep: what :func:`to_frame` returns.
 FRAME_COLUMNS: tuple[str, ...] = (
     "arch", "dataset", "source", "init", "epoch", "filter", "scope", "attack", "eps", "bn", "grid", "layer",
-    "threshold", "removed_fraction", "n_images", "clean_acc", "clean_lo", "clean_hi", "adv_acc", "adv_lo", "adv_hi",
-    "ref_clean_acc", "ref_adv_acc", "null_clean_acc", "null_adv_acc",
+    "depth", "threshold", "removed_fraction", "n_images", "clean_acc", "clean_lo", "clean_hi", "adv_acc", "adv_lo",
+    "adv_hi", "ref_clean_acc", "ref_adv_acc", "null_clean_acc", "null_adv_acc",
 )
 
 
@@ -261,7 +261,8 @@ def frame_rows(meta: dict[str, Any], results: dict[str, SweepResult], ci: float 
             row = {"arch": meta.get("arch"), "dataset": meta.get("dataset"), "source": meta.get("source"),
                    "init": meta.get("init"), "epoch": meta.get("epoch"), "filter": result.kind,
                    "scope": meta.get("scope"), "attack": meta.get("attack"), "eps": meta.get("eps", np.nan),
-                   "bn": meta.get("bn", "frozen"), "grid": result.grid, "layer": key, "threshold": threshold,
+                   "bn": meta.get("bn", "frozen"), "grid": result.grid, "layer": key,
+                   "depth": meta.get("depth", {}).get(key, np.nan), "threshold": threshold,
                    "removed_fraction": result.removed_fraction[t], "n_images": n}
             for what, acc in (("clean", result.clean_acc[t]), ("adv", result.adv_acc[t])):
                 row[f"{what}_acc"] = acc
@@ -276,7 +277,8 @@ def to_frame(models_root: str | os.PathLike = paths.DEFAULT_MODELS_ROOT, ci: flo
     """Every sweep result under ``models_root`` as one long pandas table, one row per (result file, layer,
     threshold) with the columns of :data:`FRAME_COLUMNS` (:func:`frame_rows`): architecture, dataset, the
     model's source (empty for this package's checkpoints), init, epoch, filter, scope, attack tag, eps,
-    BatchNorm mode, grid, layer (``"global"`` for a global sweep), threshold, removed fraction, and clean and
+    BatchNorm mode, grid, layer (``"global"`` for a global sweep), its normalised depth (:mod:`robustness.depth`;
+    NaN for a global sweep or a file written before depths were recorded), threshold, removed fraction, and clean and
     adversarial accuracy with their Wilson intervals; empty (with those columns) when there is no result."""
     import pandas as pd  # noqa: PLC0415 (only the tables need it)
 

@@ -5,8 +5,18 @@ layers, epochs and initialisations (``tables``), invariance across initialisatio
 To change the score formula: ``scores``.
 """
 
-from .compare import Comparison, checkpoint_scores, compare, named_set, study_sets
+from .compare import Comparison, Scores, binned_sets, checkpoint_scores, compare, named_set, study_sets
 from .figures import LABEL_COLOURS, attack_label, plot_comparison, plot_score_bars, plot_score_heatmaps, plot_scores
+from .regimes import (
+    RegimeComparison,
+    calibration_target,
+    check_same_images,
+    compare_regimes,
+    plot_regimes,
+    regime_kwargs,
+    regime_of,
+    regime_result,
+)
 from .scores import (
     DEFAULT_SCORING,
     Scoring,
@@ -32,9 +42,10 @@ from .tables import (
 )
 
 __all__ = [
-    "Comparison", "compare", "checkpoint_scores", "named_set", "study_sets", "attack_label", "plot_score_heatmaps",
-    "LABEL_COLOURS", "plot_score_bars", "plot_scores", "plot_comparison", "label", "interval_label", "outcomes",
-    "describe", "integrate", "filtering_scores", "layer_scores", "consensus", "consensus_labels", "Scoring",
-    "DEFAULT_SCORING", "CHECKPOINT", "ScoresTable", "build_tables", "study_tables", "score_study", "scores_frame",
-    "save_table", "read_table",
+    "Comparison", "compare", "checkpoint_scores", "named_set", "study_sets", "binned_sets", "Scores", "attack_label",
+    "plot_score_heatmaps", "LABEL_COLOURS", "plot_score_bars", "plot_scores", "plot_comparison", "compare_regimes",
+    "RegimeComparison", "regime_result", "plot_regimes", "regime_of", "regime_kwargs", "check_same_images",
+    "calibration_target", "label", "interval_label", "outcomes", "describe", "integrate", "filtering_scores",
+    "layer_scores", "consensus", "consensus_labels", "Scoring", "DEFAULT_SCORING", "CHECKPOINT", "ScoresTable",
+    "build_tables", "study_tables", "score_study", "scores_frame", "save_table", "read_table",
 ]

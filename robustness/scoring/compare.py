@@ -19,6 +19,7 @@ Layers are matched by name (the layers every set has, in the first set's order);
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,11 @@ import numpy as np
 from .. import paths
 from ..errors import DataNotFoundError, InvalidArgument
 from ..filtering import load_results
+from ..models import DEFAULT_BINS, bin_name
 from ..paths import RECHECK
 from ..stats import percentile_interval, spearman
 from ..vocab import SCORES, Label, Score
-from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, layer_scores
+from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, consensus, layer_scores
 
 Scores = Mapping[str, Mapping[str, Any]]  # {layer: filtering_scores dict}
 
@@ -211,3 +213,34 @@ def study_sets(
         )
     return {name.format(i, e): checkpoint_scores(arch, dataset, kind, i, e, attack=attack, root=root, scoring=scoring)
             for i, e in chosen}
+
+
+def binned_sets(
+    sets: Mapping[str, tuple[Scores, Mapping[str, float]]], bins: int = DEFAULT_BINS
+) -> dict[str, Scores]:
+    """Each set's layer scores pooled into depth bins: ``{name: {bin name: scores dict}}`` for
+    :func:`robustness.scoring.compare.compare`. ``sets[name]`` is ``(layer scores, {layer: depth})``; a bin's score is
+    the mean of its layers' scores (NaN ones left out), its interval the mean of their intervals, its label the
+    one all its layers share (else ``uncertain``). Bins are ``bins`` equal intervals of ``[0, 1]``."""
+    out: dict[str, Scores] = {}
+    for name, (scored, depths) in sets.items():
+        missing = [layer for layer in scored if layer not in depths]
+        if missing:
+            raise InvalidArgument(f"set {name!r}: no depth for layer(s) {', '.join(missing)}")
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for layer, s in sorted(scored.items(), key=lambda item: depths[item[0]]):
+            groups.setdefault(bin_name(depths[layer], bins), []).append(s)
+        out[name] = {label: _pooled(members) for label, members in groups.items()}
+    return out
+
+
+def _pooled(members: list[Mapping[str, Any]]) -> dict[str, Any]:
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    return {**{score: mean([m[score] for m in members]) for score in SCORES},
+            "ci": {score: (mean([m["ci"][score][0] for m in members]), mean([m["ci"][score][1] for m in members]))
+                   for score in SCORES},
+            "labels": {score: consensus([m["labels"][score] for m in members]) for score in SCORES},
+            "tau": members[0]["tau"], "layers": len(members)}

@@ -36,7 +36,7 @@ from ..filtering import (
     recalibrate_batchnorm,
     save_results,
 )
-from ..models import read_checkpoint
+from ..models import arch_depths, model_depths, read_checkpoint
 from ..runtime import autocast, frozen_eval, pick_device, progress
 from .images import StudyData, study_data
 from .plan import (
@@ -129,7 +129,9 @@ def run_unit(config: StudyConfig, unit: Unit, model: nn.Module, data: StudyData,
     # The source is recorded but not compared on a rerun: its folder already pins the model (a file's content).
     source = {"source": config.source} if config.source is not None else {}
     meta = {**settings_meta(config, unit), **source, "eps": run.attack.eps, "attack_params": attack_params(run.attack),
-            "ref_clean_acc": run.reference.clean_acc, "ref_adv_acc": run.reference.adv_acc}
+            "ref_clean_acc": run.reference.clean_acc, "ref_adv_acc": run.reference.adv_acc,
+            "depth": arch_depths(config.arch, config.dataset) if config.source is None else model_depths(
+                model, tuple(data.x.shape[1:]))}
     return save_results(meta, [result], unit_path(config, unit))
 
 
