@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fitting import adam_fit
+from reference import recalibrate_by_hand
 from torch import nn
 
 from robustness.attacks import FGSM, fgsm
@@ -96,15 +97,7 @@ def deep_copy_recalibrated(model, data, calibration, layer, kind, count):
         net = copy.deepcopy(model)
         if alpha is not None:
             dict(net.named_modules())[layer].weight.data = apply_filter(weight, kind, alpha, half_width(lo, hi, count))
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
-        with torch.no_grad():
-            for xb in calibration[0].split(100):
-                net(xb)
-        net.eval()
+        recalibrate_by_hand(net, calibration[0])
         x_grad = x.clone().requires_grad_(True)
         logits = net(x_grad)
         F.cross_entropy(logits, y, reduction="sum").backward()

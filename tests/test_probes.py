@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from reference import recalibrate_by_hand
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -150,15 +151,7 @@ def reference_probe(model: nn.Module, initial: nn.Module, name: str, x, y, calib
     re-estimated by hand (cumulative average over batches of 100), then clean and FGSM outcomes by hand."""
     probed = copy.deepcopy(model)
     probed.get_submodule(name).load_state_dict(initial.get_submodule(name).state_dict())
-    for m in probed.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    probed.train()
-    with torch.no_grad():
-        for batch in calibration.split(100):
-            probed(batch)
-    probed.eval()
+    recalibrate_by_hand(probed, calibration)
     x = x.clone().requires_grad_(True)
     logits = probed(x)
     grad, = torch.autograd.grad(nn.functional.cross_entropy(logits, y), x)

@@ -31,15 +31,20 @@ def nonnegative_number(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A count option's value: an integer >= 1."""
+def _integer(text: str, least: int) -> int:
+    """``text`` as an integer >= ``least``, else one argparse error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= {least}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A count option's value: an integer >= 1."""
+    return _integer(text, 1)
 
 
 def positive_number(text: str) -> float:
@@ -55,13 +60,7 @@ def positive_number(text: str) -> float:
 
 def nonnegative_int(text: str) -> int:
     """A seed-like option's value: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
-    return value
+    return _integer(text, 0)
 
 
 def writable_folders(*folders: str) -> None:

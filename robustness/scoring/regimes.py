@@ -71,7 +71,7 @@ def check_same_images(a: Mapping[str, Any], b: Mapping[str, Any], n_a: int, n_b:
         raise InvalidArgument(
             f"{names[0]} and {names[1]} were not measured on the same evaluation images ({detail}): a paired "
             f"comparison needs the same images; rerun the filter command of one with the other's --seed, --subset "
-            f"and --calibration-images"
+            f"and --eps-images"
         )
 
 
