@@ -4,7 +4,8 @@ A checkpoint is one ``torch.save`` file (written by :func:`robustness.train.trai
 the layout of :mod:`robustness.paths`) holding a dict: ``format`` (:data:`CHECKPOINT_FORMAT`),
 ``arch``, ``dataset``, ``init``, ``epoch``, ``seed``, the model's ``state_dict``, the
 ``optimizer`` and ``scheduler`` states, the torch ``rng`` state, the ``history`` so far and
-the training ``config``. Every tensor is on the CPU. Files are read with
+the training ``config``, and the training ``regime`` tag with its ``adv_training`` settings
+(:mod:`robustness.adversarial`; a file without them is standard). Every tensor is on the CPU. Files are read with
 ``weights_only=True`` (:mod:`robustness.weights`) and then moved to the device, so a device
 this machine lacks is reported as such, never as a damaged file.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adversarial import checkpoint_regime
 from .errors import CheckpointError
 from .models import build_model
 from .runtime import choose_device
@@ -63,7 +65,7 @@ def load_checkpoint(
     path: str | Path, arch: str | None = None, dataset: str | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint (``weights_only=True``, on the CPU) and return ``(model in eval mode on
-    map_location, metadata)``.
+    map_location, metadata)``; the metadata holds ``regime`` and ``regime_settings``.
 
     ``arch``/``dataset``, when given, must match the checkpoint's. A missing, damaged or foreign
     file raises :class:`CheckpointError` naming it; a device this machine lacks, :class:`InvalidArgument`
@@ -71,7 +73,7 @@ def load_checkpoint(
     """
     device = choose_device(str(map_location)).device
     ckpt = read_checkpoint(path, arch, dataset)
-    meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")}
+    meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")} | checkpoint_regime(ckpt)
     meta["path"] = str(path)
     return checkpoint_model(ckpt, device), meta
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import paths
+from .adversarial import regime_meta, standard_meta
 from .analysis import DEFAULT_BATCH, select_layers
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, InvalidArgument
@@ -288,6 +289,7 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
         "bn_images": config.bn_images if config.bn == "recalibrate" else 0,
         "null_masks": config.null_masks if config.random_baseline else 0,
     }
+    meta |= regime_meta(config.tree_arch, config.dataset, config.models_root)
     if not _eps_is_measured(config):
         meta |= {"eps": config.attack.eps, "attack_params": attack_params(config.attack)}
     if config.recheck_of is not None:
@@ -302,6 +304,7 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
 def _check_meta(config: StudyConfig, unit: Unit, path: Path) -> dict[str, Any]:
     """The meta of ``path``, a file of ``unit``; an error when a different study set-up wrote it."""
     found, expected = load_json(path)["meta"], settings_meta(config, unit)
+    found = {**standard_meta(), **found}  # a file written before regimes existed is standard
     diff = {k: found.get(k) for k in expected if found.get(k) != expected[k]}
     if diff:
         raise InvalidArgument(

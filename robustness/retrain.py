@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from . import paths
+from .adversarial import regime_meta
 from .attacks import FGSM, make_attack
 from .checkpoint import checkpoint_model, current_lr, read_checkpoint
 from .data import load_dataset, loader_to_tensors, make_loader
@@ -276,7 +277,9 @@ def run_comparison(
             for variant, outcomes in found.items():
                 runs[variant] += outcomes
         rows = summarise(runs, variants, sizes, n_boot=n_boot, ci=ci, seed=seed)
-        save_json({"settings": settings, "labels": labels, "rows": rows}, out)
+        # the regime is the folder's (models_root is a regime root), so it stays out of the settings' digest
+        save_json({"settings": settings, **regime_meta(arch, dataset, models_root), "labels": labels, "rows": rows},
+                  out)
         _save_csv(rows, out.with_suffix(".csv"))
     title = (f"{paths.arch_dir_name(arch)} {paths.dataset_dir_name(dataset)} epoch {epoch}: retraining by {kind} "
              f"{score} labels ({attack_label(attack_tag, [m['eps'] for m, _ in loaded.values()])}, τ = {tau:g}); "

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import distributed, paths
+from .adversarial import AdvTraining, adversarial_batch, checkpoint_regime, claim_regime, from_settings, regime_tag
 
 # current_lr, load_checkpoint and read_checkpoint were defined here first; users still import them from here.
 from .checkpoint import CHECKPOINT_FORMAT, current_lr, load_checkpoint, read_checkpoint, to_device  # noqa: F401
@@ -80,6 +81,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0 over the epochs, per epoch
     augment: bool = False  # random crop (4 pixels of padding) and horizontal flip
+    adv: AdvTraining = field(default_factory=AdvTraining)  # adversarial training (robustness.adversarial)
+
+    @property
+    def regime(self) -> str:
+        """The regime tag of the run (``standard`` without adversarial training): which folder it trains into."""
+        return regime_tag(self.adv)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, **settings: Any) -> TrainConfig:
@@ -103,6 +110,8 @@ class TrainConfig:
             raise InvalidArgument(f"unknown optimizer {self.optimizer!r}: use adam or sgd")
         if self.schedule not in ("constant", "cosine"):
             raise InvalidArgument(f"unknown schedule {self.schedule!r}: use constant or cosine")
+        if not isinstance(self.adv, AdvTraining):
+            raise InvalidArgument(f"adv must be an AdvTraining, got {type(self.adv).__name__}")
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise InvalidArgument(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum} "
                                   f"and {self.weight_decay}")
@@ -153,6 +162,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict[int, list[dict[str, 
         )
     train_loader_data = load_dataset(config.dataset, True, config.data_root, config.download)
     test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
+    if distributed.is_main():
+        claim_regime(config.adv, config.arch, config.dataset, config.models_root)
     with distributed.process_group(pick_device(config.device)) as device:
         return {
             init: _train_init(config, init, device, train_loader_data, test_loader, resume)
@@ -185,11 +196,19 @@ def training_config(ckpt: Mapping[str, Any]) -> TrainConfig:
     """The :class:`TrainConfig` a checkpoint dict (:func:`read_checkpoint`) was trained with; fields an
     older checkpoint lacks take their defaults."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in ckpt.get("config", {}).items() if k in known})
+    saved = {k: v for k, v in ckpt.get("config", {}).items() if k in known}
+    return TrainConfig(**{**saved, "adv": from_settings(saved.get("adv"))})
 
 
 def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
     """Refuse to continue a checkpoint whose optimiser, schedule or augmentation differ from ``config``'s."""
+    regime = checkpoint_regime(ckpt)
+    if regime["regime_settings"] != config.adv.settings():
+        raise InvalidArgument(
+            f"{path} was trained in regime {regime['regime']} ({regime['regime_settings']}), this run asks for "
+            f"{config.regime} ({config.adv.settings()}): resume it with the same --adv-* options, or start over "
+            f"(--no-resume) or train into another --models-root"
+        )
     saved = asdict(training_config(ckpt))
     for key in _RESUME_FIELDS:
         if saved[key] != getattr(config, key):
@@ -214,7 +233,8 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     start = 0
     # every rank resumes from the checkpoints rank 0 finds
     existing = distributed.on_main(
-        lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
+        lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root, regime=config.regime)
+        if resume else {}
     )
     usable = [e for e in existing if e <= config.epochs]
     if usable:
@@ -251,6 +271,8 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
         for images, targets in progress(loader, f"epoch {epoch}"):
             x = (augment(images, crops) if config.augment else images).to(device, non_blocking=True)
             y = torch.as_tensor(targets).to(device, non_blocking=True)
+            if config.adv.active:  # made with the unwrapped model in eval mode, trained on in train mode
+                x = adversarial_batch(model, x, y, config.adv, config.adv.eps_at(epoch))
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=use_amp):
                 logits = net(x)
@@ -273,10 +295,11 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
             )
         history.append(
             {"epoch": epoch, "train_loss": loss_total / seen, "train_acc": correct_total / seen, "test_acc": test_acc,
-             "seconds": seconds}
+             "seconds": seconds, **({"train_eps": config.adv.eps_at(epoch)} if config.adv.active else {})}
         )
         if distributed.is_main():
-            save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+            save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root,
+                                                  regime=config.regime))
             if epoch in keep:
                 _save(config, init, seed, epoch, model, optimizer, scheduler, history)
     return history
@@ -288,7 +311,7 @@ def checkpoint_accuracies(config: TrainConfig) -> list[dict[str, Any]]:
     test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
     rows = []
     for init in range(1, config.inits + 1):
-        found = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root)
+        found = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root, regime=config.regime)
         for epoch, path in progress(found.items(), f"Init_{init} checkpoints", len(found)):
             model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
             rows.append({"init": init, "epoch": epoch, "test_acc": accuracy(model, test_loader)})
@@ -309,8 +332,10 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "rng": torch.get_rng_state(),  # every rank's: seeded alike, they draw the same numbers
         "history": list(history),
-        "config": asdict(config),
+        "config": {**asdict(config), "adv": config.adv.settings()},
+        "regime": config.regime,
+        "adv_training": config.adv.settings(),
     }
-    path = paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root)
-    save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+    path = paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root, regime=config.regime)
+    save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root, regime=config.regime))
     return save_torch(ckpt, path)
