@@ -317,9 +317,10 @@ def _model_plot_name(arch: str, dataset: str, *parts: object) -> str:
     return plot_name(arch_dir_name(arch), dataset_dir_name(dataset), *parts)
 
 
-def learning_curves_plot_name(arch: str, dataset: str) -> str:
-    """``<Arch>_<DATASET>_learning_curves``: the training histories of every initialisation."""
-    return _model_plot_name(arch, dataset, "learning_curves")
+def learning_curves_plot_name(arch: str, dataset: str, *, regime: str = STANDARD) -> str:
+    """``<Arch>_<DATASET>_learning_curves`` (``..._learning_curves_<tag>`` for another regime): the training
+    histories of every initialisation."""
+    return _model_plot_name(arch, dataset, "learning_curves", None if check_regime_tag(regime) == STANDARD else regime)
 
 
 def scores_plot_name(arch: str, dataset: str, kind: str, scope: Scope, attack: str, baseline: str) -> str:

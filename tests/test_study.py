@@ -3,6 +3,7 @@ checkpoint on held-out images, BatchNorm modes, the random baseline, the PGD re-
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -92,9 +93,20 @@ def test_result_files_and_meta(whole: Path) -> None:
                     "scope": "local", "attack": "fgsm_eps0.1", "eps": EPS, "calibrate_eps": None, "thresholds": 3,
                     "subset": 20, "seed": 0, "precision": "fp32", "layers": ["conv1", "fc2"],
                     "attack_params": {"name": "fgsm", "eps": EPS}, "bn": "recalibrate", "bn_images": 1000,
-                    "calibration_images": 0, "grid": "value", "null_masks": 0,
+                    "calibration_images": 0, "grid": "value", "null_masks": 0, "regime": "standard",
+                    "regime_settings": {"method": "none"},
                     "ref_clean_acc": results["conv1"].ref_clean_acc, "ref_adv_acc": results["conv1"].ref_adv_acc}
     assert list(results) == ["conv1", "fc2"] and len(results["fc2"].adv_acc) == 3
+
+
+def test_result_file_written_before_regimes_is_reused_as_standard(whole: Path, tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    shutil.copytree(whole, root)
+    path = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "pulse", "local", "fgsm_eps0.1", root)
+    data = json.loads(path.read_text())
+    del data["meta"]["regime"], data["meta"]["regime_settings"]
+    path.write_text(json.dumps(data))
+    assert run_study(study(root)) and json.loads(path.read_text()) == data  # nothing recomputed, nothing refused
     meta, results = load_results(
         paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "global", "fgsm_eps0.1", whole))
     assert meta["alpha_range"] == [-1.0, 1.0] and list(results) == ["global"]

@@ -98,7 +98,7 @@ def run_attack(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if model_source(args) is not None:
         model, meta = _load_source(args, device)
-        where = {"arch": meta["arch"], "source": meta["source"], "regime": "standard"}
+        where = {"arch": meta["arch"], "source": meta["source"], "regime": meta.get("regime", "standard")}
     else:
         root = regime_root_of(args)
         epoch, path = paths.find_checkpoint(args.arch, args.dataset, args.init, args.epoch, root)
