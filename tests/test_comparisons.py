@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from planted import planted
 
-from robustness import paths
+from robustness import paths, scoring
 from robustness.cli import main
 from robustness.errors import InvalidArgument
 from robustness.figures import save_figure
 from robustness.files import load_json
 from robustness.filtering import to_frame
-from robustness.probes import agreement as comparisons
 from robustness.probes import load_probes
 from robustness.scoring import Scoring, binned_sets, compare, compare_regimes, layer_scores, plot_regimes
 from robustness.vocab import SCORES
@@ -117,9 +116,9 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
                       "--n-boot", "50"]
     assert main([*compare_common, "--by", "regime", "--regimes", "standard", "standard", "--epoch", "1"]) == 2
     assert "different names" in capsys.readouterr().err
-    # Until the layout has a place for other regimes, the adversarial side is the same file under another name.
-    found = comparisons.regime_result
-    monkeypatch.setattr(comparisons, "regime_result", lambda *a, **k: found(*a[:5], "standard", **k))
+    # A planted self-comparison: the adversarial side is the standard file under another name.
+    found = scoring.regime_result
+    monkeypatch.setattr(scoring, "regime_result", lambda *a, **k: found(*a[:5], "standard", **k))
     assert main([*compare_common, "--by", "regime", "--regimes", "standard", "pgd-linf-eps0.1", "--epoch", "1"]) == 0
     out = capsys.readouterr().out
     assert "calibrated to adversarial accuracy 0.5" in out and "+0.000 [+0.000, +0.000]" in out

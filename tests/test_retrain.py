@@ -375,6 +375,7 @@ def test_retrain_command_writes_json_csv_and_plot(two_inits, tmp_path, capsys) -
     # Labels agreed by both initialisations: conv2 robust; fc1 is robust in Init_1 only, so uncertain.
     assert saved["labels"] == {"conv1": "fragile", "conv2": "robust", "fc1": "uncertain", "fc2": "fragile"}
     assert saved["settings"]["inits"] == [1, 2] and saved["settings"]["lr"] == {"1": 1e-3, "2": 1e-3}
+    assert (saved["regime"], saved["regime_settings"]) == ("standard", {"method": "none"})
     assert {r["variant"]: r["layers"] for r in saved["rows"]} == {
         "none": [], "robust+antifragile": ["conv2"], "all": ["conv1", "conv2", "fc1", "fc2"],
         "fragile": ["conv1", "fc2"], "random-1": ["fc2"], "random (mean)": []}

@@ -307,16 +307,19 @@ def test_tables_give_mean_sd_consensus_and_agreement_over_initialisations() -> N
 
 def test_tables_round_trip_through_a_plain_csv(tmp_path) -> None:
     table = build_tables(_study(), kind="highpass", scope="local", attack="fgsm_acc0.5", scoring=Scoring(tau=0.05),
-                         checkpoints={c: _info(*c) for c in _study()}, bn="recalibrate")["clean"]
+                         checkpoints={c: _info(*c) for c in _study()}, bn="recalibrate",
+                         regime="pgd-linf-eps0.1")["clean"]
+    assert table.title().endswith("regime pgd-linf-eps0.1")
     path = save_table(table, "resnet18", "mnist5k", tmp_path)
     assert path == paths.scores_table_path("resnet18", "mnist5k", "highpass", "local", "clean", tmp_path,
                                            tag="fgsm_acc0.5_density")
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("score,filter,scope,attack,baseline,tau,floor,ci,n_boot,bn,grid,layer,epoch,init,")
+    assert lines[0].startswith("score,filter,scope,attack,baseline,tau,floor,ci,n_boot,bn,grid,regime,layer,epoch,"
+                               "init,")
     assert len(lines) == 1 + 8  # one row per (layer, epoch, initialisation) present
     back = read_table(path)
     for name in ("layers", "epochs", "inits", "init_labels", "checkpoints", "tau", "floor", "coverage", "n_boot",
-                 "bn", "grid", "baseline", "attack", "score", "kind", "scope"):
+                 "bn", "grid", "baseline", "attack", "score", "kind", "scope", "regime"):
         assert getattr(back, name) == getattr(table, name), name
     for name in ("per_init", "lo", "hi", "se", "values", "sd"):
         np.testing.assert_array_equal(getattr(back, name), getattr(table, name))

@@ -3,6 +3,7 @@ checkpoint on held-out images, BatchNorm modes, the random baseline, the PGD re-
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -91,10 +92,21 @@ def test_result_files_and_meta(whole: Path) -> None:
                     "scope": "local", "attack": "fgsm_eps0.1", "eps": EPS, "calibrate_eps": None, "thresholds": 3,
                     "subset": 20, "seed": 0, "precision": "fp32", "layers": ["conv1", "fc2"],
                     "attack_params": {"name": "fgsm", "eps": EPS}, "bn": "recalibrate", "bn_images": 1000,
-                    "calibration_images": 0, "grid": "value", "null_masks": 0,
+                    "calibration_images": 0, "grid": "value", "null_masks": 0, "regime": "standard",
+                    "regime_settings": {"method": "none"},
                     "ref_clean_acc": results["conv1"].ref_clean_acc, "ref_adv_acc": results["conv1"].ref_adv_acc,
                     "depth": {"conv1": 0.0, "conv2": 1 / 3, "fc1": 2 / 3, "fc2": 1.0}}
     assert list(results) == ["conv1", "fc2"] and len(results["fc2"].adv_acc) == 3
+
+
+def test_result_file_written_before_regimes_is_reused_as_standard(whole: Path, tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    shutil.copytree(whole, root)
+    path = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "pulse", "local", "fgsm_eps0.1", root)
+    data = json.loads(path.read_text())
+    del data["meta"]["regime"], data["meta"]["regime_settings"]
+    path.write_text(json.dumps(data))
+    assert run_study(study(root)) and json.loads(path.read_text()) == data  # nothing recomputed, nothing refused
     meta, results = load_results(
         paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 0, "highpass", "global", "fgsm_eps0.1", whole))
     assert meta["alpha_range"] == [-1.0, 1.0] and list(results) == ["global"]
@@ -208,7 +220,7 @@ def test_eps_is_calibrated_per_checkpoint_on_held_out_images(two_inits: Path, tm
     assert epsilons[0] != epsilons[1]  # each checkpoint its own eps
     # a rerun that misses one file takes the eps recorded in the checkpoint's other files: no new calibration
     result_path(config, 2, 1, "highpass", "global").unlink()
-    monkeypatch.setattr("robustness.attacks.evaluation.calibrate_eps", lambda *a, **k: pytest.fail("calibrated again"))
+    monkeypatch.setattr("robustness.study.runner.calibrate_eps", lambda *a, **k: pytest.fail("calibrated again"))
     run_study(config)
     assert load_results(result_path(config, 2, 1, "highpass", "global"))[0]["eps"] == epsilons[1]
 

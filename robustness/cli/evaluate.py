@@ -23,6 +23,8 @@ from .options import (
     out_options,
     plots_root_options,
     positive_int,
+    regime_options,
+    regime_root_of,
     restart_options,
     runtime_options,
     source_options,
@@ -57,8 +59,9 @@ def _write(rows: Sequence[Mapping[str, Any]], out: str | None) -> None:
 def add_attack(sub: Sub) -> None:
     """``attack``: one checkpoint (or a model from elsewhere) under FGSM, PGD or APGD."""
     p = sub.add_parser("attack", parents=[model_options(), models_root_options(), data_root_options(),
-                                          runtime_options(), source_options(),
-                                          attack_options(("fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr")),
+                                          runtime_options(), source_options(), regime_options(),
+                                          attack_options(("fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr", "square",
+                                                          "ensemble")),
                                           restart_options(), speed_options(), out_options()],
                        help="evaluate a saved checkpoint or a model from elsewhere under FGSM, PGD or APGD (L∞, L2)",
                        description="Attack the test images of a saved checkpoint (--init, --epoch) or of the model "
@@ -67,12 +70,21 @@ def add_attack(sub: Sub) -> None:
                                    "and the mean and max perturbation norm. PGD stops early per image once it is "
                                    "misclassified. apgd runs APGD-CE and APGD-DLR (torchattacks, 100 iterations "
                                    "each by default) and counts an image as robust only if it survives both: the "
-                                   "strong attack for an honest number; apgd-ce and apgd-dlr run one loss.")
+                                   "strong attack for an honest number; apgd-ce and apgd-dlr run one loss. square is "
+                                   "the gradient-free Square attack (margin loss, --queries queries). ensemble runs "
+                                   "PGD (-k steps, default 20), APGD-CE, APGD-DLR and Square on every image and "
+                                   "reports each one's accuracy and the per-image worst case with 95% Wilson "
+                                   "intervals, flagging possible gradient masking when a white-box attack leaves "
+                                   "the model more accurate than Square by more than 2 paired standard errors.")
     p.add_argument("--init", type=int, default=1, help="initialisation number, from 1 (default 1)")
     p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest)")
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="attack a fixed, seeded subset of N test images (default: the whole test split)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch (default 256)")
+    p.add_argument("--queries", type=positive_int, default=1000,
+                   help="queries per image of the Square attack (square, ensemble; default 1000)")
+    p.add_argument("--apgd-steps", type=positive_int, default=100,
+                   help="iterations of APGD-CE and APGD-DLR in the ensemble (default 100)")
     p.set_defaults(run=run_attack)
 
 
@@ -84,20 +96,23 @@ def run_attack(args: argparse.Namespace) -> int:
     from ..models import load_checkpoint  # noqa: PLC0415
     from ..runtime import autocast, channels_last, pick_device  # noqa: PLC0415
 
-    attack = attack_from(args)
+    attack = _attack_of(args)
     check_out(args)
     device = pick_device(args.device)
     if model_source(args) is not None:
         model, meta = _load_source(args, device)
-        where = {"arch": meta["arch"], "source": meta["source"]}
+        where = {"arch": meta["arch"], "source": meta["source"], "regime": meta.get("regime", "standard")}
     else:
-        epoch, path = paths.find_checkpoint(args.arch, args.dataset, args.init, args.epoch, args.models_root)
-        model, _ = load_checkpoint(path, args.arch, args.dataset, map_location=device)
-        where = {"arch": args.arch, "init": args.init, "epoch": epoch}
+        root = regime_root_of(args)
+        epoch, path = paths.find_checkpoint(args.arch, args.dataset, args.init, args.epoch, root)
+        model, meta = load_checkpoint(path, args.arch, args.dataset, map_location=device)
+        where = {"arch": args.arch, "init": args.init, "epoch": epoch, "regime": meta["regime"]}
     loader = make_loader(load_dataset(args.dataset, train=False, root=args.data_root), args.batch_size,
                          subset=args.subset, seed=args.seed)
     if args.channels_last:
         channels_last(model)
+    if args.attack == "ensemble":
+        return _report_ensemble(model, loader, attack, where, args, meta.get("regime_settings"))
     with autocast(device, args.precision):
         result = evaluate(model, loader, attack)
     (clean_lo, clean_hi), (robust_lo, robust_hi) = intervals(result).values()
@@ -106,7 +121,42 @@ def run_attack(args: argparse.Namespace) -> int:
            "robust_acc": result["robust_acc"], "robust_lo": robust_lo, "robust_hi": robust_hi,
            **{k: v for k, v in result.items() if k not in ("clean_acc", "robust_acc")}}
     print(format_table([row]))
-    _write([row], args.out)
+    _write([{**row, "regime_settings": meta.get("regime_settings", {"method": "none"})}], args.out)
+    return 0
+
+
+def _attack_of(args: argparse.Namespace) -> Any:
+    """The attack of ``--attack``: one of :func:`attack_from`'s, Square, or the ensemble."""
+    from ..attacks import (
+        Ensemble,  # noqa: PLC0415 (keeps --help fast)
+        Square,  # noqa: PLC0415
+    )
+    from ..errors import InvalidArgument  # noqa: PLC0415
+
+    if args.attack not in ("square", "ensemble"):
+        return attack_from(args)
+    if args.alpha is not None or not args.random_start:
+        raise InvalidArgument(f"--attack {args.attack} sets its own step sizes from random starts: drop --alpha / "
+                              "--no-random-start")
+    if args.attack == "square":
+        return Square(args.eps, args.norm, args.queries, args.restarts, seed=args.seed)
+    return Ensemble(args.eps, args.norm, args.steps or 20, args.restarts, args.apgd_steps, args.queries, args.seed)
+
+
+def _report_ensemble(model: nn.Module, loader: Any, ensemble: Any, where: dict[str, Any], args: argparse.Namespace,
+                     settings: dict[str, Any] | None) -> int:
+    """Run the ensemble, print each accuracy with its interval and the gradient-masking verdict; write the
+    rows to ``--out``."""
+    from ..attacks import ensemble_outcomes, ensemble_report, masking_flag  # noqa: PLC0415
+
+    rows = ensemble_report(ensemble_outcomes(model, loader, ensemble))
+    print(f"{where}, {args.dataset}, {ensemble.tag}: PGD {ensemble.pgd_steps} steps x {ensemble.pgd_restarts}, "
+          f"APGD {ensemble.apgd_steps} steps per loss, Square {ensemble.square_queries} queries")
+    print(format_table(rows))
+    flag = masking_flag(rows)
+    print(flag or "no sign of gradient masking: every white-box attack is within noise of Square or below it")
+    _write([{**where, "dataset": args.dataset, "ensemble": ensemble.tag, **row,
+             "regime_settings": settings or {"method": "none"}} for row in rows], args.out)
     return 0
 
 

@@ -262,3 +262,50 @@ def check_out(args: argparse.Namespace) -> None:
         from ..files import check_table_path  # noqa: PLC0415 (keeps --help fast)
 
         check_table_path(args.out)
+
+
+def adv_train_options(p: argparse.ArgumentParser) -> None:
+    """``train``'s adversarial-training options (:class:`robustness.adversarial.AdvTraining`)."""
+    p.add_argument("--adv-train", default="none", choices=["none", "pgd", "fast"],
+                   help="train on adversarial examples: pgd (Madry et al.: random start, --adv-steps steps of "
+                        "2.5*eps/steps) or fast (FGSM from a random start, step 1.25*eps); the checkpoints go to "
+                        "their own regime folder, <models-root>/Regime_<method>-<norm>-eps<eps>/ (default none)")
+    p.add_argument("--adv-eps", type=nonnegative_number, default=None, metavar="EPS",
+                   help="the training eps for images in [0, 1], e.g. 0.1 or 8/255 (needed with --adv-train)")
+    p.add_argument("--adv-steps", type=positive_int, default=None, metavar="K",
+                   help="PGD steps per batch (default 10; fast AT takes one)")
+    p.add_argument("--adv-norm", default="linf", choices=["linf", "l2"], help="norm of the eps-ball (default linf)")
+    p.add_argument("--adv-warmup", type=int, default=0, metavar="EPOCHS",
+                   help="grow eps linearly over the first EPOCHS epochs, eps*epoch/EPOCHS (default 0: none)")
+
+
+def adv_training_of(args: argparse.Namespace) -> Any:
+    """The :class:`robustness.adversarial.AdvTraining` of :func:`adv_train_options`."""
+    from ..errors import InvalidArgument  # noqa: PLC0415
+    from ..training import AdvTraining  # noqa: PLC0415 (keeps --help fast)
+
+    if args.adv_train == "none":
+        given = [flag for flag, value in (("--adv-eps", args.adv_eps), ("--adv-steps", args.adv_steps)) if value]
+        if given or args.adv_warmup:
+            raise InvalidArgument(f"{', '.join(given) or '--adv-warmup'} set without --adv-train: add --adv-train pgd "
+                                  "or fast, or drop it")
+        return AdvTraining()
+    if args.adv_eps is None:
+        raise InvalidArgument(f"--adv-train {args.adv_train} needs --adv-eps, e.g. --adv-eps 0.1 or 8/255")
+    return AdvTraining(args.adv_train, args.adv_eps, args.adv_norm, args.adv_steps, warmup=args.adv_warmup)
+
+
+def regime_options() -> argparse.ArgumentParser:
+    """``--regime TAG``: which training regime's checkpoints a command reads."""
+    p = _group()
+    p.add_argument("--regime", default="standard", metavar="TAG",
+                   help="the training regime of the checkpoints: standard, or the tag robustness train printed, "
+                        "e.g. pgd-linf-eps0.1 (default standard)")
+    return p
+
+
+def regime_root_of(args: argparse.Namespace) -> str:
+    """The models root of ``--regime`` under ``--models-root``, checked to hold that regime's checkpoints."""
+    from .. import paths  # noqa: PLC0415
+
+    return str(paths.check_regime(args.arch, args.dataset, args.regime, args.models_root))

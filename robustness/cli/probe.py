@@ -80,14 +80,14 @@ def run_probe(args: argparse.Namespace) -> int:
     from ..probes import ProbeConfig, drop_matrix, plot_probe_heatmap, probe_rows, run_probes  # noqa: PLC0415
     from ..study import StudyConfig  # noqa: PLC0415
 
+    root = str(paths.check_regime(args.arch, args.dataset, args.regime, args.models_root))
     study = StudyConfig(
         attack=attack_from(args), arch=args.arch, dataset=args.dataset,
         inits=tuple(args.inits) if args.inits else None,
         epochs=tuple(args.checkpoint_epochs) if args.checkpoint_epochs else None,
         layers=tuple(args.layers) if args.layers else None, subset=args.subset, seed=args.seed, bn=args.bn,
-        bn_images=args.bn_images, models_root=args.models_root,
-        data_root=args.data_root, device=args.device)
-    config = ProbeConfig(study, args.kind, tuple(args.seeds), args.regime)
+        bn_images=args.bn_images, models_root=root, data_root=args.data_root, device=args.device)
+    config = ProbeConfig(study, args.kind, tuple(args.seeds))
     files = run_probes(config)
     bootstrap = {"ci": args.ci, "n_boot": args.n_boot, "seed": args.seed}
     print(format_table([row for path in files for row in probe_rows(path, **bootstrap)]))
@@ -95,7 +95,7 @@ def run_probe(args: argparse.Namespace) -> int:
     for init in inits:
         for which in ("clean", "adv"):
             frame = drop_matrix(args.arch, args.dataset, args.kind, init, study.attack.tag, which=which,
-                                root=args.models_root, regime=args.regime, **bootstrap)
+                                root=root, **bootstrap)
             title = (f"{args.kind} probe of {args.arch} on {args.dataset}, Init_{init}: {which} accuracy drop, "
                      f"attack {study.attack.tag}")
             figure = draw_and_save(lambda f=frame, t=title: plot_probe_heatmap(f, t, args.threshold),
@@ -109,17 +109,16 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def _print_agreement(args: argparse.Namespace, path: Any, bootstrap: dict[str, Any]) -> None:
     """The probe-agreement table of one checkpoint, when the filter command's local results of it exist."""
+    from .. import paths  # noqa: PLC0415
     from ..errors import DataNotFoundError  # noqa: PLC0415
-    from ..probes import (
-        load_probes,  # noqa: PLC0415
-        probe_agreement,  # noqa: PLC0415
-    )
+    from ..probes import load_probes, probe_agreement  # noqa: PLC0415
     from ..scoring import checkpoint_scores  # noqa: PLC0415
 
     meta, probes = load_probes(path)
+    root = paths.regime_root(args.models_root, args.regime)
     try:
-        scores = checkpoint_scores(args.arch, args.dataset, args.filter, meta["init"], meta["epoch"],
-                                   root=args.models_root, scoring=scoring_of(args))
+        scores = checkpoint_scores(args.arch, args.dataset, args.filter, meta["init"], meta["epoch"], root=root,
+                                   scoring=scoring_of(args))
     except DataNotFoundError:
         return
     frame, summary = probe_agreement(scores, probes, score=args.score, threshold=args.threshold,

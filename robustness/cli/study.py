@@ -12,6 +12,8 @@ from pathlib import Path
 from ..errors import InvalidArgument
 from ..report import format_table
 from .options import (
+    adv_train_options,
+    adv_training_of,
     attack_from,
     attack_options,
     data_root_options,
@@ -23,6 +25,8 @@ from .options import (
     plots_root_options,
     positive_int,
     positive_number,
+    regime_options,
+    regime_root_of,
     restart_options,
     runtime_options,
     scopes_of,
@@ -36,6 +40,24 @@ from .options import (
 from .probe import add_comparison_options, compare_models
 
 Sub = argparse._SubParsersAction
+
+
+def _regime_root(args: argparse.Namespace) -> str:
+    """The models root of ``--regime`` (checked to hold its checkpoints); a model from elsewhere's results stay
+    under ``--models-root``."""
+    if getattr(args, "checkpoint", None) or getattr(args, "weights", None):
+        if args.regime != "standard":
+            raise InvalidArgument("--regime selects checkpoints trained here; a model from --checkpoint or --weights "
+                                  "has its own folder: drop --regime")
+        return args.models_root
+    return regime_root_of(args)
+
+
+def _plots_root(args: argparse.Namespace) -> str:
+    """``--plots-root``, or its ``Regime_<tag>/`` folder for another regime (so figures never overwrite)."""
+    from .. import paths  # noqa: PLC0415 (keeps --help fast)
+
+    return str(paths.regime_root(args.plots_root, args.regime))
 
 
 def _tree() -> list[argparse.ArgumentParser]:
@@ -72,31 +94,36 @@ def add_train(sub: Sub) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST/CIFAR10 if missing")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue each initialisation from its newest checkpoint (default; --no-resume retrains)")
+    adv_train_options(p)
     p.set_defaults(run=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Train and print each initialisation's history."""
-    from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)
-    from ..training import TrainConfig, train  # noqa: PLC0415
+    from .. import paths  # noqa: PLC0415 (keeps --help fast)
+    from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)  # noqa: PLC0415
+    from ..training import TrainConfig, train  # noqa: PLC0415  # noqa: PLC0415
 
     writable_folders(args.models_root)
     given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     config = TrainConfig.from_recipe(
         args.recipe, arch=args.arch, dataset=args.dataset, inits=args.inits, epochs=args.epochs,
         save_every=args.save_every, seed=args.seed, device=args.device, amp=args.amp, subset=args.subset,
-        models_root=args.models_root, data_root=args.data_root, download=args.download, **given,
+        models_root=args.models_root, data_root=args.data_root, download=args.download, adv=adv_training_of(args),
+        **given,
     )
     histories = train(config, resume=args.resume)
     rows = [{"init": init, **row} for init, history in histories.items() for row in history]
     if is_main():
         print(format_table(rows))
+        print(f"regime {config.regime}: newest checkpoints under "
+              f"{paths.model_dir(config.arch, config.dataset, config.models_root, regime=config.regime)}")
     return 0
 
 
 def add_filter(sub: Sub) -> None:
     """``filter``: synaptic-filtering sweeps."""
-    p = sub.add_parser("filter", parents=[*_tree(), source_options(), filter_options(),
+    p = sub.add_parser("filter", parents=[*_tree(), source_options(), regime_options(), filter_options(),
                                           attack_options(("fgsm", "pgd")), restart_options(), speed_options()],
                        help="synaptic-filtering sweeps over saved checkpoints or a model from elsewhere",
                        description="Sweep a filter's threshold over each selected checkpoint (or the model "
@@ -179,7 +206,7 @@ def run_filter(args: argparse.Namespace) -> int:
         subset=args.subset, seed=args.seed, calibrate_eps=args.calibrate_eps,
         eps_images=args.eps_images, bn=args.bn, bn_images=args.bn_images,
         random_baseline=args.random_baseline, null_masks=args.null_masks, batch_size=args.batch_size,
-        precision=args.precision, channels_last=args.channels_last, models_root=args.models_root,
+        precision=args.precision, channels_last=args.channels_last, models_root=_regime_root(args),
         data_root=args.data_root, device=args.device,
     )
     files = run_study(config)
@@ -198,7 +225,8 @@ def _tree_arch(args: argparse.Namespace) -> str:
 
 def add_scores(sub: Sub) -> None:
     """``scores``: scores tables with intervals, and plots."""
-    p = sub.add_parser("scores", parents=[*_tree(), source_options(), plots_root_options(), filter_options(),
+    p = sub.add_parser("scores", parents=[*_tree(), source_options(), regime_options(), plots_root_options(),
+                                          filter_options(),
                                           tag_options(), scoring_options()],
                        help="filtering scores of a study with intervals: tables (CSV) and plots",
                        description="Score every sweep result the filter command wrote: clean, adversarial and "
@@ -227,19 +255,18 @@ def run_scores(args: argparse.Namespace) -> int:
     from ..study import plot_study  # noqa: PLC0415 (keeps --help fast)
 
     writable_folders(args.models_root, args.plots_root)
-    arch = _tree_arch(args)
-    tables = score_study(arch, args.dataset, kinds=filters_of(args), scopes=scopes_of(args), root=args.models_root,
+    arch, root, plots_root = _tree_arch(args), _regime_root(args), _plots_root(args)
+    tables = score_study(arch, args.dataset, kinds=filters_of(args), scopes=scopes_of(args), root=root,
                          attack=args.attack_tag, scoring=scoring_of(args))
     for table in tables:
         print(f"\n{table.text()}")
-    figures = plot_study(arch, args.dataset, tables, models_root=args.models_root, plots_root=args.plots_root)
-    print(f"\nwrote {len(tables)} CSV tables under {args.models_root}/ and {len(figures)} figures under "
-          f"{args.plots_root}/")
+    figures = plot_study(arch, args.dataset, tables, models_root=root, plots_root=plots_root)
+    print(f"\nwrote {len(tables)} CSV tables under {root}/ and {len(figures)} figures under {plots_root}/")
     if args.pgd_check and args.scope != "global":
         from ..study import recheck_results  # noqa: PLC0415
 
         rows = recheck_results(arch, args.dataset, kinds=filters_of(args), attack=args.attack_tag,
-                               root=args.models_root, runtime={"data_root": args.data_root, "device": args.device},
+                               root=root, runtime={"data_root": args.data_root, "device": args.device},
                                steps=args.pgd_steps, restarts=args.pgd_restarts, scoring=scoring_of(args))
         print("\nPGD re-check (gain: FGSM's accuracy change under filtering minus PGD's; flagged when gain > 2 SE)")
         print(format_table(rows) if rows else "no FGSM local result labels a layer robust or antifragile")
@@ -248,7 +275,8 @@ def run_scores(args: argparse.Namespace) -> int:
 
 def add_compare(sub: Sub) -> None:
     """``compare``: label agreement and rank correlation between sets of scores."""
-    p = sub.add_parser("compare", parents=[model_options(), models_root_options(), plots_root_options(),
+    p = sub.add_parser("compare", parents=[model_options(), models_root_options(), regime_options(),
+                                           plots_root_options(),
                                            filter_options(every=False, kind="highpass"), tag_options(),
                                            scoring_options(), runtime_options(device=False)],
                        help="invariance: label agreement and rank correlation between sets of scores",
@@ -290,16 +318,17 @@ def run_compare(args: argparse.Namespace) -> int:
     writable_folders(args.plots_root)
     if args.by in ("regime", "arch"):
         return compare_models(args)
+    root = _regime_root(args) if args.set is None else str(paths.regime_root(args.models_root, args.regime))
     if (args.by is None) == (args.set is None):
         raise InvalidArgument("choose what to compare: --by init, --by epoch, or two or more --set NAME=ARCH:DATASET:"
                               "INIT:EPOCH")
     if args.set:
-        sets = dict(named_set(spec, args.filter, attack=args.attack_tag, root=args.models_root, scoring=scoring)
+        sets = dict(named_set(spec, args.filter, attack=args.attack_tag, root=root, scoring=scoring)
                     for spec in args.set)
         name = paths.sets_comparison_plot_name(list(sets), args.filter, args.baseline)
     else:
         sets = study_sets(args.arch, args.dataset, args.filter, by=args.by, init=args.init, epoch=args.epoch,
-                          attack=args.attack_tag, root=args.models_root, scoring=scoring)
+                          attack=args.attack_tag, root=root, scoring=scoring)
         name = paths.comparison_plot_name(args.arch, args.dataset, args.by, args.filter, args.baseline)
     rename = None
     if args.layer_map:
@@ -308,16 +337,16 @@ def run_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             raise InvalidArgument(f"--layer-map {args.layer_map}: not a readable JSON file ({err})") from None
     result = compare(sets, rename=rename, scoring=scoring)
-    title = f"{args.filter} filter, local scores, baseline {args.baseline}: {', '.join(sets)}"
+    title = f"{args.filter} filter, local scores, baseline {args.baseline}, regime {args.regime}: {', '.join(sets)}"
     print(f"{title} ({len(result.layers)} layers, tau={result.tau:g})\n{format_table(result.rows())}")
-    figure = draw_and_save(lambda: plot_comparison(result, title), name, args.plots_root)
+    figure = draw_and_save(lambda: plot_comparison(result, title), name, _plots_root(args))
     print(f"\nfigure: {figure}")
     return 0
 
 
 def add_retrain(sub: Sub) -> None:
     """``retrain``: selective retraining against controls."""
-    p = sub.add_parser("retrain", parents=[*_tree(), source_options(), plots_root_options(),
+    p = sub.add_parser("retrain", parents=[*_tree(), source_options(), regime_options(), plots_root_options(),
                                            filter_options(every=False, kind="highpass"), tag_options(),
                                            scoring_options(("density", "unfiltered"))],
                        help="selective retraining of robust + antifragile layers, against controls",
@@ -372,8 +401,9 @@ def run_retrain(args: argparse.Namespace) -> int:
         epoch=args.epoch, attack_tag=args.attack_tag, scoring=scoring_of(args), seeds=args.seeds,
         random_sets=args.random_sets, epochs=args.retrain_epochs, lr=args.lr, batch_size=args.batch_size,
         subset=args.subset, test_subset=args.test_subset, pgd_steps=args.pgd_steps, seed=args.seed,
-        device=args.device, models_root=args.models_root, data_root=args.data_root, plots_root=args.plots_root,
+        device=args.device, models_root=_regime_root(args), data_root=args.data_root, plots_root=_plots_root(args),
     ))
+    print(f"regime {args.regime}")
     print(format_comparison(rows))
     print("\nlayers retrained:\n" + "\n".join(f"  {r['variant']}: {' '.join(r['layers']) or '-'}"
                                              for r in rows if r["variant"] != "random (mean)"))

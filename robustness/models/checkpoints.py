@@ -4,7 +4,8 @@ A checkpoint is one ``torch.save`` file (written by :func:`robustness.training.t
 the layout of :mod:`robustness.paths`) holding a dict: ``format`` (:data:`CHECKPOINT_FORMAT`),
 ``arch``, ``dataset``, ``init``, ``epoch``, ``seed``, the model's ``state_dict``, the
 ``optimizer`` and ``scheduler`` states, the torch ``rng`` state, the ``history`` so far and
-the training ``config``. Every tensor is on the CPU. Files are read with
+the training ``config``, and the training ``regime`` tag with its ``adv_training`` settings
+(:mod:`robustness.adversarial`; a file without them is standard). Every tensor is on the CPU. Files are read with
 ``weights_only=True`` (:mod:`robustness.weights`) and then moved to the device, so a device
 this machine lacks is reported as such, never as a damaged file.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import paths
 from ..errors import CheckpointError
 from ..finite import check_finite_state
 from ..runtime import choose_device
@@ -26,6 +28,7 @@ from ..weights import load_torch_file
 from .registry import MODELS, build_model
 
 CHECKPOINT_FORMAT = "robustness-checkpoint/1"
+STANDARD_SETTINGS: dict[str, Any] = {"method": "none"}  # the regime settings of standard training
 # What every checkpoint of this package holds (``scheduler`` and ``config`` may be absent from older ones).
 CHECKPOINT_FIELDS = ("arch", "dataset", "init", "epoch", "seed", "state_dict", "optimizer", "rng", "history")
 
@@ -103,7 +106,7 @@ def load_checkpoint(
     path: str | Path, arch: str | None = None, dataset: str | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint (``weights_only=True``, on the CPU) and return ``(model in eval mode on
-    map_location, metadata)``.
+    map_location, metadata)``; the metadata holds ``regime`` and ``regime_settings``.
 
     ``arch``/``dataset``, when given, must match the checkpoint's. A missing, damaged or foreign
     file raises :class:`CheckpointError` naming it; a device this machine lacks, :class:`InvalidArgument`
@@ -111,7 +114,7 @@ def load_checkpoint(
     """
     device = choose_device(str(map_location)).device
     ckpt = read_checkpoint(path, arch, dataset)
-    meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")}
+    meta = {k: ckpt[k] for k in ("arch", "dataset", "init", "epoch", "seed", "history")} | checkpoint_regime(ckpt)
     meta["path"] = str(path)
     return checkpoint_model(ckpt, device), meta
 
@@ -126,3 +129,16 @@ def checkpoint_model(ckpt: Mapping[str, Any], device: str | torch.device = "cpu"
 def current_lr(ckpt: Mapping[str, Any]) -> float:
     """The learning rate a checkpoint would continue with: its optimiser's, after any schedule steps."""
     return float(ckpt["optimizer"]["param_groups"][0]["lr"])
+
+
+def standard_meta() -> dict[str, Any]:
+    """``{"regime": "standard", "regime_settings": {"method": "none"}}``: what a file without them means."""
+    return {"regime": paths.STANDARD, "regime_settings": dict(STANDARD_SETTINGS)}
+
+
+def checkpoint_regime(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """``{"regime": tag, "regime_settings": dict}`` of a checkpoint dict; one written before regimes existed
+    is standard."""
+    if "regime" not in ckpt:
+        return standard_meta()
+    return {"regime": ckpt["regime"], "regime_settings": ckpt["adv_training"]}

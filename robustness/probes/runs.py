@@ -13,7 +13,7 @@ back as a layers x epochs table of accuracy drops with intervals, the heatmap's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,8 +27,8 @@ from ..files import load_json
 from ..filtering import load_results, save_results
 from ..models import arch_depths, load_checkpoint
 from ..runtime import pick_device, progress
-from ..scoring import regime_kwargs
 from ..study import StudyConfig, attack_params, checkpoints, study_data
+from ..training import regime_meta
 from .reinit import DEFAULT_SEEDS, PROBE_KINDS, ProbeKind, ProbeResult, accuracy_drop, reinitialise, rerandomise
 
 
@@ -36,14 +36,12 @@ from .reinit import DEFAULT_SEEDS, PROBE_KINDS, ProbeKind, ProbeResult, accuracy
 class ProbeConfig:
     """A probe study: ``kind`` (``reinit`` or ``rerandom``, with ``seeds``) over the checkpoints and images
     ``study`` selects (its attack, inits, epochs, layers, subset, seed, bn, bn_images, roots, device; its filters,
-    scopes and thresholds are not used), of models trained under ``regime`` (its ``regime_settings`` are
-    recorded as given)."""
+    scopes and thresholds are not used). The study's ``models_root`` is the root of the models' training regime
+    (:func:`robustness.paths.regime_root`), whose tag and settings every result file records."""
 
     study: StudyConfig
     kind: ProbeKind = "reinit"
     seeds: tuple[int, ...] = DEFAULT_SEEDS
-    regime: str = "standard"
-    regime_settings: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> ProbeConfig:
         """The config with its study validated; :class:`InvalidArgument` on a bad kind or eps calibration."""
@@ -51,17 +49,12 @@ class ProbeConfig:
             raise InvalidArgument(f"unknown probe kind {self.kind!r}: choose {' or '.join(PROBE_KINDS)}")
         if self.study.calibrate_eps is not None:
             raise InvalidArgument("the probe takes a fixed eps (--eps), not --calibrate-eps")
-        regime_kwargs(paths.list_checkpoints, self.regime)  # refuses a regime the layout has no place for
-        study = self.study
-        if "regime" in {f.name for f in fields(StudyConfig)}:  # a study that finds checkpoints per regime
-            study = replace(study, regime=self.regime)
-        return replace(self, study=study.validate())
+        return replace(self, study=self.study.validate())
 
     def path(self, init: int, epoch: int) -> Path:
         """The result file of one checkpoint."""
         s = self.study
-        return paths.probe_result_path(s.arch, s.dataset, init, epoch, self.kind, s.attack.tag, s.models_root,
-                                       self.regime)
+        return paths.probe_result_path(s.arch, s.dataset, init, epoch, self.kind, s.attack.tag, s.models_root)
 
     def settings(self, init: int, epoch: int) -> dict[str, Any]:
         """The meta a result file of this probe records, which a rerun must match."""
@@ -71,8 +64,7 @@ class ProbeConfig:
                 "calibrate_eps": None, "calibration_images": 0, "subset": s.subset, "seed": s.seed, "bn": s.bn,
                 "bn_images": s.bn_images if s.bn == "recalibrate" else 0,
                 "seeds": list(self.seeds) if self.kind == "rerandom" else [],
-                "layers": list(s.layers) if s.layers else None, "regime": self.regime,
-                "regime_settings": self.regime_settings}
+                "layers": list(s.layers) if s.layers else None, **regime_meta(s.arch, s.dataset, s.models_root)}
 
 
 def _finished(config: ProbeConfig, init: int, epoch: int) -> bool:
@@ -100,7 +92,7 @@ def run_probes(config: ProbeConfig) -> list[Path]:
         for init, epoch in progress(pending, f"{config.kind} probe checkpoints", leave=True):
             model, _ = load_checkpoint(found[init, epoch], s.arch, s.dataset, map_location=device)
             if config.kind == "reinit":
-                initial = _initial_model(s, init, config.regime, device)
+                initial = _initial_model(s, init, device)
                 results = reinitialise(model, initial, (data.x, data.y), s.attack, s.layers, data.bn_images)
             else:
                 results = rerandomise(model, (data.x, data.y), s.attack, s.layers, data.bn_images, config.seeds)
@@ -114,10 +106,9 @@ def run_probes(config: ProbeConfig) -> list[Path]:
     return [config.path(*c) for c in found]
 
 
-def _initial_model(s: StudyConfig, init: int, regime: str, device: Any) -> Any:
+def _initial_model(s: StudyConfig, init: int, device: Any) -> Any:
     """The epoch-0 checkpoint of ``Init_<init>``: the reference of re-initialisation."""
-    available = paths.list_checkpoints(s.arch, s.dataset, init, s.models_root,
-                                       **regime_kwargs(paths.list_checkpoints, regime))
+    available = paths.list_checkpoints(s.arch, s.dataset, init, s.models_root)
     if 0 not in available:
         raise CheckpointError(
             f"{paths.init_dir(s.arch, s.dataset, init, s.models_root)} has no epoch-0 checkpoint, which "
@@ -135,20 +126,20 @@ def load_probes(path: str | Path) -> tuple[dict[str, Any], dict[str, ProbeResult
 
 def drop_matrix(
     arch: str, dataset: str, kind: ProbeKind, init: int, attack: str | None = None, *,
-    which: Literal["clean", "adv"] = "adv", root: str | Path = paths.DEFAULT_MODELS_ROOT, regime: str = "standard",
+    which: Literal["clean", "adv"] = "adv", root: str | Path = paths.DEFAULT_MODELS_ROOT,
     **bootstrap: Any,
 ) -> pd.DataFrame:
     """The accuracy drop of every probed layer at every probed epoch of ``Init_<init>``: a long table with
     columns ``layer, depth, epoch, drop, lo, hi, ref_acc, acc`` (:func:`robustness.probes.reinit.accuracy_drop`),
     layers in execution order. ``attack`` is the result files' attack tag (default: the only one there)."""
-    tags = paths.list_probe_results(arch, dataset, kind, root, regime)
+    tags = paths.list_probe_results(arch, dataset, kind, root)
     if attack is None and len(tags) > 1:
         raise InvalidArgument(f"several attacks were probed ({', '.join(tags)}): pick one with --attack-tag")
     units = tags.get(attack, {}) if attack is not None else next(iter(tags.values()), {})
     files = {epoch: path for (i, epoch), path in units.items() if i == init}
     if not files:
         raise InvalidArgument(f"no {kind} probe results of Init_{init} under "
-                              f"{paths.probe_dir(arch, dataset, kind, root, regime)}: run python -m robustness probe "
+                              f"{paths.probe_dir(arch, dataset, kind, root)}: run python -m robustness probe "
                               f"--arch {arch} --dataset {dataset} --kind {kind} first")
     rows = []
     for epoch, path in files.items():

@@ -47,7 +47,7 @@ from ..filtering import canonical_kind, load_results
 from ..models import build_model, checkpoint_model, current_lr, read_checkpoint
 from ..runtime import frozen_eval, model_device, pick_device, progress
 from ..scoring import DEFAULT_SCORING, Scoring, attack_label, consensus_labels, layer_scores
-from ..training import TrainConfig, training_config
+from ..training import TrainConfig, regime_meta, training_config
 from ..vocab import SCORES, Score
 from .figures import plot_retraining
 from .selective import layer_sizes, plan_variants, selective_retrain
@@ -229,7 +229,8 @@ class RetrainingStudy:
 @dataclass
 class RetrainingResult:
     """What :func:`retraining_rows` measured: the :func:`summarise` ``rows``, the layer ``labels`` they retrain
-    by, the ``settings`` that decide them, where they are written (``path``), and what the figure's title says."""
+    by, the ``settings`` that decide them, where they are written (``path``), what the figure's title says, and the
+    training ``regime`` of the checkpoints (the folder's, so it stays out of the settings' digest)."""
 
     rows: list[dict[str, Any]]
     labels: dict[str, str]
@@ -237,6 +238,7 @@ class RetrainingResult:
     path: Path
     title: str
     plot_name: str
+    regime: dict[str, Any]
 
 
 def retraining_rows(study: RetrainingStudy) -> RetrainingResult:
@@ -298,7 +300,7 @@ def retraining_rows(study: RetrainingStudy) -> RetrainingResult:
              f"({', '.join(f'Init_{i}' for i in retrained)} × {s.seeds} seeds)")
     name = paths.retrain_plot_name(s.arch, s.dataset, epoch, kind=s.kind, score=s.score, attack_tag=attack_tag,
                                    digest=digest)
-    return RetrainingResult(rows, labels, settings, out, title, name)
+    return RetrainingResult(rows, labels, settings, out, title, name, regime_meta(s.arch, s.dataset, s.models_root))
 
 
 def save_retraining(result: RetrainingResult) -> Path:
@@ -306,7 +308,8 @@ def save_retraining(result: RetrainingResult) -> Path:
     a result read back from those files is left as it is."""
     written = result.path.is_file() and load_json(result.path)["settings"] == result.settings
     if not written:
-        save_json({"settings": result.settings, "labels": result.labels, "rows": result.rows}, result.path)
+        save_json({"settings": result.settings, **result.regime, "labels": result.labels, "rows": result.rows},
+                  result.path)
         _save_csv(result.rows, result.path.with_suffix(".csv"))
     return result.path
 

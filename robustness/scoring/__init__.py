@@ -13,7 +13,6 @@ from .regimes import (
     check_same_images,
     compare_regimes,
     plot_regimes,
-    regime_kwargs,
     regime_of,
     regime_result,
 )
@@ -44,8 +43,8 @@ from .tables import (
 __all__ = [
     "Comparison", "compare", "checkpoint_scores", "named_set", "study_sets", "binned_sets", "Scores", "attack_label",
     "plot_score_heatmaps", "LABEL_COLOURS", "plot_score_bars", "plot_scores", "plot_comparison", "compare_regimes",
-    "RegimeComparison", "regime_result", "plot_regimes", "regime_of", "regime_kwargs", "check_same_images",
-    "calibration_target", "label", "interval_label", "outcomes", "describe", "integrate", "filtering_scores",
-    "layer_scores", "consensus", "consensus_labels", "Scoring", "DEFAULT_SCORING", "CHECKPOINT", "ScoresTable",
-    "build_tables", "study_tables", "score_study", "scores_frame", "save_table", "read_table",
+    "RegimeComparison", "regime_result", "plot_regimes", "regime_of", "check_same_images", "calibration_target",
+    "label", "interval_label", "outcomes", "describe", "integrate", "filtering_scores", "layer_scores", "consensus",
+    "consensus_labels", "Scoring", "DEFAULT_SCORING", "CHECKPOINT", "ScoresTable", "build_tables", "study_tables",
+    "score_study", "scores_frame", "save_table", "read_table",
 ]

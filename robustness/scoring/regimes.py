@@ -17,10 +17,9 @@ draws; both labels and whether they agree; Spearman's ρ over layers with its in
 
 from __future__ import annotations
 
-import inspect
 import math
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +45,6 @@ IMAGE_KEYS: tuple[str, ...] = ("dataset", "seed", "subset", "calibration_images"
 def regime_of(meta: Mapping[str, Any]) -> str:
     """The training regime a result file's ``meta`` records (``"standard"`` when it records none)."""
     return str(meta.get("regime") or STANDARD)
-
-
-def regime_kwargs(function: Callable[..., Any], regime: str) -> dict[str, str]:
-    """The keyword that passes ``regime`` on to a :mod:`robustness.paths` function: ``{"regime": regime}`` when
-    the function takes one, nothing for the standard regime when it does not; another regime there is an error
-    (this layout has no place for it)."""
-    if "regime" in inspect.signature(function).parameters:
-        return {"regime": regime}
-    if regime == STANDARD:
-        return {}
-    raise InvalidArgument(f"this checkpoint tree's layout has no place for the training regime {regime!r}: only "
-                          f"'{STANDARD}' models are found here")
 
 
 def check_same_images(a: Mapping[str, Any], b: Mapping[str, Any], n_a: int, n_b: int, names: tuple[str, str]) -> None:
@@ -172,7 +159,7 @@ def regime_result(
     """The local result file of one checkpoint trained under ``regime``, read (``attack``: its attack tag,
     default the only one there, PGD re-checks left out); its meta must record that regime."""
     listed = paths.list_sweep_results(arch, dataset, kind, "local", root,
-                                      **regime_kwargs(paths.list_sweep_results, regime))
+                                      regime=regime)
     found = [units[init, epoch] for tag, units in listed.items() if (init, epoch) in units and _wanted(tag, attack)]
     if len(found) != 1:
         raise DataNotFoundError(

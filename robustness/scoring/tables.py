@@ -30,16 +30,7 @@ from ..filtering import SweepResult, canonical_kind, load_results
 from ..paths import RECHECK
 from ..report import format_table
 from ..stats import wilson_interval
-from ..vocab import (
-    DEFAULT_BOOT,
-    DEFAULT_CI,
-    DEFAULT_FLOOR,
-    FILTERS,
-    SCORES,
-    Baseline,
-    Label,
-    Score,
-)
+from ..vocab import DEFAULT_BOOT, DEFAULT_CI, DEFAULT_FLOOR, FILTERS, SCORES, Baseline, Label, Score
 from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, consensus, layer_scores, outcomes
 
 if TYPE_CHECKING:
@@ -80,6 +71,7 @@ class ScoresTable:
     n_boot: int = DEFAULT_BOOT
     bn: str = "frozen"
     grid: str = "value"
+    regime: str = "standard"  # the checkpoints' training regime (robustness.adversarial.regime_tag)
 
     def _cells(self) -> list[list[list[float]]]:
         """The scores present in each cell (missing initialisations left out)."""
@@ -121,7 +113,7 @@ class ScoresTable:
         """A one-line description: score, filter, scope, attack, baseline, ``tau`` and the interval's settings."""
         return (f"{self.score} score, {self.kind} filter, {self.scope} scope, {self.attack}, baseline {self.baseline}, "
                 f"tau={self.tau:g}, {self.coverage:.0%} intervals ({self.n_boot} paired resamples of the images), "
-                f"BatchNorm {self.bn}, {self.grid} grid")
+                f"BatchNorm {self.bn}, {self.grid} grid, regime {self.regime}")
 
     def tag(self) -> str:
         """What tells this table's file apart from others of the same score and filter."""
@@ -173,7 +165,8 @@ class ScoresTable:
                         continue
                     info = self.checkpoints.get((init, epoch), {})
                     rows.append({
-                        **settings, "layer": name, "epoch": epoch, "init": init, "value": self.per_init[i, j, k],
+                        **settings, "regime": self.regime, "layer": name, "epoch": epoch, "init": init,
+                        "value": self.per_init[i, j, k],
                         "lo": self.lo[i, j, k], "hi": self.hi[i, j, k], "se": self.se[i, j, k],
                         "label": self.init_labels[i][j][k], "mean": values[i, j], "sd": sd[i, j],
                         "consensus": labels[i][j], "modal": agreement[i][j][0], "agree": agreement[i][j][1],
@@ -216,6 +209,7 @@ def build_tables(
     checkpoints: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
     bn: str = "frozen",
     grid: str = "value",
+    regime: str = "standard",
 ) -> dict[Score, ScoresTable]:
     """The layers × epochs table of each score from per-checkpoint scores.
 
@@ -244,7 +238,7 @@ def build_tables(
         tables[score] = ScoresTable(
             score, kind, scope, attack, scoring.baseline, scoring.tau, layers, epochs, inits, **arrays,
             init_labels=init_labels, checkpoints={key: dict(info) for key, info in (checkpoints or {}).items()},
-            floor=scoring.floor, coverage=scoring.ci, n_boot=scoring.n_boot, bn=bn, grid=grid,
+            floor=scoring.floor, coverage=scoring.ci, n_boot=scoring.n_boot, bn=bn, grid=grid, regime=regime,
         )
     return tables
 
@@ -278,17 +272,18 @@ def study_tables(
     for tag, units in paths.list_sweep_results(arch, dataset, kind, scope, root).items():
         if tag != attack and (attack is not None or RECHECK in tag):
             continue
-        scored, infos, bn, grid = {}, {}, [], []
+        scored, infos, bn, grid, regime = {}, {}, [], [], []
         for checkpoint, path in units.items():
             meta, results = load_results(path)
             scored[checkpoint] = layer_scores(results, scoring)
             infos[checkpoint] = checkpoint_info(meta, next(iter(results.values())), scoring.ci)
             bn.append(meta.get("bn", "frozen"))  # files written before recalibration existed were frozen
+            regime.append(meta.get("regime", paths.STANDARD))  # and those before regimes existed, standard
             grid += [r.grid for r in results.values()]
         where = f"{kind} {scope} {tag}"
         tables[tag] = build_tables(scored, kind=kind, scope=scope, attack=tag, scoring=scoring,
                                    checkpoints=infos, bn=_one(bn, "BatchNorm modes", where),
-                                   grid=_one(grid, "threshold grids", where))
+                                   grid=_one(grid, "threshold grids", where), regime=_one(regime, "regimes", where))
     return tables
 
 
@@ -380,5 +375,5 @@ def read_table(path: str | Path) -> ScoresTable:
         first["score"], first["filter"], first["scope"], first["attack"], first["baseline"], float(first["tau"]),
         layers, epochs, inits, arrays["value"], arrays["lo"], arrays["hi"], arrays["se"], init_labels, checkpoints,
         floor=float(first["floor"]), coverage=float(first["ci"]), n_boot=int(first["n_boot"]), bn=first["bn"],
-        grid=first["grid"],
+        grid=first["grid"], regime=first.get("regime", paths.STANDARD),
     )

@@ -23,10 +23,11 @@ from torch import nn
 from .. import paths
 from ..errors import CheckpointError, InvalidArgument
 from ..filtering import DEFAULT_BATCH, AlphaRange, canonical_kind, check_grid, load_result_json, select_layers
-from ..models import build_model, load_checkpoint
+from ..models import build_model, load_checkpoint, standard_meta
 from ..models import load_model as load_source
 from ..paths import RECHECK
 from ..runtime import channels_last, check_precision
+from ..training import regime_meta
 from ..vocab import BN_MODES, FILTERS, SCOPES, BatchNormMode, Grid, Precision
 from .images import held_out
 
@@ -283,6 +284,7 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
         "bn_images": config.bn_images if config.bn == "recalibrate" else 0,
         "null_masks": config.null_masks if config.random_baseline else 0,
     }
+    meta |= regime_meta(config.tree_arch, config.dataset, config.models_root)
     if not _eps_is_measured(config):
         meta |= {"eps": config.attack.eps, "attack_params": attack_params(config.attack)}
     if config.recheck_of is not None:
@@ -297,6 +299,7 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
 def _check_meta(config: StudyConfig, unit: Unit, path: Path) -> dict[str, Any]:
     """The meta of ``path``, a file of ``unit``; an error when a different study set-up wrote it."""
     found, expected = load_result_json(path)["meta"], settings_meta(config, unit)
+    found = {**standard_meta(), **found}  # a file written before regimes existed is standard
     diff = {k: found.get(k) for k in expected if found.get(k) != expected[k]}
     if diff:
         raise InvalidArgument(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,8 +42,17 @@ from ..errors import DataNotFoundError, InvalidArgument
 from ..files import load_json, remove_stale_temporaries, save_json, save_torch, writable_folder
 
 # current_lr, load_checkpoint and read_checkpoint were defined here first; users still import them from here.
-from ..models import CHECKPOINT_FORMAT, MODELS, build_model, load_checkpoint, read_checkpoint, to_device
+from ..models import (
+    CHECKPOINT_FORMAT,
+    MODELS,
+    build_model,
+    checkpoint_regime,
+    load_checkpoint,
+    read_checkpoint,
+    to_device,
+)
 from ..runtime import pick_device, progress, seed_everything, sync
+from .adversarial import AdvTraining, adversarial_batch, claim_regime, from_settings, regime_tag
 
 Recipe = Literal["adam", "cifar"]
 RECIPES: dict[str, dict[str, Any]] = {
@@ -80,6 +89,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0 over the epochs, per epoch
     augment: bool = False  # random crop (4 pixels of padding) and horizontal flip
+    adv: AdvTraining = field(default_factory=AdvTraining)  # adversarial training (robustness.adversarial)
+
+    @property
+    def regime(self) -> str:
+        """The regime tag of the run (``standard`` without adversarial training): which folder it trains into."""
+        return regime_tag(self.adv)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, **settings: Any) -> TrainConfig:
@@ -107,6 +122,8 @@ class TrainConfig:
             raise InvalidArgument(f"unknown optimizer {self.optimizer!r}: use adam or sgd")
         if self.schedule not in ("constant", "cosine"):
             raise InvalidArgument(f"unknown schedule {self.schedule!r}: use constant or cosine")
+        if not isinstance(self.adv, AdvTraining):
+            raise InvalidArgument(f"adv must be an AdvTraining, got {type(self.adv).__name__}")
         if not 0 <= self.momentum < 1 or not 0 <= self.weight_decay < math.inf:
             raise InvalidArgument(f"momentum must lie in [0, 1) and weight_decay be >= 0, got {self.momentum} "
                                   f"and {self.weight_decay}")
@@ -158,6 +175,8 @@ def train(config: TrainConfig, resume: bool = True) -> dict[int, list[dict[str, 
         )
     train_loader_data = load_dataset(config.dataset, True, config.data_root, config.download)
     test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
+    if distributed.is_main():
+        claim_regime(config.adv, config.arch, config.dataset, config.models_root)
     with distributed.process_group(pick_device(config.device)) as device:
         return {
             init: _train_init(config, init, device, train_loader_data, test_loader, resume)
@@ -190,11 +209,19 @@ def training_config(ckpt: Mapping[str, Any]) -> TrainConfig:
     """The :class:`TrainConfig` a checkpoint dict (:func:`read_checkpoint`) was trained with; fields an
     older checkpoint lacks take their defaults."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in ckpt.get("config", {}).items() if k in known})
+    saved = {k: v for k, v in ckpt.get("config", {}).items() if k in known}
+    return TrainConfig(**{**saved, "adv": from_settings(saved.get("adv"))})
 
 
 def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
     """Refuse to continue a checkpoint whose optimiser, schedule or augmentation differ from ``config``'s."""
+    regime = checkpoint_regime(ckpt)
+    if regime["regime_settings"] != config.adv.settings():
+        raise InvalidArgument(
+            f"{path} was trained in regime {regime['regime']} ({regime['regime_settings']}), this run asks for "
+            f"{config.regime} ({config.adv.settings()}): resume it with the same --adv-* options, or start over "
+            f"(--no-resume) or train into another --models-root"
+        )
     saved = asdict(training_config(ckpt))
     for key in _RESUME_FIELDS:
         if saved[key] != getattr(config, key):
@@ -219,9 +246,10 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
     start = 0
     # every rank resumes from the checkpoints rank 0 finds
     existing = distributed.on_main(
-        lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root) if resume else {}
+        lambda: paths.list_checkpoints(config.arch, config.dataset, init, config.models_root, regime=config.regime)
+        if resume else {}
     )
-    folder = paths.history_path(config.arch, config.dataset, init, config.models_root).parent
+    folder = paths.init_dir(config.arch, config.dataset, init, config.models_root, regime=config.regime)
     if distributed.is_main() and folder.is_dir():  # a checkpoint write killed before its rename left a temporary
         remove_stale_temporaries(folder)
     usable = [e for e in existing if e <= config.epochs]
@@ -261,6 +289,8 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
         for images, targets in progress(loader, f"epoch {epoch}"):
             x = (augment(images, crops) if config.augment else images).to(device, non_blocking=True)
             y = torch.as_tensor(targets).to(device, non_blocking=True)
+            if config.adv.active:  # made with the unwrapped model in eval mode, trained on in train mode
+                x = adversarial_batch(model, x, y, config.adv, config.adv.eps_at(epoch))
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=use_amp):
                 logits = net(x)
@@ -283,13 +313,14 @@ def _train_init(config, init, device, train_data, test_loader, resume) -> list[d
             )
         history.append(
             {"epoch": epoch, "train_loss": loss_total / seen, "train_acc": correct_total / seen, "test_acc": test_acc,
-             "seconds": seconds}
+             "seconds": seconds, **({"train_eps": config.adv.eps_at(epoch)} if config.adv.active else {})}
         )
         if distributed.is_main():
             if epoch in keep:
                 _save(config, init, seed, epoch, model, optimizer, scheduler, history)
             else:
-                save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+                save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root,
+                                                      regime=config.regime))
     return history
 
 
@@ -299,7 +330,7 @@ def checkpoint_accuracies(config: TrainConfig) -> list[dict[str, Any]]:
     test_loader = make_loader(load_dataset(config.dataset, False, config.data_root, config.download), 500)
     rows = []
     for init in range(1, config.inits + 1):
-        found = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root)
+        found = paths.list_checkpoints(config.arch, config.dataset, init, config.models_root, regime=config.regime)
         for epoch, path in progress(found.items(), f"Init_{init} checkpoints", len(found)):
             model, _ = load_checkpoint(path, config.arch, config.dataset, map_location=device)
             rows.append({"init": init, "epoch": epoch, "test_acc": accuracy(model, test_loader)})
@@ -320,18 +351,21 @@ def _save(config: TrainConfig, init: int, seed: int, epoch: int, model: nn.Modul
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "rng": torch.get_rng_state(),  # every rank's: seeded alike, they draw the same numbers
         "history": list(history),
-        "config": asdict(config),
+        "config": {**asdict(config), "adv": config.adv.settings()},
+        "regime": config.regime,
+        "adv_training": config.adv.settings(),
     }
-    path = save_torch(ckpt, paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root))
+    path = save_torch(ckpt, paths.checkpoint_path(config.arch, config.dataset, init, epoch, config.models_root,
+                                                  regime=config.regime))
     # the checkpoint first: history.json never lists a checkpoint epoch whose checkpoint is not written
-    save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root))
+    save_json(history, paths.history_path(config.arch, config.dataset, init, config.models_root, regime=config.regime))
     return path
 
 
 def _sync_history(config: TrainConfig, init: int, history: list[dict[str, float]]) -> None:
     """Rewrite ``history.json`` as the history of the checkpoint a run resumes from, when it lists more epochs
     (written before a kill stopped the run short of the next checkpoint)."""
-    path = paths.history_path(config.arch, config.dataset, init, config.models_root)
+    path = paths.history_path(config.arch, config.dataset, init, config.models_root, regime=config.regime)
     try:
         listed = load_json(path) if path.is_file() else None
     except DataNotFoundError:  # truncated by the kill: rewritten below
