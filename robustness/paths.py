@@ -258,7 +258,7 @@ def list_probe_results(arch: str, dataset: str, kind: str, root: str | Path = DE
     :func:`probe_result_path`)."""
     pattern = re.compile(r"Init_(\d+)_(\d+)epochs_(.+)\.json")
     found: dict[str, dict[tuple[int, int], Path]] = {}
-    for path in sorted(probe_dir(arch, dataset, kind, root, regime).glob("*.json")):
+    for path in sorted(probe_dir(arch, dataset, kind, root, regime=regime).glob("*.json")):
         if m := pattern.fullmatch(path.name):
             found.setdefault(m.group(3), {})[(int(m.group(1)), int(m.group(2)))] = path
     return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}

@@ -92,7 +92,7 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
     common = ["--arch", "mnist_cnn", "--dataset", "mnist5k", "--models-root", str(root), "--device", "cpu"]
     probe = ["probe", *common, "--subset", "60", "--eps", "0.1", "--n-boot", "100", "--plots-root", str(tmp_path)]
     assert main(["filter", *common, "--filter", "highpass", "--scope", "local", "--thresholds", "3", "--subset", "60",
-                 "--calibrate-eps", "0.5", "--calibration-images", "100", "--checkpoint-epochs", "1"]) == 0
+                 "--calibrate-eps", "0.5", "--eps-images", "100", "--checkpoint-epochs", "1"]) == 0
     assert main(probe) == 0
     out = capsys.readouterr().out
     path = paths.probe_result_path("mnist_cnn", "mnist5k", 1, 1, "reinit", "fgsm_eps0.1", root)
