@@ -228,6 +228,7 @@ def defense_table(
     ci: float = 0.95,
     n_boot: int = 2000,
     skip: Sequence[str] = (),
+    square_threats: Sequence[Threat] = get_args(Threat),
 ) -> dict[str, dict[str, Any]]:
     """The evaluation of the defense against PGD(``eps``, ``alpha``, ``steps``, ``norm``) for every threat
     model and label mode, keyed ``"<threat>/<label>"`` (print it with
@@ -243,7 +244,9 @@ def defense_table(
     APGD-DLR (100, as in AutoAttack: fewer understate the attack); ``eot_samples``: defense draws
     averaged by the attacks through the defense (test-time); ``square_queries``: Square's queries per
     image (at least 1,000 for a real Square evaluation); ``skip``: ``"<threat>/<label>"`` columns left
-    out (e.g. ``("test-time/oracle",)``). Cost: preemptive columns add ``2 × apgd_steps`` passes and up
+    out (e.g. ``("test-time/oracle",)``); ``square_threats``: the threat models whose columns include Square
+    when it is in ``ensemble`` (a column without it also leaves it out of its undefended worst case, so
+    both sides face the same ensemble). Cost: preemptive columns add ``2 × apgd_steps`` passes and up
     to ``square_queries`` forward passes per image; test-time columns run the defense at every step of
     every ensemble attack and at every Square query, ``def_steps × (steps + 2) × eot_samples`` passes each.
     """
@@ -269,15 +272,21 @@ def defense_table(
             for label, defense in defenses.items():
                 if f"{threat}/{label}" in skip:
                     continue
+                members = tuple(a for a in ensemble if a != "square" or threat in square_threats)
 
-                def images_of(x: Tensor, y: Tensor, defense: Defense = defense, threat: Threat = threat) -> Images:
-                    return threat_images(model, x, y, defense, threat=threat, eot_samples=eot_samples, **common)
+                def images_of(x: Tensor, y: Tensor, defense: Defense = defense, threat: Threat = threat,
+                              members: tuple[EnsembleAttack, ...] = members) -> Images:
+                    return threat_images(model, x, y, defense, threat=threat, eot_samples=eot_samples,
+                                         **{**common, "ensemble": members})
 
                 correct, distance = _outcomes(model, batches, images_of, norm,
                                               f"evaluate defense ({threat}, {label} labels)")
+                shared = [_UNDEFENDED_ROW[a] for a in members]
+                undefended = [{r: v for r, v in rows.items() if r in shared or r not in _UNDEFENDED_ROW.values()}
+                              for rows in base]
                 results[f"{threat}/{label}"] = summarize(
-                    {**correct, **base[0]}, {**distance, **base[1]}, defense, ci=ci, n_boot=n_boot, seed=seed,
-                    threat=threat, ensemble=list(ensemble), apgd_steps=apgd_steps, restarts=restarts,
+                    {**correct, **undefended[0]}, {**distance, **undefended[1]}, defense, ci=ci, n_boot=n_boot,
+                    seed=seed, threat=threat, ensemble=list(members), apgd_steps=apgd_steps, restarts=restarts,
                     eot_samples=eot_samples, square_queries=square_queries,
                 )
     return results
