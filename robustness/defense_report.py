@@ -207,8 +207,9 @@ def defense_figure(results: Mapping[str, Mapping[str, Any]], title: str = "defen
         ys = [i + offset for i, row in enumerate(rows) if row in res]
         values = [res[row] for row in rows if row in res]
         intervals = [res.get("intervals", {}).get(row, (res[row], res[row])) for row in rows if row in res]
-        err = np.array([[v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
-                        [hi - v for v, (_, hi) in zip(values, intervals, strict=True)]])
+        # Wilson bounds at 0 or 1 may miss the value by a rounding error: never a negative bar.
+        err = np.clip([[v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
+                       [hi - v for v, (_, hi) in zip(values, intervals, strict=True)]], 0, None)
         label = f"{key} [ORACLE]" if res.get("oracle") else key
         if res.get("gradient_masking"):
             label += " (possible gradient masking)"

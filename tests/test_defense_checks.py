@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from robustness.attacks import PGD, geometry
 from robustness.defense import Defense
 from robustness.defense_eval import _ATTACK_SEED, evaluate_defense
-from robustness.defense_report import WHITE_BOX_ROWS, format_results, result_rows, summarize
+from robustness.defense_report import WHITE_BOX_ROWS, defense_figure, format_results, result_rows, summarize
 from robustness.defense_square import DefendedClassifier, SquareAttack, square_through_defense
 
 BATCH = 40
@@ -144,6 +144,8 @@ def test_gradient_masking_is_flagged_only_where_square_beats_the_white_box(train
     assert masked["gradient_masking"] and masked["masking_gap_interval"][0] > 0
     assert masked["worst_case"] <= masked["square"]
     assert "POSSIBLE GRADIENT MASKING" in format_results({"preemptive/predicted": masked})
+    legend = defense_figure({"preemptive/predicted": masked}).axes[0].get_legend().get_texts()
+    assert [t.get_text() for t in legend] == ["preemptive/predicted (possible gradient masking)"]
     honest = evaluate_defense(trained_cnn, _loader(x, y), **settings)
     assert not honest["gradient_masking"]
     assert "POSSIBLE" not in format_results({"preemptive/predicted": honest})

@@ -202,8 +202,8 @@ def run_defend(args: argparse.Namespace) -> int:
     first = next(iter(results.values()))
     print(f"{args.arch} on {args.dataset}, {first['examples']} test images; PGD-{args.norm} eps {args.eps:g} "
           f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps; ensemble "
-          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, Square "
-          f"{args.square_queries} queries, EOT {args.eot_samples})")
+          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, "
+          f"{f'Square {args.square_queries} queries, ' if 'square' in args.ensemble else ''}EOT {args.eot_samples})")
     print(format_results(results))
     _write(result_rows(results), args.out)
     if args.save_data:
