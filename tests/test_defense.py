@@ -169,7 +169,7 @@ def test_test_time_rows(trained_cnn, batch) -> None:
     x, y = batch
     loader = DataLoader(TensorDataset(x[:6], y[:6]), batch_size=6)
     result = evaluate_defense(trained_cnn, loader, threat="test-time", budget=0.2, eps=0.2, alpha=0.1, steps=2,
-                              def_steps=1, apgd_steps=3)
+                              def_steps=1, apgd_steps=3, square_queries=50)
     assert result["transfer"] == result["defended_attacked"]
     assert result["adaptive"] <= result["defended_attacked"]
     assert result["worst_case"] <= min(result[row] for row in ATTACKED_ROWS)

@@ -92,7 +92,8 @@ def test_distance_bounds() -> None:
     assert unbounded["defended_clean"] == unbounded["apgd_ce"] == math.inf and unbounded["attacked"] == 0.2
 
 
-SETTINGS = {"eps": 0.2, "alpha": 0.1, "steps": 2, "budget": 0.1, "def_steps": 2, "restarts": 2, "apgd_steps": 3}
+SETTINGS = {"eps": 0.2, "alpha": 0.1, "steps": 2, "budget": 0.1, "def_steps": 2, "restarts": 2, "apgd_steps": 3,
+            "square_queries": 50}
 
 
 @pytest.mark.slow
