@@ -25,8 +25,10 @@ def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys:
     # Every local label of both initialisations is counted, confident or not.
     assert all(sum(counts.values()) == 4 for counts in first["labels"].values())
     assert len(first["recheck"]) == 1  # the one most robust-looking layer of Init_1
-    assert set(first["defense"]) == {"preemptive/predicted", "preemptive/oracle", "test-time/predicted",
-                                     "test-time/oracle"}
+    # The oracle mode, which no deployed system can use, only preemptively; Square there and on the undefended model.
+    assert set(first["defense"]) == {"preemptive/predicted", "preemptive/oracle", "test-time/predicted"}
+    assert "square" in first["defense"]["preemptive/oracle"] and "square" not in first["defense"]["test-time/predicted"]
+    assert "undefended_square" not in first["defense"]["test-time/predicted"]
     assert [row["variant"] for row in first["retraining"]][:4] == ["none", "robust+antifragile", "all", "fragile"]
 
     second = run_demo(settings)

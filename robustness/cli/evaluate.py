@@ -127,10 +127,7 @@ def run_attack(args: argparse.Namespace) -> int:
 
 def _attack_of(args: argparse.Namespace) -> Any:
     """The attack of ``--attack``: one of :func:`attack_from`'s, Square, or the ensemble."""
-    from ..attacks import (
-        Ensemble,  # noqa: PLC0415 (keeps --help fast)
-        Square,  # noqa: PLC0415
-    )
+    from ..attacks import Ensemble, Square
     from ..errors import InvalidArgument  # noqa: PLC0415
 
     if args.attack not in ("square", "ensemble"):
@@ -161,9 +158,9 @@ def _report_ensemble(model: nn.Module, loader: Any, ensemble: Any, where: dict[s
 
 
 def _ensemble(text: str) -> tuple[str, ...]:
-    """``--ensemble``: comma-separated names from pgd, apgd-ce, apgd-dlr."""
+    """``--ensemble``: comma-separated names from pgd, apgd-ce, apgd-dlr, square."""
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    known = ("pgd", "apgd-ce", "apgd-dlr")
+    known = ("pgd", "apgd-ce", "apgd-dlr", "square")
     if not names or any(name not in known for name in names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"{text!r}: give distinct names from {','.join(known)}, comma-separated")
     return names
@@ -202,9 +199,12 @@ def add_defend(sub: Sub) -> None:
                         "(default both)")
     p.add_argument("--def-steps", type=int, default=79, help="Adam steps of the defense (default 79)")
     p.add_argument("--def-lr", type=float, default=0.1, help="Adam learning rate of the defense (default 0.1)")
-    p.add_argument("--ensemble", type=_ensemble, default=("pgd", "apgd-ce", "apgd-dlr"), metavar="A,B",
+    p.add_argument("--ensemble", type=_ensemble, default=("pgd", "apgd-ce", "apgd-dlr", "square"), metavar="A,B",
                    help="the strong attacks, on the defended and the undefended model alike: pgd (fresh restarts), "
-                        "apgd-ce, apgd-dlr, comma-separated (default pgd,apgd-ce,apgd-dlr)")
+                        "apgd-ce, apgd-dlr, square (score-based; test-time: it queries the whole defended "
+                        "pipeline), comma-separated (default pgd,apgd-ce,apgd-dlr,square)")
+    p.add_argument("--square-queries", type=positive_int, default=1000,
+                   help="Square's queries per image (default 1000; fewer understate it)")
     p.add_argument("--apgd-steps", type=positive_int, default=100,
                    help="iterations of APGD-CE and APGD-DLR (default 100; fewer understate the attack)")
     p.add_argument("--eot-samples", type=positive_int, default=1,
@@ -254,12 +254,13 @@ def run_defend(args: argparse.Namespace) -> int:
     results = defense_table(model, loader, threats=threats, labels=labels, norm=args.norm, eps=args.eps,
                             alpha=args.alpha, steps=args.steps, budget=budget, def_steps=args.def_steps,
                             lr=args.def_lr, eot_samples=args.eot_samples, restarts=args.restarts,
-                            ensemble=args.ensemble, apgd_steps=args.apgd_steps, seed=args.seed)
+                            ensemble=args.ensemble, apgd_steps=args.apgd_steps, square_queries=args.square_queries,
+                            seed=args.seed)
     first = next(iter(results.values()))
     print(f"{args.arch} on {args.dataset}, {first['examples']} test images; PGD-{args.norm} eps {args.eps:g} "
           f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps; ensemble "
-          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, EOT "
-          f"{args.eot_samples})")
+          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, "
+          f"{f'Square {args.square_queries} queries, ' if 'square' in args.ensemble else ''}EOT {args.eot_samples})")
     print(format_results(results))
     _write(result_rows(results), args.out)
     if args.save_data:

@@ -10,6 +10,7 @@ from .report import (
     ATTACKED_ROWS,
     ROWS,
     UNDEFENDED_ROWS,
+    WHITE_BOX_ROWS,
     defense_figure,
     distance_bounds,
     format_results,
@@ -17,10 +18,12 @@ from .report import (
     result_rows,
     summarise_defense,
 )
+from .square import DefendedClassifier, SquareAttack, square_through_defense
 
 __all__ = [
     "save_defended", "load_defended", "defend_splits", "tsne_figure", "load_or_train", "undefended_images",
     "threat_images", "defense_table", "evaluate_defense", "plot_tsne", "Defense", "defensive_perturbation",
     "StraightThrough", "ROWS", "ATTACKED_ROWS", "UNDEFENDED_ROWS", "per_example_worst_case", "distance_bounds",
-    "summarise_defense", "result_rows", "format_results", "defense_figure",
+    "summarise_defense", "result_rows", "format_results", "defense_figure", "WHITE_BOX_ROWS", "DefendedClassifier",
+    "SquareAttack", "square_through_defense",
 ]

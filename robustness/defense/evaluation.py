@@ -6,7 +6,8 @@ Every row is the accuracy of the model on one set of images built from the test 
 - undefended model: ``clean`` (``x``), ``attacked`` (``PGD(x)``), and the ensemble on ``x``:
   ``undefended_pgd`` (PGD from ``restarts`` fresh random starts, kept where ``attacked``
   already fools), ``undefended_apgd_ce`` and ``undefended_apgd_dlr`` (APGD, ``apgd_steps``
-  iterations, :mod:`robustness.attacks.apgd`).
+  iterations, :mod:`robustness.attacks.apgd`), ``undefended_square`` (Square, ``square_queries`` queries,
+  score-based: :mod:`robustness.defense.square`).
 - defended model: ``defended_clean`` (``D(x)``), and per threat model:
 
   ========================  ==============================  ====================================
@@ -16,6 +17,8 @@ Every row is the accuracy of the model on one set of images built from the test 
   ``transfer``              ``D(x) + (PGD(x) - x)``         ``D(PGD(x))`` (the same images)
   ``adaptive``              PGD, fresh starts, on ``D(x)``  ``D(x')``, ``x'`` = PGD through ``D``
   ``apgd_ce``/``apgd_dlr``  APGD on ``D(x)``                ``D(x')``, ``x'`` = APGD through ``D``
+  ``square``                Square on ``D(x)``              ``D(x')``, ``x'`` = Square querying
+                                                            the pipeline ``x -> f(D(x))``
   ========================  ==============================  ====================================
 
   "Through ``D``" is BPDA: the forward pass runs the defense, the backward pass takes it as the
@@ -23,8 +26,8 @@ Every row is the accuracy of the model on one set of images built from the test 
   defense's randomness (EOT; :class:`~robustness.defense.perturbation.StraightThrough`). In oracle mode each
   true class is attacked on its own, with that class as the defense's label.
 
-The ensemble (``ensemble``: any of ``"pgd"``, ``"apgd-ce"``, ``"apgd-dlr"``) chooses the
-``adaptive``/``undefended_pgd`` and APGD rows; the others are always there. Worst cases, intervals,
+The ensemble (``ensemble``: any of ``"pgd"``, ``"apgd-ce"``, ``"apgd-dlr"``, ``"square"``) chooses the
+``adaptive``/``undefended_pgd``, APGD and Square rows; the others are always there. Worst cases, intervals,
 the gain and distances are computed by :func:`robustness.defense.report.summarise_defense`.
 """
 
@@ -44,13 +47,15 @@ from ..runtime import frozen_eval, progress
 from ..vocab import LabelMode, Norm, Threat
 from .perturbation import Defense, StraightThrough, _check_images
 from .report import summarise_defense
+from .square import SQUARE_QUERIES, SquareAttack, square_through_defense
 
-EnsembleAttack = Literal["pgd", "apgd-ce", "apgd-dlr"]
+EnsembleAttack = Literal["pgd", "apgd-ce", "apgd-dlr", "square"]
 ENSEMBLE: tuple[EnsembleAttack, ...] = get_args(EnsembleAttack)
 # The row each ensemble attack fills against the defended system, and against the undefended model.
-_DEFENDED_ROW: dict[EnsembleAttack, str] = {"pgd": "adaptive", "apgd-ce": "apgd_ce", "apgd-dlr": "apgd_dlr"}
+_DEFENDED_ROW: dict[EnsembleAttack, str] = {"pgd": "adaptive", "apgd-ce": "apgd_ce", "apgd-dlr": "apgd_dlr",
+                                            "square": "square"}
 _UNDEFENDED_ROW: dict[EnsembleAttack, str] = {"pgd": "undefended_pgd", "apgd-ce": "undefended_apgd_ce",
-                                              "apgd-dlr": "undefended_apgd_dlr"}
+                                              "apgd-dlr": "undefended_apgd_dlr", "square": "undefended_square"}
 
 # The attacker cannot know the random starts of the defender's own PGD, so the
 # evaluation's attacks draw theirs from seeds the defense never uses.
@@ -72,13 +77,16 @@ def _check_settings(ensemble: Sequence[str], **counts: int) -> tuple[EnsembleAtt
 
 
 def _ensemble_attacks(
-    defense: Defense, ensemble: Sequence[EnsembleAttack], restarts: int, apgd_steps: int, seed: int
-) -> dict[EnsembleAttack, PGD | APGD]:
+    defense: Defense, ensemble: Sequence[EnsembleAttack], restarts: int, apgd_steps: int, seed: int,
+    square_queries: int = SQUARE_QUERIES,
+) -> dict[EnsembleAttack, PGD | APGD | SquareAttack]:
     """The attack of each ensemble member, with its seeds drawn away from the defense's."""
-    attacks: dict[EnsembleAttack, PGD | APGD] = {}
+    attacks: dict[EnsembleAttack, PGD | APGD | SquareAttack] = {}
     for name in ensemble:
         if name == "pgd":
             attacks[name] = defense.attack(seed=_ADAPTIVE_SEED + seed, restarts=restarts)
+        elif name == "square":
+            attacks[name] = SquareAttack(defense.eps, defense.norm, square_queries, seed=_ADAPTIVE_SEED + seed)
         else:
             loss = "ce" if name == "apgd-ce" else "dlr"
             attacks[name] = APGD(defense.eps, defense.norm, apgd_steps, (loss,), seed=_ADAPTIVE_SEED + seed)
@@ -94,14 +102,15 @@ def undefended_images(
     ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
     restarts: int = 5,
     apgd_steps: int = 100,
+    square_queries: int = SQUARE_QUERIES,
     seed: int = 0,
 ) -> Images:
     """The images of the undefended rows: ``clean``, ``attacked`` and the ensemble's ``undefended_*``."""
-    ensemble = _check_settings(ensemble, restarts=restarts, apgd_steps=apgd_steps)
+    ensemble = _check_settings(ensemble, restarts=restarts, apgd_steps=apgd_steps, square_queries=square_queries)
     x = _check_images(model, x)
     y = torch.as_tensor(y).to(x.device)
     images = {"clean": x, "attacked": defense.attack(seed=_ATTACK_SEED + seed)(model, x, y)}
-    for name, attack in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed).items():
+    for name, attack in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed, square_queries).items():
         found = attack(model, x, y)
         row = _UNDEFENDED_ROW[name]
         images[row] = _keep_fooling(model, y, images["attacked"], found) if name == "pgd" else found
@@ -119,6 +128,7 @@ def threat_images(
     restarts: int = 5,
     ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
     apgd_steps: int = 100,
+    square_queries: int = SQUARE_QUERIES,
     seed: int = 0,
 ) -> Images:
     """The images of ``clean``, ``attacked`` and every defended row (see the module's table).
@@ -128,7 +138,8 @@ def threat_images(
     """
     if threat not in get_args(Threat):
         raise InvalidArgument(f"unknown threat {threat!r}: use 'preemptive' or 'test-time'")
-    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps)
+    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps,
+                               square_queries=square_queries)
     x = _check_images(model, x)
     y = torch.as_tensor(y).to(x.device)
     attack = defense.attack(seed=_ATTACK_SEED + seed)
@@ -141,9 +152,11 @@ def threat_images(
     else:
         images["defended_attacked"] = images["transfer"] = defense(model, x_adv, y, seed)
     seeds = tuple(_ADAPTIVE_SEED + seed + s for s in range(eot_samples))
-    for name, strong in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed).items():
+    for name, strong in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed, square_queries).items():
         if threat == "preemptive":
             found = strong(model, x_def, y)
+        elif isinstance(strong, SquareAttack):  # queries the deployed pipeline itself: no gradient, no BPDA
+            found = defense(model, square_through_defense(model, x, y, defense, strong, seed), y, seed)
         else:
             found = defense(model, _through_defense(model, x, y, defense, strong, seeds), y, seed)
         row = _DEFENDED_ROW[name]
@@ -209,9 +222,12 @@ def defense_table(
     restarts: int = 5,
     ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
     apgd_steps: int = 100,
+    square_queries: int = SQUARE_QUERIES,
     seed: int = 0,
     ci: float = 0.95,
     n_boot: int = 2000,
+    skip: Sequence[str] = (),
+    square_threats: Sequence[Threat] = get_args(Threat),
 ) -> dict[str, dict[str, Any]]:
     """The evaluation of the defense against PGD(``eps``, ``alpha``, ``steps``, ``norm``) for every threat
     model and label mode, keyed ``"<threat>/<label>"`` (print it with
@@ -225,21 +241,27 @@ def defense_table(
 
     ``restarts``: fresh starts of the ensemble's PGD; ``apgd_steps``: iterations of APGD-CE and
     APGD-DLR (100, as in AutoAttack: fewer understate the attack); ``eot_samples``: defense draws
-    averaged by the attacks through the defense (test-time). Cost: preemptive columns add
-    ``2 × apgd_steps`` passes per image; test-time columns run the defense at every step of every
-    ensemble attack, ``def_steps × (steps + 2) × eot_samples`` passes each.
+    averaged by the attacks through the defense (test-time); ``square_queries``: Square's queries per
+    image (at least 1,000 for a real Square evaluation); ``skip``: ``"<threat>/<label>"`` columns left
+    out (e.g. ``("test-time/oracle",)``); ``square_threats``: the threat models whose columns include Square
+    when it is in ``ensemble`` (a column without it also leaves it out of its undefended worst case, so
+    both sides face the same ensemble). Cost: preemptive columns add ``2 × apgd_steps`` passes and up
+    to ``square_queries`` forward passes per image; test-time columns run the defense at every step of
+    every ensemble attack and at every Square query, ``def_steps × (steps + 2) × eot_samples`` passes each.
     """
     defenses = {label: Defense(eps, alpha, steps, budget, norm, def_steps, lr, label) for label in labels}
-    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps)
+    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps,
+                               square_queries=square_queries)
     for threat in threats:
         if threat not in get_args(Threat):
             raise InvalidArgument(f"unknown threat {threat!r}: use 'preemptive' or 'test-time'")
-    if not defenses or not threats:
-        raise InvalidArgument("pass at least one threat model and one label mode")
+    if not defenses or not threats or all(f"{t}/{label}" in skip for t in threats for label in defenses):
+        raise InvalidArgument("pass at least one threat model and one label mode (not all skipped)")
     batches = [(x, torch.as_tensor(y)) for x, y in loader]  # one pass: every column pairs the same images
     if sum(len(y) for _, y in batches) == 0:
         raise InvalidArgument("the loader yielded no images: pass a loader over a non-empty dataset")
-    common = dict(ensemble=ensemble, restarts=restarts, apgd_steps=apgd_steps, seed=seed)
+    common = dict(ensemble=ensemble, restarts=restarts, apgd_steps=apgd_steps, square_queries=square_queries,
+                  seed=seed)
     results = {}
     with frozen_eval(model):
         reference = next(iter(defenses.values()))
@@ -247,15 +269,24 @@ def defense_table(
                          "evaluate the undefended model")
         for threat in threats:
             for label, defense in defenses.items():
-                def images_of(x: Tensor, y: Tensor, defense: Defense = defense, threat: Threat = threat) -> Images:
-                    return threat_images(model, x, y, defense, threat=threat, eot_samples=eot_samples, **common)
+                if f"{threat}/{label}" in skip:
+                    continue
+                members = tuple(a for a in ensemble if a != "square" or threat in square_threats)
+
+                def images_of(x: Tensor, y: Tensor, defense: Defense = defense, threat: Threat = threat,
+                              members: tuple[EnsembleAttack, ...] = members) -> Images:
+                    return threat_images(model, x, y, defense, threat=threat, eot_samples=eot_samples,
+                                         **{**common, "ensemble": members})
 
                 correct, distance = _outcomes(model, batches, images_of, norm,
                                               f"evaluate defense ({threat}, {label} labels)")
+                shared = [_UNDEFENDED_ROW[a] for a in members]
+                undefended = [{r: v for r, v in rows.items() if r in shared or r not in _UNDEFENDED_ROW.values()}
+                              for rows in base]
                 results[f"{threat}/{label}"] = summarise_defense(
-                    {**correct, **base[0]}, {**distance, **base[1]}, defense, ci=ci, n_boot=n_boot, seed=seed,
-                    threat=threat, ensemble=list(ensemble), apgd_steps=apgd_steps, restarts=restarts,
-                    eot_samples=eot_samples,
+                    {**correct, **undefended[0]}, {**distance, **undefended[1]}, defense, ci=ci, n_boot=n_boot,
+                    seed=seed, threat=threat, ensemble=list(members), apgd_steps=apgd_steps, restarts=restarts,
+                    eot_samples=eot_samples, square_queries=square_queries,
                 )
     return results
 

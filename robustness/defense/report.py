@@ -6,6 +6,13 @@ attacks that each fool a different 40 % of the images leave 60 % by the minimum,
 20 % survive both. The undefended model's worst case under the same ensemble is the
 reference: ``gain = worst_case - undefended_worst_case``, with a paired bootstrap interval
 (both worst cases are recomputed on the same resampled images).
+
+Gradient masking: Square (score-based) never reads a gradient, so where the defended system's
+worst case over the white-box rows alone lies above its accuracy under Square, the white-box
+attacks are failing for want of a useful gradient, not for want of adversarial images. The rule:
+a column is flagged ``possible gradient masking`` when the paired bootstrap interval of
+``white_box_worst_case - square`` lies entirely above 0 (a difference of a few images among many
+is noise, and is not flagged).
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ if TYPE_CHECKING:
     from .perturbation import Defense
 
 # Every row the evaluation can report, in table order; a row is missing when its attack is not in the ensemble.
-ROWS = ("clean", "attacked", "undefended_pgd", "undefended_apgd_ce", "undefended_apgd_dlr", "undefended_worst_case",
-        "defended_clean", "defended_attacked", "transfer", "adaptive", "apgd_ce", "apgd_dlr", "worst_case")
+ROWS = ("clean", "attacked", "undefended_pgd", "undefended_apgd_ce", "undefended_apgd_dlr", "undefended_square",
+        "undefended_worst_case", "defended_clean", "defended_attacked", "transfer", "adaptive", "apgd_ce", "apgd_dlr",
+        "square", "white_box_worst_case", "worst_case")
 # The rows in which the defended system is under attack; ``worst_case`` is their per-example AND.
-ATTACKED_ROWS = ("defended_attacked", "transfer", "adaptive", "apgd_ce", "apgd_dlr")
+ATTACKED_ROWS = ("defended_attacked", "transfer", "adaptive", "apgd_ce", "apgd_dlr", "square")
+# The attacked rows that follow a gradient; ``white_box_worst_case`` is their per-example AND.
+WHITE_BOX_ROWS = ATTACKED_ROWS[:-1]
 # The same for the undefended model; ``undefended_worst_case`` is their per-example AND.
-UNDEFENDED_ROWS = ("attacked", "undefended_pgd", "undefended_apgd_ce", "undefended_apgd_dlr")
+UNDEFENDED_ROWS = ("attacked", "undefended_pgd", "undefended_apgd_ce", "undefended_apgd_dlr", "undefended_square")
 
 
 def per_example_worst_case(correct: Mapping[str, np.ndarray], rows: Sequence[str]) -> np.ndarray:
@@ -70,11 +80,15 @@ def summarise_defense(
     coverage ``ci``), ``gain`` and ``gain_interval`` (paired bootstrap percentile interval,
     ``n_boot`` resamples seeded by ``seed``), ``distances`` (row: mean, max and the bound of
     :func:`distance_bounds`), the defense's ``label``, ``oracle``, ``norm``, ``eps`` and ``budget``
-    (``inf`` when unbounded), ``examples``, ``ci``, and ``meta`` as given. JSON-ready.
+    (``inf`` when unbounded), ``examples``, ``ci``, and ``meta`` as given. JSON-ready. With a ``square``
+    row also ``white_box_worst_case`` (over :data:`WHITE_BOX_ROWS`), ``masking_gap`` (its excess over
+    ``square``) with ``masking_gap_interval`` (paired bootstrap) and ``gradient_masking`` (the module's rule).
     """
     outcomes = {row: np.asarray(v, dtype=bool) for row, v in correct.items()}
     outcomes["worst_case"] = per_example_worst_case(outcomes, ATTACKED_ROWS)
     outcomes["undefended_worst_case"] = per_example_worst_case(outcomes, UNDEFENDED_ROWS)
+    if "square" in outcomes:
+        outcomes["white_box_worst_case"] = per_example_worst_case(outcomes, WHITE_BOX_ROWS)
     n = len(outcomes["clean"])
     rows = [row for row in ROWS if row in outcomes]
     result: dict[str, Any] = {row: float(outcomes[row].mean()) for row in rows}
@@ -82,6 +96,11 @@ def summarise_defense(
     gain = outcomes["worst_case"].astype(float) - outcomes["undefended_worst_case"]
     lo, hi = percentile_interval(resampled_mean(gain, bootstrap_counts(n, n_boot, seed)), ci)
     result.update(gain=float(gain.mean()), gain_interval=[float(lo), float(hi)])
+    if "square" in outcomes:
+        gap = outcomes["white_box_worst_case"].astype(float) - outcomes["square"]
+        lo, hi = percentile_interval(resampled_mean(gap, bootstrap_counts(n, n_boot, seed + 1)), ci)
+        result.update(masking_gap=float(gap.mean()), masking_gap_interval=[float(lo), float(hi)],
+                      gradient_masking=bool(lo > 0))
     bounds = distance_bounds(defense.eps, defense.bound)
     result["distances"] = {row: {"mean": float(np.mean(distance[row])), "max": float(np.max(distance[row])),
                                  "bound": bounds[row]} for row in rows if row in distance}
@@ -125,8 +144,17 @@ def _distance_cell(result: Mapping[str, Any], row: str) -> str:
 
 def _ensemble_note(result: Mapping[str, Any]) -> str:
     attacks = ", ".join(result["ensemble"]) or "none"
-    return (f"{attacks} (PGD {result.get('restarts')} restarts, APGD {result.get('apgd_steps')} steps, "
+    square = f", Square {result.get('square_queries')} queries" if "square" in result["ensemble"] else ""
+    return (f"{attacks} (PGD {result.get('restarts')} restarts, APGD {result.get('apgd_steps')} steps{square}, "
             f"EOT {result.get('eot_samples')} samples)")
+
+
+def _masking_cell(result: Mapping[str, Any]) -> str:
+    if "gradient_masking" not in result:
+        return ""
+    lo, hi = result["masking_gap_interval"]
+    verdict = "POSSIBLE GRADIENT MASKING" if result["gradient_masking"] else "no"
+    return f"{verdict}: {result['masking_gap']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def format_results(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -142,6 +170,8 @@ def format_results(results: Mapping[str, Mapping[str, Any]]) -> str:
         table.append({"accuracy": "gain", **{names[k]: (f"{res['gain']:+.3f} [{res['gain_interval'][0]:+.3f}, "
                                                          f"{res['gain_interval'][1]:+.3f}]" if "gain" in res else "")
                                              for k, res in results.items()}})
+    if any("gradient_masking" in res for res in results.values()):
+        table.append({"accuracy": "white-box - square", **{names[k]: _masking_cell(res) for k, res in results.items()}})
     lines = [f"accuracy [{ci}]", format_table(table)]
     if any("distances" in res for res in results.values()):
         norms = sorted({str(res.get("norm")) for res in results.values()})
@@ -152,6 +182,9 @@ def format_results(results: Mapping[str, Mapping[str, Any]]) -> str:
     lines += ["", "worst_case, undefended_worst_case: per example (an image counts only if it survives every "
                   "attacked row); gain = worst_case - undefended_worst_case, paired bootstrap interval.",
               "A defended image that is also attacked may lie up to budget + eps from x."]
+    if any("gradient_masking" in res for res in results.values()):
+        lines.append("white-box - square: white_box_worst_case (every attacked row but Square) minus Square's "
+                     "accuracy, paired bootstrap interval; possible gradient masking when the interval lies above 0.")
     ensembles = {key: _ensemble_note(res) for key, res in results.items() if "ensemble" in res}
     if len(set(ensembles.values())) == 1:
         lines.append(f"ensemble: {next(iter(ensembles.values()))}")
@@ -174,9 +207,13 @@ def defense_figure(results: Mapping[str, Mapping[str, Any]], title: str = "defen
         ys = [i + offset for i, row in enumerate(rows) if row in res]
         values = [res[row] for row in rows if row in res]
         intervals = [res.get("intervals", {}).get(row, (res[row], res[row])) for row in rows if row in res]
-        err = np.array([[v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
-                        [hi - v for v, (_, hi) in zip(values, intervals, strict=True)]])
-        ax.errorbar(values, ys, xerr=err, fmt="o", capsize=2, label=f"{key} [ORACLE]" if res.get("oracle") else key)
+        # Wilson bounds at 0 or 1 may miss the value by a rounding error: never a negative bar.
+        err = np.clip([[v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
+                       [hi - v for v, (_, hi) in zip(values, intervals, strict=True)]], 0, None)
+        label = f"{key} [ORACLE]" if res.get("oracle") else key
+        if res.get("gradient_masking"):
+            label += " (possible gradient masking)"
+        ax.errorbar(values, ys, xerr=err, fmt="o", capsize=2, label=label)
     ax.set_yticks(range(len(rows)), rows)
     for tick in ax.get_yticklabels():
         if tick.get_text().endswith("worst_case"):
