@@ -33,7 +33,7 @@ from typing import Any
 from . import paths
 from .attacks import FGSM
 from .data import load_dataset, loader_to_tensors, make_loader
-from .defense import Defense, defense_table, format_results, load_or_train, tsne_figure
+from .defense import Defense, DefenseEvaluation, defense_table, format_results, load_or_train, tsne_figure
 from .figures import draw_and_save
 from .files import load_json, save_json
 from .report import format_table
@@ -188,11 +188,10 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         defense = _cached(
             report,
             _settings(s, *(k for k in asdict(s) if k.startswith("def")), "seed"),
-            lambda: defense_table(defense_model, defense_loader, norm="linf", eps=s.defense_eps,
-                                  alpha=s.defense_alpha, steps=s.defense_steps, budget=s.defense_eps,
-                                  def_steps=s.defense_def_steps, apgd_steps=s.defense_apgd_steps,
-                                  square_queries=s.defense_square_queries, skip=("test-time/oracle",),
-                                  square_threats=("preemptive",), seed=s.seed),
+            lambda: defense_table(defense_model, defense_loader, DefenseEvaluation(
+                s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps,
+                apgd_steps=s.defense_apgd_steps, square_queries=s.defense_square_queries,
+                skip=("test-time/oracle",), square_threats=("preemptive",), seed=s.seed)),
         )
         x, y = loader_to_tensors(defense_loader)
         predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps)

@@ -15,6 +15,7 @@ from robustness.defense import (
     ATTACKED_ROWS,
     UNDEFENDED_ROWS,
     Defense,
+    DefenseEvaluation,
     defense_figure,
     defense_table,
     distance_bounds,
@@ -104,7 +105,7 @@ def test_table_matches_a_direct_computation(trained_cnn, batch) -> None:
     """Every row, worst case and distance of defense_table, recomputed from the images by hand."""
     x, y = batch
     loader = DataLoader(TensorDataset(x, y), batch_size=len(y))
-    results = defense_table(trained_cnn, loader, labels=("predicted",), **SETTINGS)
+    results = defense_table(trained_cnn, loader, DefenseEvaluation(labels=("predicted",), **SETTINGS))
     settings = {k: v for k, v in SETTINGS.items() if k not in ("eps", "alpha", "steps", "budget", "def_steps")}
     defense = Defense(0.2, 0.1, 2, 0.1, def_steps=2)
     undefended = undefended_images(trained_cnn, x, y, defense, **settings)

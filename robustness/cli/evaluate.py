@@ -225,8 +225,9 @@ def run_defend(args: argparse.Namespace) -> int:
     """Evaluate the defense, print the table (and write it to ``--out``); save data and t-SNE maps if asked."""
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
-    from ..defense import (  # noqa: PLC0415  # noqa: PLC0415
+    from ..defense import (  # noqa: PLC0415
         Defense,
+        DefenseEvaluation,
         defend_splits,
         defense_table,
         format_results,
@@ -251,11 +252,10 @@ def run_defend(args: argparse.Namespace) -> int:
     else:
         model = load_or_train(args.arch, args.dataset, epochs=args.train_epochs, seed=args.seed, device=args.device,
                               models_root=args.models_root, data_root=args.data_root)
-    results = defense_table(model, loader, threats=threats, labels=labels, norm=args.norm, eps=args.eps,
-                            alpha=args.alpha, steps=args.steps, budget=budget, def_steps=args.def_steps,
-                            lr=args.def_lr, eot_samples=args.eot_samples, restarts=args.restarts,
-                            ensemble=args.ensemble, apgd_steps=args.apgd_steps, square_queries=args.square_queries,
-                            seed=args.seed)
+    results = defense_table(model, loader, DefenseEvaluation(
+        args.eps, args.alpha, args.steps, budget, args.norm, args.def_steps, args.def_lr, threats=threats,
+        labels=labels, ensemble=args.ensemble, restarts=args.restarts, apgd_steps=args.apgd_steps,
+        square_queries=args.square_queries, eot_samples=args.eot_samples, seed=args.seed))
     first = next(iter(results.values()))
     print(f"{args.arch} on {args.dataset}, {first['examples']} test images; PGD-{args.norm} eps {args.eps:g} "
           f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps; ensemble "

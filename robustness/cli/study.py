@@ -102,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train and print each initialisation's history."""
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)  # noqa: PLC0415
-    from ..training import TrainConfig, train  # noqa: PLC0415  # noqa: PLC0415
+    from ..training import TrainConfig, train  # noqa: PLC0415
 
     writable_folders(args.models_root)
     given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}

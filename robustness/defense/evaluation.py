@@ -34,6 +34,7 @@ the gain and distances are computed by :func:`robustness.defense.report.summaris
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -205,32 +206,58 @@ def _outcomes(
             {row: np.concatenate(v) for row, v in distance.items()})
 
 
-def defense_table(
-    model: nn.Module,
-    loader: DataLoader,
-    *,
-    threats: Sequence[Threat] = get_args(Threat),
-    labels: Sequence[LabelMode] = ("predicted", "oracle"),
-    norm: Norm = "linf",
-    eps: float,
-    alpha: float,
-    steps: int,
-    budget: float | None,
-    def_steps: int = 79,
-    lr: float = 0.1,
-    eot_samples: int = 1,
-    restarts: int = 5,
-    ensemble: Sequence[EnsembleAttack] = ENSEMBLE,
-    apgd_steps: int = 100,
-    square_queries: int = SQUARE_QUERIES,
-    seed: int = 0,
-    ci: float = 0.95,
-    n_boot: int = 2000,
-    skip: Sequence[str] = (),
-    square_threats: Sequence[Threat] = get_args(Threat),
-) -> dict[str, dict[str, Any]]:
-    """The evaluation of the defense against PGD(``eps``, ``alpha``, ``steps``, ``norm``) for every threat
-    model and label mode, keyed ``"<threat>/<label>"`` (print it with
+@dataclass(frozen=True)
+class DefenseEvaluation:
+    """How :func:`defense_table` evaluates the defense, checked when made: the defense against
+    PGD(``eps``, ``alpha``, ``steps``, ``norm``) with its ``budget``, ``def_steps`` and ``lr``; the ``threats``
+    and ``labels`` it is evaluated in (columns ``"<threat>/<label>"``, less those in ``skip``); the attack
+    ``ensemble`` with its ``restarts``, ``apgd_steps``, ``square_queries`` (Square in the columns of
+    ``square_threats`` only) and ``eot_samples``; the ``seed`` of every draw; ``ci`` and ``n_boot`` of the
+    intervals."""
+
+    eps: float
+    alpha: float
+    steps: int
+    budget: float | None
+    norm: Norm = "linf"
+    def_steps: int = 79
+    lr: float = 0.1
+    threats: tuple[Threat, ...] = get_args(Threat)
+    labels: tuple[LabelMode, ...] = ("predicted", "oracle")
+    ensemble: tuple[EnsembleAttack, ...] = ENSEMBLE
+    restarts: int = 5
+    apgd_steps: int = 100
+    square_queries: int = SQUARE_QUERIES
+    eot_samples: int = 1
+    seed: int = 0
+    ci: float = 0.95
+    n_boot: int = 2000
+    skip: tuple[str, ...] = ()
+    square_threats: tuple[Threat, ...] = get_args(Threat)
+
+    def __post_init__(self) -> None:
+        for name in ("threats", "labels", "skip", "square_threats"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        object.__setattr__(self, "ensemble", _check_settings(
+            self.ensemble, eot_samples=self.eot_samples, restarts=self.restarts, apgd_steps=self.apgd_steps,
+            square_queries=self.square_queries))
+        for threat in self.threats:
+            if threat not in get_args(Threat):
+                raise InvalidArgument(f"unknown threat {threat!r}: use 'preemptive' or 'test-time'")
+        if not self.labels or not self.threats or all(f"{t}/{label}" in self.skip for t in self.threats
+                                                      for label in self.labels):
+            raise InvalidArgument("pass at least one threat model and one label mode (not all skipped)")
+
+    def defenses(self) -> dict[LabelMode, Defense]:
+        """The defense of each label mode (each checks its own settings)."""
+        return {label: Defense(self.eps, self.alpha, self.steps, self.budget, self.norm, self.def_steps, self.lr,
+                               label) for label in self.labels}
+
+
+def defense_table(model: nn.Module, loader: DataLoader, evaluation: DefenseEvaluation) -> dict[str, dict[str, Any]]:
+    """The defense evaluated as ``evaluation`` says (:class:`DefenseEvaluation`), for every threat model and
+    label mode, keyed ``"<threat>/<label>"`` (print it with
     :func:`~robustness.defense.report.format_results`).
 
     Each column holds every row's accuracy with its Wilson interval (coverage ``ci``), the per-example
@@ -249,29 +276,24 @@ def defense_table(
     to ``square_queries`` forward passes per image; test-time columns run the defense at every step of
     every ensemble attack and at every Square query, ``def_steps × (steps + 2) × eot_samples`` passes each.
     """
-    defenses = {label: Defense(eps, alpha, steps, budget, norm, def_steps, lr, label) for label in labels}
-    ensemble = _check_settings(ensemble, eot_samples=eot_samples, restarts=restarts, apgd_steps=apgd_steps,
-                               square_queries=square_queries)
-    for threat in threats:
-        if threat not in get_args(Threat):
-            raise InvalidArgument(f"unknown threat {threat!r}: use 'preemptive' or 'test-time'")
-    if not defenses or not threats or all(f"{t}/{label}" in skip for t in threats for label in defenses):
-        raise InvalidArgument("pass at least one threat model and one label mode (not all skipped)")
+    e = evaluation
+    defenses = e.defenses()
+    ensemble, norm, skip, eot_samples = e.ensemble, e.norm, e.skip, e.eot_samples
     batches = [(x, torch.as_tensor(y)) for x, y in loader]  # one pass: every column pairs the same images
     if sum(len(y) for _, y in batches) == 0:
         raise InvalidArgument("the loader yielded no images: pass a loader over a non-empty dataset")
-    common = dict(ensemble=ensemble, restarts=restarts, apgd_steps=apgd_steps, square_queries=square_queries,
-                  seed=seed)
+    common = dict(ensemble=ensemble, restarts=e.restarts, apgd_steps=e.apgd_steps, square_queries=e.square_queries,
+                  seed=e.seed)
     results = {}
     with frozen_eval(model):
         reference = next(iter(defenses.values()))
         base = _outcomes(model, batches, lambda x, y: undefended_images(model, x, y, reference, **common), norm,
                          "evaluate the undefended model")
-        for threat in threats:
+        for threat in e.threats:
             for label, defense in defenses.items():
                 if f"{threat}/{label}" in skip:
                     continue
-                members = tuple(a for a in ensemble if a != "square" or threat in square_threats)
+                members = tuple(a for a in ensemble if a != "square" or threat in e.square_threats)
 
                 def images_of(x: Tensor, y: Tensor, defense: Defense = defense, threat: Threat = threat,
                               members: tuple[EnsembleAttack, ...] = members) -> Images:
@@ -284,9 +306,9 @@ def defense_table(
                 undefended = [{r: v for r, v in rows.items() if r in shared or r not in _UNDEFENDED_ROW.values()}
                               for rows in base]
                 results[f"{threat}/{label}"] = summarise_defense(
-                    {**correct, **undefended[0]}, {**distance, **undefended[1]}, defense, ci=ci, n_boot=n_boot,
-                    seed=seed, threat=threat, ensemble=list(members), apgd_steps=apgd_steps, restarts=restarts,
-                    eot_samples=eot_samples, square_queries=square_queries,
+                    {**correct, **undefended[0]}, {**distance, **undefended[1]}, defense, ci=e.ci, n_boot=e.n_boot,
+                    seed=e.seed, threat=threat, ensemble=list(members), apgd_steps=e.apgd_steps, restarts=e.restarts,
+                    eot_samples=eot_samples, square_queries=e.square_queries,
                 )
     return results
 
@@ -300,6 +322,7 @@ def evaluate_defense(
     **settings: Any,
 ) -> dict[str, Any]:
     """One column of :func:`defense_table`: the defense evaluated in one threat model and label mode;
-    ``settings`` are :func:`defense_table`'s other keyword arguments (``eps``, ``alpha``, ``steps`` and
+    ``settings`` are the other fields of :class:`DefenseEvaluation` (``eps``, ``alpha``, ``steps`` and
     ``budget`` are required)."""
-    return defense_table(model, loader, threats=(threat,), labels=(label,), **settings)[f"{threat}/{label}"]
+    evaluation = DefenseEvaluation(threats=(threat,), labels=(label,), **settings)
+    return defense_table(model, loader, evaluation)[f"{threat}/{label}"]
