@@ -8,10 +8,21 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from robustness import figures as plots
-from robustness.attacks import APGD, FGSM, PGD, accuracy, calibrate_eps, eps_sweep, evaluate, fgsm, intervals
+from robustness.attacks import (
+    APGD,
+    FGSM,
+    PGD,
+    accuracy,
+    calibrate_eps,
+    eps_sweep,
+    evaluate,
+    fgsm,
+    intervals,
+    plot_eps_sweep,
+)
 from robustness.cli import main
 from robustness.errors import InvalidArgument
+from robustness.figures import save_figure
 from robustness.stats import wilson_interval
 from robustness.training import TrainConfig, train
 
@@ -78,8 +89,8 @@ def test_robust_accuracy_never_increases_with_eps(trained_cnn, loader, tmp_path)
     apgd_rows = eps_sweep(trained_cnn, loader, [0.0, 0.2], "apgd", steps=5)  # as many steps as the PGD
     assert apgd_rows[0]["robust_acc"] == accs[0] and apgd_rows[1]["robust_acc"] <= accs[-1] + 1 / 200
     assert apgd_rows[1]["attack"] == "apgd-linf_eps0.2_k5"
-    fig = plots.plot_eps_sweep({"PGD-L∞": rows, "FGSM": fgsm_rows}, "mnist_cnn")
-    assert plots.save_figure(fig, "eps_sweep_test", root=tmp_path).stat().st_size > 0
+    fig = plot_eps_sweep({"PGD-L∞": rows, "FGSM": fgsm_rows}, "mnist_cnn")
+    assert save_figure(fig, "eps_sweep_test", root=tmp_path).stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -108,20 +119,20 @@ def test_attack_command(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--attack", "pgd", "-p", "l2", "-k", "2", "-e", "1.0", "-a", "0.5"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["arch", "init", "epoch", "dataset", "attack", "precision", "clean_acc", "clean_lo",
-                              "clean_hi", "robust_acc", "robust_lo", "robust_hi", "success_rate", "mean_norm",
-                              "max_norm", "n"]
-    assert row.split()[:6] == ["mnist_cnn", "1", "0", "mnist5k", "pgd-l2_eps1_a0.5_k2", "fp32"]
+    assert header.split() == ["arch", "init", "epoch", "regime", "dataset", "attack", "precision", "clean_acc",
+                              "clean_lo", "clean_hi", "robust_acc", "robust_lo", "robust_hi", "success_rate",
+                              "mean_norm", "max_norm", "n"]
+    assert row.split()[:7] == ["mnist_cnn", "1", "0", "standard", "mnist5k", "pgd-l2_eps1_a0.5_k2", "fp32"]
     assert row.split()[-1] == "40"
-    clean = float(row.split()[6])
+    clean = float(row.split()[7])
     lo, hi = wilson_interval(round(clean * 40), 40)
-    assert row.split()[7:9] == [f"{lo:.4f}", f"{hi:.4f}"]
+    assert row.split()[8:10] == [f"{lo:.4f}", f"{hi:.4f}"]
     assert main([*common, "--attack", "apgd", "-k", "3", "-e", "8/255"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[1].split()[4] == "apgd-linf_eps0.0313725_k3"
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[5] == "apgd-linf_eps0.0313725_k3"
     assert main([*common, "--attack", "apgd", "-a", "0.01"]) == 2  # APGD sets its own step size
     assert "drop alpha" in capsys.readouterr().err
     assert main([*common, "--attack", "pgd", "-k", "2", "--precision", "bf16", "--channels-last"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[1].split()[5] == "bf16"
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[6] == "bf16"
     with pytest.raises(SystemExit, match="2"):
         main([*common, "--precision", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_
     scored = layer_scores(load_results(fgsm_file)[1],
             scoring=Scoring(tau=1.0, n_boot=100))  # tau 1: every layer is robust
     assert candidates(scored) == ["conv2", "fc2"]
-    pgd_options = {"steps": 5, "restarts": 2, "tau": 1.0, "n_boot": 100}  # fewer steps than 20: a fast test
+    pgd_options = {"steps": 5, "restarts": 2, "scoring": Scoring(tau=1.0, n_boot=100)}  # fewer steps than 20: fast
     rows = recheck_study(config, **pgd_options)
     assert [(r["init"], r["epoch"], r["filter"], r["layer"]) for r in rows] == [
         (1, 1, "highpass", name) for name in ("conv2", "fc2")]

@@ -169,7 +169,7 @@ def test_bf16_and_channels_last_with_reuse_and_several_thresholds_per_pass(resne
     data, cal = images
     model = copy.deepcopy(resnet)
     x, cal = channels_last(model, data[0], cal)
-    options = {"layers": ["layer2.0.conv1"], "calibration": cal, "batch_size": 25}
+    options = {"layers": ["layer2.0.conv1"], "bn_images": cal, "batch_size": 25}
     with autocast(torch.device("cpu"), "bf16"):
         fast = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 3, **options)["layer2.0.conv1"]
         plain = local_analysis(model, (x, data[1]), "lowpass", FGSM(EPS), 3, reuse=False, **options)["layer2.0.conv1"]

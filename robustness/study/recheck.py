@@ -155,18 +155,19 @@ def config_from_meta(meta: Mapping[str, Any], **runtime: Any) -> StudyConfig:
 
 def recheck_results(
     arch: str, dataset: str, *, kinds: Sequence[str], attack: str | None = None,
-    root: str | Path = paths.DEFAULT_MODELS_ROOT, runtime: Mapping[str, Any] | None = None,
-    scoring: Scoring = DEFAULT_SCORING,
+    root: str | Path = paths.DEFAULT_MODELS_ROOT, runtime: Mapping[str, Any] | None = None, steps: int = 20,
+    restarts: int = 2, scoring: Scoring = DEFAULT_SCORING,
 ) -> list[dict[str, Any]]:
     """:func:`recheck_study` of every FGSM study (attack tag) whose local results of ``kinds`` exist under ``root``
-    (or only ``attack``), its set-up read from the result files, scored as ``scoring`` says."""
+    (or only ``attack``), its set-up read from the result files, with PGD of ``steps`` steps and ``restarts``
+    starts, scored as ``scoring`` says."""
     rows = []
     for kind in kinds:
         for tag, units in paths.list_sweep_results(arch, dataset, kind, "local", root).items():
             if tag.startswith("fgsm") and (attack is None or tag == attack):
                 meta = load_results(next(iter(units.values())))[0]
                 config = config_from_meta(meta, models_root=str(root), **(runtime or {}))
-                rows += recheck_study(config, scoring=scoring)
+                rows += recheck_study(config, steps=steps, restarts=restarts, scoring=scoring)
     return rows
 
 
