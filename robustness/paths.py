@@ -23,7 +23,7 @@ Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``-
         regime.json   + everything above                      its training regime's settings, then the same layout
     plots/<figure name>.png  (+ .pdf)                         names from the *_plot_name functions below
 
-A training regime has a tag (:func:`robustness.adversarial.regime_tag`): ``standard`` lives where it
+A training regime has a tag (:func:`robustness.training.regime_tag`): ``standard`` lives where it
 always did; any other, e.g. ``pgd-linf-eps0.1``, has the whole per-model tree under ``Regime_<tag>/``, so
 every function here that takes an arch and a dataset takes ``regime=`` too, and a root from
 :func:`regime_root` may stand for it in any other function or module.

@@ -265,7 +265,7 @@ def check_out(args: argparse.Namespace) -> None:
 
 
 def adv_train_options(p: argparse.ArgumentParser) -> None:
-    """``train``'s adversarial-training options (:class:`robustness.adversarial.AdvTraining`)."""
+    """``train``'s adversarial-training options (:class:`robustness.training.AdvTraining`)."""
     p.add_argument("--adv-train", default="none", choices=["none", "pgd", "fast"],
                    help="train on adversarial examples: pgd (Madry et al.: random start, --adv-steps steps of "
                         "2.5*eps/steps) or fast (FGSM from a random start, step 1.25*eps); the checkpoints go to "
@@ -280,7 +280,7 @@ def adv_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def adv_training_of(args: argparse.Namespace) -> Any:
-    """The :class:`robustness.adversarial.AdvTraining` of :func:`adv_train_options`."""
+    """The :class:`robustness.training.AdvTraining` of :func:`adv_train_options`."""
     from ..errors import InvalidArgument  # noqa: PLC0415
     from ..training import AdvTraining  # noqa: PLC0415 (keeps --help fast)
 

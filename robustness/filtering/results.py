@@ -277,7 +277,7 @@ def to_frame(models_root: str | os.PathLike = paths.DEFAULT_MODELS_ROOT, ci: flo
     """Every sweep result under ``models_root`` as one long pandas table, one row per (result file, layer,
     threshold) with the columns of :data:`FRAME_COLUMNS` (:func:`frame_rows`): architecture, dataset, the
     model's source (empty for this package's checkpoints), init, epoch, filter, scope, attack tag, eps,
-    BatchNorm mode, grid, layer (``"global"`` for a global sweep), its normalised depth (:mod:`robustness.depth`;
+    BatchNorm mode, grid, layer (``"global"`` for a global sweep), its normalised depth (:mod:`robustness.models.depth`;
     NaN for a global sweep or a file written before depths were recorded), threshold, removed fraction, and clean and
     adversarial accuracy with their Wilson intervals; empty (with those columns) when there is no result."""
     import pandas as pd  # noqa: PLC0415 (only the tables need it)

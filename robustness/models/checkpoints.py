@@ -5,8 +5,8 @@ the layout of :mod:`robustness.paths`) holding a dict: ``format`` (:data:`CHECKP
 ``arch``, ``dataset``, ``init``, ``epoch``, ``seed``, the model's ``state_dict``, the
 ``optimizer`` and ``scheduler`` states, the torch ``rng`` state, the ``history`` so far and
 the training ``config``, and the training ``regime`` tag with its ``adv_training`` settings
-(:mod:`robustness.adversarial`; a file without them is standard). Every tensor is on the CPU. Files are read with
-``weights_only=True`` (:mod:`robustness.weights`) and then moved to the device, so a device
+(:mod:`robustness.training.adversarial`; a file without them is standard). Every tensor is on the
+CPU. Files are read with ``weights_only=True`` (:mod:`robustness.weights`) and then moved to the device, so a device
 this machine lacks is reported as such, never as a damaged file.
 """
 

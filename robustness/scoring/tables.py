@@ -71,7 +71,7 @@ class ScoresTable:
     n_boot: int = DEFAULT_BOOT
     bn: str = "frozen"
     grid: str = "value"
-    regime: str = "standard"  # the checkpoints' training regime (robustness.adversarial.regime_tag)
+    regime: str = "standard"  # the checkpoints' training regime (robustness.training.regime_tag)
 
     def _cells(self) -> list[list[list[float]]]:
         """The scores present in each cell (missing initialisations left out)."""

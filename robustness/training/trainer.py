@@ -89,7 +89,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0 over the epochs, per epoch
     augment: bool = False  # random crop (4 pixels of padding) and horizontal flip
-    adv: AdvTraining = field(default_factory=AdvTraining)  # adversarial training (robustness.adversarial)
+    adv: AdvTraining = field(default_factory=AdvTraining)  # adversarial training (robustness.training.adversarial)
 
     @property
     def regime(self) -> str:
