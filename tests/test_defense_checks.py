@@ -14,12 +14,11 @@ import torchattacks
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from robustness.attacks import PGD, geometry
+from robustness.attacks import PGD, Square, geometry
 from robustness.defense import (
     WHITE_BOX_ROWS,
     DefendedClassifier,
     Defense,
-    SquareAttack,
     defense_figure,
     evaluate_defense,
     format_results,
@@ -104,7 +103,7 @@ class _NoGradient(nn.Module):
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.2), ("l2", 3.0)])
 def test_square_only_queries_stays_in_the_ball_and_is_torchattacks(trained_cnn, batch, norm, eps) -> None:
     x, y = batch[0][:20], batch[1][:20]
-    attack = SquareAttack(eps, norm, queries=300, seed=5)
+    attack = Square(eps, norm, queries=300, seed=5)
     state = torch.random.get_rng_state()
     x_sq = attack(_NoGradient(trained_cnn), x, y)
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is kept
@@ -124,7 +123,7 @@ def test_test_time_square_is_the_pipelines(trained_cnn, batch) -> None:
     pipeline = DefendedClassifier(trained_cnn, defense, seed=0)
     with torch.no_grad():
         assert torch.equal(pipeline(x), trained_cnn(defense(trained_cnn, x, seed=0)))
-    x_sq = square_through_defense(trained_cnn, x, y, defense, SquareAttack(0.3, queries=40, seed=3), seed=0)
+    x_sq = square_through_defense(trained_cnn, x, y, defense, Square(0.3, queries=40, seed=3), seed=0)
     with torch.no_grad():
         by_hand = (pipeline(x_sq).argmax(1) == y).float().mean().item()
     result = evaluate_defense(trained_cnn, _loader(x, y), threat="test-time", eps=0.3, alpha=0.1, steps=1,

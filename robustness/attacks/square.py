@@ -59,7 +59,9 @@ class Square:
             return self._run(model, x, y), clean_logits
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The adversarial images."""
+        """The adversarial images (``x`` itself for an empty batch)."""
+        if len(x) == 0:
+            return x.detach().clone()
         return self.with_clean_logits(model, x, y)[0]
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -70,5 +72,5 @@ class Square:
         attack = torchattacks.Square(model, norm={"linf": "Linf", "l2": "L2"}[self.norm], eps=self.eps,
                                      n_queries=self.queries, n_restarts=self.restarts, p_init=self.p_init,
                                      loss="margin", seed=self.seed)
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        with torch.no_grad(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             return attack(x, y)

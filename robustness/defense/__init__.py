@@ -18,12 +18,12 @@ from .report import (
     result_rows,
     summarise_defense,
 )
-from .square import DefendedClassifier, SquareAttack, square_through_defense
+from .square import DefendedClassifier, square_through_defense
 
 __all__ = [
     "save_defended", "load_defended", "defend_splits", "tsne_figure", "load_or_train", "undefended_images",
     "threat_images", "defense_table", "evaluate_defense", "DefenseEvaluation", "plot_tsne", "Defense",
     "defensive_perturbation", "StraightThrough", "ROWS", "ATTACKED_ROWS", "UNDEFENDED_ROWS", "per_example_worst_case",
     "distance_bounds", "summarise_defense", "result_rows", "format_results", "defense_figure", "WHITE_BOX_ROWS",
-    "DefendedClassifier", "SquareAttack", "square_through_defense",
+    "DefendedClassifier", "square_through_defense",
 ]

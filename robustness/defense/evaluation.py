@@ -42,13 +42,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..attacks import APGD, PGD, geometry
+from ..attacks import APGD, PGD, Square, geometry
 from ..errors import InvalidArgument
 from ..runtime import frozen_eval, progress
 from ..vocab import LabelMode, Norm, Threat
 from .perturbation import Defense, StraightThrough, _check_images
 from .report import summarise_defense
-from .square import SQUARE_QUERIES, SquareAttack, square_through_defense
+from .square import SQUARE_QUERIES, square_through_defense
 
 EnsembleAttack = Literal["pgd", "apgd-ce", "apgd-dlr", "square"]
 ENSEMBLE: tuple[EnsembleAttack, ...] = get_args(EnsembleAttack)
@@ -80,14 +80,14 @@ def _check_settings(ensemble: Sequence[str], **counts: int) -> tuple[EnsembleAtt
 def _ensemble_attacks(
     defense: Defense, ensemble: Sequence[EnsembleAttack], restarts: int, apgd_steps: int, seed: int,
     square_queries: int = SQUARE_QUERIES,
-) -> dict[EnsembleAttack, PGD | APGD | SquareAttack]:
+) -> dict[EnsembleAttack, PGD | APGD | Square]:
     """The attack of each ensemble member, with its seeds drawn away from the defense's."""
-    attacks: dict[EnsembleAttack, PGD | APGD | SquareAttack] = {}
+    attacks: dict[EnsembleAttack, PGD | APGD | Square] = {}
     for name in ensemble:
         if name == "pgd":
             attacks[name] = defense.attack(seed=_ADAPTIVE_SEED + seed, restarts=restarts)
         elif name == "square":
-            attacks[name] = SquareAttack(defense.eps, defense.norm, square_queries, seed=_ADAPTIVE_SEED + seed)
+            attacks[name] = Square(defense.eps, defense.norm, square_queries, seed=_ADAPTIVE_SEED + seed)
         else:
             loss = "ce" if name == "apgd-ce" else "dlr"
             attacks[name] = APGD(defense.eps, defense.norm, apgd_steps, (loss,), seed=_ADAPTIVE_SEED + seed)
@@ -156,7 +156,7 @@ def threat_images(
     for name, strong in _ensemble_attacks(defense, ensemble, restarts, apgd_steps, seed, square_queries).items():
         if threat == "preemptive":
             found = strong(model, x_def, y)
-        elif isinstance(strong, SquareAttack):  # queries the deployed pipeline itself: no gradient, no BPDA
+        elif isinstance(strong, Square):  # queries the deployed pipeline itself: no gradient, no BPDA
             found = defense(model, square_through_defense(model, x, y, defense, strong, seed), y, seed)
         else:
             found = defense(model, _through_defense(model, x, y, defense, strong, seeds), y, seed)

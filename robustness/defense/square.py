@@ -11,58 +11,20 @@ test-time defenses of this kind. It runs here in both threat models:
   (:class:`DefendedClassifier`), with the defense's own seed, as a user of the deployed system
   would; the row's images are then ``D(x')`` for Square's ``x'``, classified like every other row.
 
-The iterations are torchattacks' (its port of the reference implementation); this module adds
-the package's guarantees: model frozen and restored, caller's random state kept.
+The attack itself is :class:`robustness.attacks.Square` (torchattacks' port of the reference
+implementation, with the package's guarantees: model frozen and restored, caller's random state kept);
+this module runs it against the deployed system.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from ..attacks import check_count, check_number, geometry
-from ..runtime import frozen_eval
-from ..vocab import Norm
+from ..attacks import Square
 from .perturbation import Defense
 
 SQUARE_QUERIES = 1000  # the least that counts as a Square evaluation (AutoAttack runs 5,000)
-
-
-@dataclass(frozen=True)
-class SquareAttack:
-    """Square with the margin loss in the L∞ or L2 ball: ``queries`` model queries per image (an
-    image stops costing queries once it is misclassified), one run, random search seeded by ``seed``.
-
-    Called like :class:`~robustness.attacks.gradient.PGD`: ``attack(model, x, y)`` gives the adversarial
-    images, ``x`` itself where Square finds nothing (and where ``x`` is already misclassified).
-    """
-
-    eps: float
-    norm: Norm = "linf"
-    queries: int = SQUARE_QUERIES
-    seed: int = 0
-    p_init: float = 0.8
-
-    def __post_init__(self) -> None:
-        check_number("eps", self.eps)
-        check_count("queries", self.queries, 1)
-        check_count("seed", self.seed, 0)
-        geometry(self.norm)
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The adversarial images (detached, on ``x``'s device)."""
-        if self.eps == 0 or len(x) == 0:
-            return x.detach().clone()
-        import torchattacks  # noqa: PLC0415 (imported on first use: it is slow to import)
-
-        attack = torchattacks.Square(model, norm={"linf": "Linf", "l2": "L2"}[self.norm], eps=self.eps,
-                                     n_queries=self.queries, n_restarts=1, p_init=self.p_init, loss="margin",
-                                     seed=self.seed)
-        # torchattacks reseeds the global generators: fork and restore them around it.
-        with frozen_eval(model), torch.no_grad(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-            return attack(x.detach(), torch.as_tensor(y).to(x.device)).detach()
 
 
 class DefendedClassifier(nn.Module):
@@ -84,7 +46,7 @@ class DefendedClassifier(nn.Module):
 
 
 def square_through_defense(
-    model: nn.Module, x: Tensor, y: Tensor, defense: Defense, attack: SquareAttack, seed: int
+    model: nn.Module, x: Tensor, y: Tensor, defense: Defense, attack: Square, seed: int
 ) -> Tensor:
     """Square's ``x'`` against the whole pipeline ``x -> model(defense(x))`` (deployed with ``seed``).
     In oracle mode the defense of each image needs its true label, so each class is attacked on its own."""
