@@ -34,7 +34,7 @@ from . import paths
 from .attacks import FGSM
 from .data import load_dataset, loader_to_tensors, make_loader
 from .defense import Defense, DefenseEvaluation, defense_table, format_results, load_or_train, tsne_figure
-from .figures import draw_and_save
+from .figures import comparison_plot_name, draw_and_save, learning_curves_plot_name, tsne_plot_name
 from .files import load_json, save_json
 from .report import format_table
 from .retraining import RetrainingStudy, format_comparison, run_comparison
@@ -152,7 +152,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         histories = train(TrainConfig(arch=s.arch, dataset=s.dataset, inits=s.inits, epochs=s.epochs,
                                       subset=s.train_subset, **common))
         draw_and_save(lambda: plot_learning_curves(histories, f"{arch_name} on {data_name}"),
-                      paths.learning_curves_plot_name(s.arch, s.dataset), s.plots_root,
+                      learning_curves_plot_name(s.arch, s.dataset), s.plots_root,
                       keep_if_newer_than=[paths.history_path(s.arch, s.dataset, i, s.models_root)
                                           for i in range(1, s.inits + 1)])
 
@@ -196,7 +196,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
         x, y = loader_to_tensors(defense_loader)
         predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps)
         draw_and_save(lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed),
-                      paths.tsne_plot_name(s.defense_arch, s.dataset, "linf", predicted.label), s.plots_root,
+                      tsne_plot_name(s.defense_arch, s.dataset, "linf", predicted.label), s.plots_root,
                       keep_if_newer_than=[report])
 
     with _step(6, f"selective retraining of Init {', '.join(map(str, s.retrain_inits))} for one epoch of "
@@ -225,7 +225,7 @@ def _compare(s: DemoSettings, files: list[Path], tag: str) -> Comparison:
     sets = study_sets(s.arch, s.dataset, "highpass", by="init", epoch=s.epochs, attack=tag, root=s.models_root,
                       scoring=scoring)
     comparison = compare(sets, scoring=scoring)
-    name = paths.comparison_plot_name(s.arch, s.dataset, "init", "highpass", "density")
+    name = comparison_plot_name(s.arch, s.dataset, "init", "highpass", "density")
     title = f"{s.arch} on {s.dataset}: high-pass local scores of the initialisations, epoch {s.epochs}"
     draw_and_save(lambda: plot_comparison(comparison, title), name, s.plots_root, keep_if_newer_than=files)
     return comparison

@@ -21,7 +21,7 @@ Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``-
     saved_models/From_<source>/<DATASET>/...                  a model from elsewhere (source_dir_name)
     saved_models/Regime_<tag>/<Arch>/<DATASET>/...            an adversarially trained model (regime_root):
         regime.json   + everything above                      its training regime's settings, then the same layout
-    plots/<figure name>.png  (+ .pdf)                         names from the *_plot_name functions below
+    plots/<figure name>.png  (+ .pdf)                         names from the *_plot_name functions of robustness.figures
 
 A training regime has a tag (:func:`robustness.training.regime_tag`): ``standard`` lives where it
 always did; any other, e.g. ``pgd-linf-eps0.1``, has the whole per-model tree under ``Regime_<tag>/``, so
@@ -327,83 +327,6 @@ def report_path(arch: str, dataset: str, name: str, root: str | Path = DEFAULT_M
                 regime: str = STANDARD) -> Path:
     """``saved_models/<Arch>/<DATASET>/reports/<name>.json``: a small summary a run reuses on rerun."""
     return model_dir(arch, dataset, root, regime=regime) / "reports" / f"{name}.json"
-
-
-def plot_path(name: str, root: str | Path = DEFAULT_PLOTS_ROOT, suffix: str = ".png") -> Path:
-    """``plots/<name>.png`` (or another ``suffix``); the folder is created if needed."""
-    path = Path(root) / f"{name}{suffix}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def plot_name(*parts: object) -> str:
-    """Join the parts of a figure name, e.g. ``plot_name("ResNet18", "MNIST5K", "local", "highpass")``; the
-    ``*_plot_name`` functions below name each figure the package draws."""
-    return "_".join(str(p) for p in parts if p is not None and p != "")
-
-
-def _model_plot_name(arch: str, dataset: str, *parts: object) -> str:
-    return plot_name(arch_dir_name(arch), dataset_dir_name(dataset), *parts)
-
-
-def learning_curves_plot_name(arch: str, dataset: str, *, regime: str = STANDARD) -> str:
-    """``<Arch>_<DATASET>_learning_curves`` (``..._learning_curves_<tag>`` for another regime): the training
-    histories of every initialisation."""
-    return _model_plot_name(arch, dataset, "learning_curves", None if check_regime_tag(regime) == STANDARD else regime)
-
-
-def scores_plot_name(arch: str, dataset: str, kind: str, scope: Scope, attack: str, baseline: str) -> str:
-    """``<Arch>_<DATASET>_<scope>_<filter>_scores_<attack>_<baseline>``: the filtering scores of a study."""
-    return _model_plot_name(arch, dataset, scope, kind, "scores", attack, baseline)
-
-
-def sweep_plot_name(arch: str, dataset: str, kind: str | None, scope: Scope, init: int, epoch: int,
-                    attack: str) -> str:
-    """The sweeps of one checkpoint: ``<Arch>_<DATASET>_local_<filter>_Init_<i>_<e>epochs_<attack>``, or
-    ``<Arch>_<DATASET>_global_Init_<i>_<e>epochs_<attack>`` (every filter in one figure: ``kind`` unused)."""
-    return _model_plot_name(arch, dataset, scope, kind if scope == "local" else None, f"Init_{init}",
-                            f"{epoch}epochs", attack)
-
-
-def comparison_plot_name(arch: str, dataset: str, by: str, kind: str, baseline: str) -> str:
-    """``compare_<Arch>_<DATASET>_by_<by>_<filter>_<baseline>``: local scores compared across ``by``
-    (``init``, ``epoch`` or ``set``)."""
-    return plot_name("compare", arch_dir_name(arch), dataset_dir_name(dataset), f"by_{by}", kind, baseline)
-
-
-def sets_comparison_plot_name(names: list[str], kind: str, baseline: str) -> str:
-    """``compare_<set>_<set>..._<filter>_<baseline>``: local scores compared across named sets of results."""
-    return plot_name("compare", *names, kind, baseline)
-
-
-def probe_plot_name(arch: str, dataset: str, kind: str, init: int, attack: str, which: str) -> str:
-    """``<Arch>_<DATASET>_probe_<kind>_Init_<i>_<attack>_<which>``: the layer x epoch heatmap of a probe's
-    accuracy drop (``which``: clean or adv)."""
-    return _model_plot_name(arch, dataset, "probe", kind, f"Init_{init}", attack, which)
-
-
-def regime_plot_name(arch: str, dataset: str, kind: str, regimes: list[str], baseline: str) -> str:
-    """``compare_<Arch>_<DATASET>_by_regime_<regime>_<regime>_<filter>_<baseline>``: two training regimes'
-    scores against normalised depth."""
-    return plot_name("compare", arch_dir_name(arch), dataset_dir_name(dataset), "by_regime", *regimes, kind, baseline)
-
-
-def retrain_plot_name(arch: str, dataset: str, epoch: int, *, kind: str, score: str, attack_tag: str,
-                      digest: str) -> str:
-    """``<Arch>_<DATASET>_retrain_<epoch>epochs_<filter>_<score>_<attack>_<digest>``: the figure of the
-    comparison in :func:`retrain_result_path`."""
-    return _model_plot_name(arch, dataset, "retrain", f"{epoch}epochs", kind, score, attack_tag, digest)
-
-
-def tsne_plot_name(arch: str, dataset: str, norm: str, label: str) -> str:
-    """``<Arch>_<DATASET>_tsne_defense_<norm>_<label>``: t-SNE maps of clean, adversarial and defended images
-    (``label``: the defense's label mode, ``predicted`` or ``oracle``)."""
-    return _model_plot_name(arch, dataset, "tsne", f"defense_{norm}", label)
-
-
-def defense_plot_name(arch: str, dataset: str, norm: str) -> str:
-    """``<Arch>_<DATASET>_defense_<norm>``: the defense's evaluation."""
-    return _model_plot_name(arch, dataset, "defense", norm)
 
 
 def arch_dir_name(arch: str) -> str:

@@ -11,7 +11,7 @@ from planted import planted
 from robustness import paths, scoring
 from robustness.cli import main
 from robustness.errors import InvalidArgument
-from robustness.figures import save_figure
+from robustness.figures import probe_plot_name, save_figure
 from robustness.files import load_json
 from robustness.filtering import to_frame
 from robustness.probes import load_probes
@@ -102,7 +102,7 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
     epoch0 = load_probes(paths.probe_result_path("mnist_cnn", "mnist5k", 1, 0, "reinit", "fgsm_eps0.1", root))[1]
     assert all(r.clean_acc == r.ref_clean_acc for r in epoch0.values())  # epoch 0 re-initialised is itself
     assert "adv drop" in out and "agreement" in out and "Spearman rho(score, drop)" in out
-    assert (tmp_path / f"{paths.probe_plot_name('mnist_cnn', 'mnist5k', 'reinit', 1, 'fgsm_eps0.1', 'adv')}.png"
+    assert (tmp_path / f"{probe_plot_name('mnist_cnn', 'mnist5k', 'reinit', 1, 'fgsm_eps0.1', 'adv')}.png"
             ).is_file()
     written = path.stat().st_mtime_ns
     assert main(probe) == 0 and path.stat().st_mtime_ns == written  # a rerun resumes: nothing recomputed

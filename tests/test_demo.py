@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from robustness import paths
 from robustness.demo import DemoSettings, run_demo
+from robustness.figures import tsne_plot_name
 
 pytestmark = pytest.mark.slow  # the whole demo, twice
 
@@ -18,7 +18,7 @@ def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys:
     names = {Path(p).name for p in first["written"]}
     assert "MnistCNN_MNIST5K_1epochs.ckpt" in names
     assert {"Step_minmax", "global_data", "reports", "retraining"} <= {Path(p).parent.name for p in first["written"]}
-    tsne = paths.tsne_plot_name(settings.defense_arch, settings.dataset, "linf", "predicted")
+    tsne = tsne_plot_name(settings.defense_arch, settings.dataset, "linf", "predicted")
     assert {f"{tsne}.png", f"{tsne}.pdf"} <= names and any("_scores_" in n for n in names)
     assert any(n.startswith("compare_") for n in names) and any("pgd_recheck" in n for n in names)
     assert set(first["eps"]) == {"Init_1", "Init_2"} and all(0 < eps < 1 for eps in first["eps"].values())

@@ -20,7 +20,8 @@ from ..errors import RobustnessError
 from .evaluate import add_attack, add_defend, add_demo
 from .options import nonnegative_number
 from .probe import add_probe
-from .study import add_compare, add_filter, add_retrain, add_scores, add_train
+from .study import add_compare, add_filter, add_retrain, add_scores
+from .train import add_train
 
 __all__ = ["COMMANDS", "build_parser", "entry_point", "main", "nonnegative_number"]
 

@@ -223,7 +223,6 @@ def add_defend(sub: Sub) -> None:
 
 def run_defend(args: argparse.Namespace) -> int:
     """Evaluate the defense, print the table (and write it to ``--out``); save data and t-SNE maps if asked."""
-    from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
     from ..defense import (  # noqa: PLC0415
         Defense,
@@ -235,7 +234,10 @@ def run_defend(args: argparse.Namespace) -> int:
         result_rows,
         tsne_figure,
     )
-    from ..figures import save_figure  # noqa: PLC0415
+    from ..figures import (
+        save_figure,  # noqa: PLC0415
+        tsne_plot_name,  # noqa: PLC0415 (keeps --help fast)
+    )
     from ..runtime import pick_device  # noqa: PLC0415
 
     check_out(args)
@@ -272,7 +274,7 @@ def run_defend(args: argparse.Namespace) -> int:
     if args.tsne:
         x, y = loader_to_tensors(loader)
         for label, defense in defenses.items():
-            name = paths.tsne_plot_name(args.arch, args.dataset, args.norm, label)
+            name = tsne_plot_name(args.arch, args.dataset, args.norm, label)
             print(f"t-SNE map: {save_figure(tsne_figure(model, x, y, defense, args.seed), name, args.plots_root)}")
     return 0
 

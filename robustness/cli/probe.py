@@ -76,7 +76,10 @@ def add_probe(sub: Sub) -> None:
 def run_probe(args: argparse.Namespace) -> int:
     """Probe, print each layer's drops, save the heatmaps, and print the agreement tables that can be made."""
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
-    from ..figures import draw_and_save  # noqa: PLC0415
+    from ..figures import (
+        draw_and_save,  # noqa: PLC0415
+        probe_plot_name,  # noqa: PLC0415 (keeps --help fast)
+    )
     from ..probes import ProbeConfig, drop_matrix, plot_probe_heatmap, probe_rows, run_probes  # noqa: PLC0415
     from ..study import StudyConfig  # noqa: PLC0415
 
@@ -99,7 +102,7 @@ def run_probe(args: argparse.Namespace) -> int:
             title = (f"{args.kind} probe of {args.arch} on {args.dataset}, Init_{init}: {which} accuracy drop, "
                      f"attack {study.attack.tag}")
             figure = draw_and_save(lambda f=frame, t=title: plot_probe_heatmap(f, t, args.threshold),
-                                   paths.probe_plot_name(args.arch, args.dataset, args.kind, init, study.attack.tag,
+                                   probe_plot_name(args.arch, args.dataset, args.kind, init, study.attack.tag,
                                                          which), args.plots_root)
             print(f"figure: {figure}")
     for path in files:
@@ -145,8 +148,11 @@ def add_comparison_options(p: argparse.ArgumentParser) -> None:
 
 def compare_models(args: argparse.Namespace) -> int:
     """``compare --by regime`` (one checkpoint under two regimes) or ``--by arch`` (--set specs on depth bins)."""
-    from .. import paths  # noqa: PLC0415
-    from ..figures import draw_and_save  # noqa: PLC0415
+    from ..figures import (  # noqa: PLC0415 (keeps --help fast)
+        draw_and_save,  # noqa: PLC0415
+        regime_plot_name,
+        sets_comparison_plot_name,
+    )
 
     if args.by == "regime":
         from ..scoring import compare_regimes, plot_regimes, regime_result  # noqa: PLC0415
@@ -158,7 +164,7 @@ def compare_models(args: argparse.Namespace) -> int:
         result = compare_regimes(*loaded, names=tuple(args.regimes), scoring=scoring_of(args))
         title = f"{args.arch} on {args.dataset}, Init_{args.init} epoch {args.epoch}, {args.filter} filter"
         print(f"{title}\n{result.header()}\n{format_table(result.rows())}\n{format_table(result.comparison.rows())}")
-        name = paths.regime_plot_name(args.arch, args.dataset, args.filter, list(args.regimes), args.baseline)
+        name = regime_plot_name(args.arch, args.dataset, args.filter, list(args.regimes), args.baseline)
         print(f"\nfigure: {draw_and_save(lambda: plot_regimes(result, title), name, args.plots_root)}")
         return 0
     from ..models import arch_depths, depth_bins  # noqa: PLC0415
@@ -183,7 +189,7 @@ def compare_models(args: argparse.Namespace) -> int:
              f"{args.baseline}: {', '.join(sets)}")
     print(f"{title} ({len(result.layers)} bins, tau={result.tau:g})\n{format_table(result.rows())}")
     figure = draw_and_save(lambda: plot_comparison(result, title),
-                           paths.sets_comparison_plot_name([*sets, "by_depth"], args.filter, args.baseline),
+                           sets_comparison_plot_name([*sets, "by_depth"], args.filter, args.baseline),
                            args.plots_root)
     print(f"\nfigure: {figure}")
     return 0

@@ -1,4 +1,4 @@
-"""The study commands: ``train``, ``filter``, ``scores``, ``compare`` and ``retrain``.
+"""The study commands: ``filter``, ``scores``, ``compare`` and ``retrain``.
 
 Each is a pair ``add_<name>(subparsers)`` / ``run_<name>(args)``; the options several commands
 share come from :mod:`robustness.cli.options`, the work from the library.
@@ -12,11 +12,8 @@ from pathlib import Path
 from ..errors import InvalidArgument
 from ..report import format_table
 from .options import (
-    adv_train_options,
-    adv_training_of,
     attack_from,
     attack_options,
-    data_root_options,
     filter_options,
     filters_of,
     model_options,
@@ -38,6 +35,7 @@ from .options import (
     writable_folders,
 )
 from .probe import add_comparison_options, compare_models
+from .train import tree_options
 
 Sub = argparse._SubParsersAction
 
@@ -60,70 +58,9 @@ def _plots_root(args: argparse.Namespace) -> str:
     return str(paths.regime_root(args.plots_root, args.regime))
 
 
-def _tree() -> list[argparse.ArgumentParser]:
-    """The model, roots and runtime parents every command that runs a model of the checkpoint tree has."""
-    return [model_options(), models_root_options(), data_root_options(), runtime_options()]
-
-
-def add_train(sub: Sub) -> None:
-    """``train``: N initialisations, with checkpoints."""
-    p = sub.add_parser("train", parents=_tree(),
-                       help="train N initialisations, writing checkpoints under saved_models/",
-                       description="Train --inits initialisations of --arch on --dataset with --recipe, writing a "
-                                   "checkpoint at epoch 0 and every --save-every epochs into "
-                                   "saved_models/<Arch>/<DATASET>/Init_<i>/. Under torchrun (torchrun "
-                                   "--nproc-per-node N -m robustness train ...), trains with "
-                                   "DistributedDataParallel, one process per GPU (cuda:LOCAL_RANK) or on CPU with "
-                                   "gloo; only rank 0 writes files.")
-    p.add_argument("--inits", type=positive_int, default=1,
-                   help="number of initialisations, each with its own seed (default 1)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per initialisation (default 10)")
-    p.add_argument("--save-every", type=positive_int, default=1, help="checkpoint every this many epochs (default 1)")
-    p.add_argument("--recipe", default="adam", choices=["adam", "cifar"],
-                   help="adam: the original study's (Adam, lr 1e-3, batch 100); cifar: SGD with momentum 0.9 and "
-                        "weight decay 5e-4, lr 0.1 on a cosine schedule, batch 128, random crop (padding 4) and "
-                        "horizontal flip; use it with --arch resnet18_cifar (default adam)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="global training batch size (default: the recipe's, 100 or 128); under torchrun each of "
-                        "the N processes takes batch-size/N images per step, so it must be a multiple of N")
-    p.add_argument("--lr", type=positive_number, default=None,
-                   help="learning rate (default: the recipe's, 1e-3 or 0.1)")
-    p.add_argument("--subset", type=positive_int, default=None,
-                   help="train on a fixed, seeded subset of this many images")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored elsewhere)")
-    p.add_argument("--download", action="store_true", help="let torchvision download MNIST/CIFAR10 if missing")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue each initialisation from its newest checkpoint (default; --no-resume retrains)")
-    adv_train_options(p)
-    p.set_defaults(run=run_train)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Train and print each initialisation's history."""
-    from .. import paths  # noqa: PLC0415 (keeps --help fast)
-    from ..distributed import is_main  # noqa: PLC0415 (keeps --help fast)  # noqa: PLC0415
-    from ..training import TrainConfig, train  # noqa: PLC0415
-
-    writable_folders(args.models_root)
-    given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
-    config = TrainConfig.from_recipe(
-        args.recipe, arch=args.arch, dataset=args.dataset, inits=args.inits, epochs=args.epochs,
-        save_every=args.save_every, seed=args.seed, device=args.device, amp=args.amp, subset=args.subset,
-        models_root=args.models_root, data_root=args.data_root, download=args.download, adv=adv_training_of(args),
-        **given,
-    )
-    histories = train(config, resume=args.resume)
-    rows = [{"init": init, **row} for init, history in histories.items() for row in history]
-    if is_main():
-        print(format_table(rows))
-        print(f"regime {config.regime}: newest checkpoints under "
-              f"{paths.model_dir(config.arch, config.dataset, config.models_root, regime=config.regime)}")
-    return 0
-
-
 def add_filter(sub: Sub) -> None:
     """``filter``: synaptic-filtering sweeps."""
-    p = sub.add_parser("filter", parents=[*_tree(), source_options(), regime_options(), filter_options(),
+    p = sub.add_parser("filter", parents=[*tree_options(), source_options(), regime_options(), filter_options(),
                                           attack_options(("fgsm", "pgd")), restart_options(), speed_options()],
                        help="synaptic-filtering sweeps over saved checkpoints or a model from elsewhere",
                        description="Sweep a filter's threshold over each selected checkpoint (or the model "
@@ -225,7 +162,7 @@ def _tree_arch(args: argparse.Namespace) -> str:
 
 def add_scores(sub: Sub) -> None:
     """``scores``: scores tables with intervals, and plots."""
-    p = sub.add_parser("scores", parents=[*_tree(), source_options(), regime_options(), plots_root_options(),
+    p = sub.add_parser("scores", parents=[*tree_options(), source_options(), regime_options(), plots_root_options(),
                                           filter_options(),
                                           tag_options(), scoring_options()],
                        help="filtering scores of a study with intervals: tables (CSV) and plots",
@@ -311,7 +248,11 @@ def run_compare(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
-    from ..figures import draw_and_save  # noqa: PLC0415
+    from ..figures import (  # noqa: PLC0415 (keeps --help fast)
+        comparison_plot_name,
+        draw_and_save,  # noqa: PLC0415
+        sets_comparison_plot_name,
+    )
     from ..scoring import compare, named_set, plot_comparison, study_sets  # noqa: PLC0415
 
     scoring = scoring_of(args)
@@ -325,11 +266,11 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.set:
         sets = dict(named_set(spec, args.filter, attack=args.attack_tag, root=root, scoring=scoring)
                     for spec in args.set)
-        name = paths.sets_comparison_plot_name(list(sets), args.filter, args.baseline)
+        name = sets_comparison_plot_name(list(sets), args.filter, args.baseline)
     else:
         sets = study_sets(args.arch, args.dataset, args.filter, by=args.by, init=args.init, epoch=args.epoch,
                           attack=args.attack_tag, root=root, scoring=scoring)
-        name = paths.comparison_plot_name(args.arch, args.dataset, args.by, args.filter, args.baseline)
+        name = comparison_plot_name(args.arch, args.dataset, args.by, args.filter, args.baseline)
     rename = None
     if args.layer_map:
         try:
@@ -346,7 +287,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def add_retrain(sub: Sub) -> None:
     """``retrain``: selective retraining against controls."""
-    p = sub.add_parser("retrain", parents=[*_tree(), source_options(), regime_options(), plots_root_options(),
+    p = sub.add_parser("retrain", parents=[*tree_options(), source_options(), regime_options(), plots_root_options(),
                                            filter_options(every=False, kind="highpass"), tag_options(),
                                            scoring_options(("density", "unfiltered"))],
                        help="selective retraining of robust + antifragile layers, against controls",

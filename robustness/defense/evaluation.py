@@ -46,7 +46,7 @@ from ..attacks import APGD, PGD, Square, geometry
 from ..errors import InvalidArgument
 from ..runtime import frozen_eval, progress
 from ..vocab import LabelMode, Norm, Threat
-from .perturbation import Defense, StraightThrough, _check_images
+from .perturbation import Defense, StraightThrough, _check_images, attack_deployed
 from .report import summarise_defense
 from .square import SQUARE_QUERIES, square_through_defense
 
@@ -168,15 +168,8 @@ def threat_images(
 def _through_defense(
     model: nn.Module, x: Tensor, y: Tensor, defense: Defense, attack: PGD | APGD, seeds: tuple[int, ...]
 ) -> Tensor:
-    """``attack`` on the defended classifier (BPDA, EOT over ``seeds``). In oracle mode the defense of
-    each image needs its true label, so each class is attacked on its own, with that class as the label."""
-    if not defense.oracle:
-        return attack(StraightThrough(model, defense, seeds), x, y)
-    x_adv = x.clone()
-    for c in y.unique().tolist():
-        rows = y == c
-        x_adv[rows] = attack(StraightThrough(model, defense, seeds, c), x[rows], y[rows])
-    return x_adv
+    """``attack`` on the defended classifier (BPDA, EOT over ``seeds``; per class in oracle mode)."""
+    return attack_deployed(attack, lambda c: StraightThrough(model, defense, seeds, c), x, y, defense.oracle)
 
 
 def _keep_fooling(model: nn.Module, y: Tensor, first: Tensor, second: Tensor) -> Tensor:

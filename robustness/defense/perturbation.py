@@ -23,6 +23,7 @@ Their public names are importable from this module too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import get_args
 
@@ -192,3 +193,19 @@ class StraightThrough(nn.Module):
         defended = (self.defense(self.model, x, y, seed, show_progress=False) for seed in self.seeds)
         logits = [self.model(x + (x_def - x).detach()) for x_def in defended]
         return torch.stack(logits).mean(0)
+
+
+def attack_deployed(
+    attack: Callable[[nn.Module, Tensor, Tensor], Tensor], classifier: Callable[[int | None], nn.Module], x: Tensor,
+    y: Tensor, oracle: bool,
+) -> Tensor:
+    """``attack`` on the defended classifier that ``classifier(label)`` builds. A defense that reads the true
+    label (oracle mode) needs it per image, so each class is then attacked on its own, with the classifier
+    built for that class; otherwise one classifier (``label=None``) serves every image."""
+    if not oracle:
+        return attack(classifier(None), x, y)
+    x_adv = x.clone()
+    for c in y.unique().tolist():
+        rows = y == c
+        x_adv[rows] = attack(classifier(c), x[rows], y[rows])
+    return x_adv

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import Square
-from .perturbation import Defense
+from .perturbation import Defense, attack_deployed
 
 SQUARE_QUERIES = 1000  # the least that counts as a Square evaluation (AutoAttack runs 5,000)
 
@@ -48,12 +48,6 @@ class DefendedClassifier(nn.Module):
 def square_through_defense(
     model: nn.Module, x: Tensor, y: Tensor, defense: Defense, attack: Square, seed: int
 ) -> Tensor:
-    """Square's ``x'`` against the whole pipeline ``x -> model(defense(x))`` (deployed with ``seed``).
-    In oracle mode the defense of each image needs its true label, so each class is attacked on its own."""
-    if not defense.oracle:
-        return attack(DefendedClassifier(model, defense, seed), x, y)
-    x_adv = x.clone()
-    for c in y.unique().tolist():
-        rows = y == c
-        x_adv[rows] = attack(DefendedClassifier(model, defense, seed, c), x[rows], y[rows])
-    return x_adv
+    """Square's ``x'`` against the whole pipeline ``x -> model(defense(x))`` (deployed with ``seed``; per class
+    in oracle mode)."""
+    return attack_deployed(attack, lambda c: DefendedClassifier(model, defense, seed, c), x, y, defense.oracle)

@@ -41,7 +41,7 @@ from .. import paths
 from ..attacks import FGSM, Attack, make_attack
 from ..data import load_dataset, loader_to_tensors, make_loader
 from ..errors import DataNotFoundError, InvalidArgument
-from ..figures import draw_and_save
+from ..figures import draw_and_save, retrain_plot_name
 from ..files import load_json, save_csv, save_json, save_npz
 from ..filtering import canonical_kind, load_results
 from ..models import build_model, checkpoint_model, current_lr, read_checkpoint
@@ -298,7 +298,7 @@ def retraining_rows(study: RetrainingStudy) -> RetrainingResult:
              f"{s.kind} {s.score} labels ({attack_label(attack_tag, [m['eps'] for m, _ in loaded.values()])}, "
              f"τ = {s.scoring.tau:g}); error bars: SD over {rows[0]['runs']} runs "
              f"({', '.join(f'Init_{i}' for i in retrained)} × {s.seeds} seeds)")
-    name = paths.retrain_plot_name(s.arch, s.dataset, epoch, kind=s.kind, score=s.score, attack_tag=attack_tag,
+    name = retrain_plot_name(s.arch, s.dataset, epoch, kind=s.kind, score=s.score, attack_tag=attack_tag,
                                    digest=digest)
     return RetrainingResult(rows, labels, settings, out, title, name, regime_meta(s.arch, s.dataset, s.models_root))
 

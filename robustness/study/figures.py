@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from matplotlib.figure import Figure
 
 from .. import paths
-from ..figures import draw_and_save
+from ..figures import draw_and_save, scores_plot_name, sweep_plot_name
 from ..filtering import load_results, plot_global_curves, plot_layer_grid
 from ..scoring import attack_label, plot_scores
 
@@ -49,7 +49,7 @@ def plot_study(
     for (kind, scope, attack), per_score in groups.items():
         first = next(iter(per_score.values()))
         units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
-        name = paths.scores_plot_name(arch, dataset, kind, scope, attack, first.baseline)
+        name = scores_plot_name(arch, dataset, kind, scope, attack, first.baseline)
         title = f"{model}: {kind} filter, {scope}, baseline {first.baseline}"
         saved.append(save(partial(plot_scores, per_score, title), name, units.values()))
         newest = {init: (epoch, units[init, epoch]) for init, epoch in units}  # units are sorted: the last wins
@@ -57,12 +57,12 @@ def plot_study(
             if scope == "global":
                 global_curves.setdefault((attack, init, epoch), {})[kind] = path
                 continue
-            name = paths.sweep_plot_name(arch, dataset, kind, "local", init, epoch, attack)
+            name = sweep_plot_name(arch, dataset, kind, "local", init, epoch, attack)
             meta, results = load_results(path)
             title = f"{model}, Init_{init} epoch {epoch}: local {kind} filter, {attack_label(attack, meta['eps'])}"
             saved.append(save(partial(plot_layer_grid, results, title), name, [path]))
     for (attack, init, epoch), files in global_curves.items():
-        name = paths.sweep_plot_name(arch, dataset, None, "global", init, epoch, attack)
+        name = sweep_plot_name(arch, dataset, None, "global", init, epoch, attack)
         loaded = {kind: load_results(path) for kind, path in files.items()}
         eps = [meta["eps"] for meta, _ in loaded.values()]
         title = f"{model}, Init_{init} epoch {epoch}: global filters, {attack_label(attack, eps)}"

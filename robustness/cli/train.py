@@ -1,0 +1,81 @@
+"""The ``train`` command: standard or adversarial training of a model of the checkpoint tree."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..report import format_table
+from .options import (
+    adv_train_options,
+    adv_training_of,
+    data_root_options,
+    model_options,
+    models_root_options,
+    positive_int,
+    positive_number,
+    runtime_options,
+    writable_folders,
+)
+
+Sub = argparse._SubParsersAction
+
+
+def tree_options() -> list[argparse.ArgumentParser]:
+    """The model, roots and runtime parents every command that runs a model of the checkpoint tree has."""
+    return [model_options(), models_root_options(), data_root_options(), runtime_options()]
+
+
+def add_train(sub: Sub) -> None:
+    """``train``: N initialisations, with checkpoints."""
+    p = sub.add_parser("train", parents=tree_options(),
+                       help="train N initialisations, writing checkpoints under saved_models/",
+                       description="Train --inits initialisations of --arch on --dataset with --recipe, writing a "
+                                   "checkpoint at epoch 0 and every --save-every epochs into "
+                                   "saved_models/<Arch>/<DATASET>/Init_<i>/. Under torchrun (torchrun "
+                                   "--nproc-per-node N -m robustness train ...), trains with "
+                                   "DistributedDataParallel, one process per GPU (cuda:LOCAL_RANK) or on CPU with "
+                                   "gloo; only rank 0 writes files.")
+    p.add_argument("--inits", type=positive_int, default=1,
+                   help="number of initialisations, each with its own seed (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs per initialisation (default 10)")
+    p.add_argument("--save-every", type=positive_int, default=1, help="checkpoint every this many epochs (default 1)")
+    p.add_argument("--recipe", default="adam", choices=["adam", "cifar"],
+                   help="adam: the original study's (Adam, lr 1e-3, batch 100); cifar: SGD with momentum 0.9 and "
+                        "weight decay 5e-4, lr 0.1 on a cosine schedule, batch 128, random crop (padding 4) and "
+                        "horizontal flip; use it with --arch resnet18_cifar (default adam)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="global training batch size (default: the recipe's, 100 or 128); under torchrun each of "
+                        "the N processes takes batch-size/N images per step, so it must be a multiple of N")
+    p.add_argument("--lr", type=positive_number, default=None,
+                   help="learning rate (default: the recipe's, 1e-3 or 0.1)")
+    p.add_argument("--subset", type=positive_int, default=None,
+                   help="train on a fixed, seeded subset of this many images")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored elsewhere)")
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST/CIFAR10 if missing")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue each initialisation from its newest checkpoint (default; --no-resume retrains)")
+    adv_train_options(p)
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train and print each initialisation's history."""
+    from .. import paths  # noqa: PLC0415 (keeps --help fast)
+    from ..distributed import is_main  # noqa: PLC0415
+    from ..training import TrainConfig, train  # noqa: PLC0415
+
+    writable_folders(args.models_root)
+    given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+    config = TrainConfig.from_recipe(
+        args.recipe, arch=args.arch, dataset=args.dataset, inits=args.inits, epochs=args.epochs,
+        save_every=args.save_every, seed=args.seed, device=args.device, amp=args.amp, subset=args.subset,
+        models_root=args.models_root, data_root=args.data_root, download=args.download, adv=adv_training_of(args),
+        **given,
+    )
+    histories = train(config, resume=args.resume)
+    rows = [{"init": init, **row} for init, history in histories.items() for row in history]
+    if is_main():
+        print(format_table(rows))
+        print(f"regime {config.regime}: newest checkpoints under "
+              f"{paths.model_dir(config.arch, config.dataset, config.models_root, regime=config.regime)}")
+    return 0
