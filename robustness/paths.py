@@ -1,5 +1,5 @@
-"""The one module that knows where files go: the default roots, the layout of ``saved_models/``,
-and the name of every figure.
+"""The one module that knows where files go: the default roots and the layout of ``saved_models/``
+(a figure's name under ``plots/`` comes from :mod:`robustness.figures`).
 
 Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``--plots-root``):
 :data:`DEFAULT_MODELS_ROOT` ``saved_models/``, :data:`DEFAULT_DATA_ROOT` ``Dataset/``,
