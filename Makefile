@@ -9,7 +9,7 @@ XLA_STAMP := $(XLA_VENV)/.installed
 # The lock without the torch stack, as constraints for the XLA environment's other packages.
 TORCH_STACK := ^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==
 
-.PHONY: setup demo test test-fast test-xla bench lint clean-results
+.PHONY: setup demo findings test test-fast test-xla bench lint clean-results clean-findings
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m robustness demo
+
+# The study at full size (under 2 hours on 2 cores from empty folders; a rerun only rewrites docs/findings.md).
+findings: $(STAMP)
+	$(PY) -m robustness findings
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check robustness tests benchmarks
@@ -54,3 +58,7 @@ lint: $(STAMP)
 
 clean-results:
 	rm -rf saved_models/*/ plots/*.png plots/*.pdf
+
+# The findings run's checkpoints and results (not its committed page, table and figures).
+clean-findings:
+	rm -rf saved_models/Findings

@@ -10,7 +10,7 @@ legend is on the figure; scores show their spread over initialisations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -29,10 +29,11 @@ __all__ = [
 FORMATS = ("png", "pdf")  # the PNG to look at, the PDF (vector) for a paper
 
 
-def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT) -> Path:
-    """Save ``fig`` as ``plots/<name>.png`` (150 dpi) and ``plots/<name>.pdf``, each atomically; return the
-    PNG's path. The figure stays open."""
-    for fmt in FORMATS:
+def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT, *,
+                formats: Sequence[str] = FORMATS) -> Path:
+    """Save ``fig`` as ``plots/<name>.png`` (150 dpi) and ``plots/<name>.pdf`` (or only ``formats``), each
+    atomically; return the PNG's path. The figure stays open."""
+    for fmt in formats:
         with atomic_path(plot_path(name, root, f".{fmt}")) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     return plot_path(name, root)
@@ -40,21 +41,21 @@ def save_figure(fig: Figure, name: str, root: str | Path = paths.DEFAULT_PLOTS_R
 
 def draw_and_save(
     draw: Callable[[], Figure], name: str, root: str | Path = paths.DEFAULT_PLOTS_ROOT, *,
-    keep_if_newer_than: Iterable[str | Path] | None = None,
+    keep_if_newer_than: Iterable[str | Path] | None = None, formats: Sequence[str] = FORMATS,
 ) -> Path:
-    """Draw a figure with ``draw()``, save it as ``name`` and close it; return its path.
+    """Draw a figure with ``draw()``, save it as ``name`` (in ``formats``) and close it; return its path.
 
-    With ``keep_if_newer_than``, an existing figure (PNG and PDF) newer than every one of
+    With ``keep_if_newer_than``, an existing figure (every format) newer than every one of
     those files is kept and nothing is drawn (as ``make`` decides).
     """
     path = plot_path(name, root)
-    saved = [plot_path(name, root, f".{fmt}") for fmt in FORMATS]
+    saved = [plot_path(name, root, f".{fmt}") for fmt in formats]
     if keep_if_newer_than is not None and all(p.is_file() for p in saved):
         drawn = min(p.stat().st_mtime_ns for p in saved)
         if all(Path(f).stat().st_mtime_ns <= drawn for f in keep_if_newer_than):
             return path
     fig = draw()
-    save_figure(fig, name, root)
+    save_figure(fig, name, root, formats=formats)
     plt.close(fig)
     return path
 

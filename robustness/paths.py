@@ -72,6 +72,7 @@ SOURCE_DIR_PREFIX = "From_"
 DEFAULT_MODELS_ROOT = Path("saved_models")
 DEFAULT_DATA_ROOT = Path("Dataset")
 DEFAULT_PLOTS_ROOT = Path("plots")
+FINDINGS_MODELS_ROOT = DEFAULT_MODELS_ROOT / "Findings"  # the findings run's own tree (robustness.findings)
 
 
 STANDARD = "standard"  # the regime tag of standard training

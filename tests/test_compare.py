@@ -70,6 +70,22 @@ def test_uncertain_counts_as_a_label_and_confident_agreement_leaves_it_out() -> 
     assert pair["confident_agreement"] == pytest.approx(3 / 4) and pair["n_confident"] == 4
 
 
+def test_the_agreement_interval_equals_explicitly_resampled_layers() -> None:
+    """Over the layers defined in both (layers 0-5 here), resampled as rho's are: the percentile interval of the
+    share that agree; identical labels give [1, 1]."""
+    labels_a = ["fragile", "uncertain", "uncertain", "robust", "robust", "antifragile", "undefined", "robust"]
+    labels_b = ["fragile", "uncertain", "robust", "robust", "fragile", "antifragile", "robust", "undefined"]
+    pair = compare({"a": scored(VALUES, labels_a), "b": scored(VALUES, labels_b)},
+                   scoring=Scoring(n_boot=400, seed=3, ci=0.9)).pair("clean", "a", "b")
+    same = np.array([1, 1, 0, 1, 0, 1], dtype=float)
+    draws = np.random.default_rng(3).integers(0, 6, (400, 6))
+    lo, hi = np.quantile(same[draws].mean(1), [0.05, 0.95])
+    assert (pair["agreement_lo"], pair["agreement_hi"]) == pytest.approx((lo, hi), abs=1e-12)
+    assert pair["agreement_lo"] < 4 / 6 < pair["agreement_hi"]
+    full = compare({"a": scored(VALUES), "b": scored(VALUES)}, scoring=Scoring(n_boot=50)).pair("clean", "a", "b")
+    assert (full["agreement_lo"], full["agreement_hi"]) == (1.0, 1.0)
+
+
 def test_different_architectures_are_matched_through_a_layer_mapping() -> None:
     other = [f"block{i}" for i in range(8)]
     sets = {"small": scored(VALUES), "big": scored(VALUES, layers=other)}

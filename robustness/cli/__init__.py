@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import RobustnessError
 from .evaluate import add_attack, add_defend, add_demo
+from .findings import add_findings
 from .options import nonnegative_number
 from .probe import add_probe
 from .study import add_compare, add_filter, add_retrain, add_scores
@@ -25,7 +26,8 @@ from .train import add_train
 
 __all__ = ["COMMANDS", "build_parser", "entry_point", "main", "nonnegative_number"]
 
-COMMANDS = (add_demo, add_train, add_attack, add_filter, add_scores, add_compare, add_retrain, add_probe, add_defend)
+COMMANDS = (add_demo, add_findings, add_train, add_attack, add_filter, add_scores, add_compare, add_retrain, add_probe,
+            add_defend)
 
 
 def build_parser(prog: str = "python -m robustness") -> argparse.ArgumentParser:

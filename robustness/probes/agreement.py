@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidArgument
-from ..scoring.compare import Scores, _rank_correlation
+from ..scoring import Scores, rank_correlation
 from ..scoring.scores import CONFIDENT
 from ..vocab import DEFAULT_BOOT, DEFAULT_CI, Score
 from .reinit import DEFAULT_THRESHOLD, ProbeResult, verdicts
@@ -46,7 +46,7 @@ def probe_agreement(
                      "agree": (MATCH[label] == v["verdict"]) if both else None})
     frame = pd.DataFrame(rows)
     decided = [r["agree"] for r in rows if r["agree"] is not None]
-    rho, lo, hi = _rank_correlation(frame["score"].to_numpy(float), frame["drop"].to_numpy(float), ci, n_boot, seed)
+    rho, lo, hi = rank_correlation(frame["score"].to_numpy(float), frame["drop"].to_numpy(float), ci, n_boot, seed)
     return frame, {"agreement": float(np.mean(decided)) if decided else math.nan, "n_confident": len(decided),
                    "n_layers": len(rows), "rho": rho, "rho_lo": lo, "rho_hi": hi, "threshold": threshold,
                    "score": score, "which": which, "coverage": ci}

@@ -5,7 +5,16 @@ layers, epochs and initialisations (``tables``), invariance across initialisatio
 To change the score formula: ``scores``.
 """
 
-from .compare import Comparison, Scores, binned_sets, checkpoint_scores, compare, named_set, study_sets
+from .compare import (
+    Comparison,
+    Scores,
+    binned_sets,
+    checkpoint_scores,
+    compare,
+    named_set,
+    rank_correlation,
+    study_sets,
+)
 from .figures import LABEL_COLOURS, attack_label, plot_comparison, plot_score_bars, plot_score_heatmaps, plot_scores
 from .regimes import (
     RegimeComparison,
@@ -17,6 +26,7 @@ from .regimes import (
     regime_result,
 )
 from .scores import (
+    CONFIDENT,
     DEFAULT_SCORING,
     Scoring,
     consensus,
@@ -41,10 +51,11 @@ from .tables import (
 )
 
 __all__ = [
-    "Comparison", "compare", "checkpoint_scores", "named_set", "study_sets", "binned_sets", "Scores", "attack_label",
-    "plot_score_heatmaps", "LABEL_COLOURS", "plot_score_bars", "plot_scores", "plot_comparison", "compare_regimes",
-    "RegimeComparison", "regime_result", "plot_regimes", "regime_of", "check_same_images", "calibration_target",
-    "label", "interval_label", "outcomes", "describe", "integrate", "filtering_scores", "layer_scores", "consensus",
-    "consensus_labels", "Scoring", "DEFAULT_SCORING", "CHECKPOINT", "ScoresTable", "build_tables", "study_tables",
-    "score_study", "scores_frame", "save_table", "read_table",
+    "Comparison", "compare", "rank_correlation", "checkpoint_scores", "named_set", "study_sets", "binned_sets",
+    "Scores", "attack_label", "plot_score_heatmaps", "LABEL_COLOURS", "plot_score_bars", "plot_scores",
+    "plot_comparison", "compare_regimes", "RegimeComparison", "regime_result", "plot_regimes", "regime_of",
+    "check_same_images", "calibration_target", "label", "interval_label", "outcomes", "describe", "integrate",
+    "filtering_scores", "layer_scores", "consensus", "consensus_labels", "CONFIDENT", "Scoring", "DEFAULT_SCORING",
+    "CHECKPOINT", "ScoresTable", "build_tables", "study_tables", "score_study", "scores_frame", "save_table",
+    "read_table",
 ]

@@ -6,7 +6,8 @@ every pair of sets, :func:`compare` reports
 
 - **label agreement**: the fraction of layers given the same label, over the layers whose
   label is defined in both (``uncertain`` counts as a label of its own, so two uncertain
-  layers agree), and the *confident agreement*: the same fraction over only the layers
+  layers agree), with a percentile interval from the same bootstrap over layers as ρ's, and the
+  *confident agreement*: the same fraction over only the layers
   both sets label confidently (fragile, robust or antifragile), with their number;
 - **Spearman's rank correlation** of the point scores over the layers, with a percentile
   interval from a bootstrap over *layers*: ρ is a statistic of the layers, so its
@@ -59,7 +60,7 @@ class Comparison:
         """The pairs, formatted for printing."""
         pct = f"{self.coverage:.0%}"
         return [{"score": p["score"], "sets": f"{p['a']} vs {p['b']}", "layers": p["n_layers"],
-                 "labels agree": f"{p['agreement']:.2f}",
+                 "labels agree": f"{p['agreement']:.2f} [{p['agreement_lo']:.2f}, {p['agreement_hi']:.2f}]",
                  "confident agree": f"{p['confident_agreement']:.2f} of {p['n_confident']}" if p["n_confident"]
                  else "none confident", "Spearman rho": f"{p['rho']:+.2f}",
                  f"rho {pct} CI": f"[{p['rho_lo']:+.2f}, {p['rho_hi']:+.2f}]"} for p in self.pairs]
@@ -80,8 +81,20 @@ def _agreement(a: Sequence[Label], b: Sequence[Label]) -> tuple[float, float, in
     return share(defined), share(confident), len(confident)
 
 
-def _rank_correlation(a: np.ndarray, b: np.ndarray, ci: float, n_boot: int, seed: int) -> tuple[float, float, float]:
-    """Spearman's ρ over the layers both define, and its interval from resampling those layers."""
+def _agreement_interval(a: Sequence[Label], b: Sequence[Label], ci: float, n_boot: int, seed: int
+                        ) -> tuple[float, float]:
+    """The interval of the label agreement from resampling the layers defined in both (as for ρ)."""
+    same = np.array([x == y for x, y in zip(a, b, strict=True) if "undefined" not in (x, y)], dtype=float)
+    if len(same) < 2:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(same), (n_boot, len(same)))
+    lo, hi = percentile_interval(same[draws].mean(1), ci)
+    return float(lo), float(hi)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, ci: float, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Spearman's ρ of ``a`` and ``b`` over the layers both define (finite), and its percentile interval
+    (coverage ``ci``) from ``n_boot`` seeded resamples of those layers; NaN with fewer than 3."""
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
     if len(a) < 3:
@@ -136,9 +149,11 @@ def compare(
         for i, a in enumerate(names):
             for j in range(i + 1, len(names)):
                 agreement, confident, n_confident = _agreement(labels[score][i], labels[score][j])
-                rho, lo, hi = _rank_correlation(values[score][i], values[score][j], ci, n_boot, seed)
+                rho, lo, hi = rank_correlation(values[score][i], values[score][j], ci, n_boot, seed)
+                agree_lo, agree_hi = _agreement_interval(labels[score][i], labels[score][j], ci, n_boot, seed)
                 pairs.append({"score": score, "a": a, "b": names[j], "n_layers": len(common),
-                              "agreement": agreement, "confident_agreement": confident, "n_confident": n_confident,
+                              "agreement": agreement, "agreement_lo": agree_lo, "agreement_hi": agree_hi,
+                              "confident_agreement": confident, "n_confident": n_confident,
                               "rho": rho, "rho_lo": lo, "rho_hi": hi})
     return Comparison(names, common, values, intervals, labels, pairs, taus.pop(), ci, n_boot)
 

@@ -1,0 +1,224 @@
+"""Every number the findings page cites, read from the run's result files into one long table.
+
+One row per number: its ``section`` (what part of the study), the model it belongs to (``arch``,
+``regime``, ``init``, ``epoch``, ``layer`` and the layer's normalised ``depth``), the ``quantity``, its
+``value`` with an interval ``[lo, hi]`` where it has one, and a ``text`` (a label, a verdict, a setting).
+:func:`collect` builds it; the page is made from this table alone (:mod:`robustness.findings.page`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from .. import paths
+from ..models import arch_depths
+from ..probes import load_probes, probe_agreement
+from ..runtime import pick_device
+from ..scoring import (
+    binned_sets,
+    checkpoint_scores,
+    compare,
+    compare_regimes,
+    rank_correlation,
+    regime_result,
+    score_study,
+    study_sets,
+)
+from ..study import attack_tag
+from ..training import regime_tag
+from ..vocab import SCORES
+from .settings import FindingsSettings
+from .steps import (
+    depth_config,
+    probe_config,
+    run_all_probes,
+    run_rechecks,
+    run_retraining,
+    scoring,
+    study_config,
+)
+from .table import COLUMNS, row
+
+
+def settings_rows(s: FindingsSettings, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's settings and the seconds each step spent computing."""
+    rows = [row("setting", name, text=_setting(value)) for name, value in asdict(s).items()
+            if name not in ("device", "models_root", "docs_root", "adv")]
+    rows.append(row("setting", "adv", text=f"{regime_tag(s.adv)}, {s.adv.k} steps of {s.adv.alpha:g}"))
+    rows.append(row("setting", "device used", text=str(pick_device(s.device))))
+    rows += [row("time", step, entry["seconds"], entry.get("load", math.nan), text=str(entry["runs"]))
+             for step, entry in record["steps"].items()]
+    return rows
+
+
+def _setting(value: Any) -> str:
+    """A setting as the page prints it: a tuple as its items, ``None`` as ``all``."""
+    if value is None:
+        return "all"
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def score_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """Every local score of every swept checkpoint (both filters, both regimes, the depth architecture) with its
+    interval and label, and each checkpoint's eps and unfiltered accuracies."""
+    rows = []
+    studies = [(s.arch, regime, study_config(s, regime)) for regime in s.regimes]
+    if s.depth_arch != s.arch:
+        studies.append((s.depth_arch, paths.STANDARD, depth_config(s)))
+    for arch, regime, config in studies:
+        depths = arch_depths(arch, s.dataset)
+        tables = score_study(arch, s.dataset, kinds=("highpass", "lowpass"), scopes=("local",),
+                             root=config.models_root, attack=attack_tag(config), scoring=scoring(s))
+        where = {"arch": arch, "regime": regime}
+        for t in tables:
+            for i, layer in enumerate(t.layers):
+                for j, epoch in enumerate(t.epochs):
+                    for k, init in enumerate(t.inits):
+                        if t.init_labels[i][j][k] is not None:
+                            rows.append(row("score", f"{t.kind} {t.score}", t.per_init[i, j, k], t.lo[i, j, k],
+                                             t.hi[i, j, k], t.init_labels[i][j][k], init=init, epoch=epoch,
+                                             layer=layer, depth=depths[layer], **where))
+        first = tables[0]
+        for (init, epoch), info in first.checkpoints.items():
+            at = {"init": init, "epoch": epoch, **where}
+            rows += [row("checkpoint", "eps", info["eps"], **at),
+                     row("checkpoint", "images", info["n_images"], **at),
+                     row("checkpoint", "clean accuracy", info["ref_clean_acc"], info["ref_clean_lo"],
+                          info["ref_clean_hi"], **at),
+                     row("checkpoint", "adversarial accuracy", info["ref_adv_acc"], info["ref_adv_lo"],
+                          info["ref_adv_hi"], **at)]
+    return rows
+
+
+def _pair_rows(section: str, comparison: Any, **where: Any) -> list[dict[str, Any]]:
+    """Label agreement and Spearman's rho (with its interval over layers) of each pair of a comparison."""
+    rows = []
+    for p in comparison.pairs:
+        pair = f"{p['a']} vs {p['b']}"
+        rows += [row(section, f"{p['score']} agreement", p["agreement"], p["agreement_lo"], p["agreement_hi"],
+                      pair, **where),
+                 row(section, f"{p['score']} rho", p["rho"], p["rho_lo"], p["rho_hi"], pair, **where)]
+    return rows
+
+
+def invariance_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """Invariance of the high-pass scores over initialisations (at each swept epoch) and over epochs (per
+    initialisation), in both regimes."""
+    rows = []
+    for regime in s.regimes:
+        config, where = study_config(s, regime), {"arch": s.arch, "regime": regime}
+        sets = dict(arch=s.arch, dataset=s.dataset, kind="highpass", attack=attack_tag(config),
+                    root=config.models_root, scoring=scoring(s))
+        for epoch in s.swept_epochs:
+            found = study_sets(by="init", epoch=epoch, **sets)
+            rows += _pair_rows("over inits", compare(found, scoring=scoring(s)), epoch=epoch, **where)
+        if len(s.swept_epochs) > 1:
+            for init in range(1, s.inits + 1):
+                found = study_sets(by="epoch", init=init, **sets)
+                rows += _pair_rows("over epochs", compare(found, scoring=scoring(s)), init=init, **where)
+    return rows
+
+
+def regime_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """Standard minus adversarially trained, layer by layer, per initialisation at the final epoch; and the rank
+    correlation of the adversarial-score difference with depth (interval from a bootstrap over layers)."""
+    rows = []
+    standard, adversarial = s.regimes
+    for init in range(1, s.inits + 1):
+        loaded = [regime_result(s.arch, s.dataset, "highpass", init, s.epochs, regime,
+                                attack=attack_tag(study_config(s, regime)), root=s.models_root)
+                  for regime in s.regimes]
+        result = compare_regimes(*loaded, names=s.regimes, scoring=scoring(s))
+        at = {"arch": s.arch, "regime": f"{standard} - {adversarial}", "init": init, "epoch": s.epochs}
+        for r in result.frame.itertuples():
+            rows.append(row("regime", f"{r.score} difference", r.diff, r.diff_lo, r.diff_hi,
+                             f"{r.a_label} / {r.b_label}", layer=r.layer, depth=r.depth, **at))
+        rows += _pair_rows("regime pairs", result.comparison, **at)
+        adv = result.frame[result.frame.score == "adversarial"]
+        rho, lo, hi = rank_correlation(adv.depth.to_numpy(float), adv["diff"].to_numpy(float), 0.95, s.n_boot,
+                                       s.seed)
+        rows.append(row("regime trend", "adversarial difference vs depth rho", rho, lo, hi, **at))
+    return rows
+
+
+def recheck_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """The PGD re-check: per re-checked layer, the gain of FGSM over PGD (± 2 SE) and both attacks' labels."""
+    return [row("recheck", "gain", r["gain"], r["gain"] - 2 * r["se"], r["gain"] + 2 * r["se"],
+                 f"FGSM {r['fgsm adversarial']}/{r['fgsm difference']}, PGD {r['pgd adversarial']}/"
+                 f"{r['pgd difference']}" + (", flagged" if r["flagged"] else ""),
+                 arch=s.arch, regime=r["regime"], init=r["init"], epoch=r["epoch"], layer=r["layer"])
+            for r in run_rechecks(s)]
+
+
+def probe_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """The re-initialisation probe of every swept checkpoint: each layer's adversarial-accuracy drop with its
+    verdict, beside the high-pass adversarial label; the agreement and rho per checkpoint."""
+    rows = []
+    for (regime, init, epoch), path in run_all_probes(s).items():
+        meta, probes = load_probes(path)
+        tag = attack_tag(study_config(s, regime))
+        scores = checkpoint_scores(s.arch, s.dataset, "highpass", init, epoch, attack=tag,
+                                   root=s.regime_root(regime), scoring=scoring(s))
+        frame, summary = probe_agreement(scores, probes, threshold=s.probe_threshold, depths=meta["depth"],
+                                         n_boot=s.n_boot, seed=s.seed)
+        at = {"arch": s.arch, "regime": regime, "init": init, "epoch": epoch}
+        rows += [row("probe", "adversarial drop", r.drop, r.drop_lo, r.drop_hi, f"{r.verdict} / {r.label}",
+                      layer=r.layer, depth=r.depth, **at) for r in frame.itertuples()]
+        rows += [row("probe agreement", "agreement", summary["agreement"], text=str(summary["n_confident"]), **at),
+                 row("probe agreement", "rho", summary["rho"], summary["rho_lo"], summary["rho_hi"], **at),
+                 row("probe agreement", "eps", probe_config(s, regime, init, epoch).study.attack.eps, **at)]
+    return rows
+
+
+def depth_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """``arch`` beside ``depth_arch`` (standard, final epoch, each initialisation) on bins of normalised depth."""
+    if s.depth_arch == s.arch:
+        return []
+    rows = []
+    for init in range(1, s.inits + 1):
+        sets = {}
+        for arch, config in ((s.arch, study_config(s, paths.STANDARD)), (s.depth_arch, depth_config(s))):
+            scored = checkpoint_scores(arch, s.dataset, "highpass", init, s.epochs, attack=attack_tag(config),
+                                       root=config.models_root, scoring=scoring(s))
+            sets[arch] = (scored, arch_depths(arch, s.dataset))
+        result = compare(binned_sets(sets, s.depth_bins), scoring=scoring(s))
+        for score in SCORES:
+            for a, arch in enumerate(result.names):
+                for b, name in enumerate(result.layers):
+                    lo, hi = result.intervals[score][a, b]
+                    rows.append(row("depth", score, result.values[score][a, b], lo, hi, result.labels[score][a][b],
+                                     arch=arch, regime=paths.STANDARD, init=init, epoch=s.epochs, layer=name))
+        rows += _pair_rows("depth pairs", result, init=init, epoch=s.epochs, regime=paths.STANDARD)
+    return rows
+
+
+def retraining_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+    """Selective retraining, per score whose labels chose the layers: per variant and metric, the mean accuracy
+    (± SD over runs) and the differences from no retraining and from the matched random sets, with their intervals."""
+    rows = []
+    for score, found in run_retraining(s).items():
+        for r in found:
+            at = {"arch": s.arch, "regime": paths.STANDARD, "init": 1, "epoch": s.epochs,
+                  "layer": " ".join(r["layers"])}
+            for m in ("clean", "fgsm", "pgd"):
+                rows.append(row(f"retrain by {score}", m, r[m], r[m] - r[f"{m}_sd"], r[m] + r[f"{m}_sd"],
+                                r["variant"], **at))
+                for ref in ("none", "random"):
+                    if f"{m}_vs_{ref}" in r:
+                        rows.append(row(f"retrain by {score}", f"{m} vs {ref}", r[f"{m}_vs_{ref}"],
+                                        r[f"{m}_vs_{ref}_lo"], r[f"{m}_vs_{ref}_hi"], r["variant"], **at))
+    return rows
+
+
+def collect(s: FindingsSettings, record: Mapping[str, Any]) -> pd.DataFrame:
+    """The whole table: every number the page cites, from the run's files (each step reads back what it wrote)."""
+    from .check import check_rows, skip_rows  # noqa: PLC0415 (check reads the same files; kept apart for size)
+
+    rows = [*settings_rows(s, record), *score_rows(s), *check_rows(s), *skip_rows(s), *invariance_rows(s),
+            *recheck_rows(s), *regime_rows(s), *probe_rows(s), *depth_rows(s), *retraining_rows(s)]
+    return pd.DataFrame(rows, columns=list(COLUMNS))

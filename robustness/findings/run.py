@@ -1,0 +1,117 @@
+"""The findings run, ``python -m robustness findings`` (``make findings``): every step, then the page.
+
+Each step is resumable (what it finds written it reads back), so a rerun with everything present only
+regenerates the page. The time of each step is recorded in ``<models_root>/run.json`` when it computes
+something (an interrupted step's times add up over the runs that finish it), with the CPU's load average at its
+end (to tell a step that shared the machine), and the page reports them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..files import atomic_path, load_json, save_json
+from .collect import collect, settings_rows
+from .figures import draw_figures
+from .page import render
+from .settings import FindingsSettings
+from .steps import run_all_probes, run_checks, run_rechecks, run_retraining, run_sweeps, train_models
+from .table import COLUMNS
+
+STEPS: dict[str, tuple[str, Callable[[FindingsSettings], Any]]] = {
+    "train": ("training both regimes and the depth architecture", train_models),
+    "sweep": ("high-pass sweeps of every layer (both epochs, both regimes), low-pass, depth architecture", run_sweeps),
+    "check": ("the settings check (full thresholds and BatchNorm images on a subset of layers)", run_checks),
+    "recheck": ("the PGD re-check of the layers FGSM calls robust or antifragile", run_rechecks),
+    "probe": ("the re-initialisation probe of every swept checkpoint", run_all_probes),
+    "retrain": ("selective retraining against matched random layer sets", run_retraining),
+}
+
+
+def _stamps(root: str | Path) -> dict[Path, int]:
+    """The size of every file under ``root``. A step that computes writes new files (or grows one); one that
+    only rewrites a summary with the same content (a rerun) leaves this unchanged."""
+    return {p: p.stat().st_size for p in Path(root).rglob("*") if p.is_file()}
+
+
+def run_record(s: FindingsSettings) -> dict[str, Any]:
+    """The run's record: per step, the seconds spent computing (over every run that wrote something)."""
+    path = Path(s.models_root) / "run.json"
+    return load_json(path) if path.is_file() else {"steps": {}}
+
+
+def run_steps(s: FindingsSettings, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run every step (or ``only`` those) in order, timing the ones that compute; return the run's record."""
+    record = run_record(s)
+    for number, (name, (text, step)) in enumerate(STEPS.items(), 1):
+        if only is not None and name not in only:
+            continue
+        print(f"[{number}/{len(STEPS)}] {text}", flush=True)
+        before, tic = _stamps(s.models_root), time.perf_counter()
+        try:
+            step(s)
+        finally:  # an interrupted step's time counts too: the run that finishes it adds the rest
+            seconds = time.perf_counter() - tic
+            if _stamps(s.models_root) != before:
+                _add_time(record, name, seconds, s)
+        print(f"      done in {seconds:.0f} s", flush=True)
+    return record
+
+
+def _add_time(record: dict[str, Any], name: str, seconds: float, s: FindingsSettings) -> None:
+    """Add a step's computing time to the run's record, with the 5-minute load average at its end (above the
+    core count, other work shared the CPU), and save the record."""
+    entry = record["steps"].setdefault(name, {"seconds": 0.0, "runs": 0, "load": 0.0})
+    entry["seconds"] += seconds
+    entry["runs"] += 1
+    entry["load"] = max(entry.get("load", 0.0), os.getloadavg()[1])
+    save_json(record, Path(s.models_root) / "run.json")
+
+
+def _write_if_changed(text: str, path: Path) -> bool:
+    """Write ``text`` to ``path`` atomically unless it already holds it; whether it wrote."""
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return True
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def _table_is_current(s: FindingsSettings, record: Mapping[str, Any]) -> bool:
+    """Whether the findings table was made from these settings and this record: then no step has computed
+    anything since, and the table need not be collected again (it opens with those rows)."""
+    if not s.table.is_file():
+        return False
+    head = _csv(pd.DataFrame(settings_rows(s, record), columns=list(COLUMNS)))
+    with s.table.open() as f:
+        return f.read(len(head)) == head
+
+
+def write_page(table: str | Path, page: str | Path) -> bool:
+    """Render the page from the findings table at ``table`` into ``page``; whether it changed."""
+    return _write_if_changed(render(pd.read_csv(table)), Path(page))
+
+
+def run_findings(s: FindingsSettings | None = None) -> dict[str, Any]:
+    """Run every step, then write the findings table, the page and its figures; return the table's path, the
+    page's, the figures' and the run's record (default settings: the full-size run)."""
+    s = s or FindingsSettings()
+    record = run_steps(s)
+    print("[page] the findings table, the page and its figures", flush=True)
+    if not _table_is_current(s, record):
+        _write_if_changed(_csv(collect(s, record)), s.table)
+    write_page(s.table, s.page)
+    figures = draw_figures(s, pd.read_csv(s.table))
+    print(f"page: {s.page}\ntable: {s.table}", flush=True)
+    return {"table": s.table, "page": s.page, "figures": figures, "record": record}

@@ -1,0 +1,321 @@
+"""The sections of the findings page below its claims table, each from the findings table alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..scoring import consensus
+from .tables import Page, ci, ordinal, short
+
+SCORE_NAMES = ("clean", "adversarial", "difference")
+
+
+def _figure(name: str, caption: str) -> list[str]:
+    return [f"![{caption}](findings/{name}.png)", ""]
+
+
+def checks_section(page: Page) -> list[str]:
+    """The settings check: the full setting against fewer thresholds and fewer BatchNorm images; skipping images."""
+    thresholds, bn = page.setting("thresholds"), page.setting("bn_images")
+    full_t, full_bn = page.setting("check_thresholds"), page.setting("check_bn_images")
+    tolerance = float(page.setting("score_tolerance"))
+    rows, changes = [], {"thresholds": [], "BatchNorm images": [], "both": []}
+    labels_changed = {key: 0 for key in changes}
+    checked = page.select("check")
+    for (regime, layer), group in checked[checked.layer != ""].groupby(["regime", "layer"], sort=False):
+        for score in SCORE_NAMES:
+            got = {setting: group[group.quantity == f"{setting} {score}"].iloc[0]
+                   for setting in ("full", "thresholds", "chosen")}
+            rows.append([regime, layer, score, *(f"{ci(r.value, r.lo, r.hi)} {short(r.text)}" for r in got.values())])
+            for key, (a, b) in {"thresholds": ("full", "thresholds"), "BatchNorm images": ("thresholds", "chosen"),
+                                "both": ("full", "chosen")}.items():
+                delta = abs(got[a].value - got[b].value)
+                changes[key].append(0.0 if math.isnan(delta) else delta)
+                labels_changed[key] += got[a].text != got[b].text
+    n = len(rows)
+    summary = [[key, f"{max(values):.3f}", f"{np.mean(values):.3f}", f"{labels_changed[key]} of {n}"]
+               for key, values in changes.items()]
+    eps = [[r.regime, f"{r.value:.4f}"] for r in checked[checked.quantity == "full eps"].itertuples()]
+    eps_run = {r.regime: f"{r.value:.4f}" for r in checked[checked.quantity == "chosen eps"].itertuples()}
+    skip = page.select("skip")
+    saved = skip[skip.quantity == "misclassified clean"].value.max()
+    skip_text = []
+    for regime, group in skip.groupby("regime", sort=False):
+        q = {r.quantity: r.value for r in group.itertuples()}
+        skip_text.append(
+            f"- {regime}: {q['misclassified clean']:.1%} of the (threshold, image) pairs of the final epoch's "
+            f"high-pass sweeps are misclassified clean; {q['of those correct after FGSM']:.1%} of those are "
+            f"classified correctly after FGSM, and counting them as misclassified changes an adversarial score by "
+            f"at most {q['largest adversarial score change']:.3f}.")
+    stride = ordinal((int(full_t) - 1) // (int(thresholds) - 1))
+    full = checked[checked.quantity.str.startswith("full ") & (checked.layer != "")]
+    half_width = float(((full.hi - full.lo) / 2).mean())
+    exceeded = [key for key, values in changes.items() if max(values) > tolerance or labels_changed[key]]
+    verdict = ("Every change is within the tolerance and no label changes: the run's sizes stand."
+               if not exceeded else
+               f"Beyond the tolerance or changing a label: {', '.join(exceeded)} (every score below); the run's labels "
+               f"near the ±tau boundary carry that caveat.")
+    return [
+        "## The sizes, and the evidence for them",
+        "",
+        f"The full setting is {full_t} thresholds per sweep and BatchNorm statistics re-estimated on {full_bn} "
+        f"training images; the run uses {thresholds} thresholds and {bn} images, which is what makes every layer of "
+        f"{page.swept_checkpoints()} checkpoints fit in the budget. The check sweeps {len(checked.layer.unique()) - 1} "
+        f"layers spread over the depth of each regime's final Init_1 at the full setting, on the same "
+        f"{page.images()} evaluation images, and compares three ways: *thresholds* reads the full sweep at every "
+        f"{stride} threshold only (the run's grid is exactly that sub-grid, so this isolates Simpson's rule on fewer "
+        f"points); *BatchNorm images* compares that with the run's own sweep (same grid; only the BatchNorm images "
+        f"differ, and the eps they calibrate); *both* compares the run with the full setting. Tolerance: "
+        f"{tolerance:g} on every score, no label changed.",
+        "",
+        *page.markdown(["compared", "largest score change", "mean change", "labels changed"], summary),
+        "",
+        f"{verdict} For scale: the checked scores' 95 % intervals have a mean half-width of {half_width:.3f}.",
+        "",
+        "Eps calibrated at the full setting: " + ", ".join(f"{r} {e} (run: {eps_run[r]})" for r, e in eps) + ".",
+        "",
+        "<details><summary>Every checked score (F fragile, R robust, A antifragile, U uncertain)</summary>",
+        "",
+        *page.markdown(["regime", "layer", "score", f"full: {full_t} thresholds, {full_bn} BN images",
+                        f"{thresholds} thresholds, {full_bn} BN images",
+                        f"run: {thresholds} thresholds, {bn} BN images"], rows, "lllrrr"),
+        "",
+        "</details>",
+        "",
+        f"**Images.** Every evaluation image is attacked: the {page.images()} test images not among the "
+        f"{page.setting('eps_images')} held out for eps calibration. Adversarial accuracy here counts every image, so "
+        f"an image misclassified clean can still count as correct after the attack, and skipping it is not exact:",
+        "",
+        *skip_text,
+        "",
+        f"Skipping those images would save at most {saved:.1%} of the attacks (and be exact only where no such image "
+        f"turns correct): too little for a second code path, so every image is attacked.",
+        "",
+    ]
+
+
+def _mean_sd(values: list[float]) -> str:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return "-"
+    sd = f" ± {np.std(finite, ddof=1):.3f}" if len(finite) > 1 else ""
+    return f"{np.mean(finite):+.3f}{sd}"
+
+
+def labels_section(page: Page) -> list[str]:
+    """(a): each checkpoint's eps and accuracy; per regime the final epoch's scores and labels of every layer."""
+    arch = page.setting("arch")
+    checkpoints = []
+    for (regime, init, epoch), group in page.select("checkpoint", arch=arch).groupby(["regime", "init", "epoch"],
+                                                                                        sort=False):
+        q = {r.quantity: r for r in group.itertuples()}
+        checkpoints.append([regime, f"{int(init)}", f"{int(epoch)}", f"{q['eps'].value:.4f}",
+                            _acc(q["clean accuracy"]), _acc(q["adversarial accuracy"])])
+    out = [
+        "## (a) Fragile, robust, antifragile",
+        "",
+        f"Each checkpoint's FGSM eps is calibrated so that the unfiltered model reaches adversarial accuracy "
+        f"{page.setting('target_adv_acc')} on {page.setting('eps_images')} held-out test images; accuracies on the "
+        f"{page.images()} evaluation images, with Wilson intervals:",
+        "",
+        *page.markdown(["regime", "init", "epoch", "eps", "clean accuracy", "adversarial accuracy"], checkpoints,
+                       "lrrrrr"),
+        "",
+        f"High-pass scores at the final epoch (density baseline, tau {page.setting('tau')}): mean ± SD over the "
+        f"initialisations, each initialisation's label, then the consensus (the label all give, else uncertain). "
+        f"The low-pass column is Init_1's adversarial label. Against the density baseline, *antifragile* means "
+        f"that a layer keeps its (relative) accuracy longer than its weights as the threshold rises, *robust* that "
+        f"accuracy falls as the weights do, *fragile* that it falls faster; a layer inside a residual block can lose "
+        f"every weight and still pass its input on through the shortcut.",
+        "",
+    ]
+    for regime in page.regimes:
+        rows = []
+        cells = {score: page.cell_labels(regime, score, page.final) for score in SCORE_NAMES}
+        lowpass = page.cell_labels(regime, "adversarial", page.final, kind="lowpass")
+        scores = page.select("score", arch=arch, regime=regime, epoch=page.final)
+        for layer in cells["adversarial"]:
+            row = [f"`{layer}`", f"{scores[scores.layer == layer].depth.iloc[0]:.2f}"]
+            for score in SCORE_NAMES:
+                values = scores[(scores.layer == layer) & (scores.quantity == f"highpass {score}")].value.tolist()
+                found = cells[score][layer]
+                row.append(f"{_mean_sd(values)} {''.join(map(short, found))} → **{consensus(found)}**")
+            row.append(short(lowpass[layer][0]) if layer in lowpass else "")
+            rows.append(row)
+        counts = page.consensus_counts(regime, "adversarial")
+        early = page.consensus_counts(regime, "adversarial", page.epochs()[0])
+        out += [f"**{regime}**, epoch {page.final}: adversarial consensus "
+                + ", ".join(f"{counts.get(lab, 0)} {lab}" for lab in ("fragile", "robust", "antifragile", "uncertain"))
+                + f" (epoch {page.epochs()[0]}: "
+                + ", ".join(f"{early.get(lab, 0)} {lab}" for lab in ("fragile", "robust", "antifragile", "uncertain"))
+                + ")", "",
+                *page.markdown(["layer", "d", "clean", "adversarial", "difference", "low-pass"], rows, "lrrrrl"), "",
+                *_figure(f"scores_{regime}", f"high-pass scores of the {regime} model")]
+    return out
+
+
+def _acc(r: object) -> str:
+    return f"{r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}]"  # type: ignore[attr-defined]
+
+
+def invariance_section(page: Page) -> list[str]:
+    """(b): label agreement and rho over initialisations (each epoch) and over epochs (each initialisation)."""
+    rows = []
+    for section, where in (("over inits", "epoch"), ("over epochs", "init")):
+        chosen = page.select(section)
+        for (regime, at, pair), group in chosen.groupby(["regime", where, "text"], sort=False):
+            q = {r.quantity: r for r in group.itertuples()}
+            for score in SCORE_NAMES:
+                a, r = q[f"{score} agreement"], q[f"{score} rho"]
+                rows.append([regime, f"{section}: {where} {int(at)}", pair, score, ci(a.value, a.lo, a.hi, 2, ""),
+                             ci(r.value, r.lo, r.hi, 2)])
+    return ["## (b) Invariance over initialisations and epochs", "",
+            "Over the layers of two checkpoints: the share given the same label, and Spearman's rho of the scores, "
+            "each with a 95 % interval from a bootstrap over the layers.", "",
+            *page.markdown(["regime", "compared", "pair", "score", "label agreement", "rho"], rows, "llllrr"), ""]
+
+
+def recheck_section(page: Page) -> list[str]:
+    """The PGD re-check of the layers FGSM calls robust or antifragile."""
+    rows = [[r.regime, f"{int(r.init)}", f"`{r.layer}`", r.text.replace(", flagged", ""), ci(r.value, r.lo, r.hi),
+             "yes" if r.text.endswith("flagged") else "no"] for r in page.select("recheck").itertuples()]
+    flagged = sum(row[-1] == "yes" for row in rows)
+    table = (page.markdown(["regime", "init", "layer", "labels (adversarial/difference)", "gain ± 2 SE", "flagged"],
+                           rows, "lrllrl") if rows else ["No layer was labelled robust or antifragile: nothing to "
+                                                         "re-check."])
+    return ["## The PGD re-check", "",
+            f"Every layer FGSM labels robust or antifragile (adversarial or difference score) at the final epoch is "
+            f"swept again with PGD ({page.setting('recheck_steps')} steps, {page.setting('recheck_restarts')} "
+            f"start) at the same eps: the gain of FGSM over PGD under filtering, ± 2 SE, flags a layer whose FGSM "
+            f"label may come from a weakened gradient. {flagged} of {len(rows)} re-checked layers flagged.", "",
+            *table, ""]
+
+
+def retraining_section(page: Page) -> list[str]:
+    """(c): selective retraining against matched random layer sets, one table per score the layers were chosen by."""
+    out = ["## (c) Selective retraining", "",
+           f"The standard model's final Init_1 retrained for one epoch of {page.setting('retrain_subset')} training "
+           f"images as its trainer would (its optimiser state, learning rate and batch size, BatchNorm in train "
+           f"mode), {page.setting('retrain_seeds')} seeds per variant, against {page.setting('retrain_random_sets')} "
+           f"random layer sets matched in size (the closest in parameter count); mean accuracy over the runs, "
+           f"differences with paired bootstrap intervals over the test images. The robust and antifragile layers are "
+           f"those every initialisation labels so, by the adversarial score and, separately, by the difference "
+           f"score.", ""]
+    pgd = f"PGD ({page.setting('retrain_pgd_steps')} steps)"
+    for section in retraining_sections(page):
+        found = page.select(section)
+        rows = []
+        for variant, group in found.groupby("text", sort=False):
+            q = {r.quantity: r for r in group.itertuples()}
+            size = len(group.layer.iloc[0].split()) if group.layer.iloc[0] else 0
+            row = [variant, "" if variant.startswith("random (") else f"{size}",
+                   *(f"{q[m].value:.3f}" for m in ("clean", "fgsm", "pgd"))]
+            row += [ci(q[key].value, q[key].lo, q[key].hi) if key in q else ""
+                    for key in ("fgsm vs none", "fgsm vs random", "pgd vs random")]
+            rows.append(row)
+        chosen = _layers(found, "robust+antifragile")
+        shared = [len(set(_layers(found, v)) & set(chosen)) / len(chosen) for v in found.text.unique()
+                  if v.startswith("random-") and chosen]
+        overlap = (f"; a random set shares {np.mean(shared):.0%} of them on average" if shared else "")
+        out += [f"**Layers chosen by the {section.removeprefix('retrain by ')} score**: "
+                f"{', '.join(f'`{x}`' for x in chosen) or 'none'} ({len(chosen)} layers{overlap}).", "",
+                *page.markdown(["retrained", "layers", "clean", "FGSM", pgd, "FGSM vs none", "FGSM vs random sets",
+                                "PGD vs random sets"], rows), "",
+                *_figure(f"retraining_{section.removeprefix('retrain by ')}",
+                         f"selective retraining by the {section.removeprefix('retrain by ')} labels")]
+    return out
+
+
+def retraining_sections(page: Page) -> list[str]:
+    """The retraining comparisons' sections (``retrain by <score>``), in table order."""
+    return [x for x in dict.fromkeys(page.frame.section) if x.startswith("retrain by ")]
+
+
+def _layers(found: object, variant: str) -> list[str]:
+    rows = found[found.text == variant].layer  # type: ignore[index]
+    return rows.iloc[0].split() if len(rows) and rows.iloc[0] else []
+
+
+def regime_section(page: Page) -> list[str]:
+    """(d): standard minus adversarially trained, per layer and initialisation; agreement; the depth trend."""
+    diffs = page.select("regime", quantity=("adversarial difference",))
+    rows = []
+    for layer, group in diffs.groupby("layer", sort=False):
+        cells = [ci(r.value, r.lo, r.hi) for r in group.itertuples()]
+        labels = " ".join(r.text.replace(" / ", "→") for r in group.itertuples())
+        rows.append([f"`{layer}`", f"{group.depth.iloc[0]:.2f}", *cells, labels])
+    inits = [f"Init_{int(i)}" for i in diffs.init.unique()]
+    pairs = page.select("regime pairs", quantity=tuple(f"{s} {q}" for s in SCORE_NAMES for q in ("agreement", "rho")))
+    pair_rows = []
+    for (init, score), group in pairs.assign(score=pairs.quantity.str.split().str[0]).groupby(["init", "score"],
+                                                                                               sort=False):
+        q = {r.quantity.split()[1]: r for r in group.itertuples()}
+        agree = q["agreement"]
+        pair_rows.append([f"Init_{int(init)}", score, ci(agree.value, agree.lo, agree.hi, 2, ""),
+                          ci(q["rho"].value, q["rho"].lo, q["rho"].hi, 2)])
+    trend = [[f"Init_{int(r.init)}", ci(r.value, r.lo, r.hi, 2)] for r in page.select("regime trend").itertuples()]
+    standard, adversarial = page.regimes
+    return ["## (d) Standard against adversarial training", "",
+            f"Adversarial score of the {standard} model minus the {adversarial} model's, layer by layer, both "
+            f"calibrated to the same adversarial accuracy on the same images (paired intervals), and the labels "
+            f"({standard}→{adversarial}) per initialisation:", "",
+            *page.markdown(["layer", "d", *inits, "labels"], rows, "lr" + "r" * len(inits) + "l"), "",
+            "Label agreement and rho between the regimes' scores (bootstrap over layers):", "",
+            *page.markdown(["", "score", "label agreement", "rho"], pair_rows), "",
+            "Where the difference sits: Spearman's rho of the adversarial-score difference with normalised depth "
+            "(positive: the standard model's scores exceed the adversarial one's more in deep layers; bootstrap over "
+            "layers):", "", *page.markdown(["", "rho(difference, depth)"], trend), "",
+            *_figure("regimes", "standard against adversarial training, Init_1")]
+
+
+def probe_section(page: Page) -> list[str]:
+    """(e): the re-initialisation probe beside the filtering labels."""
+    summary = page.select("probe agreement")
+    rows = []
+    for (regime, init, epoch), group in summary.groupby(["regime", "init", "epoch"], sort=False):
+        q = {r.quantity: r for r in group.itertuples()}
+        agree = q["agreement"]
+        rows.append([regime, f"{int(init)}", f"{int(epoch)}", f"{q['eps'].value:.4f}",
+                     "-" if math.isnan(agree.value) else f"{agree.value:.2f} of {agree.text}",
+                     ci(q["rho"].value, q["rho"].lo, q["rho"].hi, 2)])
+    final = page.select("probe", init=1, epoch=page.final)
+    layers = []
+    for layer, group in final.groupby("layer", sort=False):
+        layers.append([f"`{layer}`", f"{group.depth.iloc[0]:.2f}",
+                       *(f"{ci(r.value, r.lo, r.hi)} {r.text}" for r in group.itertuples())])
+    return ["## (e) Filtering against re-initialisation", "",
+            f"Each layer of each swept checkpoint reset to its epoch-0 weights (BatchNorm re-estimated), at the "
+            f"checkpoint's calibrated eps, on the test split's images: a layer is critical when its adversarial-"
+            f"accuracy drop's interval lies above {page.setting('probe_threshold')}. Agreement: over the layers both "
+            f"call confidently (fragile ↔ critical, robust or antifragile ↔ robust); rho between the high-pass "
+            f"adversarial score and the drop (bootstrap over layers).", "",
+            *page.markdown(["regime", "init", "epoch", "eps", "agreement (layers)", "rho(score, drop)"], rows,
+                           "lrrrrr"), "",
+            f"Init_1 at the final epoch, per layer: drop, verdict / filtering label ({' | '.join(page.regimes)}):", "",
+            *page.markdown(["layer", "d", *page.regimes], layers), "",
+            *_figure("probe", "re-initialisation drops, Init_1")]
+
+
+def depth_section(page: Page) -> list[str]:
+    """``depth_arch`` beside ``arch`` on bins of normalised depth."""
+    found = page.select("depth", quantity=("adversarial",))
+    if found.empty:
+        return []
+    rows = []
+    for (layer, arch), group in found.groupby(["layer", "arch"], sort=False):
+        rows.append([layer, arch, *(f"{ci(r.value, r.lo, r.hi)} {short(r.text)}" for r in group.itertuples())])
+    pairs = page.select("depth pairs", quantity=("adversarial agreement", "adversarial rho"))
+    pair_rows = [[f"Init_{int(init)}", *(ci(r.value, r.lo, r.hi, 2, "" if r.quantity.endswith("agreement") else "+")
+                                         for r in group.itertuples())]
+                 for init, group in pairs.groupby("init", sort=False)]
+    inits = [f"Init_{int(i)}" for i in found.init.unique()]
+    return ["## Depth: two architectures on one axis", "",
+            f"{page.setting('depth_arch')} beside {page.setting('arch')} (standard, final epoch): each layer's "
+            f"normalised depth d in [0, 1] (0 the first layer, 1 the classifier); the adversarial scores averaged "
+            f"in {page.setting('depth_bins')} equal bins of d (a bin's interval is the mean of its layers' "
+            f"intervals).", "",
+            *page.markdown(["bin of d", "arch", *inits], rows, "ll" + "r" * len(inits)), "",
+            *page.markdown(["", "label agreement", "rho"], pair_rows), "",
+            *_figure("depth", "scores on normalised depth")]

@@ -1,0 +1,165 @@
+"""The findings run: its page is its table's (no drift), its evidence helpers are exact, its verdicts follow
+their stated rules, and the whole run works end to end and resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustness.attacks import FGSM
+from robustness.errors import InvalidArgument
+from robustness.filtering import local_analysis
+from robustness.findings import FindingsSettings, every_kth, render, run_findings
+from robustness.findings.check import _clean_correct_only
+from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining
+from robustness.findings.table import COLUMNS, row
+from robustness.findings.tables import Page, ci
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE, TABLE = ROOT / "docs" / "findings.md", ROOT / "docs" / "findings" / "findings.csv"
+
+
+def test_the_committed_page_is_its_table_rendered() -> None:
+    """docs/findings.md is exactly what its committed table renders to: edit one, and this fails."""
+    assert TABLE.is_file() and PAGE.is_file()
+    assert render(pd.read_csv(TABLE)) == PAGE.read_text()
+
+
+def test_the_page_cites_its_figures_and_they_exist() -> None:
+    for name in ("scores_standard", "regimes", "retraining_adversarial", "retraining_difference", "probe", "depth"):
+        assert f"(findings/{name}.png)" in PAGE.read_text()
+        assert (TABLE.parent / f"{name}.png").is_file()
+
+
+# ---------------------------------------------------------------- the evidence for the sizes
+
+
+def test_every_third_point_of_25_is_the_9_point_sweep(trained_cnn: torch.nn.Module, batch) -> None:
+    """Planted truth: the value grid of 9 thresholds is every third point of the 25-point grid, so reading a
+    25-point sweep at every third threshold gives the 9-point sweep's numbers exactly."""
+    x, y = batch
+    fine = local_analysis(trained_cnn, (x, y), "highpass", FGSM(0.1), 25, layers=["conv2"])["conv2"]
+    coarse = local_analysis(trained_cnn, (x, y), "highpass", FGSM(0.1), 9, layers=["conv2"])["conv2"]
+    read = every_kth(fine, 3)
+    np.testing.assert_allclose(read.thresholds, coarse.thresholds, rtol=0, atol=1e-7)
+    assert np.array_equal(read.clean_correct, coarse.clean_correct)
+    assert np.array_equal(read.adv_correct, coarse.adv_correct)
+    assert read.removed == coarse.removed and read.adv_acc == coarse.adv_acc
+    assert len(fine.thresholds) == 25  # the original is left whole
+
+
+def test_every_kth_refuses_a_grid_that_is_not_a_sub_grid(trained_cnn: torch.nn.Module, batch) -> None:
+    x, y = batch
+    fine = local_analysis(trained_cnn, (x, y), "highpass", FGSM(0.1), 5, layers=["fc2"])["fc2"]
+    with pytest.raises(InvalidArgument, match="no sub-grid of every 3-th point"):
+        every_kth(fine, 3)
+
+
+def test_counting_only_clean_correct_images(trained_cnn: torch.nn.Module, batch) -> None:
+    """An image misclassified clean but correct after the attack stops counting; nothing else changes."""
+    x, y = batch
+    result = local_analysis(trained_cnn, (x, y), "highpass", FGSM(0.1), 3, layers=["fc2"])["fc2"]
+    result.clean_correct[1, :3] = False
+    result.adv_correct[1, :3] = True
+    strict = _clean_correct_only(result)
+    assert not strict.adv_correct[1, :3].any()
+    assert np.array_equal(strict.adv_correct, result.adv_correct & result.clean_correct)
+    assert strict.adv_acc[1] == pytest.approx(float((result.adv_correct[1] & result.clean_correct[1]).mean()))
+
+
+# ---------------------------------------------------------------- verdicts by their rules
+
+
+def _page(rows: list[dict]) -> Page:
+    return Page(pd.DataFrame(rows, columns=list(COLUMNS)))
+
+
+@pytest.mark.parametrize(("fgsm", "pgd", "verdict"), [
+    ((0.02, 0.01, 0.03), (0.03, 0.01, 0.05), "confirmed"),
+    ((0.02, 0.01, 0.03), (-0.03, -0.05, -0.01), "refuted"),
+    ((0.00, -0.01, 0.01), (0.03, 0.01, 0.05), "undecided"),
+])
+def test_the_retraining_verdict_follows_its_intervals(fgsm, pgd, verdict) -> None:
+    rows = [row("retrain by adversarial", f"{m} vs random", *v, text="robust+antifragile", layer="conv1 fc")
+            for m, v in (("fgsm", fgsm), ("pgd", pgd))]
+    assert _verdict_retraining(_page(rows))[0] == verdict
+
+
+def test_label_sets_that_disagree_are_mixed_and_no_layer_is_undecided() -> None:
+    rows = [row("retrain by adversarial", f"{m} vs random", 0.02, 0.01, 0.03, text="robust+antifragile", layer="fc")
+            for m in ("fgsm", "pgd")]
+    rows += [row("retrain by difference", "fgsm", 0.5, text="none", layer="")]
+    verdict, evidence = _verdict_retraining(_page(rows))
+    assert verdict == "mixed: confirmed (adversarial), undecided (difference)"
+    assert "difference labels: no layer" in evidence
+
+
+@pytest.mark.parametrize(("agreement", "rho", "verdict"), [
+    ((0.9, 0.7, 1.0), (0.8, 0.5, 0.95), "confirmed"),
+    ((0.9, 0.7, 1.0), (0.3, -0.1, 0.6), "refuted"),
+    ((0.4, 0.2, 0.45), (0.3, 0.1, 0.6), "refuted"),
+    ((0.6, 0.4, 0.8), (0.6, 0.2, 0.8), "undecided"),
+])
+def test_the_invariance_verdict_follows_its_intervals(agreement, rho, verdict) -> None:
+    rows = [row("over inits", "adversarial agreement", *agreement, text="Init_1 vs Init_2"),
+            row("over inits", "adversarial rho", *rho, text="Init_1 vs Init_2"),
+            row("over epochs", "adversarial agreement", 1.0, 0.9, 1.0, text="epoch 1 vs epoch 3"),
+            row("over epochs", "adversarial rho", 0.9, 0.8, 0.99, text="epoch 1 vs epoch 3")]
+    assert _verdict_invariance(_page(rows))[0] == verdict
+
+
+@pytest.mark.parametrize(("rho", "verdict"), [
+    ([(-0.6, -0.8, -0.3), (-0.5, -0.7, -0.2)], "agree"),
+    ([(-0.6, -0.8, -0.3), (0.5, 0.2, 0.7)], "disagree"),
+    ([(-0.6, -0.8, -0.3), (-0.1, -0.4, 0.2)], "undecided"),
+])
+def test_the_probe_verdict_follows_its_intervals(rho, verdict) -> None:
+    rows = []
+    for init, r in enumerate(rho, 1):
+        rows += [row("probe agreement", "rho", *r, init=init), row("probe agreement", "agreement", 1.0, init=init)]
+    assert _verdict_probe(_page(rows))[0] == verdict
+
+
+def test_intervals_print_with_their_sign() -> None:
+    assert ci(0.1234, 0.1, 0.15) == "+0.123 [+0.100, +0.150]"
+    assert ci(0.5, math.nan, math.nan) == "+0.500"
+    assert ci(math.nan, 0, 1) == "-"
+
+
+def test_a_row_names_only_columns_of_the_table() -> None:
+    with pytest.raises(ValueError, match="not columns"):
+        row("score", "x", layr="conv1")
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+@pytest.mark.slow
+def test_the_run_end_to_end_then_a_rerun_only_rewrites_the_page(tmp_path: Path) -> None:
+    s = FindingsSettings.smoke(models_root=str(tmp_path / "models"), docs_root=str(tmp_path / "docs"), device="cpu")
+    out = run_findings(s)
+    frame = pd.read_csv(s.table)
+    assert out["page"].read_text() == render(frame)
+    sections = set(frame.section)
+    assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
+            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= sections
+    scores = frame[frame.section == "score"]
+    assert set(scores.regime) == set(s.regimes)
+    assert ((scores.lo <= scores.value + 1e-9) & (scores.value <= scores.hi + 1e-9)).all()
+    eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
+    assert ((eps.value - s.target_adv_acc).abs() < 0.2).all()  # calibrated (on other images) towards the target
+    assert all(p.is_file() for p in out["figures"])
+    record = json.loads((tmp_path / "models" / "run.json").read_text())
+    assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
+    page_before, table_before = s.page.read_text(), s.table.read_text()
+    figures_before = {p: p.stat().st_mtime_ns for p in out["figures"]}
+    run_findings(s)
+    assert json.loads((tmp_path / "models" / "run.json").read_text()) == record  # nothing recomputed
+    assert s.page.read_text() == page_before and s.table.read_text() == table_before
+    assert {p: p.stat().st_mtime_ns for p in out["figures"]} == figures_before  # not redrawn
