@@ -35,7 +35,6 @@ from ..vocab import SCORES
 from .settings import FindingsSettings
 from .steps import (
     depth_config,
-    probe_config,
     run_all_probes,
     run_rechecks,
     run_retraining,
@@ -171,7 +170,7 @@ def probe_rows(s: FindingsSettings) -> list[dict[str, Any]]:
                       layer=r.layer, depth=r.depth, **at) for r in frame.itertuples()]
         rows += [row("probe agreement", "agreement", summary["agreement"], text=str(summary["n_confident"]), **at),
                  row("probe agreement", "rho", summary["rho"], summary["rho_lo"], summary["rho_hi"], **at),
-                 row("probe agreement", "eps", probe_config(s, regime, init, epoch).study.attack.eps, **at)]
+                 row("probe agreement", "eps", meta["eps"], **at)]
     return rows
 
 
@@ -199,15 +198,14 @@ def depth_rows(s: FindingsSettings) -> list[dict[str, Any]]:
 
 def retraining_rows(s: FindingsSettings) -> list[dict[str, Any]]:
     """Selective retraining, per score whose labels chose the layers: per variant and metric, the mean accuracy
-    (± SD over runs) and the differences from no retraining and from the matched random sets, with their intervals."""
+    over runs and the differences from no retraining and from the matched random sets, with their intervals."""
     rows = []
     for score, found in run_retraining(s).items():
         for r in found:
             at = {"arch": s.arch, "regime": paths.STANDARD, "init": 1, "epoch": s.epochs,
                   "layer": " ".join(r["layers"])}
             for m in ("clean", "fgsm", "pgd"):
-                rows.append(row(f"retrain by {score}", m, r[m], r[m] - r[f"{m}_sd"], r[m] + r[f"{m}_sd"],
-                                r["variant"], **at))
+                rows.append(row(f"retrain by {score}", m, r[m], text=r["variant"], **at))
                 for ref in ("none", "random"):
                     if f"{m}_vs_{ref}" in r:
                         rows.append(row(f"retrain by {score}", f"{m} vs {ref}", r[f"{m}_vs_{ref}"],

@@ -157,8 +157,9 @@ def _verdict_retraining(page: Page) -> tuple[str, str]:
             evidence.append(f"{score} labels: no layer robust or antifragile by every initialisation")
             continue
         r = {m: v.iloc[0] for m, v in found.items()}
-        evidence.append(f"{score} labels ({len(rows.layer.iloc[0].split())} layers, {_overlap(page, section)} of them "
-                        f"in a random set on average): "
+        overlap = page.random_overlap(section)
+        evidence.append(f"{score} labels ({len(rows.layer.iloc[0].split())} layers, "
+                        f"{'none' if math.isnan(overlap) else f'{overlap:.0%}'} of them in a random set on average): "
                         + ", ".join(f"{m.upper()} {ci(x.value, x.lo, x.hi)}" for m, x in r.items()))
         verdicts.append("confirmed" if all(x.lo > 0 for x in r.values())
                         else "refuted" if any(x.hi < 0 for x in r.values()) else "undecided")
@@ -197,15 +198,6 @@ def _verdict_probe(page: Page) -> tuple[str, str]:
     if (rho.lo > 0).any():
         return "disagree", evidence
     return "undecided", evidence
-
-
-def _overlap(page: Page, section: str) -> str:
-    """The mean share of the chosen layers that a matched random set contains."""
-    rows = page.select(section, quantity=("clean",))
-    layers = {r.text: set(r.layer.split()) for r in rows.itertuples()}
-    chosen = layers.get("robust+antifragile", set())
-    shares = [len(v & chosen) / len(chosen) for k, v in layers.items() if k.startswith("random-") and chosen]
-    return f"{sum(shares) / len(shares):.0%}" if shares else "none"
 
 
 def _range(values: Sequence[float] | pd.Series) -> str:

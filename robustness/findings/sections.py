@@ -215,10 +215,9 @@ def retraining_section(page: Page) -> list[str]:
             row += [ci(q[key].value, q[key].lo, q[key].hi) if key in q else ""
                     for key in ("fgsm vs none", "fgsm vs random", "pgd vs random")]
             rows.append(row)
-        chosen = _layers(found, "robust+antifragile")
-        shared = [len(set(_layers(found, v)) & set(chosen)) / len(chosen) for v in found.text.unique()
-                  if v.startswith("random-") and chosen]
-        overlap = (f"; a random set shares {np.mean(shared):.0%} of them on average" if shared else "")
+        chosen = page.retrained(section, "robust+antifragile")
+        shared = page.random_overlap(section)
+        overlap = "" if math.isnan(shared) else f"; a random set shares {shared:.0%} of them on average"
         out += [f"**Layers chosen by the {section.removeprefix('retrain by ')} score**: "
                 f"{', '.join(f'`{x}`' for x in chosen) or 'none'} ({len(chosen)} layers{overlap}).", "",
                 *page.markdown(["retrained", "layers", "clean", "FGSM", pgd, "FGSM vs none", "FGSM vs random sets",
@@ -231,11 +230,6 @@ def retraining_section(page: Page) -> list[str]:
 def retraining_sections(page: Page) -> list[str]:
     """The retraining comparisons' sections (``retrain by <score>``), in table order."""
     return [x for x in dict.fromkeys(page.frame.section) if x.startswith("retrain by ")]
-
-
-def _layers(found: object, variant: str) -> list[str]:
-    rows = found[found.text == variant].layer  # type: ignore[index]
-    return rows.iloc[0].split() if len(rows) and rows.iloc[0] else []
 
 
 def regime_section(page: Page) -> list[str]:

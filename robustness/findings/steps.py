@@ -13,11 +13,11 @@ from typing import Any
 
 from .. import paths
 from ..attacks import FGSM
-from ..filtering import load_result_json
+from ..errors import DataNotFoundError
 from ..probes import ProbeConfig, run_probes
 from ..retraining import RetrainingStudy, run_comparison
 from ..scoring import Scoring
-from ..study import StudyConfig, attack_tag, recheck_study, result_path, run_study
+from ..study import StudyConfig, attack_tag, recheck_study, recorded_eps, run_study
 from ..training import TrainConfig, train
 from ..vocab import Score
 from .settings import FindingsSettings
@@ -67,9 +67,12 @@ def run_sweeps(s: FindingsSettings) -> None:
 
 
 def checkpoint_eps(s: FindingsSettings, regime: str, init: int, epoch: int) -> float:
-    """The eps the high-pass study calibrated for a checkpoint (read from its result file)."""
-    config = study_config(s, regime)
-    return float(load_result_json(result_path(config, init, epoch, "highpass", "local"))["meta"]["eps"])
+    """The eps the high-pass study calibrated for a checkpoint (read from its result files)."""
+    eps = recorded_eps(study_config(s, regime), init, epoch)
+    if eps is None:
+        raise DataNotFoundError(f"the {regime} Init_{init} epoch {epoch} checkpoint has no sweep yet: run the "
+                                f"findings command (its sweep step) first")
+    return float(eps)
 
 
 def check_config(s: FindingsSettings, regime: str) -> StudyConfig:

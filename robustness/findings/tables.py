@@ -89,6 +89,19 @@ class Page:
         rule = ["---:" if a == "r" else "---" for a in align]
         return [f"| {' | '.join(header)} |", f"|{'|'.join(rule)}|", *(f"| {' | '.join(r)} |" for r in rows)]
 
+    def retrained(self, section: str, variant: str) -> list[str]:
+        """The layers ``variant`` of a retraining comparison (section ``retrain by <score>``) retrained."""
+        rows = self.select(section, text=variant, quantity="clean")
+        return rows.layer.iloc[0].split() if len(rows) else []
+
+    def random_overlap(self, section: str) -> float:
+        """The mean share of the robust and antifragile layers that a matched random set also retrained (NaN
+        without random sets or chosen layers)."""
+        chosen = set(self.retrained(section, "robust+antifragile"))
+        randoms = [v for v in dict.fromkeys(self.select(section).text) if v.startswith("random-")]
+        shares = [len(set(self.retrained(section, v)) & chosen) / len(chosen) for v in randoms if chosen]
+        return sum(shares) / len(shares) if shares else math.nan
+
     def swept_checkpoints(self) -> int:
         """How many checkpoints of the main architecture were swept."""
         return len(self.select("checkpoint", arch=self.setting("arch"), quantity="eps"))

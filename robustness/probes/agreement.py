@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidArgument
-from ..scoring import Scores, rank_correlation
-from ..scoring.scores import CONFIDENT
+from ..scoring import CONFIDENT, Scores, rank_correlation
 from ..vocab import DEFAULT_BOOT, DEFAULT_CI, Score
 from .reinit import DEFAULT_THRESHOLD, ProbeResult, verdicts
 
