@@ -196,7 +196,7 @@ def test_benjamini_hochberg_matches_the_step_up_procedure() -> None:
 
 def test_bootstrap_p_value_is_two_sided_and_matches_the_percentile_interval() -> None:
     rng = np.random.default_rng(5)
-    draws = rng.normal(0.1, 0.05, (999, 3)) * np.array([1, -1, 0.1])
+    draws = rng.normal(0.2, 0.05, (999, 3)) * np.array([1, -1, 1]) - np.array([0, 0, 0.19])
     p = bootstrap_p_value(draws)
     expected = [2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / 1000 for d in draws.T]
     assert p == pytest.approx(expected)
