@@ -147,13 +147,18 @@ def cluster_draws(inner: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
 
 def cluster_interval(
     point: np.ndarray, draws: np.ndarray, clusters: int, ci: float = 0.95, method: Literal["t", "percentile"] = "t",
+    within: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The interval of a mean over ``clusters`` clusters from its two-stage bootstrap ``draws`` (``(n_boot, ...)``).
 
-    ``"percentile"``: the percentile interval of the draws. With few clusters it under-covers: resampling 3
-    clusters with replacement has spread ``√((I − 1) / I)`` times the clusters' own, and its quantiles are those
-    of a normal, not of Student's t with ``I − 1`` degrees of freedom. ``"t"`` (default) corrects both:
-    ``point ± t_{I−1} · SD(draws) · √(I / (I − 1))``. It needs ``clusters >= 2``; NaN draws are left out.
+    ``"percentile"``: the percentile interval of the draws. With few clusters it under-covers: resampling ``I``
+    clusters with replacement spreads the mean by only ``(I − 1) / I`` of the clusters' variance, and its quantiles
+    are a normal's, not those of Student's t with ``I − 1`` degrees of freedom. ``"t"`` (default) corrects both:
+    ``point ± t_{I−1} · SE``. The draws' variance ``V`` holds the clusters' spread, shrunk by ``(I − 1) / I``, plus
+    the inner resampling once more, although each cluster's own value already carries it. With ``within`` (the
+    mean over clusters of their inner draws' variance) that second count is taken out, and the inner variance kept
+    as a floor: ``SE² = max((V − within / I) · I / (I − 1), within / I)``; without it ``SE² = V · I / (I − 1)``,
+    which errs wide. It needs ``clusters >= 2``; NaN draws are left out.
     """
     _check_ci(ci)
     point = np.asarray(point, dtype=float)
@@ -164,7 +169,13 @@ def cluster_interval(
     if clusters < 2:
         raise InvalidArgument(f"an interval over clusters needs at least 2 of them (e.g. initialisations), got "
                               f"{clusters}: add initialisations, or report the image-level interval only")
-    half = student.ppf(0.5 + ci / 2, clusters - 1) * standard_error(draws) * math.sqrt(clusters / (clusters - 1))
+    variance = standard_error(draws) ** 2
+    if within is None:
+        se2 = variance * clusters / (clusters - 1)
+    else:
+        within = np.asarray(within, dtype=float) / clusters
+        se2 = np.maximum((variance - within) * clusters / (clusters - 1), within)
+    half = student.ppf(0.5 + ci / 2, clusters - 1) * np.sqrt(se2)
     return point - half, point + half
 
 

@@ -9,6 +9,7 @@ import pytest
 from planted import latent, sweep_from_outcomes
 from scipy.integrate import simpson
 from scipy.stats import binomtest, spearmanr
+from scipy.stats import t as student_t
 from sklearn.metrics import cohen_kappa_score
 
 from robustness.errors import InvalidArgument
@@ -35,24 +36,29 @@ from robustness.stats import (
 )
 
 
-def _hierarchy_coverage(inits: int, between: float, method: str, reps: int = 600, n: int = 200, mean: float = 0.6,
-                        seed: int = 0) -> tuple[float, float]:
+def _hierarchy_coverage(inits: int, between: float, method: str, *, counted_once: bool = True, reps: int = 600,
+                        n: int = 200, mean: float = 0.6, seed: int = 0) -> tuple[float, float]:
     """Coverage and mean half-width of the interval of a mean accuracy over ``inits`` initialisations, each with
-    its own true accuracy ``mean + N(0, between²)`` measured on ``n`` images: the true consensus mean is ``mean``."""
+    its own true accuracy ``mean + N(0, between²)`` measured on ``n`` images: the true consensus mean is ``mean``.
+    ``counted_once``: the t interval takes the images' variance out of the draws' once (``within``)."""
     rng = np.random.default_rng(seed)
     p = np.clip(mean + between * rng.standard_normal((reps, inits)), 0, 1)
     correct = rng.random((inits, reps, n)) < p.T[..., None]
     inner = resampled_mean(correct, bootstrap_counts(n, 400, seed + 1)).transpose(1, 0, 2)  # (inits, 400, reps)
     point = correct.mean(-1).mean(0)
-    lo, hi = cluster_interval(point, cluster_draws(inner, 1000, seed + 2), inits, 0.95, method)  # type: ignore[arg-type]
+    within = inner.var(1, ddof=1).mean(0) if counted_once else None
+    lo, hi = cluster_interval(point, cluster_draws(inner, 1000, seed + 2), inits, 0.95, method,  # type: ignore[arg-type]
+                              within)
     return float(np.mean((lo <= mean) & (mean <= hi))), float(np.mean(hi - lo) / 2)
 
 
 @pytest.mark.parametrize("between", [0.0, 0.05, 0.1])
-@pytest.mark.parametrize("inits", [3, 5])
+@pytest.mark.parametrize("inits", [3, 5, 10])
 def test_the_seed_level_interval_covers_the_known_mean(inits: int, between: float) -> None:
-    coverage, _ = _hierarchy_coverage(inits, between, "t")
+    coverage, half = _hierarchy_coverage(inits, between, "t")
     assert coverage >= 0.93
+    wide_coverage, wide_half = _hierarchy_coverage(inits, between, "t", counted_once=False)
+    assert wide_coverage >= coverage and wide_half > half  # the images counted twice: wider than it needs
 
 
 def test_the_percentile_interval_over_three_initialisations_under_covers() -> None:
@@ -112,9 +118,9 @@ def test_consensus_scores_equal_a_loop_by_hand() -> None:
     clusters, picks = rng.integers(0, 3, (300, 3)), rng.integers(0, 300, (300, 3))
     draws = np.array([np.mean([inner[k][j] for k, j in zip(cl, pk, strict=True)]) for cl, pk in zip(
         clusters, picks, strict=True)])
-    from scipy.stats import t  # noqa: PLC0415
-
-    half = t.ppf(0.975, 2) * draws.std(ddof=1) * np.sqrt(3 / 2)
+    within = np.mean([np.var(rows, ddof=1) for rows in inner]) / 3
+    se = np.sqrt(max((draws.var(ddof=1) - within) * 3 / 2, within))
+    half = student_t.ppf(0.975, 2) * se
     assert found["ci"]["adversarial"] == pytest.approx((found["adversarial"] - half, found["adversarial"] + half))
     assert found["labels"]["adversarial"] in ("fragile", "robust", "antifragile", "uncertain")
     assert layer_consensus([{"conv1": s} for s in sweeps], scoring)["conv1"]["ci"] == found["ci"]

@@ -5,9 +5,10 @@ two label or score vectors over layers agree.
 Its interval comes from a two-stage (hierarchical) paired bootstrap: each draw resamples the initialisations with
 replacement and, within each drawn one, the evaluation images, recomputing every accuracy the score uses on the
 same resampled images (the score formula is :mod:`robustness.scoring.scores`'s own).
-:func:`robustness.stats.cluster_interval` turns the draws into an interval: by default ``mean ± t_{I−1} · SE``
-with the draws' SE corrected for resampling few clusters, because the percentile interval of 3 resampled
-initialisations under-covers (``docs/statistics.md`` has the coverage).
+:func:`robustness.stats.cluster_interval` turns the draws into an interval: by default ``mean ± t_{I−1} · SE``,
+the SE from the draws' variance corrected for resampling few initialisations and with the images' variance
+counted once, because the percentile interval of 3 resampled initialisations under-covers (``docs/statistics.md``
+has the coverage).
 
 **Agreement over layers.** :func:`label_agreement`: the raw share of layers given the same label and Cohen's κ,
 each with a percentile interval from a bootstrap over the layers; κ is undefined (NaN, with the reason) when one
@@ -35,6 +36,7 @@ from ..stats import (
     percentile_interval,
     resampled_indices,
     spearman,
+    standard_error,
 )
 from ..vocab import SCORES, Label
 from .scores import DEFAULT_SCORING, Scoring, _draws, interval_label, outcomes
@@ -79,7 +81,8 @@ def consensus_scores(
     inner = np.stack([d for _, d in found])  # (I, n_boot, 3)
     point = points.mean(0)
     draws = cluster_draws(inner, scoring.n_boot, scoring.seed)
-    lo, hi = cluster_interval(point, draws, len(results), scoring.ci, method)
+    within = standard_error(inner.transpose(1, 0, 2)) ** 2  # each initialisation's image-level variance
+    lo, hi = cluster_interval(point, draws, len(results), scoring.ci, method, within.mean(0))
     p = bootstrap_p_value(draws)
     intervals = {s: (math.nan, math.nan) if math.isnan(point[i]) else (float(lo[i]), float(hi[i]))
                  for i, s in enumerate(SCORES)}
