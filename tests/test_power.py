@@ -15,7 +15,9 @@ from robustness.retraining import (
     layer_sizes,
     layer_stages,
     overlap_power,
+    power_variants,
     retraining_difference,
+    runs_difference,
     stratified_random_sets,
 )
 
@@ -89,3 +91,26 @@ def test_the_retraining_interval_covers_the_known_gain() -> None:
     assert exact["diff"] == pytest.approx(0.1) and exact["lo"] < 0.1 < exact["hi"]
     with pytest.raises(InvalidArgument, match="same seeds and images"):
         retraining_difference(mine, theirs[:, :2])
+
+
+def test_power_variants_and_the_difference_read_off_retraining_runs() -> None:
+    stages = layer_stages(RESNET)
+    ranked = RESNET[::-1]
+    variants = power_variants(ranked, stages, 3, 4, seed=5)
+    assert variants["top"] == sorted(ranked[:3], key=RESNET.index) and variants["bottom"] == RESNET[:3]
+    assert len(variants) == 2 + 2 * 4
+    for name in ("top", "bottom"):
+        for i in range(1, 5):
+            assert sorted(stages[x] for x in variants[f"{name} random-{i}"]) == sorted(stages[x]
+                                                                                     for x in variants[name])
+    with pytest.raises(InvalidArgument, match="k is a number"):
+        power_variants(ranked, stages, 0, 2)
+    rng = np.random.default_rng(3)
+    runs = {v: [{"pgd": rng.random(50) < 0.5} for _ in range(3)] for v in variants}
+    randoms = [f"top random-{i}" for i in range(1, 5)]
+    found = runs_difference(runs, "top", randoms, "pgd", n_boot=100, seed=2)
+    mine = np.stack([r["pgd"] for r in runs["top"]])
+    theirs = np.stack([np.stack([r["pgd"] for r in runs[v]]) for v in randoms])
+    assert found == retraining_difference(mine, theirs, n_boot=100, seed=2)
+    with pytest.raises(InvalidArgument, match="no runs"):
+        runs_difference(runs, "top", ["nope"], "pgd")

@@ -222,3 +222,41 @@ def test_sign_test_matches_scipy() -> None:
     assert (positive, negative) == (1, 9)
     assert p == pytest.approx(binomtest(1, 10, 0.5).pvalue)
     assert sign_test(np.zeros(3)) == (0, 0, 1.0)
+
+
+def test_regime_differences_carry_p_values_for_benjamini_hochberg() -> None:
+    from test_comparisons import CURVES, FLAT, loaded  # noqa: PLC0415
+
+    from robustness.scoring import compare_regimes  # noqa: PLC0415
+
+    result = compare_regimes(loaded(CURVES), loaded({**CURVES, "fc1": FLAT}),
+                             scoring=Scoring(n_boot=300, baseline="unfiltered"))
+    rows = result.frame.set_index(["layer", "score"])
+    assert rows.loc[("fc1", "clean")]["p"] == pytest.approx(2 / 301)  # every draw below 0
+    assert rows.loc[("conv1", "clean")]["p"] == 1.0  # a difference of exactly 0
+    _, reject = benjamini_hochberg(result.frame.p.to_numpy())
+    assert set(result.frame[reject].layer) == {"fc1"}
+
+
+def test_probe_agreement_reports_the_partial_rho_with_depth_held_out() -> None:
+    from robustness.probes import ProbeResult, probe_agreement  # noqa: PLC0415
+
+    rng = np.random.default_rng(6)
+    n, layers = 100, [f"layer{i}" for i in range(8)]
+    depth = {x: i / 7 for i, x in enumerate(layers)}
+    drops = rng.permutation(8) * 0.1
+    probes, scores = {}, {}
+    for x, drop in zip(layers, drops, strict=True):
+        ref = np.arange(n) < 90
+        probed = np.arange(n) < round(90 - drop * 100)
+        probes[x] = ProbeResult(x, "ablate", probed.mean(), probed.mean(), probed, probed, ref.mean(), ref.mean(),
+                                ref, ref)
+        value = -drop + 0.01 * rng.standard_normal()
+        scores[x] = {"adversarial": value, "ci": {"adversarial": (value - 0.01, value + 0.01)},
+                     "labels": {"adversarial": "uncertain"}}
+    frame, summary = probe_agreement(scores, probes, depths=depth, n_boot=200)
+    expected = score_correlation(frame.score, frame["drop"], frame.depth, n_boot=200)
+    assert summary["partial"] == pytest.approx(expected["partial"]) and summary["partial"] < -0.9
+    assert (summary["partial_lo"], summary["partial_hi"]) == pytest.approx((expected["partial_lo"],
+                                                                            expected["partial_hi"]))
+    assert np.isnan(probe_agreement(scores, probes, n_boot=50)[1]["partial"])  # no depths, no partial ρ

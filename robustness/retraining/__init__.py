@@ -22,7 +22,9 @@ from .power import (
     largest_testable_k,
     layer_stages,
     overlap_power,
+    power_variants,
     retraining_difference,
+    runs_difference,
     stratified_random_sets,
 )
 from .selective import (
@@ -43,5 +45,5 @@ __all__ = [
     "chosen_parameters", "optimizer_slice", "retrain_optimizer", "selective_retrain", "labelled_layers",
     "layer_sizes", "matched_random_sets", "plan_variants", "summarise", "format_comparison",
     "MAX_OVERLAP", "layer_stages", "stratified_random_sets", "expected_overlap", "largest_testable_k", "overlap_power",
-    "retraining_difference",
+    "retraining_difference", "power_variants", "runs_difference",
 ]

@@ -15,7 +15,9 @@ architectures by depth bins), so a random set differs from the chosen one in whi
 :func:`retraining_difference` is the interval of "chosen minus random": a two-stage bootstrap whose draws resample
 the seeds (paired: a seed orders the training batches of every variant alike), the random sets and the test
 images (paired across every run), turned into an interval by :func:`robustness.stats.cluster_interval` with the
-seeds or sets, whichever are fewer, as its clusters.
+seeds or sets, whichever are fewer, as its clusters. :func:`power_variants` plans a comparison by ranking (top-k
+and bottom-k, each with its own stratified random sets) and :func:`runs_difference` reads the difference off
+:func:`robustness.retraining.comparison.retrain_runs`' outcomes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from ..errors import InvalidArgument
 from ..models import DEFAULT_BINS, bin_name
 from ..stats import bootstrap_counts, cluster_interval, resampled_mean
+from .summary import RunOutcomes
 
 MAX_OVERLAP = 0.5  # a comparison whose random sets share more than this of the chosen layers is untestable
 _STAGE = re.compile(r"^layer(\d+)\.")
@@ -135,3 +138,33 @@ def retraining_difference(
     lo, hi = cluster_interval(np.asarray(point), draws, clusters, ci, method)
     return {"diff": float(point), "lo": float(lo), "hi": float(hi), "seeds": seeds, "sets": sets,
             "clusters": clusters}
+
+
+def power_variants(ranked: Sequence[str], stages: Mapping[str, str], k: int, count: int,
+                   seed: int = 0) -> dict[str, list[str]]:
+    """The variants of a comparison by ranking (for :func:`robustness.retraining.comparison.retrain_runs`): ``top``
+    (the first ``k`` of ``ranked``), ``bottom`` (the last ``k``), and ``count`` stratified random sets for each,
+    ``top random-1`` … and ``bottom random-1`` …, drawn with seeds ``seed`` and ``seed + 1``."""
+    if not 1 <= k <= len(ranked):
+        raise InvalidArgument(f"k is a number of layers from 1 to {len(ranked)}, got {k}")
+    order = {x: i for i, x in enumerate(stages)}
+    variants: dict[str, list[str]] = {}
+    for offset, (name, chosen) in enumerate((("top", ranked[:k]), ("bottom", ranked[-k:]))):
+        variants[name] = sorted(chosen, key=order.__getitem__)
+        for i, drawn in enumerate(stratified_random_sets(chosen, stages, count, seed + offset), start=1):
+            variants[f"{name} random-{i}"] = drawn
+    return variants
+
+
+def runs_difference(
+    runs: Mapping[str, Sequence[RunOutcomes]], chosen: str, randoms: Sequence[str], metric: str, **bootstrap: Any,
+) -> dict[str, float]:
+    """:func:`retraining_difference` of variant ``chosen`` against the variants ``randoms`` on ``metric`` (``clean``,
+    ``fgsm``, ``pgd``), from :func:`robustness.retraining.comparison.retrain_runs`' outcomes (one per seed, in the
+    same seed order for every variant); ``bootstrap`` takes ``ci``, ``n_boot``, ``seed`` and ``method``."""
+    missing = [v for v in (chosen, *randoms) if v not in runs]
+    if missing or not randoms:
+        raise InvalidArgument(f"no runs of variant(s) {missing or 'random'}: retrain them first")
+    mine = np.stack([run[metric] for run in runs[chosen]])
+    theirs = np.stack([np.stack([run[metric] for run in runs[v]]) for v in randoms])
+    return retraining_difference(mine, theirs, **bootstrap)
