@@ -260,3 +260,24 @@ def test_probe_agreement_reports_the_partial_rho_with_depth_held_out() -> None:
     assert (summary["partial_lo"], summary["partial_hi"]) == pytest.approx((expected["partial_lo"],
                                                                             expected["partial_hi"]))
     assert np.isnan(probe_agreement(scores, probes, n_boot=50)[1]["partial"])  # no depths, no partial ρ
+
+
+def test_compare_reports_kappa_and_with_depths_the_partial_rho() -> None:
+    from test_compare import LAYERS, VALUES, scored  # noqa: PLC0415
+
+    from robustness.scoring import compare  # noqa: PLC0415
+
+    depths = {x: i / 7 for i, x in enumerate(LAYERS)}
+    other = [v + 0.001 * (-1) ** i for i, v in enumerate(VALUES)]
+    result = compare({"a": scored(VALUES), "b": scored(other)}, scoring=Scoring(n_boot=200), depths=depths)
+    pair = result.pair("adversarial", "a", "b")
+    labels_a = [result.labels["adversarial"][0][i] for i in range(8)]
+    labels_b = [result.labels["adversarial"][1][i] for i in range(8)]
+    assert pair["kappa"] == pytest.approx(cohen_kappa_score(labels_a, labels_b))
+    assert pair["kappa_lo"] <= pair["kappa"] <= pair["kappa_hi"] and pair["kappa_note"] == ""
+    # The values rise with depth, so with depth held out nothing is left to correlate.
+    assert pair["rho"] == pytest.approx(1.0) and np.isnan(pair["partial"])
+    same = compare({"a": scored([0.3] * 8), "b": scored([0.4] * 8)}, scoring=Scoring(n_boot=50))
+    found = same.pair("clean", "a", "b")
+    assert found["agreement"] == 1.0 and np.isnan(found["kappa"]) and found["kappa_note"] == KAPPA_UNDEFINED
+    assert "partial" not in found
