@@ -70,3 +70,24 @@ def test_the_model_comes_back_bitwise_also_on_an_exception() -> None:
         ablate(model, data, failing)
     assert_same_state(model, saved)
     assert model.training
+
+
+def test_the_probe_command_ablates_every_checkpoint_into_its_own_folder(checkpoints_root, tmp_path, capsys) -> None:
+    import shutil  # noqa: PLC0415
+
+    from robustness import paths  # noqa: PLC0415
+    from robustness.cli import main  # noqa: PLC0415
+    from robustness.probes import load_probes  # noqa: PLC0415
+
+    root = tmp_path / "models"
+    shutil.copytree(checkpoints_root, root)
+    command = ["probe", "--arch", "mnist_cnn", "--dataset", "mnist5k", "--models-root", str(root), "--device", "cpu",
+               "--kind", "ablate", "--subset", "60", "--eps", "0.1", "--n-boot", "50", "--checkpoint-epochs", "1",
+               "--plots-root", str(tmp_path)]
+    assert main(command) == 0
+    path = paths.probe_result_path("mnist_cnn", "mnist5k", 1, 1, "ablate", "fgsm_eps0.1", root)
+    assert path.parent.name == "Probe_ablate"
+    meta, results = load_probes(path)
+    assert meta["probe"] == "ablate" and list(results) == ["conv1", "conv2", "fc1", "fc2"]
+    assert results["fc2"].kind == "ablate" and results["fc2"].clean_acc < 0.5 < results["fc2"].ref_clean_acc
+    assert "adv drop" in capsys.readouterr().out

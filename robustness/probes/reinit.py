@@ -40,7 +40,7 @@ from ..runtime import model_device, progress
 from ..stats import bootstrap_counts, percentile_interval, resampled_mean
 
 ProbeKind = Literal["reinit", "rerandom", "ablate"]
-PROBE_KINDS: tuple[ProbeKind, ...] = ("reinit", "rerandom")  # the kinds run over a study's checkpoints (run_probes)
+PROBE_KINDS: tuple[ProbeKind, ...] = ("reinit", "rerandom", "ablate")
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.05
 Verdict = Literal["critical", "robust", "uncertain", "undefined"]
