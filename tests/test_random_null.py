@@ -79,3 +79,18 @@ def test_the_random_null_score_equals_a_loop_by_hand(mnist5k_test, layer: str) -
     assert (sweep.ref_clean_acc, sweep.ref_adv_acc) == pytest.approx(tuple(reference), abs=1e-12)
     assert np.column_stack([sweep.clean_acc, sweep.adv_acc]) == pytest.approx(curve * reference, abs=1e-12)
     assert (scores["clean"], scores["adversarial"]) == pytest.approx(tuple(expected), abs=1e-9)
+
+
+def test_a_layer_the_network_ignores_is_antifragile_by_density_and_robust_against_the_null() -> None:
+    # The findings' first run: a removable layer sits at the density baseline's ceiling whatever the filter, and
+    # at 0 against the random null. The planted model ignores one layer's output entirely.
+    from test_probes import Planted, planted_data  # noqa: PLC0415
+
+    model, data = Planted(trained=True), planted_data(100)
+    (sweep,) = local_analysis(model, data, "highpass", FGSM(0.05), 9, layers=["ignored"], grid="quantile",
+                              null_masks=3).values()
+    density = filtering_scores(sweep, Scoring(n_boot=50))
+    null = filtering_scores(sweep, Scoring(baseline="random", n_boot=50))
+    assert density["adversarial"] == pytest.approx(0.5, abs=0.01) and density["labels"]["adversarial"] == "antifragile"
+    assert null["adversarial"] == null["clean"] == 0.0 and null["ci"]["adversarial"] == (0.0, 0.0)
+    assert null["labels"]["adversarial"] == "robust"
