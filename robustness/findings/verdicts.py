@@ -55,8 +55,8 @@ class Verdict:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-LABELS_RULE = ("over the layers' consensus labels against the random null: confirmed when fragile, robust and "
-               "antifragile each label at least one layer; untestable when no layer has a defined label; refuted when "
+LABELS_RULE = ("over the layers' consensus labels against the random null: untestable when no layer has a defined "
+               "label; confirmed when fragile, robust and antifragile each label at least one layer; refuted when "
                "one of them labels no layer and no layer is uncertain (every layer decided, so it cannot hide among "
                "them); undecided otherwise")
 
@@ -150,9 +150,9 @@ def combined_verdict(verdicts: Mapping[str, Verdict]) -> Verdict:
 
 
 REGIME_RULE = ("Benjamini–Hochberg at {alpha:g} over every (layer, initialisation) score difference; a layer counts "
-               "as moved when every initialisation's difference survives it with one sign. Confirmed when some layer "
-               "moved; untestable when no difference is defined; refuted when every difference's interval lies "
-               "within ±{margin:g}; undecided otherwise")
+               "as moved when every initialisation's difference survives it with one sign. Untestable when no "
+               "difference is defined; confirmed when some layer moved; refuted when every difference's interval "
+               "lies within ±{margin:g}; undecided otherwise")
 
 
 def regime_verdict(diff: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: np.ndarray, margin: float = DEFAULT_TAU,
