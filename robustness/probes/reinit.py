@@ -52,7 +52,7 @@ class ProbeResult:
     mean over the seeds' draws); ``clean_correct``/``adv_correct``: per image, correct or not, shape ``(n,)``
     for re-initialisation and ablation, ``(S, n)`` for ``S`` re-randomisation seeds; ``ref_*``: the unprobed
     (recalibrated) model's accuracies and per-image outcomes ``(n,)``; ``seeds``: the seeds of the draws
-    (empty for re-initialisation)."""
+    (empty for re-initialisation and ablation)."""
 
     layer: str
     kind: ProbeKind
