@@ -32,7 +32,7 @@ from .. import paths
 from ..errors import DataNotFoundError, InvalidArgument
 from ..filtering import SweepResult, load_results
 from ..models import arch_depths
-from ..stats import bootstrap_counts, percentile_interval
+from ..stats import bootstrap_counts, bootstrap_p_value, percentile_interval
 from ..vocab import SCORES
 from .compare import Comparison, _wanted, compare
 from .scores import DEFAULT_SCORING, Scoring, _draws, layer_scores, outcomes
@@ -81,7 +81,8 @@ Loaded = tuple[dict[str, Any], dict[str, SweepResult]]  # (meta, results) of one
 @dataclass
 class RegimeComparison:
     """The outcome of :func:`compare_regimes`: ``frame`` has one row per (layer, score) with both models'
-    scores and labels, the paired difference ``diff`` with ``[diff_lo, diff_hi]`` and ``agree``;
+    scores and labels, the paired difference ``diff`` with ``[diff_lo, diff_hi]``, its two-sided bootstrap p-value of 0
+    ``p`` (:func:`robustness.stats.bootstrap_p_value`, for Benjamini–Hochberg over layers) and ``agree``;
     ``comparison`` holds label agreement and ρ per score; ``target`` is the calibration target both met."""
 
     names: tuple[str, str]
@@ -136,13 +137,15 @@ def compare_regimes(
     for layer in layers:
         diff = _draws_of(res_a[layer], baseline, floor, counts) - _draws_of(res_b[layer], baseline, floor, counts)
         lo, hi = percentile_interval(diff[1:], scoring.ci, undefined="widen")
+        p = bootstrap_p_value(diff[1:])
         for i, score in enumerate(SCORES):
             la, lb = scores_a[layer]["labels"][score], scores_b[layer]["labels"][score]
             undefined = math.isnan(diff[0, i])
             rows.append({"layer": layer, "depth": float(depths.get(layer, np.nan)), "score": score,
                          "a": scores_a[layer][score], "a_label": la, "b": scores_b[layer][score], "b_label": lb,
                          "diff": float(diff[0, i]), "diff_lo": math.nan if undefined else float(lo[i]),
-                         "diff_hi": math.nan if undefined else float(hi[i]), "agree": la == lb})
+                         "diff_hi": math.nan if undefined else float(hi[i]),
+                         "p": math.nan if undefined else float(p[i]), "agree": la == lb})
     return RegimeComparison(names, pd.DataFrame(rows), comparison, target, found_a.n)
 
 
