@@ -1,6 +1,6 @@
 """Scores and labels of the sweeps: the score formula and its intervals (``scores``), tables over
 layers, epochs and initialisations (``tables``), invariance across initialisations, epochs or sets
-(``compare``) and the score figures (``figures``).
+(``compare``), sequential evaluation's stopping rule (``sequential``) and the score figures (``figures``).
 
 To change the score formula: ``scores``.
 """
@@ -35,10 +35,14 @@ from .scores import (
     filtering_scores,
     integrate,
     interval_label,
+    interval_labels,
     label,
     layer_scores,
+    look_scoring,
     outcomes,
+    score_intervals,
 )
+from .sequential import Sequential
 from .tables import (
     CHECKPOINT,
     ScoresTable,
@@ -57,5 +61,5 @@ __all__ = [
     "check_same_images", "calibration_target", "label", "interval_label", "outcomes", "describe", "integrate",
     "filtering_scores", "layer_scores", "consensus", "consensus_labels", "CONFIDENT", "Scoring", "DEFAULT_SCORING",
     "CHECKPOINT", "ScoresTable", "build_tables", "study_tables", "score_study", "scores_frame", "save_table",
-    "read_table",
+    "read_table", "Sequential", "look_scoring", "score_intervals", "interval_labels",
 ]
