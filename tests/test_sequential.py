@@ -3,13 +3,17 @@ label boundary, and a real small sweep whose evaluated prefix equals the sweep o
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from fitting import adam_fit
 from torch import nn
 
+from robustness import paths
 from robustness.attacks import FGSM
+from robustness.cli import main
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
 from robustness.filtering import load_results, local_analysis, save_results
@@ -157,3 +161,24 @@ def test_a_sequential_sweep_equals_the_full_sweep_on_its_prefix(net: nn.Module, 
     path = save_results({"test": 1}, list(seq.values()), tmp_path / "seq.json")
     _, loaded = load_results(path)
     assert all(loaded[k] == v and loaded[k].passes == v.passes for k, v in seq.items())
+
+
+def test_cli_filter_sequential_records_the_rule_and_resumes(checkpoints_root, tmp_path, capsys) -> None:
+    """``filter --sequential`` writes local results that record the rule and where each layer stopped; the same
+    command again finds them done, and a run without it refuses to mix with them."""
+    root = tmp_path / "models"
+    shutil.copytree(checkpoints_root, root)
+    command = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--checkpoint-epochs",
+               "1", "--subset", "200", "--thresholds", "3", "--filter", "highpass", "--scope", "local", "-e", "0.05",
+               "--layers", "fc1", "fc2", "--n-boot", "100", "--sequential"]
+    assert main(command) == 0
+    written = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", "local", "fgsm_eps0.05", root)
+    meta, results = load_results(written)
+    assert meta["sequential"] == Sequential(Scoring(n_boot=100)).record()
+    for result in results.values():
+        assert result.sequential["ends"] == [25, 50, 100, 200] and result.sequential["n"] == 200
+        assert result.clean_correct.shape == (3, result.sequential["images"])
+    before = written.stat().st_mtime_ns
+    assert main(command) == 0 and written.stat().st_mtime_ns == before  # resumed: nothing left to do
+    assert main(command[:-1]) == 2
+    assert "different study set-up" in capsys.readouterr().err

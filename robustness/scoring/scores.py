@@ -129,6 +129,11 @@ class Outcomes:
         """The number of evaluation images."""
         return self.ref_clean.shape[-1]
 
+    def prefix(self, n: int) -> Outcomes:
+        """The outcomes of the first ``n`` images."""
+        return Outcomes(*(None if a is None else a[..., :n] for a in (
+            self.clean, self.adv, self.ref_clean, self.ref_adv, self.null_clean, self.null_adv)))
+
 
 def outcomes(result: SweepResult) -> Outcomes:
     """The per-image outcomes of ``result``, checked; :class:`InvalidArgument` when it has none."""
@@ -153,6 +158,11 @@ def outcomes(result: SweepResult) -> Outcomes:
                 f"found {None if getattr(found, name) is None else getattr(found, name).shape}: {RERUN}"
             )
     return found
+
+
+def images_of(result: SweepResult) -> int:
+    """The images ``result`` could have evaluated: all of them, also where a sequential sweep stopped early."""
+    return result.sequential["n"] if result.sequential else outcomes(result).n
 
 
 def describe(result: SweepResult) -> str:
