@@ -124,7 +124,7 @@ def _looks(model: nn.Module, sweep: _Sweep, zero: Callable[[list[Tensor]], None]
     re-estimated once, for all blocks. A point whose masks equal the point before's copies its numbers."""
     desc = f"{sweep.cuts[0].kind} {sweep.layer or 'global'}"
     unique, index = distinct(sweep.configs)
-    split = split_model(model, sweep.layer, how.traced) if how.traced is not None and sweep.layer else None
+    split = split_model(model, sweep.layer, how.traced) if how.traced is not None and sweep.layer is not None else None
     cut = split if isinstance(split, Split) else None
     passes: Counter = Counter(bn=0, clean=0, attack=0)
     stats = how.calibrate(model, cut, unique, zero, desc, passes)
