@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fitting import adam_fit
+from planted import planted
 from torch import nn
 
 from robustness import paths
@@ -16,9 +17,9 @@ from robustness.attacks import FGSM
 from robustness.cli import main
 from robustness.data import load_dataset, loader_to_tensors, make_loader
 from robustness.errors import InvalidArgument
-from robustness.filtering import load_results, local_analysis, save_results
+from robustness.filtering import SweepResult, load_results, local_analysis, save_results
 from robustness.runtime import seed_everything
-from robustness.scoring import Scoring, Sequential, filtering_scores, interval_labels
+from robustness.scoring import Scoring, Sequential, compare_regimes, filtering_scores, interval_labels
 from robustness.scoring.scores import CONFIDENT, Outcomes
 from robustness.vocab import SCORES
 
@@ -182,3 +183,22 @@ def test_cli_filter_sequential_records_the_rule_and_resumes(checkpoints_root, tm
     assert main(command) == 0 and written.stat().st_mtime_ns == before  # resumed: nothing left to do
     assert main(command[:-1]) == 2
     assert "different study set-up" in capsys.readouterr().err
+
+
+def test_regimes_pair_a_layer_that_stopped_early_on_the_common_prefix() -> None:
+    """A layer that one side evaluated on its first 100 of 200 images pairs with the other's on those 100: the
+    same outcomes there differ by exactly 0; both sides still count as measured on the same 200 images."""
+    meta = {"arch": "mnist_cnn", "dataset": "mnist5k", "seed": 0, "subset": None, "calibration_images": 500,
+            "calibrate_eps": 0.5}
+    curves = {"conv1": [1.0, 0.9, 0.75, 0.6, 0.5], "conv2": [1.0] * 5, "fc1": [1.0, 0.5, 0.5, 0.5, 0.5]}
+    density = [0.0, 0.25, 0.5, 0.75, 1.0]
+    full = {name: planted(c, c, density, layer=name, ref_adv=0.5) for name, c in curves.items()}
+    cut = dict(full)
+    fc1 = full["fc1"]
+    cut["fc1"] = SweepResult.from_dict({**fc1.to_dict(), "sequential": {"looks": 4, "n": 200, "images": 100}},
+                                       {name: array[..., :100] for name, array in fc1.outcomes().items()})
+    result = compare_regimes((meta, full), (meta, cut), scoring=Scoring(n_boot=200))
+    assert result.n_images == 200
+    rows = result.frame.set_index(["layer", "score"])
+    assert (rows.loc["fc1"]["diff"] == 0).all() and (rows.loc["fc1"].diff_lo == 0).all()
+    assert filtering_scores(cut["fc1"], Scoring(n_boot=200))["n_images"] == 100
