@@ -80,6 +80,7 @@ class Points:
     per_pass: int = 1
 
     def measure(self, model: nn.Module) -> Evaluation:
+        """The :func:`evaluate_point` of ``model`` as it is (its statistics re-estimated first): the reference."""
         if self.bn_images is not None:
             recalibrate_batchnorm(model, self.bn_images)
         return evaluate_point(model, self.x, self.y, self.attack, self.batch_size)
