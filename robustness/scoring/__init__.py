@@ -1,7 +1,7 @@
 """Scores and labels of the sweeps: the score formula and its intervals (``scores``), tables over
 layers, epochs and initialisations (``tables``), invariance across initialisations, epochs or sets
 (``compare``), consensus scores over initialisations with seed-level intervals and agreement over layers
-(``consensus``) and the score figures (``figures``).
+(``consensus``), sequential evaluation's stopping rule (``sequential``) and the score figures (``figures``).
 
 To change the score formula: ``scores``.
 """
@@ -45,10 +45,14 @@ from .scores import (
     filtering_scores,
     integrate,
     interval_label,
+    interval_labels,
     label,
     layer_scores,
+    look_scoring,
     outcomes,
+    score_intervals,
 )
+from .sequential import Sequential
 from .tables import (
     CHECKPOINT,
     ScoresTable,
@@ -68,5 +72,5 @@ __all__ = [
     "filtering_scores", "layer_scores", "consensus", "consensus_labels", "CONFIDENT", "Scoring", "DEFAULT_SCORING",
     "CHECKPOINT", "ScoresTable", "build_tables", "study_tables", "score_study", "scores_frame", "save_table",
     "read_table", "consensus_scores", "layer_consensus", "image_draws", "image_p_values", "label_agreement",
-    "score_correlation", "KAPPA_UNDEFINED",
+    "score_correlation", "KAPPA_UNDEFINED", "Sequential", "look_scoring", "score_intervals", "interval_labels",
 ]
