@@ -255,7 +255,7 @@ def run_defend(args: argparse.Namespace) -> int:
         model = load_or_train(args.arch, args.dataset, epochs=args.train_epochs, seed=args.seed, device=args.device,
                               models_root=args.models_root, data_root=args.data_root)
     results = defense_table(model, loader, DefenseEvaluation(
-        args.eps, args.alpha, args.steps, budget, args.norm, args.def_steps, args.def_lr, threats=threats,
+        next(iter(defenses.values())), threats=threats,
         labels=labels, ensemble=args.ensemble, restarts=args.restarts, apgd_steps=args.apgd_steps,
         square_queries=args.square_queries, eot_samples=args.eot_samples, seed=args.seed))
     first = next(iter(results.values()))
