@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ import torch
 from robustness.attacks import FGSM
 from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
-from robustness.findings import FindingsSettings, every_kth, render, run_findings
+from robustness.cli import main
+from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings
 from robustness.findings.check import _clean_correct_only
 from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining
 from robustness.findings.table import COLUMNS, row
@@ -142,24 +145,57 @@ def test_a_row_names_only_columns_of_the_table() -> None:
 
 @pytest.mark.slow
 def test_the_run_end_to_end_then_a_rerun_only_rewrites_the_page(tmp_path: Path) -> None:
-    s = FindingsSettings.smoke(models_root=str(tmp_path / "models"), docs_root=str(tmp_path / "docs"), device="cpu")
-    out = run_findings(s)
-    frame = pd.read_csv(s.table)
+    s, at = preset("smoke"), Place(str(tmp_path / "models"), str(tmp_path / "out"), device="cpu")
+    out = run_findings(s, at)
+    frame = pd.read_csv(at.table)
     assert out["page"].read_text() == render(frame)
     sections = set(frame.section)
     assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
             "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= sections
+    settings = dict(zip(frame[frame.section == "setting"].quantity, frame[frame.section == "setting"].text,
+                        strict=True))
+    assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
+    assert frame.flagged.dtype == bool and set(frame[frame.section == "regime"].other_label) <= {
+        "fragile", "robust", "antifragile", "uncertain", "undefined"}
     scores = frame[frame.section == "score"]
     assert set(scores.regime) == set(s.regimes)
     assert ((scores.lo <= scores.value + 1e-9) & (scores.value <= scores.hi + 1e-9)).all()
     eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
-    assert ((eps.value - s.target_adv_acc).abs() < 0.2).all()  # calibrated (on other images) towards the target
+    assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
     assert all(p.is_file() for p in out["figures"])
+    assert load_spec(tmp_path / "models") == s == load_spec(tmp_path / "out" / "spec.json")
     record = json.loads((tmp_path / "models" / "run.json").read_text())
     assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
-    page_before, table_before = s.page.read_text(), s.table.read_text()
+    page_before, table_before = at.page.read_text(), at.table.read_text()
     figures_before = {p: p.stat().st_mtime_ns for p in out["figures"]}
-    run_findings(s)
+    run_findings(s, at)
     assert json.loads((tmp_path / "models" / "run.json").read_text()) == record  # nothing recomputed
-    assert s.page.read_text() == page_before and s.table.read_text() == table_before
+    assert at.page.read_text() == page_before and at.table.read_text() == table_before
     assert {p: p.stat().st_mtime_ns for p in out["figures"]} == figures_before  # not redrawn
+
+
+def _tracked_state() -> str:
+    """What git sees of the checkout: changed and untracked files (the tests' own runs must add none)."""
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.slow
+def test_the_smoke_preset_from_the_command_line_plans_first_stays_in_its_folders_and_refuses_another_subset(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # a relative default would land in the checkout
+    before = _tracked_state()
+    models, out = tmp_path / "models", tmp_path / "out"
+    command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("plan of the smoke preset") < printed.index("[1/6]")
+    total = re.search(r"total +(\d+) s", printed)
+    assert total and int(total.group(1)) > 0
+    assert (out / "findings.md").is_file() and (out / "findings" / "findings.csv").is_file()
+    assert _tracked_state() == before
+    edited = json.loads((models / "spec.json").read_text())
+    edited["train"]["subset"] = 500
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    assert main([*command, "--spec", str(tmp_path / "edited.json")]) == 2
+    assert "first train.subset: 1000 there, 500 in this run" in capsys.readouterr().err

@@ -44,6 +44,10 @@ DEMO_LAYERS = ("conv1", "layer2.0.conv1", "layer4.0.conv1", "fc")
 # Fields of the nested objects that say where or on what a run computes: the run's Place sets them.
 PLACE_FIELDS = ("models_root", "data_root", "plots_root", "device", "download", "source", "recheck_of")
 SPEC_FILE = "spec.json"
+# Settings of nested objects that the study sets from the rest of the spec: the model (train.arch, train.dataset),
+# the checkpoints swept, the standard regime (train.adv), the retraining's scoring (the spec's), labels and epoch.
+DERIVED = {"train": ("adv",), "sweep": ("arch", "dataset", "inits", "epochs"),
+           "retraining": ("arch", "dataset", "kind", "score", "epoch", "attack_tag", "scoring", "test_subset")}
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,11 @@ class StudySpec:
             if ours != theirs:
                 raise InvalidArgument(f"the spec's {name} is {ours!r} for training but {theirs!r} elsewhere: change "
                                       f"it with StudySpec.with_model (or --{name}), which sets it everywhere")
+        if self.retraining.scoring != self.scoring:
+            raise InvalidArgument("the retraining's scoring is the spec's: set StudySpec.scoring only")
+        if t.adv.active:
+            raise InvalidArgument("train is the standard regime (its adv is none): give the adversarial one as "
+                                  "StudySpec.adversarial")
         if not 0 <= self.early_epoch <= t.epochs:
             raise InvalidArgument(f"early_epoch must lie in [0, train.epochs={t.epochs}], got {self.early_epoch}")
         for name, chosen in (("lowpass_inits", self.lowpass_inits), ("recheck.inits", self.recheck.inits)):
@@ -146,12 +155,28 @@ class StudySpec:
                        retraining=replace(self.retraining, **model))
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain JSON values (nested objects as objects; the attack by its class name)."""
-        return _plain(self)
+        """The spec as plain JSON values (nested objects as objects; the attack by its class name), each setting
+        once: what the steps set from the rest (:data:`DERIVED`) is left out."""
+        data = _plain(self)
+        for part, names in DERIVED.items():
+            data[part] = {k: v for k, v in data[part].items() if k not in names}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySpec:
         """The spec :meth:`to_dict` gave; an unknown or missing setting is one :class:`InvalidArgument`."""
+        data = dict(data)
+        for part, names in DERIVED.items():
+            if not isinstance(data.get(part), dict):
+                raise InvalidArgument(f"the spec has no {part} settings (an object): pass a spec.json a run wrote")
+            if given := set(data[part]) & set(names):
+                raise InvalidArgument(f"{', '.join(f'{part}.{g}' for g in sorted(given))} follow from the rest of "
+                                      f"the spec: leave them out")
+        train = data["train"]
+        model = {"arch": train.get("arch"), "dataset": train.get("dataset")}
+        data["sweep"] = {**data["sweep"], **model}
+        data["retraining"] = {**data["retraining"], **model, "kind": "highpass", "score": "adversarial",
+                              "scoring": data.get("scoring")}
         return _build(cls, data, "spec")
 
 

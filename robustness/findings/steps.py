@@ -114,7 +114,7 @@ def run_all_probes(s: StudySpec, at: Place) -> dict[tuple[str, int, int], Path]:
 def retraining_study(s: StudySpec, at: Place, score: Score) -> RetrainingStudy:
     """Selective retraining of the standard regime's final Init_1, the layers chosen by the ``score`` labels every
     initialisation agrees on (its own figure goes to the run's scratch plots; the page draws its own)."""
-    return replace(s.retraining, score=score, epoch=s.train.epochs, test_subset=s.sweep.subset,
+    return replace(s.retraining, score=score, scoring=s.scoring, epoch=s.train.epochs, test_subset=s.sweep.subset,
                    attack_tag=attack_tag(study_config(s, at, paths.STANDARD)), device=at.device,
                    models_root=at.models_root, data_root=at.data_root, plots_root=str(at.plots))
 
