@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from robustness.attacks import FGSM
+from robustness.cli import main
 from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
-from robustness.cli import main
 from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings
 from robustness.findings.check import _clean_correct_only
 from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining

@@ -21,7 +21,7 @@ def test_every_preset_round_trips_through_its_file(name: str, tmp_path: Path) ->
     s = preset(name)
     assert load_spec(save_spec(s, tmp_path)) == s
     text = (tmp_path / "spec.json").read_text()
-    assert text.count('"scoring"') == 1 and text.count('"baseline"') == 1  # one Scoring in the file, not a copy per step
+    assert text.count('"scoring"') == 1 and text.count('"baseline"') == 1  # one Scoring in the file, not copies
 
 
 def test_the_model_is_set_everywhere_and_a_mismatch_is_refused() -> None:

@@ -59,9 +59,7 @@ def spec_of(args: argparse.Namespace):  # noqa: ANN201 (the spec type is importe
     s = load_spec(args.spec) if args.spec else preset(args.preset)
     s = s.with_model(args.arch, args.dataset)
     if args.seed is not None:
-        s = replace(s, train=replace(s.train, seed=args.seed), sweep=replace(s.sweep, seed=args.seed),
-                    scoring=replace(s.scoring, seed=args.seed),
-                    retraining=replace(s.retraining, seed=args.seed, scoring=replace(s.scoring, seed=args.seed)))
+        s = s.with_seed(args.seed)
     if args.adv_train is not None:
         s = replace(s, adversarial=adv_training_of(args))
     return s

@@ -154,6 +154,14 @@ class StudySpec:
         return replace(self, train=replace(self.train, **model), sweep=replace(self.sweep, **model),
                        retraining=replace(self.retraining, **model))
 
+    def with_seed(self, seed: int) -> StudySpec:
+        """The spec with ``seed`` for every random choice (training, images, bootstrap, retraining, defense)."""
+        scoring = replace(self.scoring, seed=seed)
+        defense = None if self.defense is None else replace(self.defense, seed=seed)
+        return replace(self, train=replace(self.train, seed=seed), sweep=replace(self.sweep, seed=seed),
+                       scoring=scoring, retraining=replace(self.retraining, seed=seed, scoring=scoring),
+                       defense=defense)
+
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain JSON values (nested objects as objects; the attack by its class name), each setting
         once: what the steps set from the rest (:data:`DERIVED`) is left out."""
@@ -248,7 +256,9 @@ def _smoke() -> StudySpec:
         sweep=replace(s.sweep, subset=60, eps_images=60, calibrate_eps=0.3, thresholds=3, bn_images=60),
         scoring=scoring, check=SizeCheck(layers=None, thresholds=5, bn_images=120), recheck=Recheck(steps=2),
         depth=DepthComparison(bins=2),
-        retraining=replace(s.retraining, scoring=scoring, seeds=2, random_sets=1, subset=100, pgd_steps=2))
+        retraining=replace(s.retraining, scoring=scoring, seeds=2, random_sets=1, subset=100, pgd_steps=2),
+        defense=replace(_demo().defense, defense=Defense(0.2, 0.05, 2, 0.2, "linf", 2), apgd_steps=5,
+                        square_queries=100), defense_epochs=1, defense_subset=16)
 
 
 def _demo() -> StudySpec:
