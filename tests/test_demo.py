@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from robustness.demo import run_demo
-from robustness.findings import Place, preset
 from robustness.figures import tsne_plot_name
+from robustness.findings import Place, preset
 
 pytestmark = pytest.mark.slow  # the whole demo, twice
 

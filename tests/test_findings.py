@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from robustness.attacks import FGSM
 from robustness.cli import main
 from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
-from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings
+from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings, run_steps, save_spec
 from robustness.findings.check import _clean_correct_only
 from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining
 from robustness.findings.table import COLUMNS, row
@@ -199,3 +201,31 @@ def test_the_smoke_preset_from_the_command_line_plans_first_stays_in_its_folders
     (tmp_path / "edited.json").write_text(json.dumps(edited))
     assert main([*command, "--spec", str(tmp_path / "edited.json")]) == 2
     assert "first train.subset: 1000 there, 500 in this run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_steps_are_dealt_and_the_table_equals_one_process(tmp_path: Path) -> None:
+    """Two gloo processes share out the sweeps, checks, re-checks and probes (retraining on rank 0) of a small
+    study on the same checkpoints; the table they write equals one process's, less the seconds."""
+    from test_distributed import torchrun
+
+    s = preset("smoke")
+    s = replace(s, sweep=replace(s.sweep, layers=("conv2", "fc2")), check=replace(s.check, layers=("fc2",)))
+    alone = Place(str(tmp_path / "alone"), str(tmp_path / "alone" / "page"), device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in torchrun's processes: CPU convolutions round alike only with equal thread counts
+    try:
+        run_steps(s, alone, only=("train",))
+        shutil.copytree(alone.models_root, tmp_path / "sharded")
+        run_findings(s, alone)
+    finally:
+        torch.set_num_threads(threads)
+    save_spec(s, tmp_path / "spec")
+    out = torchrun("findings", "--spec", str(tmp_path / "spec" / "spec.json"), "--models-root",
+                   str(tmp_path / "sharded"), "--out", str(tmp_path / "sharded" / "page"), "--device", "cpu",
+                   cwd=tmp_path).stdout
+    assert out.count("plan of the smoke preset") == 1, "only rank 0 plans and prints"
+    expected, found = (pd.read_csv(Path(root) / "page" / "findings" / "findings.csv")
+                       for root in (alone.models_root, tmp_path / "sharded"))
+    pd.testing.assert_frame_equal(found[found.section != "time"].reset_index(drop=True),
+                                  expected[expected.section != "time"].reset_index(drop=True))

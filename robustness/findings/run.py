@@ -12,30 +12,52 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..distributed import is_main, on_all, on_main, process_group, world_size
 from ..errors import InvalidArgument
 from ..files import atomic_path, load_json, save_json
+from ..runtime import pick_device
 from .collect import collect, settings_rows
 from .figures import draw_figures
 from .page import render
 from .plan import check_budget, plan_text, predict
 from .spec import Place, StudySpec, claim_folder
-from .steps import run_all_probes, run_checks, run_rechecks, run_retraining, run_sweeps, train_models
+from .steps import deal_probes, run_checks, run_rechecks, run_retraining, run_sweeps, train_models
 from .table import COLUMNS
 
-STEPS: dict[str, tuple[str, Callable[[StudySpec, Place], Any]]] = {
-    "train": ("training both regimes and the depth architecture", train_models),
-    "sweep": ("high-pass sweeps of every layer (both epochs, both regimes), low-pass, depth architecture", run_sweeps),
-    "check": ("the settings check (full thresholds and BatchNorm images on a subset of layers)", run_checks),
-    "recheck": ("the PGD re-check of the layers FGSM calls robust or antifragile", run_rechecks),
-    "probe": ("the re-initialisation probe of every swept checkpoint", run_all_probes),
-    "retrain": ("selective retraining against matched random layer sets", run_retraining),
+# How a step runs under torchrun: "own" steps share their work out themselves (DDP training, sweeps sharded by
+# run_study), "dealt" ones share out their checkpoints in a process group, "main" ones run on rank 0 alone.
+STEPS: dict[str, tuple[str, Callable[[StudySpec, Place], Any], str]] = {
+    "train": ("training both regimes and the depth architecture", train_models, "own"),
+    "sweep": ("high-pass sweeps of every layer (both epochs, both regimes), low-pass, depth architecture", run_sweeps,
+              "own"),
+    "check": ("the settings check (full thresholds and BatchNorm images on a subset of layers)", run_checks, "own"),
+    "recheck": ("the PGD re-check of the layers FGSM calls robust or antifragile", run_rechecks, "own"),
+    "probe": ("the re-initialisation probe of every swept checkpoint", deal_probes, "dealt"),
+    "retrain": ("selective retraining against matched random layer sets", run_retraining, "main"),
 }
+GROUP_TIMEOUT = timedelta(hours=24)  # a rank waits this long for the others' share of a step
+
+
+@contextmanager
+def _group(at: Place) -> Iterator[Place]:
+    """Under torchrun, the processes joined in one gloo group (each on its own device); ``at`` for this process."""
+    with process_group(pick_device(at.device), backend="gloo", timeout=GROUP_TIMEOUT) as device:
+        yield replace(at, device=str(device)) if world_size() > 1 else at
+
+
+def _say(text: str) -> None:
+    """Print on rank 0 only (every process under torchrun runs the same steps)."""
+    if is_main():
+        print(text, flush=True)
 
 
 def _stamps(root: str | Path) -> dict[Path, int]:
@@ -53,18 +75,22 @@ def run_record(at: Place) -> dict[str, Any]:
 def run_steps(s: StudySpec, at: Place, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run every step (or ``only`` those) in order, timing the ones that compute; return the run's record."""
     record = run_record(at)
-    for number, (name, (text, step)) in enumerate(STEPS.items(), 1):
+    for number, (name, (text, step, how)) in enumerate(STEPS.items(), 1):
         if only is not None and name not in only:
             continue
-        print(f"[{number}/{len(STEPS)}] {text}", flush=True)
+        _say(f"[{number}/{len(STEPS)}] {text}")
         before, tic = _stamps(at.models_root), time.perf_counter()
         try:
-            step(s, at)
+            if how == "own":
+                step(s, at)
+            else:
+                with _group(at) as here:
+                    (on_all if how == "dealt" else on_main)(lambda: step(s, here))  # noqa: B023 (called at once)
         finally:  # an interrupted step's time counts too: the run that finishes it adds the rest
             seconds = time.perf_counter() - tic
-            if _stamps(at.models_root) != before:
+            if _stamps(at.models_root) != before and is_main():
                 _add_time(record, name, seconds, at)
-        print(f"      done in {seconds:.0f} s", flush=True)
+        _say(f"      done in {seconds:.0f} s")
     return record
 
 
@@ -124,12 +150,21 @@ def prepare(s: StudySpec, at: Place, budget: float | None = None) -> str:
 
 def run_findings(s: StudySpec, at: Place, budget: float | None = None) -> dict[str, Any]:
     """Print the plan, run every step, then write the findings table, the page and its figures under ``at.out``;
-    return the table's path, the page's, the figures', the run's record and the plan's text."""
-    plan = prepare(s, at, budget)
+    return the table's path, the page's, the figures', the run's record and the plan's text.
+
+    Under ``torchrun`` every process runs this: the steps share their work out (:data:`STEPS`), every process
+    reads the results back into the table (so that the steps' groups form alike) and rank 0 writes the page."""
+    with _group(at):
+        plan = on_main(lambda: prepare(s, at, budget))
     record = run_steps(s, at)
-    print("[page] the findings table, the page and its figures", flush=True)
-    if not _table_is_current(s, at, record):
-        _write_if_changed(_csv(collect(s, at, record)), at.table)
+    _say("[page] the findings table, the page and its figures")
+    alone = world_size() == 1
+    if not (alone and _table_is_current(s, at, record)):
+        table = _csv(collect(s, at, record))  # the same on every process
+        if is_main():
+            _write_if_changed(table, at.table)
+    if not is_main():
+        return {"table": at.table, "page": at.page, "figures": [], "record": record, "plan": plan}
     write_page(at.table, at.page)
     figures = draw_figures(s, at, pd.read_csv(at.table))
     print(f"page: {at.page}\ntable: {at.table}\nspec: {Path(at.models_root) / 'spec.json'}", flush=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import paths
 from ..attacks import FGSM
+from ..distributed import shard
 from ..errors import DataNotFoundError
 from ..probes import ProbeConfig, run_probes
 from ..retraining import RetrainingStudy, run_comparison
@@ -109,6 +110,14 @@ def run_all_probes(s: StudySpec, at: Place) -> dict[tuple[str, int, int], Path]:
     """Probe every swept checkpoint of both regimes; their result files by ``(regime, init, epoch)``."""
     return {(regime, init, epoch): run_probes(probe_config(s, at, regime, init, epoch))[0]
             for regime in s.regimes for init in range(1, s.train.inits + 1) for epoch in s.swept_epochs}
+
+
+def deal_probes(s: StudySpec, at: Place) -> None:
+    """The probe step: under torchrun each process probes its share of the swept checkpoints (round-robin)."""
+    keys = [(regime, init, epoch) for regime in s.regimes for init in range(1, s.train.inits + 1)
+            for epoch in s.swept_epochs]
+    for key in shard(keys):
+        run_probes(probe_config(s, at, *key))
 
 
 def retraining_study(s: StudySpec, at: Place, score: Score) -> RetrainingStudy:
