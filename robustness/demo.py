@@ -35,7 +35,7 @@ from .defense import defense_table, format_results, load_or_train, tsne_figure
 from .errors import InvalidArgument
 from .figures import comparison_plot_name, draw_and_save, learning_curves_plot_name, tsne_plot_name
 from .files import load_json, save_json
-from .findings import Place, StudySpec, preset
+from .findings import Place, StudySpec, preset, spec_dict
 from .report import format_table
 from .retraining import format_comparison, run_comparison
 from .scoring import Comparison, ScoresTable, compare, plot_comparison, score_study, study_sets
@@ -126,7 +126,7 @@ def run_demo(spec: StudySpec | None = None, at: Place | None = None) -> dict[str
         defense_model = load_or_train(s.defense_arch, t.dataset, epochs=s.defense_epochs, **common)
         defense_loader = make_loader(test_split, 100, subset=s.defense_subset, seed=t.seed)
         report = paths.report_path(s.defense_arch, t.dataset, "demo_defense", at.models_root)
-        settings = {k: v for k, v in s.to_dict().items() if k.startswith("defense")}
+        settings = {k: v for k, v in spec_dict(s).items() if k.startswith("defense")}
         defense = _cached(report, {**settings, "seed": t.seed},
                           lambda: defense_table(defense_model, defense_loader, e))
         x, y = loader_to_tensors(defense_loader)

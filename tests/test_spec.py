@@ -11,9 +11,9 @@ import pytest
 
 from robustness.cli import main
 from robustness.errors import InvalidArgument
-from robustness.findings import PRESETS, Place, StudySpec, load_spec, make_plan, preset, save_spec
+from robustness.findings import PRESETS, Place, StudySpec, load_spec, make_plan, preset, save_spec, spec_dict
 from robustness.findings.plan import SPLIT_SIZES, StepPlan, check_budget
-from robustness.findings.spec import claim_folder
+from robustness.findings.specfile import claim_folder
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -41,7 +41,7 @@ def test_the_model_is_set_everywhere_and_a_mismatch_is_refused() -> None:
     (lambda d: d["train"].update(subset=0), "subset must be at least 1"),
 ])
 def test_a_bad_spec_file_is_one_clear_error(change, message: str, tmp_path: Path) -> None:
-    data = preset("smoke").to_dict()
+    data = spec_dict(preset("smoke"))
     change(data)
     (tmp_path / "spec.json").write_text(json.dumps(data))
     with pytest.raises(InvalidArgument, match=message):

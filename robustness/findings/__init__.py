@@ -12,7 +12,9 @@ from .check import every_kth
 from .page import render
 from .plan import make_plan, predict
 from .run import prepare, run_findings, run_steps, write_page
-from .spec import PRESETS, Place, StudySpec, default_place, load_spec, preset, save_spec
+from .spec import PRESETS, Place, StudySpec, default_place, preset
+from .specfile import load_spec, save_spec, spec_dict, spec_from_dict
 
 __all__ = ["PRESETS", "Place", "StudySpec", "default_place", "every_kth", "load_spec", "make_plan", "predict",
-           "prepare", "preset", "render", "run_findings", "run_steps", "save_spec", "write_page"]
+           "prepare", "preset", "render", "run_findings", "run_steps", "save_spec", "spec_dict", "spec_from_dict",
+           "write_page"]

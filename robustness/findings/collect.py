@@ -31,6 +31,7 @@ from ..scoring import (
 from ..study import attack_tag
 from ..vocab import SCORES
 from .spec import Place, StudySpec
+from .specfile import spec_dict
 from .steps import (
     depth_config,
     run_all_probes,
@@ -44,7 +45,7 @@ from .table import COLUMNS, row
 def settings_rows(s: StudySpec, at: Place, record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every setting of the spec, nested ones by their dotted names (``sweep.thresholds``, ``scoring.baseline``),
     the device used, and the seconds each step spent computing."""
-    rows = [row("setting", name, text=_setting(name, value)) for name, value in flat_settings(s.to_dict()).items()]
+    rows = [row("setting", name, text=_setting(name, value)) for name, value in flat_settings(spec_dict(s)).items()]
     rows.append(row("setting", "device used", text=str(pick_device(at.device))))
     rows += [row("time", step, entry["seconds"], entry.get("load", math.nan), text=str(entry["runs"]))
              for step, entry in record["steps"].items()]

@@ -29,7 +29,8 @@ from .collect import collect, settings_rows
 from .figures import draw_figures
 from .page import render
 from .plan import check_budget, plan_text, predict
-from .spec import Place, StudySpec, claim_folder
+from .spec import Place, StudySpec
+from .specfile import claim_folder
 from .steps import deal_probes, run_checks, run_rechecks, run_retraining, run_sweeps, train_models
 from .table import COLUMNS
 
