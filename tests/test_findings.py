@@ -145,48 +145,20 @@ def test_a_row_names_only_columns_of_the_table() -> None:
 # ---------------------------------------------------------------- the whole run
 
 
-@pytest.mark.slow
-def test_the_run_end_to_end_then_a_rerun_only_rewrites_the_page(tmp_path: Path) -> None:
-    s, at = preset("smoke"), Place(str(tmp_path / "models"), str(tmp_path / "out"), device="cpu")
-    out = run_findings(s, at)
-    frame = pd.read_csv(at.table)
-    assert out["page"].read_text() == render(frame)
-    sections = set(frame.section)
-    assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
-            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= sections
-    settings = dict(zip(frame[frame.section == "setting"].quantity, frame[frame.section == "setting"].text,
-                        strict=True))
-    assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
-    assert frame.flagged.dtype == bool and set(frame[frame.section == "regime"].other_label) <= {
-        "fragile", "robust", "antifragile", "uncertain", "undefined"}
-    scores = frame[frame.section == "score"]
-    assert set(scores.regime) == set(s.regimes)
-    assert ((scores.lo <= scores.value + 1e-9) & (scores.value <= scores.hi + 1e-9)).all()
-    eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
-    assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
-    assert all(p.is_file() for p in out["figures"])
-    assert load_spec(tmp_path / "models") == s == load_spec(tmp_path / "out" / "spec.json")
-    record = json.loads((tmp_path / "models" / "run.json").read_text())
-    assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
-    page_before, table_before = at.page.read_text(), at.table.read_text()
-    figures_before = {p: p.stat().st_mtime_ns for p in out["figures"]}
-    run_findings(s, at)
-    assert json.loads((tmp_path / "models" / "run.json").read_text()) == record  # nothing recomputed
-    assert at.page.read_text() == page_before and at.table.read_text() == table_before
-    assert {p: p.stat().st_mtime_ns for p in out["figures"]} == figures_before  # not redrawn
-
-
-def _tracked_state() -> str:
-    """What git sees of the checkout: changed and untracked files (the tests' own runs must add none)."""
-    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
+def _checkout_state() -> tuple[str, dict[str, str]]:
+    """The checkout's untracked files and the committed page's files (a run must add or change none)."""
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout
+    return untracked, {p.name: p.read_bytes().hex() for p in [PAGE, *TABLE.parent.iterdir()]}
 
 
 @pytest.mark.slow
-def test_the_smoke_preset_from_the_command_line_plans_first_stays_in_its_folders_and_refuses_another_subset(
+def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_another_subset(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line end to end: the plan before any work, the page, table, figures and spec in the run's own
+    folders (nothing in the checkout), a rerun that recomputes nothing, and a changed subset refused."""
     monkeypatch.chdir(ROOT)  # a relative default would land in the checkout
-    before = _tracked_state()
+    before = _checkout_state()
     models, out = tmp_path / "models", tmp_path / "out"
     command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
     assert main(command) == 0
@@ -194,11 +166,41 @@ def test_the_smoke_preset_from_the_command_line_plans_first_stays_in_its_folders
     assert printed.index("plan of the smoke preset") < printed.index("[1/6]")
     total = re.search(r"total +(\d+) s", printed)
     assert total and int(total.group(1)) > 0
-    assert (out / "findings.md").is_file() and (out / "findings" / "findings.csv").is_file()
-    assert _tracked_state() == before
+    assert _checkout_state() == before
+
+    s, at = preset("smoke"), Place(str(models), str(out))
+    frame = pd.read_csv(at.table)
+    assert at.page.read_text() == render(frame)
+    assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
+            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= set(
+        frame.section)
+    settings = frame[frame.section == "setting"]
+    settings = dict(zip(settings.quantity, settings.text, strict=True))
+    assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
+    assert frame.flagged.dtype == bool
+    assert set(frame[frame.section == "regime"].other_label) <= {"fragile", "robust", "antifragile", "uncertain"}
+    scores = frame[frame.section == "score"]
+    assert set(scores.regime) == set(s.regimes)
+    assert ((scores.lo <= scores.value + 1e-9) & (scores.value <= scores.hi + 1e-9)).all()
+    eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
+    assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
+    figures = sorted(at.figures.glob("*.png"))
+    assert len(figures) == 6
+    assert load_spec(models) == s == load_spec(out / "spec.json")
+    record = json.loads((models / "run.json").read_text())
+    assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
+
+    page_before, table_before = at.page.read_text(), at.table.read_text()
+    figures_before = {p: p.stat().st_mtime_ns for p in figures}
+    assert main(command) == 0
+    assert json.loads((models / "run.json").read_text()) == record  # nothing recomputed
+    assert at.page.read_text() == page_before and at.table.read_text() == table_before
+    assert {p: p.stat().st_mtime_ns for p in figures} == figures_before  # not redrawn
+
     edited = json.loads((models / "spec.json").read_text())
     edited["train"]["subset"] = 500
     (tmp_path / "edited.json").write_text(json.dumps(edited))
+    capsys.readouterr()
     assert main([*command, "--spec", str(tmp_path / "edited.json")]) == 2
     assert "first train.subset: 1000 there, 500 in this run" in capsys.readouterr().err
 

@@ -67,7 +67,8 @@ def test_the_plan_counts_follow_from_the_sizes() -> None:
     n_train, n_test = s.train.subset, SPLIT_SIZES["mnist5k"][1]
     epochs, inits, k = s.train.epochs, s.train.inits, s.adversarial.steps
     assert plan["train"].forward == {"mnist_cnn": inits * epochs * (n_train + n_test + n_train * (1 + k) + n_test)}
-    assert plan["train"].backward == {"mnist_cnn": inits * epochs * (n_train + n_train * (1 + k))}
+    assert plan["train"].backward == {"mnist_cnn": inits * epochs * n_train * k}  # the attack's, to the input
+    assert plan["train"].weight_backward == {"mnist_cnn": inits * epochs * 2 * n_train}
     finer = {p.name: p for p in make_plan(replace(s, sweep=replace(s.sweep, thresholds=5),
                                                   check=replace(s.check, thresholds=9)))}
     calibration = 2 * (inits * 2 + 1) * 2 * s.sweep.eps_images * 12  # forward passes of the eps calibrations
@@ -76,7 +77,7 @@ def test_the_plan_counts_follow_from_the_sizes() -> None:
 
 
 def test_a_plan_over_the_budget_names_the_largest_step_and_what_to_reduce() -> None:
-    steps = [StepPlan("train", {}, {}, 30.0), StepPlan("sweep", {}, {}, 600.0)]
+    steps = [StepPlan("train", {}, {}, {}, 30.0), StepPlan("sweep", {}, {}, {}, 600.0)]
     check_budget(steps, 11)
     with pytest.raises(InvalidArgument, match=r"10.5 min, over the budget of 5 min: the largest step is sweep .*"
                                               r"reduce sweep.thresholds"):

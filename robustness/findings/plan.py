@@ -11,7 +11,7 @@ refuses a plan over ``--budget``, naming what to reduce.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,11 +35,13 @@ REDUCE = {"train": "train.epochs, train.inits or train.subset", "sweep": "sweep.
 
 @dataclass(frozen=True)
 class StepPlan:
-    """One step's work: images through a model forward and back, by architecture, and the predicted seconds."""
+    """One step's work, by architecture: images through a model forward, back to the input (an attack's step) and
+    back to the weights (a training step), and the predicted seconds."""
 
     name: str
     forward: dict[str, int]
     backward: dict[str, int]
+    weight_backward: dict[str, int]
     seconds: float = 0.0
 
 
@@ -64,19 +66,18 @@ def make_plan(s: StudySpec) -> list[StepPlan]:
     layers = {a: len(select_layers(build_model(a, t.dataset))) for a in {arch, depth}}
     main = len(s.sweep.layers) if s.sweep.layers is not None else layers[arch]
     masks = s.sweep.null_masks + 1 if s.sweep.random_baseline else 1
-    fwd: dict[str, dict[str, int]] = {k: {} for k in REDUCE}
-    bwd: dict[str, dict[str, int]] = {k: {} for k in REDUCE}
+    passes: dict[str, list[dict[str, int]]] = {k: [{}, {}, {}] for k in REDUCE}
 
-    def add(step: str, a: str, f: int, b: int, times: int = 1) -> None:
-        fwd[step][a] = fwd[step].get(a, 0) + f * times
-        bwd[step][a] = bwd[step].get(a, 0) + b * times
+    def add(step: str, a: str, f: int, b: int, times: int = 1, w: int = 0) -> None:
+        for counts, n in zip(passes[step], (f, b, w), strict=True):
+            counts[a] = counts.get(a, 0) + n * times
 
     k = s.adversarial.steps or (10 if s.adversarial.method == "pgd" else 1)
     for regime_steps in (0, k):  # standard, then adversarial: the attack's passes on every batch
-        add("train", arch, t.epochs * (n_train * (1 + regime_steps) + n_test), t.epochs * n_train * (1 + regime_steps),
-            t.inits)
+        add("train", arch, t.epochs * (n_train * (1 + regime_steps) + n_test), t.epochs * n_train * regime_steps,
+            t.inits, w=t.epochs * n_train)
     if depth != arch:
-        add("train", depth, t.epochs * (n_train + n_test), t.epochs * n_train, t.inits)
+        add("train", depth, t.epochs * (n_train + n_test), 0, t.inits, w=t.epochs * n_train)
     per_checkpoint = [a + b for a, b in zip(_sweep(main, s.sweep.thresholds, s.sweep.bn_images, evaluated),
                                             _calibration(s), strict=True)]
     checkpoints = t.inits * len(s.swept_epochs) + len(s.lowpass_inits)
@@ -95,47 +96,51 @@ def make_plan(s: StudySpec) -> list[StepPlan]:
     r = s.retraining
     trained = (3 + r.random_sets) * r.seeds * r.epochs * min(r.subset or n_train, n_train)
     tested = (4 + r.random_sets) * r.seeds * evaluated
-    add("retrain", arch, trained + tested * (3 + r.pgd_steps), trained + tested * (1 + r.pgd_steps),
-        len(s.retrain_scores))
-    return [StepPlan(name, fwd[name], bwd[name]) for name in REDUCE]
+    add("retrain", arch, trained + tested * (3 + r.pgd_steps), tested * (1 + r.pgd_steps), len(s.retrain_scores),
+        w=trained)
+    return [StepPlan(name, *passes[name]) for name in REDUCE]
 
 
-def time_passes(archs: set[str], dataset: str, device: str, batch: int = 64, repeats: int = 3) -> dict[str, tuple[
-        float, float]]:
-    """Per architecture, the seconds of one image forward (no gradient) and of one image's backward pass on
-    ``device``: the median over ``repeats`` batches of random images, after a warm-up batch."""
+def time_passes(archs: set[str], dataset: str, device: str, batch: int = 256, repeats: int = 3) -> dict[
+        str, tuple[float, float, float]]:
+    """Per architecture, the seconds per image on ``device`` of a forward pass (no gradient), of a backward pass to
+    the input (an attack's) and of one to the weights (a training step's, BatchNorm in train mode): the fastest of
+    ``repeats`` batches of random images after a warm-up batch (the fastest, since other work on the machine only
+    ever slows a batch down)."""
     where = pick_device(device)
     shape = dataset_info(dataset).shape
     found = {}
     for arch in sorted(archs):
-        model = build_model(arch, dataset).to(where).eval()
+        model = build_model(arch, dataset).to(where)
         x = torch.rand(batch, *shape, device=where)
-        forward, both = [], []
-        for i in range(repeats + 1):
-            tic = time.perf_counter()
-            with torch.no_grad():
-                model(x)
-            mid = time.perf_counter()
-            model(x.requires_grad_()).sum().backward()
-            if where.type == "cuda":
-                torch.cuda.synchronize()
-            end = time.perf_counter()
-            x = x.detach()
-            if i:  # the first batch warms up
-                forward.append(mid - tic)
-                both.append(end - mid)
-        f, b = sorted(forward)[repeats // 2] / batch, sorted(both)[repeats // 2] / batch
-        found[arch] = (f, max(b - f, 0.0))
+        found[arch] = tuple(min(_seconds(model, x, kind) for _ in range(repeats + 1)) / batch
+                            for kind in ("forward", "input", "weights"))
+        forward = found[arch][0]
+        found[arch] = (forward, max(found[arch][1] - forward, 0.0), max(found[arch][2] - forward, 0.0))
     return found
+
+
+def _seconds(model: torch.nn.Module, x: torch.Tensor, kind: str) -> float:
+    """The seconds of one batch: forward only, or forward and backward to the input or to the weights."""
+    model.train(kind == "weights")
+    model.requires_grad_(kind == "weights")
+    tic = time.perf_counter()
+    if kind == "forward":
+        with torch.no_grad():
+            model(x)
+    else:
+        model(x.detach().requires_grad_(kind == "input")).sum().backward()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - tic
 
 
 def predict(s: StudySpec, at: Place) -> list[StepPlan]:
     """The plan with each step's predicted seconds on the run's device (from :func:`time_passes`)."""
     steps = make_plan(s)
     per_image = time_passes({s.train.arch, s.depth.arch}, s.train.dataset, at.device)
-    return [StepPlan(p.name, p.forward, p.backward,
-                     sum(n * per_image[a][0] for a, n in p.forward.items())
-                     + sum(n * per_image[a][1] for a, n in p.backward.items())) for p in steps]
+    return [replace(p, seconds=sum(n * per_image[a][i] for i, counts in enumerate(
+        (p.forward, p.backward, p.weight_backward)) for a, n in counts.items())) for p in steps]
 
 
 def plan_text(s: StudySpec, at: Place, steps: list[StepPlan]) -> str:
@@ -144,8 +149,8 @@ def plan_text(s: StudySpec, at: Place, steps: list[StepPlan]) -> str:
              f"steps already written are read back, not recomputed):",
              f"  {'step':<8} {'forward passes':>16} {'backward passes':>16} {'predicted':>11}"]
     for p in steps:
-        lines.append(f"  {p.name:<8} {sum(p.forward.values()):>16,} {sum(p.backward.values()):>16,} "
-                     f"{p.seconds:>9.0f} s")
+        backward = sum(p.backward.values()) + sum(p.weight_backward.values())
+        lines.append(f"  {p.name:<8} {sum(p.forward.values()):>16,} {backward:>16,} {p.seconds:>9.0f} s")
     total = sum(p.seconds for p in steps)
     lines.append(f"  {'total':<8} {'':>16} {'':>16} {total:>9.0f} s ({total / 60:.1f} min)")
     return "\n".join(lines)
