@@ -212,7 +212,7 @@ def test_under_torchrun_the_steps_are_dealt_and_the_table_equals_one_process(tmp
     from test_distributed import torchrun
 
     s = preset("smoke")
-    s = replace(s, sweep=replace(s.sweep, layers=("conv2", "fc2")), check=replace(s.check, layers=("fc2",)))
+    s = replace(s, sweep=replace(s.sweep, layers=("conv1", "conv2", "fc2")), check=replace(s.check, layers=("fc2",)))
     alone = Place(str(tmp_path / "alone"), str(tmp_path / "alone" / "page"), device="cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in torchrun's processes: CPU convolutions round alike only with equal thread counts

@@ -101,7 +101,7 @@ def make_plan(s: StudySpec) -> list[StepPlan]:
     return [StepPlan(name, *passes[name]) for name in REDUCE]
 
 
-def time_passes(archs: set[str], dataset: str, device: str, batch: int = 256, repeats: int = 3) -> dict[
+def time_passes(archs: set[str], dataset: str, device: str, batch: int = 128, repeats: int = 2) -> dict[
         str, tuple[float, float, float]]:
     """Per architecture, the seconds per image on ``device`` of a forward pass (no gradient), of a backward pass to
     the input (an attack's) and of one to the weights (a training step's, BatchNorm in train mode): the fastest of

@@ -186,8 +186,8 @@ class Place:
 def default_place(preset: str, models_root: str | None = None, out: str | None = None, **where: str) -> Place:
     """A preset's place: its own models root under ``saved_models/`` (the findings preset's is the committed run's,
     ``saved_models/Findings``), the page in a ``page`` folder inside it."""
-    root = models_root or str(paths.DEFAULT_MODELS_ROOT / ("Findings" if preset == "findings" else
-                                                           f"Findings-{preset}"))
+    own = paths.FINDINGS_MODELS_ROOT
+    root = models_root or str(own if preset == "findings" else own.with_name(f"{own.name}-{preset}"))
     return Place(models_root=root, out=out or str(Path(root) / "page"), **where)
 
 
