@@ -104,3 +104,15 @@ def test_place_defaults_keep_each_preset_apart() -> None:
     smoke, findings = default_place("smoke"), default_place("findings")
     assert smoke.models_root != findings.models_root and Path(smoke.out).parent == Path(smoke.models_root)
     assert isinstance(smoke, Place) and isinstance(preset("paper"), StudySpec)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--adv-eps", "0.2"], "--adv-eps set without --adv-train"),
+    (["--adv-train", "none"], "compares standard training with adversarial training"),
+    (["--spec", "missing.json"], "no spec file at missing.json"),
+])
+def test_bad_options_are_one_error_before_any_work(options: list[str], message: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["findings", "--preset", "smoke", "--models-root", str(tmp_path / "m"), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -47,6 +47,12 @@ def add_findings(sub: Sub) -> None:
                    help="only rewrite the page from the findings table already written (no model is run)")
     adv_train_options(p)
     p.set_defaults(run=run_findings, arch=None, dataset=None, seed=None, models_root=None, adv_train=None)
+    for action in p._actions:  # the shared groups' defaults give way to the preset's
+        if action.dest in ("arch", "dataset", "seed", "adv_train"):
+            action.help = f"{action.help.split(' (default')[0]} (default: the preset's)"
+        elif action.dest == "models_root":
+            action.help = "root of the study's checkpoints and results (default saved_models/Findings-<preset>; " \
+                          "saved_models/Findings for the findings preset)"
 
 
 def spec_of(args: argparse.Namespace):  # noqa: ANN201 (the spec type is imported when the command runs)
@@ -60,8 +66,10 @@ def spec_of(args: argparse.Namespace):  # noqa: ANN201 (the spec type is importe
     s = s.with_model(args.arch, args.dataset)
     if args.seed is not None:
         s = s.with_seed(args.seed)
-    if args.adv_train is not None:
-        s = replace(s, adversarial=adv_training_of(args))
+    if args.adv_train is not None or args.adv_eps is not None or args.adv_steps is not None or args.adv_warmup:
+        # --adv-eps and the like without --adv-train: adv_training_of names the missing option
+        s = replace(s, adversarial=adv_training_of(argparse.Namespace(**{**vars(args),
+                                                                         "adv_train": args.adv_train or "none"})))
     return s
 
 
