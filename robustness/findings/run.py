@@ -153,17 +153,17 @@ def run_findings(s: StudySpec, at: Place, budget: float | None = None) -> dict[s
     """Print the plan, run every step, then write the findings table, the page and its figures under ``at.out``;
     return the table's path, the page's, the figures', the run's record and the plan's text.
 
-    Under ``torchrun`` every process runs this: the steps share their work out (:data:`STEPS`), every process
-    reads the results back into the table (so that the steps' groups form alike) and rank 0 writes the page."""
-    with _group(at):
+    Under ``torchrun`` every process runs this in one process group (a group made twice in one process would
+    reuse the first one's addresses): the steps share their work out (:data:`STEPS`), every process reads the
+    results back into the table (the re-check's reading joins the group) and rank 0 writes the page."""
+    with _group(at) as here:
         plan = on_main(lambda: prepare(s, at, budget))
-    record = run_steps(s, at)
-    _say("[page] the findings table, the page and its figures")
-    alone = world_size() == 1
-    if not (alone and _table_is_current(s, at, record)):
-        table = _csv(collect(s, at, record))  # the same on every process
-        if is_main():
-            _write_if_changed(table, at.table)
+        record = run_steps(s, here)
+        _say("[page] the findings table, the page and its figures")
+        if not (world_size() == 1 and _table_is_current(s, at, record)):
+            table = _csv(collect(s, here, record))  # the same on every process
+            if is_main():
+                _write_if_changed(table, at.table)
     if not is_main():
         return {"table": at.table, "page": at.page, "figures": [], "record": record, "plan": plan}
     write_page(at.table, at.page)
