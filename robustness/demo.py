@@ -29,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from . import paths
 from .data import load_dataset, loader_to_tensors, make_loader
 from .defense import defense_table, format_results, load_or_train, tsne_figure
@@ -36,8 +38,10 @@ from .errors import InvalidArgument
 from .figures import comparison_plot_name, draw_and_save, learning_curves_plot_name, tsne_plot_name
 from .files import load_json, save_json
 from .findings import Place, StudySpec, preset, spec_dict
+from .models import load_checkpoint
 from .report import format_table
 from .retraining import format_comparison, run_comparison
+from .runtime import pick_device
 from .scoring import Comparison, ScoresTable, compare, plot_comparison, score_study, study_sets
 from .study import StudyConfig, attack_tag, plot_study, recheck_study, run_study
 from .training import plot_learning_curves, train
@@ -123,7 +127,7 @@ def run_demo(spec: StudySpec | None = None, at: Place | None = None) -> dict[str
                   "model and preemptively: through the defense each query would run it whole (the test-time Square "
                   "run is in docs/defense.md)"):
         test_split = load_dataset(t.dataset, train=False)
-        defense_model = load_or_train(s.defense_arch, t.dataset, epochs=s.defense_epochs, **common)
+        defense_model = _defense_model(s, at)
         defense_loader = make_loader(test_split, 100, subset=s.defense_subset, seed=t.seed)
         report = paths.report_path(s.defense_arch, t.dataset, "demo_defense", at.models_root)
         settings = {k: v for k, v in spec_dict(s).items() if k.startswith("defense")}
@@ -151,6 +155,18 @@ def run_demo(spec: StudySpec | None = None, at: Place | None = None) -> dict[str
             "labels": {score: t.label_counts() for score, t in local.items()}, "recheck": recheck,
             "comparison": comparison.rows(), "defense": defense, "retraining": retraining, "written": written,
             "seconds": seconds}
+
+
+def _defense_model(s: StudySpec, at: Place) -> nn.Module:
+    """The model the defense protects: ``defense_arch`` trained as the defense's original project did, or, when the
+    study trains that architecture itself (the smoke preset), the study's final Init_1 checkpoint: one tree holds
+    one training of an architecture, and the trainer refuses to continue it with other settings."""
+    t = s.train
+    if s.defense_arch != t.arch:
+        return load_or_train(s.defense_arch, t.dataset, epochs=s.defense_epochs, seed=t.seed, device=at.device,
+                             models_root=at.models_root)
+    path = paths.checkpoint_path(t.arch, t.dataset, 1, t.epochs, at.models_root)
+    return load_checkpoint(path, t.arch, t.dataset, map_location=pick_device(at.device))[0].eval()
 
 
 def _compare(s: StudySpec, at: Place, files: list[Path], tag: str) -> Comparison:
