@@ -21,12 +21,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# The demo preset (about 10 minutes on 2 cores): the same study spec as the findings run, at the demo's sizes.
 demo: $(STAMP)
-	$(PY) -m robustness demo
+	$(PY) -m robustness demo --preset demo
 
 # The study at full size (under 2 hours on 2 cores from empty folders; a rerun only rewrites docs/findings.md).
+# The only run that writes docs/: any other preset writes its page under its own --out.
 findings: $(STAMP)
-	$(PY) -m robustness findings
+	$(PY) -m robustness findings --preset findings --models-root saved_models/Findings --out docs
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check robustness tests benchmarks

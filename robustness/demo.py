@@ -1,23 +1,22 @@
-"""The main job, ``python -m robustness demo``: the whole study on ``mnist5k``, at a size whose labels mean something.
+"""The main job, ``python -m robustness demo`` (``make demo``): the ``demo`` preset's study on ``mnist5k``, at a size
+whose labels mean something, in about 10 minutes on a 2-core CPU.
 
-Train ResNet-18 (3 initialisations); for each checkpoint, calibrate FGSM eps to a target
-adversarial accuracy on held-out test images; sweep the high-pass filter over four layers
-(the stem, the first convolutions of stages 2 and 4, the classifier) on 500 test images at
-9 thresholds, re-estimating the BatchNorm statistics at every threshold; score the layers
-with paired bootstrap intervals against the density baseline; re-check with PGD the most
-robust-looking layer of Init_1; compare the initialisations' labels and rankings; evaluate
-the defensive perturbation with t-SNE plots; compare selective retraining. Every step
-reuses what an earlier run wrote, so a rerun (or a run after an interruption) only does
+The preset (:func:`robustness.findings.preset`, ``"demo"``) is a :class:`~robustness.findings.StudySpec` like the
+findings run's: train ResNet-18 (3 initialisations); for each checkpoint, calibrate FGSM eps to a target
+adversarial accuracy on held-out test images; sweep the high-pass filter over four layers (the stem, the first
+convolutions of stages 2 and 4, the classifier) on 500 test images at 9 thresholds, re-estimating the BatchNorm
+statistics at every threshold; score the layers with paired bootstrap intervals; re-check with PGD the most
+robust-looking layer of Init_1; compare the initialisations' labels and rankings; evaluate the defensive
+perturbation (the spec's :class:`~robustness.defense.DefenseEvaluation`) with t-SNE plots; compare selective
+retraining. Every step reuses what an earlier run wrote, so a rerun (or a run after an interruption) only does
 what is missing.
 
 Why this subset: ResNet-18 evaluates about 450 images per second under FGSM on a 2-core
 CPU, so one threshold of 500 images with the BatchNorm re-estimation costs about 1.5 s and
 a 9-threshold sweep of one layer about 14 s, for each of 3 initialisations: all 21 layers
-would take 15 minutes on their own. A global sweep costs as much as one more layer
-(``scopes=("local", "global")`` adds it). A PGD re-check (20 steps, 2 restarts) of one
+would take 15 minutes on their own. A PGD re-check (20 steps, 2 restarts) of one
 layer costs about ten times its FGSM sweep, so the demo re-checks one layer with 10 steps
-and no restart. The full study is ``python -m robustness filter --calibrate-eps 0.5`` then
-``python -m robustness scores``.
+and no restart. The whole study at full size is ``python -m robustness findings --preset findings``.
 """
 
 from __future__ import annotations
@@ -26,80 +25,26 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from . import paths
-from .attacks import FGSM
 from .data import load_dataset, loader_to_tensors, make_loader
-from .defense import Defense, DefenseEvaluation, defense_table, format_results, load_or_train, tsne_figure
+from .defense import defense_table, format_results, load_or_train, tsne_figure
+from .errors import InvalidArgument
 from .figures import comparison_plot_name, draw_and_save, learning_curves_plot_name, tsne_plot_name
 from .files import load_json, save_json
+from .findings import Place, StudySpec, preset, spec_dict
+from .models import load_checkpoint
 from .report import format_table
-from .retraining import RetrainingStudy, format_comparison, run_comparison
-from .scoring import Comparison, ScoresTable, Scoring, compare, plot_comparison, score_study, study_sets
+from .retraining import format_comparison, run_comparison
+from .runtime import pick_device
+from .scoring import Comparison, ScoresTable, compare, plot_comparison, score_study, study_sets
 from .study import StudyConfig, attack_tag, plot_study, recheck_study, run_study
-from .training import TrainConfig, plot_learning_curves, train
-
-# ResNet-18 from input to output: the stem, the first convolutions of stages 2 and 4, the classifier.
-DEMO_LAYERS = ("conv1", "layer2.0.conv1", "layer4.0.conv1", "fc")
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes of the demo; the defaults fit in 10 minutes on a 2-core CPU."""
-
-    arch: str = "resnet18"
-    dataset: str = "mnist5k"
-    inits: int = 3
-    epochs: int = 2
-    train_subset: int | None = None
-    eval_subset: int = 500
-    eps_images: int = 300
-    thresholds: int = 9
-    bn_images: int = 500
-    layers: tuple[str, ...] | None = DEMO_LAYERS
-    scopes: tuple[str, ...] = ("local",)
-    target_adv_acc: float = 0.5
-    recheck_inits: tuple[int, ...] = (1,)
-    recheck_layers: int = 1
-    recheck_steps: int = 10
-    recheck_restarts: int = 1
-    n_boot: int = 1000
-    tau: float = 0.05
-    defense_arch: str = "mnist_cnn"
-    defense_epochs: int = 3
-    defense_subset: int = 50
-    defense_eps: float = 0.2
-    defense_alpha: float = 0.05
-    defense_steps: int = 5  # PGD steps of the attack the defense is evaluated against (Defense.steps)
-    defense_def_steps: int = 5  # the defense's own optimisation steps (Defense.def_steps)
-    # Each APGD iteration through the defense at test time runs it whole (def_steps x (steps + 2) passes):
-    # 25 iterations instead of AutoAttack's 100 keep the test-time column within the demo's budget.
-    defense_apgd_steps: int = 25
-    defense_square_queries: int = 1000
-    retrain_inits: tuple[int, ...] = (1,)
-    retrain_seeds: int = 3
-    retrain_random_sets: int = 5
-    retrain_subset: int = 200
-    retrain_pgd_steps: int = 3
-    seed: int = 0
-    device: str = "auto"
-    models_root: str = str(paths.DEFAULT_MODELS_ROOT)
-    plots_root: str = str(paths.DEFAULT_PLOTS_ROOT)
-
-    @classmethod
-    def smoke(cls, **overrides: Any) -> DemoSettings:
-        """Tiny settings for the tests: the same steps in seconds."""
-        tiny = dict(arch="mnist_cnn", inits=2, epochs=1, train_subset=300, eval_subset=60, eps_images=60,
-                    scopes=("local", "global"),
-                    thresholds=3, bn_images=60, layers=None, recheck_steps=3, n_boot=100, defense_epochs=1,
-                    defense_subset=16,
-                    defense_steps=2, defense_def_steps=2, defense_apgd_steps=5, defense_square_queries=100,
-                    retrain_seeds=2, retrain_random_sets=1, retrain_subset=100,
-                    retrain_pgd_steps=2)
-        return replace(cls(), **{**tiny, **overrides})
+from .training import plot_learning_curves, train
 
 
 @contextmanager
@@ -125,91 +70,84 @@ def _cached(path: Path, settings: dict[str, Any], compute) -> Any:
     return result
 
 
-def study_config(s: DemoSettings) -> StudyConfig:
-    """The demo's filtering study: high-pass, local over ``s.layers`` and global, FGSM calibrated per checkpoint."""
-    return StudyConfig(
-        attack=FGSM(0.1), arch=s.arch, dataset=s.dataset, inits=tuple(range(1, s.inits + 1)), epochs=(s.epochs,),
-        kinds=("highpass",), scopes=s.scopes, thresholds=s.thresholds, layers=s.layers, subset=s.eval_subset,
-        seed=s.seed, calibrate_eps=s.target_adv_acc, eps_images=s.eps_images, bn="recalibrate",
-        bn_images=s.bn_images,
-        # Channels-last: the same accuracies, and 1.9x faster on this CPU too (benchmarks/sweep.py).
-        channels_last=True, device=s.device, models_root=s.models_root,
-    )
+def study_config(s: StudySpec, at: Place) -> StudyConfig:
+    """The demo's filtering study: the spec's sweep (high-pass, local) at the final epoch of every initialisation."""
+    return replace(s.sweep, inits=tuple(range(1, s.train.inits + 1)), epochs=(s.train.epochs,), device=at.device,
+                   models_root=at.models_root)
 
 
-def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
-    """Run every step of the study; print a summary; return the numbers and the files written."""
-    s = settings
+def run_demo(spec: StudySpec | None = None, at: Place | None = None) -> dict[str, Any]:
+    """Run every step of the demo preset's study (or ``spec``'s, which must hold a defense) into ``at`` (its
+    ``out`` is the figures' folder; default ``saved_models/`` and ``plots/``); print a summary; return the numbers and
+    the files written."""
+    s = spec or preset("demo")
+    at = at or Place(str(paths.DEFAULT_MODELS_ROOT), str(paths.DEFAULT_PLOTS_ROOT))
+    if s.defense is None:
+        raise InvalidArgument(f"the demo evaluates the defense: the {s.preset} spec has none (use --preset demo)")
+    t, sweep, r, check = s.train, s.sweep, s.retraining, s.recheck
     tic = time.perf_counter()
-    before = _snapshot(s.models_root, s.plots_root)
-    arch_name, data_name = paths.arch_dir_name(s.arch), paths.dataset_dir_name(s.dataset)
-    common = dict(seed=s.seed, device=s.device, models_root=s.models_root)
-    scoring = Scoring(tau=s.tau, n_boot=s.n_boot, seed=s.seed)
-    config = study_config(s)
+    before = _snapshot(at.models_root, at.out)
+    arch_name, data_name = paths.arch_dir_name(t.arch), paths.dataset_dir_name(t.dataset)
+    common = dict(seed=t.seed, device=at.device, models_root=at.models_root)
+    scoring = s.scoring
+    config = study_config(s, at)
     tag = attack_tag(config)
 
-    with _step(1, f"training {s.inits} initialisations of {s.arch} on {s.dataset} for {s.epochs} epochs"):
-        histories = train(TrainConfig(arch=s.arch, dataset=s.dataset, inits=s.inits, epochs=s.epochs,
-                                      subset=s.train_subset, **common))
+    with _step(1, f"training {t.inits} initialisations of {t.arch} on {t.dataset} for {t.epochs} epochs"):
+        histories = train(replace(t, device=at.device, models_root=at.models_root))
         draw_and_save(lambda: plot_learning_curves(histories, f"{arch_name} on {data_name}"),
-                      learning_curves_plot_name(s.arch, s.dataset), s.plots_root,
-                      keep_if_newer_than=[paths.history_path(s.arch, s.dataset, i, s.models_root)
-                                          for i in range(1, s.inits + 1)])
+                      learning_curves_plot_name(t.arch, t.dataset), at.out,
+                      keep_if_newer_than=[paths.history_path(t.arch, t.dataset, i, at.models_root)
+                                          for i in range(1, t.inits + 1)])
 
-    layers = ", ".join(s.layers) if s.layers else "every layer"
-    with _step(2, f"synaptic filtering of each epoch-{s.epochs} checkpoint: FGSM eps calibrated to "
-                  f"{s.target_adv_acc:.0%} accuracy on {s.eps_images} held-out test images; high-pass filter, "
-                  f"{' and '.join(s.scopes)} (layers {layers}); {s.thresholds} thresholds, {s.eval_subset} test "
-                  f"images, BatchNorm re-estimated on {s.bn_images} training images at every threshold"):
+    layers = ", ".join(sweep.layers) if sweep.layers else "every layer"
+    with _step(2, f"synaptic filtering of each epoch-{t.epochs} checkpoint: FGSM eps calibrated to "
+                  f"{sweep.calibrate_eps:.0%} accuracy on {sweep.eps_images} held-out test images; high-pass filter, "
+                  f"{' and '.join(sweep.scopes)} (layers {layers}); {sweep.thresholds} thresholds, {sweep.subset} test "
+                  f"images, BatchNorm re-estimated on {sweep.bn_images} training images at every threshold"):
         files = run_study(config)
 
-    with _step(3, f"filtering scores with {s.n_boot} paired bootstrap resamples, density baseline, tau {s.tau:g}; "
-                  "plots"):
-        tables = score_study(s.arch, s.dataset, kinds=("highpass",), root=s.models_root, attack=tag, scoring=scoring)
-        plot_study(s.arch, s.dataset, tables, models_root=s.models_root, plots_root=s.plots_root, redraw=False)
+    with _step(3, f"filtering scores with {scoring.n_boot} paired bootstrap resamples, {scoring.baseline} baseline, "
+                  f"tau {scoring.tau:g}; plots"):
+        tables = score_study(t.arch, t.dataset, kinds=("highpass",), root=at.models_root, attack=tag, scoring=scoring)
+        plot_study(t.arch, t.dataset, tables, models_root=at.models_root, plots_root=at.out, redraw=False)
 
-    with _step(4, f"PGD re-check ({s.recheck_steps} steps, {s.recheck_restarts} start(s)) of the "
-                  f"{s.recheck_layers} most robust-looking layer(s) of Init {', '.join(map(str, s.recheck_inits))}; "
-                  f"invariance across the {s.inits} initialisations"):
-        recheck = recheck_study(config, checkpoints=[(i, s.epochs) for i in s.recheck_inits], limit=s.recheck_layers,
-                                steps=s.recheck_steps, restarts=s.recheck_restarts, scoring=scoring)
-        comparison = _compare(s, files, tag)
+    with _step(4, f"PGD re-check ({check.steps} steps, {check.restarts} start(s)) of the {check.limit or 'every'} "
+                  f"most robust-looking layer(s) of Init {', '.join(map(str, check.inits))}; invariance across the "
+                  f"{t.inits} initialisations"):
+        recheck = recheck_study(config, checkpoints=[(i, t.epochs) for i in check.inits], limit=check.limit,
+                                steps=check.steps, restarts=check.restarts, scoring=scoring)
+        comparison = _compare(s, at, files, tag)
 
-    with _step(5, f"defensive perturbation ({s.defense_arch}, PGD-linf eps {s.defense_eps}, "
-                  f"{s.defense_subset} test images); oracle labels preemptive only (no deployed system has them); "
-                  f"APGD {s.defense_apgd_steps} iterations, not 100, since at test time each one runs the whole "
-                  f"defense ({s.defense_def_steps * (s.defense_steps + 2)} passes); Square ({s.defense_square_queries} "
-                  "queries) on the undefended model and preemptively: through the defense each query would run it "
-                  "whole (the test-time Square run is in docs/defense.md)"):
-        test_split = load_dataset(s.dataset, train=False)
-        defense_model = load_or_train(s.defense_arch, s.dataset, epochs=s.defense_epochs, **common)
-        defense_loader = make_loader(test_split, 100, subset=s.defense_subset, seed=s.seed)
-        report = paths.report_path(s.defense_arch, s.dataset, "demo_defense", s.models_root)
-        defense = _cached(
-            report,
-            _settings(s, *(k for k in asdict(s) if k.startswith("def")), "seed"),
-            lambda: defense_table(defense_model, defense_loader, DefenseEvaluation(
-                s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps,
-                apgd_steps=s.defense_apgd_steps, square_queries=s.defense_square_queries,
-                skip=("test-time/oracle",), square_threats=("preemptive",), seed=s.seed)),
-        )
+    e, d = s.defense, s.defense.defense
+    with _step(5, f"defensive perturbation ({s.defense_arch}, PGD-{d.norm} eps {d.eps}, {s.defense_subset} test "
+                  f"images); oracle labels preemptive only (no deployed system has them); APGD {e.apgd_steps} "
+                  f"iterations, not 100, since at test time each one runs the whole defense "
+                  f"({d.def_steps * (d.steps + 2)} passes); Square ({e.square_queries} queries) on the undefended "
+                  "model and preemptively: through the defense each query would run it whole (the test-time Square "
+                  "run is in docs/defense.md)"):
+        test_split = load_dataset(t.dataset, train=False)
+        defense_model = _defense_model(s, at)
+        defense_loader = make_loader(test_split, 100, subset=s.defense_subset, seed=t.seed)
+        report = paths.report_path(s.defense_arch, t.dataset, "demo_defense", at.models_root)
+        settings = {k: v for k, v in spec_dict(s).items() if k.startswith("defense")}
+        defense = _cached(report, {**settings, "seed": t.seed},
+                          lambda: defense_table(defense_model, defense_loader, e))
         x, y = loader_to_tensors(defense_loader)
-        predicted = Defense(s.defense_eps, s.defense_alpha, s.defense_steps, s.defense_eps, "linf", s.defense_def_steps)
-        draw_and_save(lambda: tsne_figure(defense_model, x, y, predicted, seed=s.seed),
-                      tsne_plot_name(s.defense_arch, s.dataset, "linf", predicted.label), s.plots_root,
+        draw_and_save(lambda: tsne_figure(defense_model, x, y, d, seed=t.seed),
+                      tsne_plot_name(s.defense_arch, t.dataset, d.norm, d.label), at.out,
                       keep_if_newer_than=[report])
 
-    with _step(6, f"selective retraining of Init {', '.join(map(str, s.retrain_inits))} for one epoch of "
-                  f"{s.retrain_subset} training images: robust + antifragile layers (high-pass adversarial labels "
-                  f"agreed by every initialisation) against none, all, fragile and {s.retrain_random_sets} matched "
-                  f"random sets, {s.retrain_seeds} seeds each, on {s.eval_subset} test images"):
-        retraining, _ = run_comparison(RetrainingStudy(
-            s.arch, s.dataset, "highpass", "adversarial", inits=tuple(s.retrain_inits), epoch=s.epochs,
-            attack_tag=tag, scoring=scoring, seeds=s.retrain_seeds, random_sets=s.retrain_random_sets,
-            subset=s.retrain_subset, test_subset=s.eval_subset, pgd_steps=s.retrain_pgd_steps, plots_root=s.plots_root,
-            **common))
+    with _step(6, f"selective retraining of Init {', '.join(map(str, r.inits or ()))} for one epoch of "
+                  f"{r.subset} training images: robust + antifragile layers (high-pass adversarial labels agreed by "
+                  f"every initialisation) against none, all, fragile and {r.random_sets} matched random sets, "
+                  f"{r.seeds} seeds each, on {sweep.subset} test images"):
+        retraining, _ = run_comparison(replace(
+            r, score="adversarial", epoch=t.epochs, attack_tag=tag, scoring=scoring, test_subset=sweep.subset,
+            plots_root=at.out, **common))
 
-    written = sorted(str(p) for p, digest in _snapshot(s.models_root, s.plots_root).items() if before.get(p) != digest)
+    written = sorted(str(p) for p, digest in _snapshot(at.models_root, at.out).items()
+                     if before.get(p) != digest)
     seconds = time.perf_counter() - tic
     _print_summary(tables, recheck, comparison, defense, retraining, written=written, seconds=seconds)
     local = {t.score: t for t in tables if t.scope == "local"}
@@ -219,21 +157,28 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
             "seconds": seconds}
 
 
-def _compare(s: DemoSettings, files: list[Path], tag: str) -> Comparison:
+def _defense_model(s: StudySpec, at: Place) -> nn.Module:
+    """The model the defense protects: ``defense_arch`` trained as the defense's original project did, or, when the
+    study trains that architecture itself (the smoke preset), the study's final Init_1 checkpoint: one tree holds
+    one training of an architecture, and the trainer refuses to continue it with other settings."""
+    t = s.train
+    if s.defense_arch != t.arch:
+        return load_or_train(s.defense_arch, t.dataset, epochs=s.defense_epochs, seed=t.seed, device=at.device,
+                             models_root=at.models_root)
+    path = paths.checkpoint_path(t.arch, t.dataset, 1, t.epochs, at.models_root)
+    return load_checkpoint(path, t.arch, t.dataset, map_location=pick_device(at.device))[0].eval()
+
+
+def _compare(s: StudySpec, at: Place, files: list[Path], tag: str) -> Comparison:
     """Compare the initialisations' local scores; save the figure (kept while the results are older)."""
-    scoring = Scoring(tau=s.tau, n_boot=s.n_boot, seed=s.seed)
-    sets = study_sets(s.arch, s.dataset, "highpass", by="init", epoch=s.epochs, attack=tag, root=s.models_root,
-                      scoring=scoring)
-    comparison = compare(sets, scoring=scoring)
-    name = comparison_plot_name(s.arch, s.dataset, "init", "highpass", "density")
-    title = f"{s.arch} on {s.dataset}: high-pass local scores of the initialisations, epoch {s.epochs}"
-    draw_and_save(lambda: plot_comparison(comparison, title), name, s.plots_root, keep_if_newer_than=files)
+    t = s.train
+    sets = study_sets(t.arch, t.dataset, "highpass", by="init", epoch=t.epochs, attack=tag, root=at.models_root,
+                      scoring=s.scoring)
+    comparison = compare(sets, scoring=s.scoring)
+    name = comparison_plot_name(t.arch, t.dataset, "init", "highpass", s.scoring.baseline)
+    title = f"{t.arch} on {t.dataset}: high-pass local scores of the initialisations, epoch {t.epochs}"
+    draw_and_save(lambda: plot_comparison(comparison, title), name, at.out, keep_if_newer_than=files)
     return comparison
-
-
-def _settings(s: DemoSettings, *names: str) -> dict[str, Any]:
-    """The named fields of ``s``: what a cached step's result depends on."""
-    return {name: getattr(s, name) for name in names}
 
 
 def _print_summary(

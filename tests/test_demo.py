@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from robustness.demo import DemoSettings, run_demo
+from robustness.demo import run_demo
 from robustness.figures import tsne_plot_name
+from robustness.findings import Place, preset
 
 pytestmark = pytest.mark.slow  # the whole demo, twice
 
 
 def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = DemoSettings.smoke(models_root=str(tmp_path / "saved_models"), plots_root=str(tmp_path / "plots"))
-    first = run_demo(settings)
+    spec = preset("smoke")
+    spec = replace(spec, recheck=replace(spec.recheck, limit=1))  # as the demo preset: the most robust-looking layer
+    at = Place(str(tmp_path / "saved_models"), str(tmp_path / "plots"), device="cpu")
+    first = run_demo(spec, at)
     names = {Path(p).name for p in first["written"]}
-    assert "MnistCNN_MNIST5K_1epochs.ckpt" in names
-    assert {"Step_minmax", "global_data", "reports", "retraining"} <= {Path(p).parent.name for p in first["written"]}
-    tsne = tsne_plot_name(settings.defense_arch, settings.dataset, "linf", "predicted")
+    assert "MnistCNN_MNIST5K_2epochs.ckpt" in names
+    assert {"Step_minmax", "reports", "retraining"} <= {Path(p).parent.name for p in first["written"]}
+    tsne = tsne_plot_name(spec.defense_arch, spec.train.dataset, "linf", "predicted")
     assert {f"{tsne}.png", f"{tsne}.pdf"} <= names and any("_scores_" in n for n in names)
     assert any(n.startswith("compare_") for n in names) and any("pgd_recheck" in n for n in names)
     assert set(first["eps"]) == {"Init_1", "Init_2"} and all(0 < eps < 1 for eps in first["eps"].values())
@@ -31,7 +35,7 @@ def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys:
     assert "undefended_square" not in first["defense"]["test-time/predicted"]
     assert [row["variant"] for row in first["retraining"]][:4] == ["none", "robust+antifragile", "all", "fragile"]
 
-    second = run_demo(settings)
+    second = run_demo(spec, at)
     assert second["written"] == []
     assert second["eps"] == first["eps"] and second["labels"] == first["labels"]
     assert second["recheck"] == first["recheck"] and second["defense"] == first["defense"]

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +17,10 @@ import pytest
 import torch
 
 from robustness.attacks import FGSM
+from robustness.cli import main
 from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
-from robustness.findings import FindingsSettings, every_kth, render, run_findings
+from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings, run_steps, save_spec
 from robustness.findings.check import _clean_correct_only
 from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining
 from robustness.findings.table import COLUMNS, row
@@ -140,26 +145,89 @@ def test_a_row_names_only_columns_of_the_table() -> None:
 # ---------------------------------------------------------------- the whole run
 
 
+def _checkout_state() -> tuple[str, dict[str, str]]:
+    """The checkout's untracked files and the committed page's files (a run must add or change none)."""
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout
+    return untracked, {p.name: p.read_bytes().hex() for p in [PAGE, *TABLE.parent.iterdir()]}
+
+
 @pytest.mark.slow
-def test_the_run_end_to_end_then_a_rerun_only_rewrites_the_page(tmp_path: Path) -> None:
-    s = FindingsSettings.smoke(models_root=str(tmp_path / "models"), docs_root=str(tmp_path / "docs"), device="cpu")
-    out = run_findings(s)
-    frame = pd.read_csv(s.table)
-    assert out["page"].read_text() == render(frame)
-    sections = set(frame.section)
+def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_another_subset(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line end to end: the plan before any work, the page, table, figures and spec in the run's own
+    folders (nothing in the checkout), a rerun that recomputes nothing, and a changed subset refused."""
+    monkeypatch.chdir(ROOT)  # a relative default would land in the checkout
+    before = _checkout_state()
+    models, out = tmp_path / "models", tmp_path / "out"
+    command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("plan of the smoke preset") < printed.index("[1/6]")
+    total = re.search(r"total +(\d+) s", printed)
+    assert total and int(total.group(1)) > 0
+    assert _checkout_state() == before
+
+    s, at = preset("smoke"), Place(str(models), str(out))
+    frame = pd.read_csv(at.table)
+    assert at.page.read_text() == render(frame)
     assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
-            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= sections
+            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= set(
+        frame.section)
+    settings = frame[frame.section == "setting"]
+    settings = dict(zip(settings.quantity, settings.text, strict=True))
+    assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
+    assert frame.flagged.dtype == bool
+    assert set(frame[frame.section == "regime"].other_label) <= {"fragile", "robust", "antifragile", "uncertain"}
     scores = frame[frame.section == "score"]
     assert set(scores.regime) == set(s.regimes)
     assert ((scores.lo <= scores.value + 1e-9) & (scores.value <= scores.hi + 1e-9)).all()
     eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
-    assert ((eps.value - s.target_adv_acc).abs() < 0.2).all()  # calibrated (on other images) towards the target
-    assert all(p.is_file() for p in out["figures"])
-    record = json.loads((tmp_path / "models" / "run.json").read_text())
+    assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
+    figures = sorted(at.figures.glob("*.png"))
+    assert len(figures) == 6
+    assert load_spec(models) == s == load_spec(out / "spec.json")
+    record = json.loads((models / "run.json").read_text())
     assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
-    page_before, table_before = s.page.read_text(), s.table.read_text()
-    figures_before = {p: p.stat().st_mtime_ns for p in out["figures"]}
-    run_findings(s)
-    assert json.loads((tmp_path / "models" / "run.json").read_text()) == record  # nothing recomputed
-    assert s.page.read_text() == page_before and s.table.read_text() == table_before
-    assert {p: p.stat().st_mtime_ns for p in out["figures"]} == figures_before  # not redrawn
+
+    page_before, table_before = at.page.read_text(), at.table.read_text()
+    figures_before = {p: p.stat().st_mtime_ns for p in figures}
+    assert main(command) == 0
+    assert json.loads((models / "run.json").read_text()) == record  # nothing recomputed
+    assert at.page.read_text() == page_before and at.table.read_text() == table_before
+    assert {p: p.stat().st_mtime_ns for p in figures} == figures_before  # not redrawn
+
+    edited = json.loads((models / "spec.json").read_text())
+    edited["train"]["subset"] = 500
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert main([*command, "--spec", str(tmp_path / "edited.json")]) == 2
+    assert "first train.subset: 1000 there, 500 in this run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_steps_are_dealt_and_the_table_equals_one_process(tmp_path: Path) -> None:
+    """Two gloo processes share out the sweeps, checks, re-checks and probes (retraining on rank 0) of a small
+    study on the same checkpoints; the table they write equals one process's, less the seconds."""
+    from test_distributed import torchrun
+
+    s = preset("smoke")
+    s = replace(s, sweep=replace(s.sweep, layers=("conv1", "conv2", "fc2")), check=replace(s.check, layers=("fc2",)))
+    alone = Place(str(tmp_path / "alone"), str(tmp_path / "alone" / "page"), device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in torchrun's processes: CPU convolutions round alike only with equal thread counts
+    try:
+        run_steps(s, alone, only=("train",))
+        shutil.copytree(alone.models_root, tmp_path / "sharded")
+        run_findings(s, alone)
+    finally:
+        torch.set_num_threads(threads)
+    save_spec(s, tmp_path / "spec")
+    out = torchrun("findings", "--spec", str(tmp_path / "spec" / "spec.json"), "--models-root",
+                   str(tmp_path / "sharded"), "--out", str(tmp_path / "sharded" / "page"), "--device", "cpu",
+                   cwd=tmp_path).stdout
+    assert out.count("plan of the smoke preset") == 1, "only rank 0 plans and prints"
+    expected, found = (pd.read_csv(Path(root) / "page" / "findings" / "findings.csv")
+                       for root in (alone.models_root, tmp_path / "sharded"))
+    pd.testing.assert_frame_equal(found[found.section != "time"].reset_index(drop=True),
+                                  expected[expected.section != "time"].reset_index(drop=True))

@@ -314,12 +314,12 @@ def test_tables_round_trip_through_a_plain_csv(tmp_path) -> None:
     assert path == paths.scores_table_path("resnet18", "mnist5k", "highpass", "local", "clean", tmp_path,
                                            tag="fgsm_acc0.5_density")
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("score,filter,scope,attack,baseline,tau,floor,ci,n_boot,bn,grid,regime,layer,epoch,"
+    assert lines[0].startswith("score,filter,scope,attack,baseline,tau,floor,ci,n_boot,seed,bn,grid,regime,layer,epoch,"
                                "init,")
     assert len(lines) == 1 + 8  # one row per (layer, epoch, initialisation) present
     back = read_table(path)
-    for name in ("layers", "epochs", "inits", "init_labels", "checkpoints", "tau", "floor", "coverage", "n_boot",
-                 "bn", "grid", "baseline", "attack", "score", "kind", "scope", "regime"):
+    for name in ("layers", "epochs", "inits", "init_labels", "checkpoints", "scoring", "bn", "grid", "attack", "score",
+                 "kind", "scope", "regime"):
         assert getattr(back, name) == getattr(table, name), name
     for name in ("per_init", "lo", "hi", "se", "values", "sd"):
         np.testing.assert_array_equal(getattr(back, name), getattr(table, name))

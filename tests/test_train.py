@@ -215,6 +215,19 @@ def test_resuming_with_another_recipe_is_refused(tmp_path: Path) -> None:
         train(TrainConfig.from_recipe("cifar", **{**_settings(cosine), "epochs": 2, "subset": 100}))
 
 
+@pytest.mark.parametrize(("field", "value"), [("subset", 200), ("seed", 1), ("lr", 1e-2), ("batch_size", 50)])
+def test_resuming_with_another_number_changing_setting_is_refused(tmp_path: Path, field: str, value) -> None:
+    train(_config(tmp_path, epochs=1, subset=100))
+    before = read_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, tmp_path))["state_dict"]
+    asked = {"subset": 100, field: value}
+    with pytest.raises(InvalidArgument, match=rf"was trained with {field}=.*this run asks for {value!r}: resume it "
+                                              rf"with the same {field}"):
+        train(_config(tmp_path, epochs=2, **asked))
+    assert not paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 2, tmp_path).exists()
+    after = read_checkpoint(paths.checkpoint_path("mnist_cnn", "mnist5k", 1, 1, tmp_path))["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.slow
 def test_cifar_stem_resnet_trains_on_cifar10_files_and_loads_back(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -255,7 +255,7 @@ def run_defend(args: argparse.Namespace) -> int:
         model = load_or_train(args.arch, args.dataset, epochs=args.train_epochs, seed=args.seed, device=args.device,
                               models_root=args.models_root, data_root=args.data_root)
     results = defense_table(model, loader, DefenseEvaluation(
-        args.eps, args.alpha, args.steps, budget, args.norm, args.def_steps, args.def_lr, threats=threats,
+        next(iter(defenses.values())), threats=threats,
         labels=labels, ensemble=args.ensemble, restarts=args.restarts, apgd_steps=args.apgd_steps,
         square_queries=args.square_queries, eot_samples=args.eot_samples, seed=args.seed))
     first = next(iter(results.values()))
@@ -289,17 +289,17 @@ def add_demo(sub: Sub) -> None:
                                    "plots, re-check one layer with PGD, compare the initialisations, evaluate the "
                                    "defensive perturbation with t-SNE plots, and compare selective retraining. A "
                                    "rerun reuses everything already written.")
-    p.add_argument("--smoke", action="store_true", help="tiny settings: every step in seconds (for tests)")
+    p.add_argument("--preset", default="demo", choices=["demo", "smoke"],
+                   help="the study's sizes: demo (about 10 minutes on 2 cores) or smoke (seconds, for tests); the "
+                        "same presets as the findings command's (default demo)")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo."""
-    from ..demo import DemoSettings  # noqa: PLC0415 (keeps --help fast)
-    from ..demo import run_demo as demo
+    """Run the demo preset's study (or the smoke preset's)."""
+    from ..demo import run_demo as demo  # noqa: PLC0415 (keeps --help fast)
+    from ..findings import Place, preset  # noqa: PLC0415
 
     writable_folders(args.models_root, args.plots_root)
-    options = dict(models_root=args.models_root, plots_root=args.plots_root, device=args.device, seed=args.seed)
-    demo(DemoSettings.smoke(**options) if args.smoke else DemoSettings(**options))
+    demo(preset(args.preset).with_seed(args.seed), Place(args.models_root, args.plots_root, device=args.device))
     return 0
-

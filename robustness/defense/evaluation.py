@@ -34,7 +34,7 @@ the gain and distances are computed by :func:`robustness.defense.report.summaris
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 from ..attacks import APGD, PGD, Square, geometry
 from ..errors import InvalidArgument
 from ..runtime import frozen_eval, progress
-from ..vocab import LabelMode, Norm, Threat
+from ..vocab import LabelMode, Threat
 from .perturbation import Defense, StraightThrough, _check_images, attack_deployed
 from .report import summarise_defense
 from .square import SQUARE_QUERIES, square_through_defense
@@ -201,20 +201,14 @@ def _outcomes(
 
 @dataclass(frozen=True)
 class DefenseEvaluation:
-    """How :func:`defense_table` evaluates the defense, checked when made: the defense against
-    PGD(``eps``, ``alpha``, ``steps``, ``norm``) with its ``budget``, ``def_steps`` and ``lr``; the ``threats``
-    and ``labels`` it is evaluated in (columns ``"<threat>/<label>"``, less those in ``skip``); the attack
-    ``ensemble`` with its ``restarts``, ``apgd_steps``, ``square_queries`` (Square in the columns of
+    """How :func:`defense_table` evaluates ``defense`` (a :class:`Defense`: the attack it defends against, its
+    budget, steps and lr; its own label mode is replaced by each of ``labels``), checked when made: the
+    ``threats`` and ``labels`` it is evaluated in (columns ``"<threat>/<label>"``, less those in ``skip``); the
+    attack ``ensemble`` with its ``restarts``, ``apgd_steps``, ``square_queries`` (Square in the columns of
     ``square_threats`` only) and ``eot_samples``; the ``seed`` of every draw; ``ci`` and ``n_boot`` of the
     intervals."""
 
-    eps: float
-    alpha: float
-    steps: int
-    budget: float | None
-    norm: Norm = "linf"
-    def_steps: int = 79
-    lr: float = 0.1
+    defense: Defense
     threats: tuple[Threat, ...] = get_args(Threat)
     labels: tuple[LabelMode, ...] = ("predicted", "oracle")
     ensemble: tuple[EnsembleAttack, ...] = ENSEMBLE
@@ -229,6 +223,9 @@ class DefenseEvaluation:
     square_threats: tuple[Threat, ...] = get_args(Threat)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.defense, Defense):
+            raise InvalidArgument(f"defense must be a Defense (the attack, budget and steps of the defensive "
+                                  f"perturbation), got {type(self.defense).__name__}")
         for name in ("threats", "labels", "skip", "square_threats"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
@@ -244,8 +241,7 @@ class DefenseEvaluation:
 
     def defenses(self) -> dict[LabelMode, Defense]:
         """The defense of each label mode (each checks its own settings)."""
-        return {label: Defense(self.eps, self.alpha, self.steps, self.budget, self.norm, self.def_steps, self.lr,
-                               label) for label in self.labels}
+        return {label: replace(self.defense, label=label) for label in self.labels}
 
 
 def defense_table(model: nn.Module, loader: DataLoader, evaluation: DefenseEvaluation) -> dict[str, dict[str, Any]]:
@@ -271,7 +267,7 @@ def defense_table(model: nn.Module, loader: DataLoader, evaluation: DefenseEvalu
     """
     e = evaluation
     defenses = e.defenses()
-    ensemble, norm, skip, eot_samples = e.ensemble, e.norm, e.skip, e.eot_samples
+    ensemble, norm, skip, eot_samples = e.ensemble, e.defense.norm, e.skip, e.eot_samples
     batches = [(x, torch.as_tensor(y)) for x, y in loader]  # one pass: every column pairs the same images
     if sum(len(y) for _, y in batches) == 0:
         raise InvalidArgument("the loader yielded no images: pass a loader over a non-empty dataset")
@@ -315,7 +311,10 @@ def evaluate_defense(
     **settings: Any,
 ) -> dict[str, Any]:
     """One column of :func:`defense_table`: the defense evaluated in one threat model and label mode;
-    ``settings`` are the other fields of :class:`DefenseEvaluation` (``eps``, ``alpha``, ``steps`` and
-    ``budget`` are required)."""
-    evaluation = DefenseEvaluation(threats=(threat,), labels=(label,), **settings)
+    ``settings`` are the fields of :class:`Defense` (``eps``, ``alpha``, ``steps`` and ``budget`` are required)
+    and the other fields of :class:`DefenseEvaluation`."""
+    own = {f.name for f in fields(Defense)} - {"label"}
+    defense = Defense(**{k: v for k, v in settings.items() if k in own})
+    evaluation = DefenseEvaluation(defense, threats=(threat,), labels=(label,),
+                                   **{k: v for k, v in settings.items() if k not in own})
     return defense_table(model, loader, evaluation)[f"{threat}/{label}"]

@@ -1,13 +1,20 @@
-"""The findings run: the study at full size, and the page that says what it finds (``make findings``).
+"""A study as one composed spec, and the page that says what it finds (``robustness findings``, ``make findings``).
 
-:func:`run_findings` trains what is missing, runs every step resumably (:mod:`robustness.findings.steps`),
-gathers every number it reports into one table (:mod:`robustness.findings.collect`) and writes the page
-from that table alone (:mod:`robustness.findings.page`) with its figures (:mod:`robustness.findings.figures`).
+:class:`StudySpec` (:mod:`robustness.findings.spec`) says what a study covers, nesting the toolkit's own settings
+objects; its presets are ``smoke``, ``demo``, ``findings`` and ``paper``. :func:`run_findings` prints the plan
+(:mod:`robustness.findings.plan`), trains what is missing, runs every step resumably
+(:mod:`robustness.findings.steps`), gathers every number it reports into one table
+(:mod:`robustness.findings.collect`) and writes the page from that table alone (:mod:`robustness.findings.page`)
+with its figures (:mod:`robustness.findings.figures`).
 """
 
 from .check import every_kth
 from .page import render
-from .run import run_findings, run_steps, write_page
-from .settings import FindingsSettings
+from .plan import make_plan, predict
+from .run import prepare, run_findings, run_steps, write_page
+from .spec import PRESETS, Place, StudySpec, default_place, preset
+from .specfile import load_spec, save_spec, spec_dict, spec_from_dict
 
-__all__ = ["FindingsSettings", "every_kth", "render", "run_findings", "run_steps", "write_page"]
+__all__ = ["PRESETS", "Place", "StudySpec", "default_place", "every_kth", "load_spec", "make_plan", "predict",
+           "prepare", "preset", "render", "run_findings", "run_steps", "save_spec", "spec_dict", "spec_from_dict",
+           "write_page"]

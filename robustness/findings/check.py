@@ -30,8 +30,8 @@ from ..filtering import SweepResult, load_results
 from ..scoring import layer_scores
 from ..study import result_path
 from ..vocab import SCORES
-from .settings import FindingsSettings
-from .steps import check_config, scoring, study_config
+from .spec import Place, StudySpec
+from .steps import check_config, study_config
 from .table import row
 
 SETTINGS = ("full", "thresholds", "chosen")  # the full sweep; it at every k-th threshold; the main study's
@@ -49,59 +49,59 @@ def every_kth(result: SweepResult, k: int) -> SweepResult:
     return replace(result, **{name: list(getattr(result, name))[keep] for name in per_point}, **arrays)
 
 
-def _stride(s: FindingsSettings) -> int:
+def _stride(s: StudySpec, at: Place) -> int:
     """k such that the main grid is every k-th point of the check's grid."""
-    if (s.check_thresholds - 1) % (s.thresholds - 1):
-        raise InvalidArgument(f"check_thresholds - 1 ({s.check_thresholds - 1}) must be a multiple of thresholds - 1 "
-                              f"({s.thresholds - 1}): the main grid must be a sub-grid of the check's")
-    return (s.check_thresholds - 1) // (s.thresholds - 1)
+    if (s.check.thresholds - 1) % (s.sweep.thresholds - 1):
+        raise InvalidArgument(f"check_thresholds - 1 ({s.check.thresholds - 1}) must be a multiple of thresholds - 1 "
+                              f"({s.sweep.thresholds - 1}): the main grid must be a sub-grid of the check's")
+    return (s.check.thresholds - 1) // (s.sweep.thresholds - 1)
 
 
-def check_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def check_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Per regime, checked layer and score: the score and label at each setting of :data:`SETTINGS`; per regime
     the eps of the check and of the main study."""
     rows = []
     for regime in s.regimes:
-        check = check_config(s, regime)
+        check = check_config(s, at, regime)
         full_meta, full = load_results(result_path(check, 1, 0, "highpass", "local"))
-        main_meta, main = load_results(result_path(study_config(s, regime), 1, s.epochs, "highpass", "local"))
-        k = _stride(s)
+        main_meta, main = load_results(result_path(study_config(s, at, regime), 1, s.train.epochs, "highpass", "local"))
+        k = _stride(s, at)
         layers = list(full)
-        scored = {"full": layer_scores(full, scoring(s)),
-                  "thresholds": layer_scores({x: every_kth(full[x], k) for x in layers}, scoring(s)),
-                  "chosen": layer_scores({x: main[x] for x in layers}, scoring(s))}
-        where = {"arch": s.arch, "regime": regime, "init": 1, "epoch": s.epochs}
+        scored = {"full": layer_scores(full, s.scoring),
+                  "thresholds": layer_scores({x: every_kth(full[x], k) for x in layers}, s.scoring),
+                  "chosen": layer_scores({x: main[x] for x in layers}, s.scoring)}
+        where = {"arch": s.train.arch, "regime": regime, "init": 1, "epoch": s.train.epochs}
         for setting, found in scored.items():
             for layer in layers:
                 for score in SCORES:
                     lo, hi = found[layer]["ci"][score]
                     rows.append(row("check", f"{setting} {score}", found[layer][score], lo, hi,
-                                     found[layer]["labels"][score], layer=layer, **where))
+                                     label=found[layer]["labels"][score], layer=layer, **where))
         rows += [row("check", "full eps", full_meta["eps"], **where),
                  row("check", "chosen eps", main_meta["eps"], **where)]
     return rows
 
 
-def skip_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def skip_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Per regime over every high-pass sweep at the final epoch: the share of (threshold, image) pairs misclassified
     clean (the attacks skipping would save), the share of those classified correctly after FGSM, and the largest
     change of an adversarial score if those were counted as misclassified."""
     rows = []
     for regime in s.regimes:
-        config = study_config(s, regime)
+        config = study_config(s, at, regime)
         wrong = leaked = total = 0
         largest = 0.0
-        for init in range(1, s.inits + 1):
-            results = load_results(result_path(config, init, s.epochs, "highpass", "local"))[1]
-            as_is = layer_scores(results, scoring(s))
-            strict = layer_scores({x: _clean_correct_only(r) for x, r in results.items()}, scoring(s))
+        for init in range(1, s.train.inits + 1):
+            results = load_results(result_path(config, init, s.train.epochs, "highpass", "local"))[1]
+            as_is = layer_scores(results, s.scoring)
+            strict = layer_scores({x: _clean_correct_only(r) for x, r in results.items()}, s.scoring)
             for x, r in results.items():
                 wrong += int((~r.clean_correct).sum())
                 leaked += int((~r.clean_correct & r.adv_correct).sum())
                 total += r.clean_correct.size
                 change = abs(strict[x]["adversarial"] - as_is[x]["adversarial"])
                 largest = max(largest, 0.0 if np.isnan(change) else change)
-        where = {"arch": s.arch, "regime": regime, "epoch": s.epochs}
+        where = {"arch": s.train.arch, "regime": regime, "epoch": s.train.epochs}
         rows += [row("skip", "misclassified clean", wrong / total, text=str(total), **where),
                  row("skip", "of those correct after FGSM", leaked / max(wrong, 1), text=str(wrong), **where),
                  row("skip", "largest adversarial score change", largest, **where)]

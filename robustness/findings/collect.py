@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
@@ -30,49 +29,61 @@ from ..scoring import (
     study_sets,
 )
 from ..study import attack_tag
-from ..training import regime_tag
 from ..vocab import SCORES
-from .settings import FindingsSettings
+from .spec import Place, StudySpec
+from .specfile import spec_dict
 from .steps import (
     depth_config,
     run_all_probes,
     run_rechecks,
     run_retraining,
-    scoring,
     study_config,
 )
 from .table import COLUMNS, row
 
 
-def settings_rows(s: FindingsSettings, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The run's settings and the seconds each step spent computing."""
-    rows = [row("setting", name, text=_setting(value)) for name, value in asdict(s).items()
-            if name not in ("device", "models_root", "docs_root", "adv")]
-    rows.append(row("setting", "adv", text=f"{regime_tag(s.adv)}, {s.adv.k} steps of {s.adv.alpha:g}"))
-    rows.append(row("setting", "device used", text=str(pick_device(s.device))))
+def settings_rows(s: StudySpec, at: Place, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every setting of the spec, nested ones by their dotted names (``sweep.thresholds``, ``scoring.baseline``),
+    the device used, and the seconds each step spent computing."""
+    rows = [row("setting", name, text=_setting(name, value)) for name, value in flat_settings(spec_dict(s)).items()]
+    rows.append(row("setting", "device used", text=str(pick_device(at.device))))
     rows += [row("time", step, entry["seconds"], entry.get("load", math.nan), text=str(entry["runs"]))
              for step, entry in record["steps"].items()]
     return rows
 
 
-def _setting(value: Any) -> str:
-    """A setting as the page prints it: a tuple as its items, ``None`` as ``all``."""
+def flat_settings(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A spec's settings (:meth:`StudySpec.to_dict`) by dotted name."""
+    found: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, Mapping) and "class" not in value:
+            found.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def _setting(name: str, value: Any) -> str:
+    """A setting as the page prints it: a list as its items, ``None`` as ``all`` for a subset or layers; an attack
+    as its class and fields."""
     if value is None:
-        return "all"
-    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        return "all" if name.endswith(("subset", "layers")) else "none"
+    if isinstance(value, Mapping):
+        return f"{value['class']}(" + ", ".join(f"{k}={v}" for k, v in value.items() if k != "class") + ")"
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def score_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def score_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Every local score of every swept checkpoint (both filters, both regimes, the depth architecture) with its
     interval and label, and each checkpoint's eps and unfiltered accuracies."""
     rows = []
-    studies = [(s.arch, regime, study_config(s, regime)) for regime in s.regimes]
-    if s.depth_arch != s.arch:
-        studies.append((s.depth_arch, paths.STANDARD, depth_config(s)))
+    studies = [(s.train.arch, regime, study_config(s, at, regime)) for regime in s.regimes]
+    if s.depth.arch != s.train.arch:
+        studies.append((s.depth.arch, paths.STANDARD, depth_config(s, at)))
     for arch, regime, config in studies:
-        depths = arch_depths(arch, s.dataset)
-        tables = score_study(arch, s.dataset, kinds=("highpass", "lowpass"), scopes=("local",),
-                             root=config.models_root, attack=attack_tag(config), scoring=scoring(s))
+        depths = arch_depths(arch, s.train.dataset)
+        tables = score_study(arch, s.train.dataset, kinds=("highpass", "lowpass"), scopes=("local",),
+                             root=config.models_root, attack=attack_tag(config), scoring=s.scoring)
         where = {"arch": arch, "regime": regime}
         for t in tables:
             for i, layer in enumerate(t.layers):
@@ -80,17 +91,17 @@ def score_rows(s: FindingsSettings) -> list[dict[str, Any]]:
                     for k, init in enumerate(t.inits):
                         if t.init_labels[i][j][k] is not None:
                             rows.append(row("score", f"{t.kind} {t.score}", t.per_init[i, j, k], t.lo[i, j, k],
-                                             t.hi[i, j, k], t.init_labels[i][j][k], init=init, epoch=epoch,
+                                             t.hi[i, j, k], label=t.init_labels[i][j][k], init=init, epoch=epoch,
                                              layer=layer, depth=depths[layer], **where))
         first = tables[0]
         for (init, epoch), info in first.checkpoints.items():
-            at = {"init": init, "epoch": epoch, **where}
-            rows += [row("checkpoint", "eps", info["eps"], **at),
-                     row("checkpoint", "images", info["n_images"], **at),
+            cell = {"init": init, "epoch": epoch, **where}
+            rows += [row("checkpoint", "eps", info["eps"], **cell),
+                     row("checkpoint", "images", info["n_images"], **cell),
                      row("checkpoint", "clean accuracy", info["ref_clean_acc"], info["ref_clean_lo"],
-                          info["ref_clean_hi"], **at),
+                          info["ref_clean_hi"], **cell),
                      row("checkpoint", "adversarial accuracy", info["ref_adv_acc"], info["ref_adv_lo"],
-                          info["ref_adv_hi"], **at)]
+                          info["ref_adv_hi"], **cell)]
     return rows
 
 
@@ -105,118 +116,126 @@ def _pair_rows(section: str, comparison: Any, **where: Any) -> list[dict[str, An
     return rows
 
 
-def invariance_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def invariance_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Invariance of the high-pass scores over initialisations (at each swept epoch) and over epochs (per
     initialisation), in both regimes."""
     rows = []
     for regime in s.regimes:
-        config, where = study_config(s, regime), {"arch": s.arch, "regime": regime}
-        sets = dict(arch=s.arch, dataset=s.dataset, kind="highpass", attack=attack_tag(config),
-                    root=config.models_root, scoring=scoring(s))
+        config, where = study_config(s, at, regime), {"arch": s.train.arch, "regime": regime}
+        sets = dict(arch=s.train.arch, dataset=s.train.dataset, kind="highpass", attack=attack_tag(config),
+                    root=config.models_root, scoring=s.scoring)
         for epoch in s.swept_epochs:
             found = study_sets(by="init", epoch=epoch, **sets)
-            rows += _pair_rows("over inits", compare(found, scoring=scoring(s)), epoch=epoch, **where)
+            rows += _pair_rows("over inits", compare(found, scoring=s.scoring), epoch=epoch, **where)
         if len(s.swept_epochs) > 1:
-            for init in range(1, s.inits + 1):
+            for init in range(1, s.train.inits + 1):
                 found = study_sets(by="epoch", init=init, **sets)
-                rows += _pair_rows("over epochs", compare(found, scoring=scoring(s)), init=init, **where)
+                rows += _pair_rows("over epochs", compare(found, scoring=s.scoring), init=init, **where)
     return rows
 
 
-def regime_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def regime_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Standard minus adversarially trained, layer by layer, per initialisation at the final epoch; and the rank
     correlation of the adversarial-score difference with depth (interval from a bootstrap over layers)."""
     rows = []
     standard, adversarial = s.regimes
-    for init in range(1, s.inits + 1):
-        loaded = [regime_result(s.arch, s.dataset, "highpass", init, s.epochs, regime,
-                                attack=attack_tag(study_config(s, regime)), root=s.models_root)
+    for init in range(1, s.train.inits + 1):
+        loaded = [regime_result(s.train.arch, s.train.dataset, "highpass", init, s.train.epochs, regime,
+                                attack=attack_tag(study_config(s, at, regime)), root=at.models_root)
                   for regime in s.regimes]
-        result = compare_regimes(*loaded, names=s.regimes, scoring=scoring(s))
-        at = {"arch": s.arch, "regime": f"{standard} - {adversarial}", "init": init, "epoch": s.epochs}
+        result = compare_regimes(*loaded, names=s.regimes, scoring=s.scoring)
+        cell = {"arch": s.train.arch, "regime": f"{standard} - {adversarial}", "init": init, "epoch": s.train.epochs}
         for r in result.frame.itertuples():
             rows.append(row("regime", f"{r.score} difference", r.diff, r.diff_lo, r.diff_hi,
-                             f"{r.a_label} / {r.b_label}", layer=r.layer, depth=r.depth, **at))
-        rows += _pair_rows("regime pairs", result.comparison, **at)
+                             label=r.a_label, other_label=r.b_label, layer=r.layer, depth=r.depth, **cell))
+        rows += _pair_rows("regime pairs", result.comparison, **cell)
         adv = result.frame[result.frame.score == "adversarial"]
-        rho, lo, hi = rank_correlation(adv.depth.to_numpy(float), adv["diff"].to_numpy(float), 0.95, s.n_boot,
-                                       s.seed)
-        rows.append(row("regime trend", "adversarial difference vs depth rho", rho, lo, hi, **at))
+        rho, lo, hi = rank_correlation(adv.depth.to_numpy(float), adv["diff"].to_numpy(float), 0.95, s.scoring.n_boot,
+                                       s.train.seed)
+        rows.append(row("regime trend", "adversarial difference vs depth rho", rho, lo, hi, **cell))
     return rows
 
 
-def recheck_rows(s: FindingsSettings) -> list[dict[str, Any]]:
-    """The PGD re-check: per re-checked layer, the gain of FGSM over PGD (± 2 SE) and both attacks' labels."""
-    return [row("recheck", "gain", r["gain"], r["gain"] - 2 * r["se"], r["gain"] + 2 * r["se"],
-                 f"FGSM {r['fgsm adversarial']}/{r['fgsm difference']}, PGD {r['pgd adversarial']}/"
-                 f"{r['pgd difference']}" + (", flagged" if r["flagged"] else ""),
-                 arch=s.arch, regime=r["regime"], init=r["init"], epoch=r["epoch"], layer=r["layer"])
-            for r in run_rechecks(s)]
+def recheck_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
+    """The PGD re-check: per re-checked layer, the gain of FGSM over PGD (± 2 SE, flagged when it exceeds them) with
+    FGSM's and PGD's adversarial labels, and a row with their difference-score labels."""
+    rows = []
+    for r in run_rechecks(s, at):
+        where = dict(arch=s.train.arch, regime=r["regime"], init=r["init"], epoch=r["epoch"], layer=r["layer"])
+        rows += [row("recheck", "gain", r["gain"], r["gain"] - 2 * r["se"], r["gain"] + 2 * r["se"],
+                     label=r["fgsm adversarial"], other_label=r["pgd adversarial"], flagged=r["flagged"], **where),
+                 row("recheck", "difference labels", label=r["fgsm difference"], other_label=r["pgd difference"],
+                     **where)]
+    return rows
 
 
-def probe_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def probe_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """The re-initialisation probe of every swept checkpoint: each layer's adversarial-accuracy drop with its
     verdict, beside the high-pass adversarial label; the agreement and rho per checkpoint."""
     rows = []
-    for (regime, init, epoch), path in run_all_probes(s).items():
+    for (regime, init, epoch), path in run_all_probes(s, at).items():
         meta, probes = load_probes(path)
-        tag = attack_tag(study_config(s, regime))
-        scores = checkpoint_scores(s.arch, s.dataset, "highpass", init, epoch, attack=tag,
-                                   root=s.regime_root(regime), scoring=scoring(s))
+        tag = attack_tag(study_config(s, at, regime))
+        scores = checkpoint_scores(s.train.arch, s.train.dataset, "highpass", init, epoch, attack=tag,
+                                   root=at.regime_root(regime), scoring=s.scoring)
         frame, summary = probe_agreement(scores, probes, threshold=s.probe_threshold, depths=meta["depth"],
-                                         n_boot=s.n_boot, seed=s.seed)
-        at = {"arch": s.arch, "regime": regime, "init": init, "epoch": epoch}
-        rows += [row("probe", "adversarial drop", r.drop, r.drop_lo, r.drop_hi, f"{r.verdict} / {r.label}",
-                      layer=r.layer, depth=r.depth, **at) for r in frame.itertuples()]
-        rows += [row("probe agreement", "agreement", summary["agreement"], text=str(summary["n_confident"]), **at),
-                 row("probe agreement", "rho", summary["rho"], summary["rho_lo"], summary["rho_hi"], **at),
-                 row("probe agreement", "eps", meta["eps"], **at)]
+                                         n_boot=s.scoring.n_boot, seed=s.train.seed)
+        cell = {"arch": s.train.arch, "regime": regime, "init": init, "epoch": epoch}
+        rows += [row("probe", "adversarial drop", r.drop, r.drop_lo, r.drop_hi, label=r.verdict,
+                      other_label=r.label,
+                      layer=r.layer, depth=r.depth, **cell) for r in frame.itertuples()]
+        rows += [row("probe agreement", "agreement", summary["agreement"], text=str(summary["n_confident"]), **cell),
+                 row("probe agreement", "rho", summary["rho"], summary["rho_lo"], summary["rho_hi"], **cell),
+                 row("probe agreement", "eps", meta["eps"], **cell)]
     return rows
 
 
-def depth_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def depth_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """``arch`` beside ``depth_arch`` (standard, final epoch, each initialisation) on bins of normalised depth."""
-    if s.depth_arch == s.arch:
+    if s.depth.arch == s.train.arch:
         return []
     rows = []
-    for init in range(1, s.inits + 1):
+    for init in range(1, s.train.inits + 1):
         sets = {}
-        for arch, config in ((s.arch, study_config(s, paths.STANDARD)), (s.depth_arch, depth_config(s))):
-            scored = checkpoint_scores(arch, s.dataset, "highpass", init, s.epochs, attack=attack_tag(config),
-                                       root=config.models_root, scoring=scoring(s))
-            sets[arch] = (scored, arch_depths(arch, s.dataset))
-        result = compare(binned_sets(sets, s.depth_bins), scoring=scoring(s))
+        for arch, config in ((s.train.arch, study_config(s, at, paths.STANDARD)), (s.depth.arch, depth_config(s, at))):
+            scored = checkpoint_scores(arch, s.train.dataset, "highpass", init, s.train.epochs,
+                                       attack=attack_tag(config),
+                                       root=config.models_root, scoring=s.scoring)
+            sets[arch] = (scored, arch_depths(arch, s.train.dataset))
+        result = compare(binned_sets(sets, s.depth.bins), scoring=s.scoring)
         for score in SCORES:
             for a, arch in enumerate(result.names):
                 for b, name in enumerate(result.layers):
                     lo, hi = result.intervals[score][a, b]
-                    rows.append(row("depth", score, result.values[score][a, b], lo, hi, result.labels[score][a][b],
-                                     arch=arch, regime=paths.STANDARD, init=init, epoch=s.epochs, layer=name))
-        rows += _pair_rows("depth pairs", result, init=init, epoch=s.epochs, regime=paths.STANDARD)
+                    rows.append(row("depth", score, result.values[score][a, b], lo, hi,
+                                     label=result.labels[score][a][b],
+                                     arch=arch, regime=paths.STANDARD, init=init, epoch=s.train.epochs, layer=name))
+        rows += _pair_rows("depth pairs", result, init=init, epoch=s.train.epochs, regime=paths.STANDARD)
     return rows
 
 
-def retraining_rows(s: FindingsSettings) -> list[dict[str, Any]]:
+def retraining_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Selective retraining, per score whose labels chose the layers: per variant and metric, the mean accuracy
     over runs and the differences from no retraining and from the matched random sets, with their intervals."""
     rows = []
-    for score, found in run_retraining(s).items():
+    for score, found in run_retraining(s, at).items():
         for r in found:
-            at = {"arch": s.arch, "regime": paths.STANDARD, "init": 1, "epoch": s.epochs,
+            cell = {"arch": s.train.arch, "regime": paths.STANDARD, "init": 1, "epoch": s.train.epochs,
                   "layer": " ".join(r["layers"])}
             for m in ("clean", "fgsm", "pgd"):
-                rows.append(row(f"retrain by {score}", m, r[m], text=r["variant"], **at))
+                rows.append(row(f"retrain by {score}", m, r[m], text=r["variant"], **cell))
                 for ref in ("none", "random"):
                     if f"{m}_vs_{ref}" in r:
                         rows.append(row(f"retrain by {score}", f"{m} vs {ref}", r[f"{m}_vs_{ref}"],
-                                        r[f"{m}_vs_{ref}_lo"], r[f"{m}_vs_{ref}_hi"], r["variant"], **at))
+                                        r[f"{m}_vs_{ref}_lo"], r[f"{m}_vs_{ref}_hi"], r["variant"], **cell))
     return rows
 
 
-def collect(s: FindingsSettings, record: Mapping[str, Any]) -> pd.DataFrame:
+def collect(s: StudySpec, at: Place, record: Mapping[str, Any]) -> pd.DataFrame:
     """The whole table: every number the page cites, from the run's files (each step reads back what it wrote)."""
     from .check import check_rows, skip_rows  # noqa: PLC0415 (check reads the same files; kept apart for size)
 
-    rows = [*settings_rows(s, record), *score_rows(s), *check_rows(s), *skip_rows(s), *invariance_rows(s),
-            *recheck_rows(s), *regime_rows(s), *probe_rows(s), *depth_rows(s), *retraining_rows(s)]
+    steps = (settings_rows, score_rows, check_rows, skip_rows, invariance_rows, recheck_rows, regime_rows, probe_rows,
+             depth_rows, retraining_rows)
+    rows = [r for step in steps for r in (step(s, at, record) if step is settings_rows else step(s, at))]
     return pd.DataFrame(rows, columns=list(COLUMNS))

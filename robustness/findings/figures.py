@@ -26,57 +26,58 @@ from ..scoring import (
     score_study,
 )
 from ..study import attack_tag
-from .settings import FindingsSettings
-from .steps import depth_config, run_retraining, scoring, study_config
+from .spec import Place, StudySpec
+from .steps import depth_config, run_retraining, study_config
 
 
-def draw_figures(s: FindingsSettings, frame: pd.DataFrame) -> list[Path]:
-    """Draw every figure the page shows under ``s.figures`` (kept while newer than the findings table)."""
-    keep = {"root": s.figures, "keep_if_newer_than": [s.table], "formats": ("png",)}
+def draw_figures(s: StudySpec, at: Place, frame: pd.DataFrame) -> list[Path]:
+    """Draw every figure the page shows under ``at.figures`` (kept while newer than the findings table)."""
+    keep = {"root": at.figures, "keep_if_newer_than": [at.table], "formats": ("png",)}
     drawn = []
     for regime in s.regimes:
-        drawn.append(draw_and_save(lambda r=regime: _scores(s, r), f"scores_{regime}", **keep))
+        drawn.append(draw_and_save(lambda r=regime: _scores(s, at, r), f"scores_{regime}", **keep))
 
     def regimes() -> Figure:
-        loaded = [regime_result(s.arch, s.dataset, "highpass", 1, s.epochs, regime,
-                                attack=attack_tag(study_config(s, regime)), root=s.models_root)
+        loaded = [regime_result(s.train.arch, s.train.dataset, "highpass", 1, s.train.epochs, regime,
+                                attack=attack_tag(study_config(s, at, regime)), root=at.models_root)
                   for regime in s.regimes]
-        result = compare_regimes(*loaded, names=s.regimes, scoring=scoring(s))
-        return plot_regimes(result, f"{s.arch} on {s.dataset}, Init_1 epoch {s.epochs}: high-pass scores by regime")
+        result = compare_regimes(*loaded, names=s.regimes, scoring=s.scoring)
+        t = s.train
+        return plot_regimes(result, f"{t.arch} on {t.dataset}, Init_1 epoch {t.epochs}: high-pass scores by regime")
 
     drawn.append(draw_and_save(regimes, "regimes", **keep))
     for score in s.retrain_scores:
-        title = f"{s.arch} on {s.dataset}: selective retraining of Init_1, layers by the {score} labels"
-        drawn.append(draw_and_save(lambda x=score, t=title: plot_retraining(run_retraining(s)[x], t),
+        title = f"{s.train.arch} on {s.train.dataset}: selective retraining of Init_1, layers by the {score} labels"
+        drawn.append(draw_and_save(lambda x=score, t=title: plot_retraining(run_retraining(s, at)[x], t),
                                    f"retraining_{score}", **keep))
     drawn.append(draw_and_save(lambda: plot_probe(frame, s), "probe", **keep))
-    if s.depth_arch != s.arch:
-        drawn.append(draw_and_save(lambda: _depth(s), "depth", **keep))
+    if s.depth.arch != s.train.arch:
+        drawn.append(draw_and_save(lambda: _depth(s, at), "depth", **keep))
     return drawn
 
 
-def _scores(s: FindingsSettings, regime: str) -> Figure:
-    config = study_config(s, regime)
-    tables = {t.score: t for t in score_study(s.arch, s.dataset, kinds=("highpass",), scopes=("local",),
-                                              root=config.models_root, attack=attack_tag(config), scoring=scoring(s))}
-    return plot_score_heatmaps(tables, f"{s.arch} on {s.dataset}, {regime}: high-pass local scores")
+def _scores(s: StudySpec, at: Place, regime: str) -> Figure:
+    config = study_config(s, at, regime)
+    tables = {t.score: t for t in score_study(s.train.arch, s.train.dataset, kinds=("highpass",), scopes=("local",),
+                                              root=config.models_root, attack=attack_tag(config), scoring=s.scoring)}
+    return plot_score_heatmaps(tables, f"{s.train.arch} on {s.train.dataset}, {regime}: high-pass local scores")
 
 
-def _depth(s: FindingsSettings) -> Figure:
+def _depth(s: StudySpec, at: Place) -> Figure:
     sets = {}
-    for arch, config in ((s.arch, study_config(s, paths.STANDARD)), (s.depth_arch, depth_config(s))):
-        scored = checkpoint_scores(arch, s.dataset, "highpass", 1, s.epochs, attack=attack_tag(config),
-                                   root=config.models_root, scoring=scoring(s))
-        sets[arch] = (scored, arch_depths(arch, s.dataset))
-    return plot_comparison(compare(binned_sets(sets, s.depth_bins), scoring=scoring(s)),
-                           f"high-pass scores of Init_1 on {s.depth_bins} bins of normalised depth")
+    for arch, config in ((s.train.arch, study_config(s, at, paths.STANDARD)), (s.depth.arch, depth_config(s, at))):
+        scored = checkpoint_scores(arch, s.train.dataset, "highpass", 1, s.train.epochs, attack=attack_tag(config),
+                                   root=config.models_root, scoring=s.scoring)
+        sets[arch] = (scored, arch_depths(arch, s.train.dataset))
+    return plot_comparison(compare(binned_sets(sets, s.depth.bins), scoring=s.scoring),
+                           f"high-pass scores of Init_1 on {s.depth.bins} bins of normalised depth")
 
 
-def plot_probe(frame: pd.DataFrame, s: FindingsSettings) -> Figure:
+def plot_probe(frame: pd.DataFrame, s: StudySpec) -> Figure:
     """Each layer's adversarial-accuracy drop under re-initialisation (Init_1, final epoch), both regimes, with
     its interval; the critical threshold dashed."""
     fig, ax = plt.subplots(figsize=(10, 4))
-    rows = frame[(frame.section == "probe") & (frame.init == 1) & (frame.epoch == s.epochs)]
+    rows = frame[(frame.section == "probe") & (frame.init == 1) & (frame.epoch == s.train.epochs)]
     width = 0.8 / len(s.regimes)
     for k, regime in enumerate(s.regimes):
         r = rows[rows.regime == regime]
@@ -87,6 +88,7 @@ def plot_probe(frame: pd.DataFrame, s: FindingsSettings) -> Figure:
     ax.set_xticks(np.arange(len(layers)), layers, rotation=70, ha="right", rotation_mode="anchor", fontsize=7)
     ax.axhline(s.probe_threshold, color="k", ls="--", lw=0.8, label=f"critical above {s.probe_threshold:g}")
     ax.set_ylabel("adversarial accuracy drop")
-    ax.set_title(f"{s.arch} on {s.dataset}, Init_1 epoch {s.epochs}: each layer reset to its epoch-0 weights")
+    t = s.train
+    ax.set_title(f"{t.arch} on {t.dataset}, Init_1 epoch {t.epochs}: each layer reset to its epoch-0 weights")
     ax.legend(fontsize=8)
     return fig

@@ -18,9 +18,9 @@ def _figure(name: str, caption: str) -> list[str]:
 
 def checks_section(page: Page) -> list[str]:
     """The settings check: the full setting against fewer thresholds and fewer BatchNorm images; skipping images."""
-    thresholds, bn = page.setting("thresholds"), page.setting("bn_images")
-    full_t, full_bn = page.setting("check_thresholds"), page.setting("check_bn_images")
-    tolerance = float(page.setting("score_tolerance"))
+    thresholds, bn = page.setting("sweep.thresholds"), page.setting("sweep.bn_images")
+    full_t, full_bn = page.setting("check.thresholds"), page.setting("check.bn_images")
+    tolerance = float(page.setting("check.tolerance"))
     rows, changes = [], {"thresholds": [], "BatchNorm images": [], "both": []}
     labels_changed = {key: 0 for key in changes}
     checked = page.select("check")
@@ -28,12 +28,12 @@ def checks_section(page: Page) -> list[str]:
         for score in SCORE_NAMES:
             got = {setting: group[group.quantity == f"{setting} {score}"].iloc[0]
                    for setting in ("full", "thresholds", "chosen")}
-            rows.append([regime, layer, score, *(f"{ci(r.value, r.lo, r.hi)} {short(r.text)}" for r in got.values())])
+            rows.append([regime, layer, score, *(f"{ci(r.value, r.lo, r.hi)} {short(r.label)}" for r in got.values())])
             for key, (a, b) in {"thresholds": ("full", "thresholds"), "BatchNorm images": ("thresholds", "chosen"),
                                 "both": ("full", "chosen")}.items():
                 delta = abs(got[a].value - got[b].value)
                 changes[key].append(0.0 if math.isnan(delta) else delta)
-                labels_changed[key] += got[a].text != got[b].text
+                labels_changed[key] += got[a].label != got[b].label
     n = len(rows)
     summary = [[key, f"{max(values):.3f}", f"{np.mean(values):.3f}", f"{labels_changed[key]} of {n}"]
                for key, values in changes.items()]
@@ -85,7 +85,8 @@ def checks_section(page: Page) -> list[str]:
         "</details>",
         "",
         f"**Images.** Every evaluation image is attacked: the {page.images()} test images not among the "
-        f"{page.setting('eps_images')} held out for eps calibration. Adversarial accuracy here counts every image, so "
+        f"{page.setting('sweep.eps_images')} held out for eps calibration. Adversarial accuracy here counts every "
+        f"image, so "
         f"an image misclassified clean can still count as correct after the attack, and skipping it is not exact:",
         "",
         *skip_text,
@@ -106,7 +107,7 @@ def _mean_sd(values: list[float]) -> str:
 
 def labels_section(page: Page) -> list[str]:
     """(a): each checkpoint's eps and accuracy; per regime the final epoch's scores and labels of every layer."""
-    arch = page.setting("arch")
+    arch = page.setting("train.arch")
     checkpoints = []
     for (regime, init, epoch), group in page.select("checkpoint", arch=arch).groupby(["regime", "init", "epoch"],
                                                                                         sort=False):
@@ -117,13 +118,15 @@ def labels_section(page: Page) -> list[str]:
         "## (a) Fragile, robust, antifragile",
         "",
         f"Each checkpoint's FGSM eps is calibrated so that the unfiltered model reaches adversarial accuracy "
-        f"{page.setting('target_adv_acc')} on {page.setting('eps_images')} held-out test images; accuracies on the "
+        f"{page.setting('sweep.calibrate_eps')} on {page.setting('sweep.eps_images')} held-out test images; "
+        f"accuracies on the "
         f"{page.images()} evaluation images, with Wilson intervals:",
         "",
         *page.markdown(["regime", "init", "epoch", "eps", "clean accuracy", "adversarial accuracy"], checkpoints,
                        "lrrrrr"),
         "",
-        f"High-pass scores at the final epoch (density baseline, tau {page.setting('tau')}): mean ± SD over the "
+        f"High-pass scores at the final epoch ({page.setting('scoring.baseline')} baseline, tau "
+        f"{page.setting('scoring.tau')}): mean ± SD over the "
         f"initialisations, each initialisation's label, then the consensus (the label all give, else uncertain). "
         f"The low-pass column is Init_1's adversarial label. Against the density baseline, *antifragile* means "
         f"that a layer keeps its (relative) accuracy longer than its weights as the threshold rises, *robust* that "
@@ -179,15 +182,22 @@ def invariance_section(page: Page) -> list[str]:
 
 def recheck_section(page: Page) -> list[str]:
     """The PGD re-check of the layers FGSM calls robust or antifragile."""
-    rows = [[r.regime, f"{int(r.init)}", f"`{r.layer}`", r.text.replace(", flagged", ""), ci(r.value, r.lo, r.hi),
-             "yes" if r.text.endswith("flagged") else "no"] for r in page.select("recheck").itertuples()]
+    gains = page.select("recheck", quantity="gain")
+    difference = {(r.regime, r.init, r.layer): r for r in page.select("recheck", quantity="difference labels")
+                  .itertuples()}
+    rows = []
+    for r in gains.itertuples():
+        d = difference[r.regime, r.init, r.layer]
+        rows.append([r.regime, f"{int(r.init)}", f"`{r.layer}`",
+                     f"FGSM {r.label}/{d.label}, PGD {r.other_label}/{d.other_label}", ci(r.value, r.lo, r.hi),
+                     "yes" if r.flagged else "no"])
     flagged = sum(row[-1] == "yes" for row in rows)
     table = (page.markdown(["regime", "init", "layer", "labels (adversarial/difference)", "gain ± 2 SE", "flagged"],
                            rows, "lrllrl") if rows else ["No layer was labelled robust or antifragile: nothing to "
                                                          "re-check."])
     return ["## The PGD re-check", "",
             f"Every layer FGSM labels robust or antifragile (adversarial or difference score) at the final epoch is "
-            f"swept again with PGD ({page.setting('recheck_steps')} steps, {page.setting('recheck_restarts')} "
+            f"swept again with PGD ({page.setting('recheck.steps')} steps, {page.setting('recheck.restarts')} "
             f"start) at the same eps: the gain of FGSM over PGD under filtering, ± 2 SE, flags a layer whose FGSM "
             f"label may come from a weakened gradient. {flagged} of {len(rows)} re-checked layers flagged.", "",
             *table, ""]
@@ -196,14 +206,15 @@ def recheck_section(page: Page) -> list[str]:
 def retraining_section(page: Page) -> list[str]:
     """(c): selective retraining against matched random layer sets, one table per score the layers were chosen by."""
     out = ["## (c) Selective retraining", "",
-           f"The standard model's final Init_1 retrained for one epoch of {page.setting('retrain_subset')} training "
+           f"The standard model's final Init_1 retrained for one epoch of {page.setting('retraining.subset')} training "
            f"images as its trainer would (its optimiser state, learning rate and batch size, BatchNorm in train "
-           f"mode), {page.setting('retrain_seeds')} seeds per variant, against {page.setting('retrain_random_sets')} "
+           f"mode), {page.setting('retraining.seeds')} seeds per variant, against "
+           f"{page.setting('retraining.random_sets')} "
            f"random layer sets matched in size (the closest in parameter count); mean accuracy over the runs, "
            f"differences with paired bootstrap intervals over the test images. The robust and antifragile layers are "
            f"those every initialisation labels so, by the adversarial score and, separately, by the difference "
            f"score.", ""]
-    pgd = f"PGD ({page.setting('retrain_pgd_steps')} steps)"
+    pgd = f"PGD ({page.setting('retraining.pgd_steps')} steps)"
     for section in retraining_sections(page):
         found = page.select(section)
         rows = []
@@ -238,7 +249,7 @@ def regime_section(page: Page) -> list[str]:
     rows = []
     for layer, group in diffs.groupby("layer", sort=False):
         cells = [ci(r.value, r.lo, r.hi) for r in group.itertuples()]
-        labels = " ".join(r.text.replace(" / ", "→") for r in group.itertuples())
+        labels = " ".join(f"{r.label}→{r.other_label}" for r in group.itertuples())
         rows.append([f"`{layer}`", f"{group.depth.iloc[0]:.2f}", *cells, labels])
     inits = [f"Init_{int(i)}" for i in diffs.init.unique()]
     pairs = page.select("regime pairs", quantity=tuple(f"{s} {q}" for s in SCORE_NAMES for q in ("agreement", "rho")))
@@ -278,7 +289,7 @@ def probe_section(page: Page) -> list[str]:
     layers = []
     for layer, group in final.groupby("layer", sort=False):
         layers.append([f"`{layer}`", f"{group.depth.iloc[0]:.2f}",
-                       *(f"{ci(r.value, r.lo, r.hi)} {r.text}" for r in group.itertuples())])
+                       *(f"{ci(r.value, r.lo, r.hi)} {r.label} / {r.other_label}" for r in group.itertuples())])
     return ["## (e) Filtering against re-initialisation", "",
             f"Each layer of each swept checkpoint reset to its epoch-0 weights (BatchNorm re-estimated), at the "
             f"checkpoint's calibrated eps, on the test split's images: a layer is critical when its adversarial-"
@@ -299,16 +310,16 @@ def depth_section(page: Page) -> list[str]:
         return []
     rows = []
     for (layer, arch), group in found.groupby(["layer", "arch"], sort=False):
-        rows.append([layer, arch, *(f"{ci(r.value, r.lo, r.hi)} {short(r.text)}" for r in group.itertuples())])
+        rows.append([layer, arch, *(f"{ci(r.value, r.lo, r.hi)} {short(r.label)}" for r in group.itertuples())])
     pairs = page.select("depth pairs", quantity=("adversarial agreement", "adversarial rho"))
     pair_rows = [[f"Init_{int(init)}", *(ci(r.value, r.lo, r.hi, 2, "" if r.quantity.endswith("agreement") else "+")
                                          for r in group.itertuples())]
                  for init, group in pairs.groupby("init", sort=False)]
     inits = [f"Init_{int(i)}" for i in found.init.unique()]
     return ["## Depth: two architectures on one axis", "",
-            f"{page.setting('depth_arch')} beside {page.setting('arch')} (standard, final epoch): each layer's "
+            f"{page.setting('depth.arch')} beside {page.setting('train.arch')} (standard, final epoch): each layer's "
             f"normalised depth d in [0, 1] (0 the first layer, 1 the classifier); the adversarial scores averaged "
-            f"in {page.setting('depth_bins')} equal bins of d (a bin's interval is the mean of its layers' "
+            f"in {page.setting('depth.bins')} equal bins of d (a bin's interval is the mean of its layers' "
             f"intervals).", "",
             *page.markdown(["bin of d", "arch", *inits], rows, "ll" + "r" * len(inits)), "",
             *page.markdown(["", "label agreement", "rho"], pair_rows), "",

@@ -37,8 +37,9 @@ class Page:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame.copy()
-        for column in ("text", "layer"):  # empty cells read back as NaN
+        for column in ("text", "layer", "label", "other_label"):  # empty cells read back as NaN
             self.frame[column] = [("" if pd.isna(v) else str(v)) for v in self.frame[column]]
+        self.frame["flagged"] = self.frame["flagged"].astype(bool)
 
     def select(self, section: str | None, **equal: Any) -> pd.DataFrame:
         """The rows of ``section`` (any with ``None``) whose columns equal the values given (a tuple: any of)."""
@@ -55,26 +56,26 @@ class Page:
     @property
     def regimes(self) -> tuple[str, str]:
         """The standard regime's tag, then the adversarial one's (in table order)."""
-        found = list(dict.fromkeys(self.select("checkpoint", arch=self.setting("arch")).regime))
+        found = list(dict.fromkeys(self.select("checkpoint", arch=self.setting("train.arch")).regime))
         return found[0], found[1]
 
     @property
     def final(self) -> int:
         """The final epoch."""
-        return int(self.setting("epochs"))
+        return int(self.setting("train.epochs"))
 
     def epochs(self) -> list[int]:
         """The swept epochs, in order."""
-        return sorted({int(e) for e in self.select("checkpoint", arch=self.setting("arch")).epoch})
+        return sorted({int(e) for e in self.select("checkpoint", arch=self.setting("train.arch")).epoch})
 
     def cell_labels(self, regime: str, score: str, epoch: int, kind: str = "highpass",
                     arch: str | None = None) -> dict[str, list[str]]:
         """Per layer (in table order), the labels the initialisations give at ``epoch``."""
-        rows = self.select("score", arch=arch or self.setting("arch"), regime=regime, epoch=epoch,
+        rows = self.select("score", arch=arch or self.setting("train.arch"), regime=regime, epoch=epoch,
                            quantity=f"{kind} {score}")
         found: dict[str, list[str]] = {}
         for r in rows.itertuples():
-            found.setdefault(r.layer, []).append(r.text)
+            found.setdefault(r.layer, []).append(r.label)
         return found
 
     def consensus_counts(self, regime: str, score: str, epoch: int | None = None) -> Counter[str]:
@@ -104,7 +105,7 @@ class Page:
 
     def swept_checkpoints(self) -> int:
         """How many checkpoints of the main architecture were swept."""
-        return len(self.select("checkpoint", arch=self.setting("arch"), quantity="eps"))
+        return len(self.select("checkpoint", arch=self.setting("train.arch"), quantity="eps"))
 
     def images(self) -> int:
         """How many evaluation images every sweep measured."""

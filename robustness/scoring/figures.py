@@ -71,7 +71,7 @@ def plot_score_heatmaps(tables: Mapping[str, ScoresTable], title: str) -> Figure
     size = (1.8 + (1.2 + 0.8 * n_epochs) * len(tables), 1.8 + 0.36 * n_layers)
     fig, axes = plt.subplots(1, len(tables), figsize=size, squeeze=False, sharey=True, layout="constrained")
     finite = np.concatenate([np.abs(t.values[np.isfinite(t.values)]) for t in tables.values()])
-    limit = max(float(finite.max()) if finite.size else 0.0, 2 * first.tau, 1e-3)
+    limit = max(float(finite.max()) if finite.size else 0.0, 2 * first.scoring.tau, 1e-3)
     cmap = plt.get_cmap("RdBu").with_extremes(bad="0.8")
     for ax, table in zip(axes.flat, tables.values(), strict=False):
         image = ax.imshow(np.ma.masked_invalid(table.values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
@@ -94,13 +94,13 @@ def plot_score_heatmaps(tables: Mapping[str, ScoresTable], title: str) -> Figure
         ax.set_xlabel("epoch")
         ax.set_title(f"{table.score} score", fontsize=10)
     bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04)
-    bar.set_label(f"score, mean over initialisations (baseline {first.baseline})", fontsize=8)
-    for level in (-first.tau, first.tau):
+    bar.set_label(f"score, mean over initialisations (baseline {first.scoring.baseline})", fontsize=8)
+    for level in (-first.scoring.tau, first.scoring.tau):
         bar.ax.axhline(level, color="k", lw=0.8)
-    fig.suptitle(f"{title}\n{attack_title(first)}, τ = {first.tau:g}, BatchNorm {first.bn}", fontsize=10)
+    fig.suptitle(f"{title}\n{attack_title(first)}, τ = {first.scoring.tau:g}, BatchNorm {first.bn}", fontsize=10)
     legend = (f"F fragile (interval below −τ)   R robust (within ±τ)   A antifragile (above +τ)   ? uncertain "
               f"(hatched)   – undefined\nk/n: initialisations giving the label (? A2/3: uncertain, 2 of 3 say "
-              f"antifragile);   ±: mean half-width of their {first.coverage:.0%} intervals")
+              f"antifragile);   ±: mean half-width of their {first.scoring.ci:.0%} intervals")
     fig.get_layout_engine().set(h_pad=0.1)
     fig.supxlabel(legend, fontsize=7)
     return fig
@@ -124,7 +124,7 @@ def plot_score_bars(tables: Mapping[str, ScoresTable], title: str) -> Figure:
     for ax, table in zip(axes.flat, tables.values(), strict=False):
         rows = np.arange(len(table.layers))
         labels = [row[0] for row in table.labels]
-        ax.axvspan(-table.tau, table.tau, color="0.92", zorder=0)
+        ax.axvspan(-table.scoring.tau, table.scoring.tau, color="0.92", zorder=0)
         ax.axvline(0, color="0.4", lw=0.6, zorder=1)
         ax.barh(rows, np.nan_to_num(table.values[:, 0]), height=0.7, zorder=2, edgecolor="0.3", linewidth=0.5,
                 color=[LABEL_COLOURS[lab] for lab in labels],
@@ -139,17 +139,17 @@ def plot_score_bars(tables: Mapping[str, ScoresTable], title: str) -> Figure:
                 ax.text(0, i, " undefined", va="center", fontsize=6, color="0.4")
         ax.set_yticks(rows, table.layers, fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel(f"{table.score} score (baseline {table.baseline})", fontsize=8)
+        ax.set_xlabel(f"{table.score} score (baseline {table.scoring.baseline})", fontsize=8)
         ax.set_title(f"{table.score} score", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=LABEL_COLOURS[lab], edgecolor="0.3",
                              hatch="///" if lab == "uncertain" else "", label=lab)
                for lab in ("fragile", "robust", "antifragile", "uncertain")]
-    handles += [plt.Rectangle((0, 0), 1, 1, color="0.92", label=f"±τ = ±{first.tau:g}"),
+    handles += [plt.Rectangle((0, 0), 1, 1, color="0.92", label=f"±τ = ±{first.scoring.tau:g}"),
                 plt.Line2D([], [], marker="o", ms=3, color="k", lw=0.7,
-                           label=f"each initialisation, {first.coverage:.0%} interval")]
+                           label=f"each initialisation, {first.scoring.ci:.0%} interval")]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.suptitle(f"{title}\n{attack_title(first)}, epoch {first.epochs[0]}, {len(first.inits)} initialisation(s), "
-                 f"τ = {first.tau:g}, BatchNorm {first.bn}", fontsize=10)
+                 f"τ = {first.scoring.tau:g}, BatchNorm {first.bn}", fontsize=10)
     return fig
 
 

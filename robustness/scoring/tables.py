@@ -30,13 +30,13 @@ from ..filtering import SweepResult, canonical_kind, load_results
 from ..paths import RECHECK
 from ..report import format_table
 from ..stats import wilson_interval
-from ..vocab import DEFAULT_BOOT, DEFAULT_CI, DEFAULT_FLOOR, FILTERS, SCORES, Baseline, Label, Score
+from ..vocab import DEFAULT_CI, FILTERS, SCORES, Label, Score
 from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, consensus, images_of, layer_scores, outcomes
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SETTINGS = ("score", "filter", "scope", "attack", "baseline", "tau", "floor", "ci", "n_boot", "bn", "grid")
+SETTINGS = ("score", "filter", "scope", "attack", "baseline", "tau", "floor", "ci", "n_boot", "seed", "bn", "grid")
 CHECKPOINT = ("eps", "n_images", "ref_clean_acc", "ref_clean_lo", "ref_clean_hi", "ref_adv_acc", "ref_adv_lo",
               "ref_adv_hi")
 
@@ -55,8 +55,7 @@ class ScoresTable:
     kind: str
     scope: paths.Scope
     attack: str
-    baseline: Baseline
-    tau: float
+    scoring: Scoring  # how the scores were computed: baseline, tau, floor, coverage ci, n_boot
     layers: list[str]
     epochs: list[int]
     inits: list[int]
@@ -66,9 +65,6 @@ class ScoresTable:
     se: np.ndarray
     init_labels: list[list[list[Label | None]]]
     checkpoints: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
-    floor: float = DEFAULT_FLOOR
-    coverage: float = DEFAULT_CI
-    n_boot: int = DEFAULT_BOOT
     bn: str = "frozen"
     grid: str = "value"
     regime: str = "standard"  # the checkpoints' training regime (robustness.training.regime_tag)
@@ -111,13 +107,14 @@ class ScoresTable:
 
     def title(self) -> str:
         """A one-line description: score, filter, scope, attack, baseline, ``tau`` and the interval's settings."""
-        return (f"{self.score} score, {self.kind} filter, {self.scope} scope, {self.attack}, baseline {self.baseline}, "
-                f"tau={self.tau:g}, {self.coverage:.0%} intervals ({self.n_boot} paired resamples of the images), "
+        return (f"{self.score} score, {self.kind} filter, {self.scope} scope, {self.attack}, baseline "
+                f"{self.scoring.baseline}, tau={self.scoring.tau:g}, {self.scoring.ci:.0%} intervals "
+                f"({self.scoring.n_boot} paired resamples of the images), "
                 f"BatchNorm {self.bn}, {self.grid} grid, regime {self.regime}")
 
     def tag(self) -> str:
         """What tells this table's file apart from others of the same score and filter."""
-        return f"{self.attack}_{self.baseline}"
+        return f"{self.attack}_{self.scoring.baseline}"
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer, for printing: per epoch, mean ± SD, each initialisation's interval, and the
@@ -142,7 +139,7 @@ class ScoresTable:
 
     def checkpoint_rows(self) -> list[dict[str, Any]]:
         """One dict per checkpoint, for printing: eps and the unfiltered model's accuracies with intervals."""
-        pct = f"{self.coverage:.0%}"
+        pct = f"{self.scoring.ci:.0%}"
         return [{"init": init, "epoch": epoch, "eps": info["eps"], "images": info["n_images"],
                  "clean acc": info["ref_clean_acc"],
                  f"clean {pct} CI": f"[{info['ref_clean_lo']:.3f}, {info['ref_clean_hi']:.3f}]",
@@ -154,8 +151,9 @@ class ScoresTable:
         """One dict per (layer, epoch, initialisation) present, as :func:`save_table` writes it: the settings
         (:data:`SETTINGS`), the initialisation's score, interval, SE and label, the cell's mean, SD, consensus
         label and agreement, and the checkpoint's :data:`CHECKPOINT` columns."""
-        settings = dict(zip(SETTINGS, (self.score, self.kind, self.scope, self.attack, self.baseline, self.tau,
-                                       self.floor, self.coverage, self.n_boot, self.bn, self.grid), strict=True))
+        settings = dict(zip(SETTINGS, (self.score, self.kind, self.scope, self.attack,
+                                       self.scoring.baseline, self.scoring.tau, self.scoring.floor, self.scoring.ci,
+                                       self.scoring.n_boot, self.scoring.seed, self.bn, self.grid), strict=True))
         values, sd, labels, agreement = self.values, self.sd, self.labels, self.agreement
         rows = []
         for i, name in enumerate(self.layers):
@@ -237,9 +235,8 @@ def build_tables(
                 arrays["se"][i, j, k] = cell["se"][score]
                 init_labels[i][j][k] = cell["labels"][score]
         tables[score] = ScoresTable(
-            score, kind, scope, attack, scoring.baseline, scoring.tau, layers, epochs, inits, **arrays,
-            init_labels=init_labels, checkpoints={key: dict(info) for key, info in (checkpoints or {}).items()},
-            floor=scoring.floor, coverage=scoring.ci, n_boot=scoring.n_boot, bn=bn, grid=grid, regime=regime,
+            score, kind, scope, attack, scoring, layers, epochs, inits, **arrays, init_labels=init_labels,
+            checkpoints={key: dict(info) for key, info in (checkpoints or {}).items()}, bn=bn, grid=grid, regime=regime,
         )
     return tables
 
@@ -373,8 +370,9 @@ def read_table(path: str | Path) -> ScoresTable:
         checkpoints[int(row["init"]), int(row["epoch"])] = {
             c: int(row[c]) if c == "n_images" else float(row[c]) for c in CHECKPOINT}
     return ScoresTable(
-        first["score"], first["filter"], first["scope"], first["attack"], first["baseline"], float(first["tau"]),
+        first["score"], first["filter"], first["scope"], first["attack"],
+        Scoring(first["baseline"], float(first["tau"]), float(first["floor"]), float(first["ci"]),
+                int(first["n_boot"]), int(first.get("seed", 0))),
         layers, epochs, inits, arrays["value"], arrays["lo"], arrays["hi"], arrays["se"], init_labels, checkpoints,
-        floor=float(first["floor"]), coverage=float(first["ci"]), n_boot=int(first["n_boot"]), bn=first["bn"],
-        grid=first["grid"], regime=first.get("regime", paths.STANDARD),
+        bn=first["bn"], grid=first["grid"], regime=first.get("regime", paths.STANDARD),
     )

@@ -49,8 +49,8 @@ def plot_study(
     for (kind, scope, attack), per_score in groups.items():
         first = next(iter(per_score.values()))
         units = paths.list_sweep_results(arch, dataset, kind, scope, models_root)[attack]
-        name = scores_plot_name(arch, dataset, kind, scope, attack, first.baseline)
-        title = f"{model}: {kind} filter, {scope}, baseline {first.baseline}"
+        name = scores_plot_name(arch, dataset, kind, scope, attack, first.scoring.baseline)
+        title = f"{model}: {kind} filter, {scope}, baseline {first.scoring.baseline}"
         saved.append(save(partial(plot_scores, per_score, title), name, units.values()))
         newest = {init: (epoch, units[init, epoch]) for init, epoch in units}  # units are sorted: the last wins
         for init, (epoch, path) in newest.items():

@@ -60,9 +60,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cifar": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine", augment=True,
                   batch_size=128),
 }
-# What a resumed run must share with the checkpoint it continues: the optimiser state and schedule
-# are restored from the file, so a different value here would be silently ignored.
-_RESUME_FIELDS = ("optimizer", "momentum", "weight_decay", "schedule", "augment")
+# What a resumed run must share with the checkpoint it continues: every setting that changes its numbers
+# (the optimiser state and schedule are restored from the file, so a different value would be silently
+# ignored; the training images, seed, lr and batch size would make a checkpoint of two runs in one).
+_RESUME_FIELDS = ("optimizer", "momentum", "weight_decay", "schedule", "augment", "subset", "seed", "lr", "batch_size",
+                  "amp")
 
 
 @dataclass
@@ -214,7 +216,8 @@ def training_config(ckpt: Mapping[str, Any]) -> TrainConfig:
 
 
 def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    """Refuse to continue a checkpoint whose optimiser, schedule or augmentation differ from ``config``'s."""
+    """Refuse to continue a checkpoint trained with another setting that changes its numbers (training subset,
+    seed, lr, batch size, mixed precision, optimiser, schedule, augmentation, regime) than ``config``'s."""
     regime = checkpoint_regime(ckpt)
     if regime["regime_settings"] != config.adv.settings():
         raise InvalidArgument(
@@ -227,7 +230,8 @@ def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> N
         if saved[key] != getattr(config, key):
             raise InvalidArgument(
                 f"{path} was trained with {key}={saved[key]!r}, this run asks for {getattr(config, key)!r}: "
-                f"resume it with the same recipe, or start over (--no-resume) or train into another --models-root"
+                f"resume it with the same {key} (and recipe), or start over (--no-resume) or train into another "
+                f"--models-root"
             )
     if config.schedule == "cosine" and saved["epochs"] != config.epochs:
         raise InvalidArgument(

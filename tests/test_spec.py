@@ -1,0 +1,118 @@
+"""A study's spec: presets that round-trip through their file, one error per bad setting, folders that never mix
+two studies, and a plan whose pass counts follow from the sizes (before any work)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from robustness.cli import main
+from robustness.errors import InvalidArgument
+from robustness.findings import PRESETS, Place, StudySpec, load_spec, make_plan, preset, save_spec, spec_dict
+from robustness.findings.plan import SPLIT_SIZES, StepPlan, check_budget
+from robustness.findings.specfile import claim_folder
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_round_trips_through_its_file(name: str, tmp_path: Path) -> None:
+    s = preset(name)
+    assert load_spec(save_spec(s, tmp_path)) == s
+    text = (tmp_path / "spec.json").read_text()
+    assert text.count('"scoring"') == 1 and text.count('"baseline"') == 1  # one Scoring in the file, not copies
+
+
+def test_the_model_is_set_everywhere_and_a_mismatch_is_refused() -> None:
+    s = preset("smoke").with_model(arch="resnet18", dataset="mnist")
+    assert (s.train.arch, s.sweep.arch, s.retraining.arch) == ("resnet18",) * 3
+    assert (s.train.dataset, s.sweep.dataset, s.retraining.dataset) == ("mnist",) * 3
+    with pytest.raises(InvalidArgument, match="arch is 'mnist_cnn' for training but 'resnet18' elsewhere"):
+        replace(preset("smoke"), sweep=replace(preset("smoke").sweep, arch="resnet18"))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["sweep"].update(thresholdz=3), r"unknown setting\(s\) spec.sweep.thresholdz"),
+    (lambda d: d["sweep"].update(arch="resnet18"), "sweep.arch follow from the rest"),
+    (lambda d: d["sweep"].update(attack={"class": "Square"}), "spec.sweep.attack must be an attack object"),
+    (lambda d: d.update(preset="huge"), "unknown preset 'huge'"),
+    (lambda d: d["check"].update(thresholds=6), "must be a multiple of sweep.thresholds - 1"),
+    (lambda d: d["train"].update(subset=0), "subset must be at least 1"),
+])
+def test_a_bad_spec_file_is_one_clear_error(change, message: str, tmp_path: Path) -> None:
+    data = spec_dict(preset("smoke"))
+    change(data)
+    (tmp_path / "spec.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidArgument, match=message):
+        load_spec(tmp_path)
+
+
+def test_a_folder_of_another_study_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    s = preset("smoke")
+    claim_folder(s, tmp_path, "--models-root")
+    claim_folder(s, tmp_path, "--models-root")  # the same study resumes
+    other = replace(s, sweep=replace(s.sweep, bn_images=80))
+    with pytest.raises(InvalidArgument, match=r"first sweep.bn_images: 60 there, 80 in this run\): give this run "
+                                              r"another --models-root, or resume that study with --spec"):
+        claim_folder(other, tmp_path, "--models-root")
+    assert load_spec(tmp_path) == s
+
+
+def test_the_plan_counts_follow_from_the_sizes() -> None:
+    """Planted: the training step's passes by hand (standard and PGD-1 training, plus the test split each epoch),
+    and a sweep whose thresholds double (less the reference point) doubles its threshold passes."""
+    s = preset("smoke")
+    plan = {p.name: p for p in make_plan(s)}
+    n_train, n_test = s.train.subset, SPLIT_SIZES["mnist5k"][1]
+    epochs, inits, k = s.train.epochs, s.train.inits, s.adversarial.steps
+    assert plan["train"].forward == {"mnist_cnn": inits * epochs * (n_train + n_test + n_train * (1 + k) + n_test)}
+    assert plan["train"].backward == {"mnist_cnn": inits * epochs * n_train * k}  # the attack's, to the input
+    assert plan["train"].weight_backward == {"mnist_cnn": inits * epochs * 2 * n_train}
+    finer = {p.name: p for p in make_plan(replace(s, sweep=replace(s.sweep, thresholds=5),
+                                                  check=replace(s.check, thresholds=9)))}
+    calibration = 2 * (inits * 2 + 1) * 2 * s.sweep.eps_images * 12  # forward passes of the eps calibrations
+    swept = plan["sweep"].forward["mnist_cnn"] - calibration
+    assert finer["sweep"].forward["mnist_cnn"] - calibration > 1.6 * swept
+
+
+def test_a_plan_over_the_budget_names_the_largest_step_and_what_to_reduce() -> None:
+    steps = [StepPlan("train", {}, {}, {}, 30.0), StepPlan("sweep", {}, {}, {}, 600.0)]
+    check_budget(steps, 11)
+    with pytest.raises(InvalidArgument, match=r"10.5 min, over the budget of 5 min: the largest step is sweep .*"
+                                              r"reduce sweep.thresholds"):
+        check_budget(steps, 5)
+
+
+def test_the_command_refuses_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = tmp_path / "models"
+    command = ["findings", "--preset", "smoke", "--models-root", str(models), "--device", "cpu"]
+    assert main([*command, "--out", str(tmp_path / "out"), "--budget", "0.001"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("plan of the smoke preset") and "over the budget" in captured.err
+    assert not (models / "spec.json").exists() and not (tmp_path / "out" / "spec.json").exists()
+    (tmp_path / "file").write_text("")
+    assert main([*command, "--out", str(tmp_path / "file")]) == 2
+    assert "file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["findings", "--preset", "huge"])
+
+
+def test_place_defaults_keep_each_preset_apart() -> None:
+    from robustness.findings import default_place
+
+    smoke, findings = default_place("smoke"), default_place("findings")
+    assert smoke.models_root != findings.models_root and Path(smoke.out).parent == Path(smoke.models_root)
+    assert isinstance(smoke, Place) and isinstance(preset("paper"), StudySpec)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--adv-eps", "0.2"], "--adv-eps set without --adv-train"),
+    (["--adv-train", "none"], "compares standard training with adversarial training"),
+    (["--spec", "missing.json"], "no spec file at missing.json"),
+])
+def test_bad_options_are_one_error_before_any_work(options: list[str], message: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["findings", "--preset", "smoke", "--models-root", str(tmp_path / "m"), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
