@@ -90,9 +90,10 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
     root = tmp_path / "models"
     shutil.copytree(checkpoints_root, root)
     common = ["--arch", "mnist_cnn", "--dataset", "mnist5k", "--models-root", str(root), "--device", "cpu"]
-    probe = ["probe", *common, "--subset", "60", "--eps", "0.1", "--n-boot", "100", "--plots-root", str(tmp_path)]
-    assert main(["filter", *common, "--filter", "highpass", "--scope", "local", "--thresholds", "3", "--subset", "60",
-                 "--calibrate-eps", "0.5", "--eps-images", "100", "--checkpoint-epochs", "1"]) == 0
+    probe = ["probe", *common, "--test-subset", "60", "--eps", "0.1", "--n-boot", "100", "--plots-root", str(tmp_path)]
+    assert main(["filter", *common, "--filter", "highpass", "--scope", "local", "--n-thresholds", "3",
+                 "--test-subset", "60", "--calibrate-eps", "0.5", "--eps-images", "100",
+                 "--checkpoint-epochs", "1"]) == 0
     assert main(probe) == 0
     out = capsys.readouterr().out
     path = paths.probe_result_path("mnist_cnn", "mnist5k", 1, 1, "reinit", "fgsm_eps0.1", root)
@@ -106,7 +107,7 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
             ).is_file()
     written = path.stat().st_mtime_ns
     assert main(probe) == 0 and path.stat().st_mtime_ns == written  # a rerun resumes: nothing recomputed
-    assert main([*probe, "--subset", "50"]) == 2 and "other settings" in capsys.readouterr().err
+    assert main([*probe, "--test-subset", "50"]) == 2 and "other settings" in capsys.readouterr().err
     sweep_meta = load_json(paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", "local",
                                                    "fgsm_acc0.5", root))["meta"]
     assert sweep_meta["depth"] == {"conv1": 0.0, "conv2": 1 / 3, "fc1": 2 / 3, "fc2": 1.0}

@@ -193,8 +193,8 @@ def test_saved_defended_data_reloads_equal(trained_cnn, batch, tmp_path) -> None
 
 @pytest.mark.slow
 def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
-    status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--train-epochs", "1",
-                   "--def-steps", "2", "--subset", "10", "--threat", "preemptive", "--label", "oracle",
+    status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--epochs", "1",
+                   "--def-steps", "2", "--test-subset", "10", "--threat", "preemptive", "--label", "oracle",
                    "--restarts", "1", "--apgd-steps", "3", "--ensemble", "pgd,apgd-dlr", "--tsne", "--device", "cpu",
                    "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path),
                    "--out", str(tmp_path / "defense.csv")])

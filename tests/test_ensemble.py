@@ -107,7 +107,7 @@ def test_masked_gradients_are_flagged_and_the_worst_case_sees_through_them(train
 def test_attack_command_prints_the_ensemble_with_intervals(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "ensemble.json"
     status = main(["attack", "--arch", "mnist_cnn", "--models-root", str(checkpoints_root), "--device", "cpu",
-                   "--subset", "30", "--attack", "ensemble", "--eps", "0.1", "-k", "3", "--apgd-steps", "3",
+                   "--test-subset", "30", "--attack", "ensemble", "--eps", "0.1", "-k", "3", "--apgd-steps", "3",
                    "--queries", "20", "--out", str(out)])
     printed = capsys.readouterr().out
     assert status == 0 and "worst" in printed and "gradient masking" in printed

@@ -380,7 +380,7 @@ def test_no_result_files_is_one_clear_error_naming_the_filter_command(tmp_path, 
 def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tmp_path, capsys) -> None:
     _write_study(tmp_path / "models")
     argv = ["scores", "--arch", "mnist_cnn", "--filter", "highpass", "--scope", "local", "--tau", "0.1",
-            "--n-boot", "200", "--no-pgd-check", "--models-root", str(tmp_path / "models"),
+            "--n-boot", "200", "--models-root", str(tmp_path / "models"),
             "--plots-root", str(tmp_path / "plots")]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -389,7 +389,7 @@ def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tm
     assert "2 of 2 labels confident: 1 robust, 1 antifragile" in out
     assert len(list((tmp_path / "models").rglob("scores_*.csv"))) == 3
     # These hand-made files do not record the study's set-up, which the PGD re-check needs: one clear error.
-    assert main([a for a in argv if a != "--no-pgd-check"]) == 2
+    assert main([*argv, "--recheck"]) == 2
     assert "lacks arch" in capsys.readouterr().err
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} == {
         "MnistCNN_MNIST5K_local_highpass_scores_fgsm_acc0.5_density.png",

@@ -140,7 +140,7 @@ def drop_matrix(
     if not files:
         raise InvalidArgument(f"no {kind} probe results of Init_{init} under "
                               f"{paths.probe_dir(arch, dataset, kind, root)}: run python -m robustness probe "
-                              f"--arch {arch} --dataset {dataset} --kind {kind} first")
+                              f"{paths.command_options(arch, dataset, root)} --kind {kind} first")
     rows = []
     for epoch, path in files.items():
         meta, results = load_probes(path)
