@@ -128,3 +128,16 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
                  "--set", "b=mnist_cnn:mnist5k:1:1"]) == 0
     assert "edges 0.00, 0.33, 0.67, 1.00" in capsys.readouterr().out
     assert main([*compare_common, "--by", "regime", "--regimes", "standard", "pgd-linf-eps0.1", "--epoch", "1"]) == 2
+
+
+def test_a_result_file_of_another_regime_is_refused(tmp_path) -> None:
+    from robustness.filtering import save_results  # noqa: PLC0415
+
+    meta, results = loaded({"fc2": FLAT}, attack="fgsm_acc0.5", regime="standard")  # a standard model's result...
+    path = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 2, "highpass", "local", "fgsm_acc0.5", tmp_path,
+                                   regime="pgd-linf-eps0.1")  # ...in the adversarially trained regime's folder
+    save_results(meta, list(results.values()), path)
+    with pytest.raises(InvalidArgument, match="records the regime 'standard', not 'pgd-linf-eps0.1'"):
+        scoring.regime_result("mnist_cnn", "mnist5k", "highpass", 1, 2, "pgd-linf-eps0.1", root=tmp_path)
+    save_results({**meta, "regime": "pgd-linf-eps0.1"}, list(results.values()), path)
+    assert scoring.regime_result("mnist_cnn", "mnist5k", "highpass", 1, 2, "pgd-linf-eps0.1", root=tmp_path)
