@@ -121,7 +121,8 @@ def test_suggested_commands_carry_the_users_models_root_regime_and_dataset(tmp_p
         f"--arch mnist_cnn --dataset mnist5k --models-root {tmp_path} --regime pgd-linf-eps0.1"
     assert paths.command_options("mnist_cnn", "mnist5k", regime, train=True) == \
         f"--arch mnist_cnn --dataset mnist5k --models-root {tmp_path} --adv-train pgd --norm linf --eps 0.1"
-    assert paths.command_options("resnet18", "cifar10", paths.DEFAULT_MODELS_ROOT) == "--arch resnet18 --dataset cifar10"
+    default = paths.DEFAULT_MODELS_ROOT
+    assert paths.command_options("resnet18", "cifar10", default) == "--arch resnet18 --dataset cifar10"
     assert main(["attack", "--arch", "mnist_cnn", "--models-root", str(tmp_path), "--device", "cpu"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "attack: loading torch and the attack code..."  # the first line, before any import
@@ -137,7 +138,8 @@ def test_a_piped_log_gets_whole_lines_at_each_tenth(capsys: pytest.CaptureFixtur
             bar.update(25)
     err = capsys.readouterr().err
     assert "\r" not in err and err.endswith("\n")
-    assert [line.split(" (")[0] for line in err.splitlines()] == [f"queries: {n}/1000" for n in (25, *range(100, 1001, 100))]
+    tenths = [f"queries: {n}/1000" for n in (25, *range(100, 1001, 100))]
+    assert [line.split(" (")[0] for line in err.splitlines()] == tenths
 
 
 def test_square_counts_its_queries_on_a_bar(trained_cnn, batch, monkeypatch,
