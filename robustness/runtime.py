@@ -63,14 +63,14 @@ def choose_device(name: str = "auto") -> DeviceChoice:
         if device.index is not None and device.index >= count:
             raise InvalidArgument(f"device {name!r} asked for, but this machine has {count} CUDA device(s): "
                                   f"use cuda:0 to cuda:{count - 1}")
-        return DeviceChoice(device, f"asked for; {torch.cuda.get_device_name(device)}")
+        return DeviceChoice(device, f"named, not auto-detected; {torch.cuda.get_device_name(device)}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidArgument(f"device {name!r} asked for, but MPS is not available (it needs an Apple-silicon "
                               f"Mac and a macOS build of torch): use --device cpu, or auto")
     backend = getattr(torch, device.type, None)  # torch.xpu and the like answer is_available() too
     if device.type != "mps" and not getattr(backend, "is_available", lambda: True)():
         raise InvalidArgument(f"device {name!r} asked for, but {device.type} is not available: use --device cpu")
-    return DeviceChoice(device, "asked for")
+    return DeviceChoice(device, "named, not auto-detected")
 
 
 def _auto_device() -> DeviceChoice:

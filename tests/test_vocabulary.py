@@ -147,7 +147,7 @@ def test_square_counts_its_queries_on_a_bar(trained_cnn, batch, monkeypatch,
     from robustness.attacks import Square, square  # noqa: PLC0415
 
     monkeypatch.setattr(square, "progress_bar", lambda desc, total: LineProgress(None, desc, total, quiet=0))
-    Square(0.3, queries=20)(trained_cnn, *batch)
+    Square(0.3, queries=10)(trained_cnn, *batch)
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(line.startswith("square linf eps 0.3: queries: ") for line in lines)
     assert int(lines[-1].split(": ")[2].split("/")[0]) >= 1

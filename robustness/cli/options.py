@@ -363,40 +363,6 @@ def check_out(args: argparse.Namespace) -> None:
         check_table_path(args.out)
 
 
-def adv_train_options(p: argparse.ArgumentParser) -> None:
-    """``train``'s adversarial-training options (:class:`robustness.training.AdvTraining`): ``--adv-train``, the
-    training attack's ``-p/--norm``, ``-e/--eps`` and ``-k/--steps``, and ``--adv-warmup``."""
-    p.add_argument("--adv-train", default="none", choices=["none", "pgd", "fast"],
-                   help="train on adversarial examples: pgd (Madry et al.: random start, --steps steps of "
-                        "2.5*eps/steps) or fast (FGSM from a random start, step 1.25*eps); the checkpoints go to "
-                        "their own regime folder, <models-root>/Regime_<method>-<norm>-eps<eps>/ (default none)")
-    eps_option(p, what=" of adversarial training (needed with --adv-train)")
-    steps_option(p, what="PGD steps per training batch (default: 10; fast AT takes one)")
-    norm_option(p, what=" of adversarial training")
-    p.add_argument("--adv-warmup", type=nonnegative_int, default=0, metavar="EPOCHS",
-                   help="grow eps linearly over the first EPOCHS epochs, eps*epoch/EPOCHS (default 0)")
-
-
-def adv_training_of(args: argparse.Namespace) -> Any:
-    """The :class:`robustness.training.AdvTraining` of :func:`adv_train_options`."""
-    from ..errors import InvalidArgument  # noqa: PLC0415
-    from ..training import AdvTraining  # noqa: PLC0415 (keeps --help fast)
-
-    if args.adv_train == "none":
-        given = [flag for flag, value in (("--eps", args.eps), ("--steps", args.steps), ("--adv-warmup",
-                                                                                          args.adv_warmup)) if value]
-        if given or args.norm != "linf":
-            raise InvalidArgument(f"{', '.join(given or ['--norm'])} set without --adv-train: add --adv-train pgd "
-                                  "or fast, or drop it")
-        return AdvTraining()
-    if args.eps is None:
-        raise InvalidArgument(f"--adv-train {args.adv_train} needs --eps, e.g. --eps 0.1 or 8/255")
-    if args.adv_train == "fast" and args.steps not in (None, 1):
-        raise InvalidArgument(f"--adv-train fast takes one step, got --steps {args.steps}: drop --steps, or use "
-                              "--adv-train pgd")
-    return AdvTraining(args.adv_train, args.eps, args.norm, args.steps, warmup=args.adv_warmup)
-
-
 def regime_options() -> argparse.ArgumentParser:
     """``--regime TAG``: which training regime's checkpoints a command reads."""
     p = _group()

@@ -90,7 +90,9 @@ def run_probe(args: argparse.Namespace) -> int:
     config = ProbeConfig(study, args.kind, tuple(args.seeds))
     files = run_probes(config)
     bootstrap = {"ci": args.ci, "n_boot": args.n_boot, "seed": args.seed}
-    print(format_table([row for path in files for row in probe_rows(path, **bootstrap)]))
+    print(f"verdict: critical when the adversarial-accuracy drop's {args.ci:.0%} interval lies wholly above "
+          f"--critical-drop {args.critical_drop:g}, robust when wholly at or below it, uncertain otherwise")
+    print(format_table([row for path in files for row in probe_rows(path, args.critical_drop, **bootstrap)]))
     inits = sorted({int(path.name.split("_")[1]) for path in files})
     for init in inits:
         for which in ("clean", "adv"):

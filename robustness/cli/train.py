@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..report import format_table
 from .options import (
-    adv_train_options,
-    adv_training_of,
     data_root_options,
+    eps_option,
     model_options,
     models_root_options,
+    nonnegative_int,
+    norm_option,
     positive_int,
     positive_number,
     runtime_options,
+    steps_option,
     train_subset_option,
     writable_folders,
 )
@@ -24,6 +27,40 @@ Sub = argparse._SubParsersAction
 def tree_options() -> list[argparse.ArgumentParser]:
     """The model, roots and runtime parents every command that runs a model of the checkpoint tree has."""
     return [model_options(), models_root_options(), data_root_options(), runtime_options()]
+
+
+def adv_train_options(p: argparse.ArgumentParser) -> None:
+    """``train``'s adversarial-training options (:class:`robustness.training.AdvTraining`): ``--adv-train``, the
+    training attack's ``-p/--norm``, ``-e/--eps`` and ``-k/--steps``, and ``--adv-warmup``."""
+    p.add_argument("--adv-train", default="none", choices=["none", "pgd", "fast"],
+                   help="train on adversarial examples: pgd (Madry et al.: random start, --steps steps of "
+                        "2.5*eps/steps) or fast (FGSM from a random start, step 1.25*eps); the checkpoints go to "
+                        "their own regime folder, <models-root>/Regime_<method>-<norm>-eps<eps>/ (default none)")
+    eps_option(p, what=" of adversarial training (needed with --adv-train)")
+    steps_option(p, what="PGD steps per training batch (default: 10; fast AT takes one)")
+    norm_option(p, what=" of adversarial training")
+    p.add_argument("--adv-warmup", type=nonnegative_int, default=0, metavar="EPOCHS",
+                   help="grow eps linearly over the first EPOCHS epochs, eps*epoch/EPOCHS (default 0)")
+
+
+def adv_training_of(args: argparse.Namespace) -> Any:
+    """The :class:`robustness.training.AdvTraining` of :func:`adv_train_options`."""
+    from ..errors import InvalidArgument  # noqa: PLC0415
+    from ..training import AdvTraining  # noqa: PLC0415 (keeps --help fast)
+
+    if args.adv_train == "none":
+        given = [flag for flag, value in (("--eps", args.eps), ("--steps", args.steps), ("--adv-warmup",
+                                                                                          args.adv_warmup)) if value]
+        if given or args.norm != "linf":
+            raise InvalidArgument(f"{', '.join(given or ['--norm'])} set without --adv-train: add --adv-train pgd "
+                                  "or fast, or drop it")
+        return AdvTraining()
+    if args.eps is None:
+        raise InvalidArgument(f"--adv-train {args.adv_train} needs --eps, e.g. --eps 0.1 or 8/255")
+    if args.adv_train == "fast" and args.steps not in (None, 1):
+        raise InvalidArgument(f"--adv-train fast takes one step, got --steps {args.steps}: drop --steps, or use "
+                              "--adv-train pgd")
+    return AdvTraining(args.adv_train, args.eps, args.norm, args.steps, warmup=args.adv_warmup)
 
 
 def add_train(sub: Sub) -> None:

@@ -29,7 +29,17 @@ from ..models import arch_depths, load_checkpoint
 from ..runtime import pick_device, progress
 from ..study import StudyConfig, attack_params, checkpoints, study_data
 from ..training import regime_meta
-from .reinit import DEFAULT_SEEDS, PROBE_KINDS, ProbeKind, ProbeResult, accuracy_drop, reinitialise, rerandomise
+from .reinit import (
+    DEFAULT_SEEDS,
+    DEFAULT_THRESHOLD,
+    PROBE_KINDS,
+    ProbeKind,
+    ProbeResult,
+    accuracy_drop,
+    reinitialise,
+    rerandomise,
+    verdict,
+)
 
 
 @dataclass(frozen=True)
@@ -178,9 +188,10 @@ def plot_probe_heatmap(frame: pd.DataFrame, title: str, threshold: float = 0.05)
     return fig
 
 
-def probe_rows(path: str | Path, **bootstrap: Any) -> list[dict[str, Any]]:
+def probe_rows(path: str | Path, critical_drop: float = DEFAULT_THRESHOLD, **bootstrap: Any) -> list[dict[str, Any]]:
     """One printable row per layer of a probe result file: clean and adversarial accuracy and their drops
-    with intervals."""
+    with intervals, and the layer's verdict (:func:`verdict` of the adversarial drop's interval against
+    ``critical_drop``)."""
     meta, results = load_probes(path)
     rows = []
     for name, result in progress(results.items(), "intervals"):
@@ -189,5 +200,6 @@ def probe_rows(path: str | Path, **bootstrap: Any) -> list[dict[str, Any]]:
             drop, lo, hi = accuracy_drop(result, which, **bootstrap)
             row[which] = f"{getattr(result, f'{which}_acc'):.3f} (ref {getattr(result, f'ref_{which}_acc'):.3f})"
             row[f"{which} drop"] = f"{drop:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        row["verdict"] = verdict(lo, hi, critical_drop)  # of the adversarial drop, the last one computed
         rows.append(row)
     return rows
