@@ -214,8 +214,7 @@ def test_a_truncated_result_json_says_delete_and_rerun(tree: Path, capsys) -> No
     whole = result.read_text()
     result.write_text(whole[: len(whole) // 2])  # cut short, as a full disk or a copy would
     capsys.readouterr()
-    for command in (sweep, ["scores", *CNN, "--models-root", str(tree), "--filter", "highpass", "--scope", "local",
-                            "--no-pgd-check"]):
+    for command in (sweep, ["scores", *CNN, "--models-root", str(tree), "--filter", "highpass", "--scope", "local"]):
         assert main(command) == 2
         line = error_line(capsys, printed=None)
         assert line.startswith(f"error: {result} is unreadable (not valid JSON: ")
@@ -299,7 +298,7 @@ def test_train_options_are_checked_before_torch_sees_them(option, value, message
     with pytest.raises(SystemExit) as exit_:
         main(["train", *CNN, "--models-root", str(tmp_path / "m"), option, value])
     assert exit_.value.code == 2
-    assert error_line(capsys) == f"python -m robustness train: error: {message}"
+    assert error_line(capsys) == f"error: {message} (options: python -m robustness train --help)"
     assert not (tmp_path / "m").exists()
 
 

@@ -230,7 +230,7 @@ def test_bad_arguments_raise_invalid_argument() -> None:
     t = np.linspace(0, 1, 5)
     with pytest.raises(InvalidArgument, match="density, unfiltered, random"):
         filtering_scores(planted(t, t, t), scoring=Scoring(baseline="ones"))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match="--thresholds 3"):
+    with pytest.raises(InvalidArgument, match="--n-thresholds 3"):
         filtering_scores(planted([1.0], [1.0], [0.0]))
     with pytest.raises(InvalidArgument, match="tau"):
         filtering_scores(planted(t, t, t), scoring=Scoring(tau=-1))
