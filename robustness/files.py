@@ -93,6 +93,16 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _sync(path: Path) -> None:
+    """Flush ``path``'s data to the disk: a rename may reach the disk before the data it names, so without this
+    a power loss could leave an empty file in place of the good one the rename replaced."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place on success.
@@ -114,6 +124,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         tmp_path.chmod(0o666 & ~_UMASK)
+        _sync(tmp_path)
         os.replace(tmp_path, path)
     except OSError as err:
         raise write_error(path, err) from None  # the finally below has removed the temporary file by then

@@ -91,7 +91,23 @@ def check_regime_tag(regime: str) -> str:
 def train_flags(regime: str) -> str:
     """The ``robustness train`` options that train into ``regime`` (empty for standard), for error messages."""
     m = _REGIME_TAG.fullmatch(check_regime_tag(regime))
-    return "" if m is None else f" --adv-train {m.group(1)} --adv-norm {m.group(2)} --adv-eps {m.group(3)}"
+    return "" if m is None else f" --adv-train {m.group(1)} --norm {m.group(2)} --eps {m.group(3)}"
+
+
+def command_options(arch: str, dataset: str, root: str | Path, *, train: bool = False) -> str:
+    """The options that point a command an error suggests at ``arch`` on ``dataset`` under ``root`` (a models
+    root, or a regime root as :func:`regime_root` gives it): ``--arch``, ``--dataset``, ``--models-root`` unless
+    it is the default, and a regime other than standard as ``--regime TAG`` (for ``train``: the options that
+    train into it)."""
+    root, regime = Path(root), STANDARD
+    if root.name.startswith(REGIME_PREFIX) and _REGIME_TAG.fullmatch(root.name.removeprefix(REGIME_PREFIX)):
+        root, regime = root.parent, root.name.removeprefix(REGIME_PREFIX)
+    flags = f"--arch {arch} --dataset {dataset}"
+    if root != Path(DEFAULT_MODELS_ROOT):
+        flags += f" --models-root {root}"
+    if regime != STANDARD:
+        flags += train_flags(regime) if train else f" --regime {regime}"
+    return flags
 
 
 def regime_root(root: str | Path = DEFAULT_MODELS_ROOT, regime: str = STANDARD) -> Path:
@@ -124,7 +140,7 @@ def check_regime(arch: str, dataset: str, regime: str, root: str | Path = DEFAUL
     if regime == STANDARD:
         return regime_root(root, regime)  # missing standard checkpoints keep their own messages
     folder = model_dir(arch, dataset, root, regime=regime)
-    train_it = f"python -m robustness train --arch {arch} --dataset {dataset}{train_flags(regime)}"
+    train_it = f"python -m robustness train {command_options(arch, dataset, regime_root(root, regime), train=True)}"
     if not folder.is_dir():
         found = ", ".join(list_regimes(arch, dataset, root)) or "none"
         raise CheckpointError(f"no regime {regime!r} for {arch} on {dataset} under {root} (regimes found: {found}): "
@@ -185,8 +201,8 @@ def find_checkpoint(
     found = list_checkpoints(arch, dataset, init, root, regime=regime)
     if not found:
         raise CheckpointError(f"no checkpoint of Init_{init} under {model_dir(arch, dataset, root, regime=regime)}: "
-                              f"train first (python -m robustness train --arch {arch} --dataset {dataset}"
-                              f"{train_flags(regime)})")
+                              f"train first (python -m robustness train "
+                              f"{command_options(arch, dataset, regime_root(root, regime), train=True)})")
     epoch = max(found) if epoch is None else epoch
     if epoch not in found:
         raise CheckpointError(f"{init_dir(arch, dataset, init, root, regime=regime)} has no checkpoint at epoch "

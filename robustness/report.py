@@ -7,12 +7,14 @@ from typing import Any
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], float_format: str = ".4f") -> str:
-    """Rows of dicts as an aligned text table; columns in the first row's key order."""
+    """Rows of dicts as an aligned text table; columns in the first row's key order; a flag reads yes or no."""
     if not rows:
         return "(no rows)"
     columns = list(rows[0])
 
     def cell(value: Any) -> str:
+        if type(value).__name__ in ("bool", "bool_"):  # Python's or NumPy's (no numpy import: --help stays fast)
+            return "yes" if value else "no"
         return format(value, float_format) if isinstance(value, float) else str(value)
 
     cells = [[cell(row.get(c, "")) for c in columns] for row in rows]

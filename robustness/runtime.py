@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -62,14 +63,14 @@ def choose_device(name: str = "auto") -> DeviceChoice:
         if device.index is not None and device.index >= count:
             raise InvalidArgument(f"device {name!r} asked for, but this machine has {count} CUDA device(s): "
                                   f"use cuda:0 to cuda:{count - 1}")
-        return DeviceChoice(device, f"asked for; {torch.cuda.get_device_name(device)}")
+        return DeviceChoice(device, f"named, not auto-detected; {torch.cuda.get_device_name(device)}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidArgument(f"device {name!r} asked for, but MPS is not available (it needs an Apple-silicon "
                               f"Mac and a macOS build of torch): use --device cpu, or auto")
     backend = getattr(torch, device.type, None)  # torch.xpu and the like answer is_available() too
     if device.type != "mps" and not getattr(backend, "is_available", lambda: True)():
         raise InvalidArgument(f"device {name!r} asked for, but {device.type} is not available: use --device cpu")
-    return DeviceChoice(device, "asked for")
+    return DeviceChoice(device, "named, not auto-detected")
 
 
 def _auto_device() -> DeviceChoice:
@@ -162,9 +163,78 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (where tqdm draws a widget)."""
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and type(get()).__name__ == "ZMQInteractiveShell"
+
+
+class LineProgress:
+    """Progress for a log that is not a terminal (a pipe, a file, CI): whole lines, no carriage returns. Once
+    the loop has run ``quiet`` seconds (a quicker loop prints nothing), it prints ``desc: done/total (pct%),
+    elapsed`` when the count crosses each tenth of ``total`` (each step when the total is unknown or at most 10)
+    or ``every`` seconds have passed, and a last line on :meth:`close`. The same ``update``/``close``/iteration
+    interface as tqdm's bar."""
+
+    def __init__(self, iterable: Iterable[T] | None, desc: str, total: int | None, every: float = 30.0,
+                 quiet: float = 2.0):
+        self.iterable, self.desc, self.total, self.every, self.quiet = iterable, desc, total, every, quiet
+        self.n, self._tenth, self._shown, self._closed = 0, -1, 0, False
+        self._start = self._last = time.monotonic()
+
+    def _line(self) -> str:
+        elapsed = f"{time.monotonic() - self._start:.0f} s"
+        if not self.total:
+            return f"{self.desc}: {self.n} done, {elapsed}"
+        return f"{self.desc}: {self.n}/{self.total} ({100 * self.n / self.total:.0f}%), {elapsed}"
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more steps; print a line where one is due."""
+        self.n += n
+        now = time.monotonic()
+        tenth = self.n if not self.total or self.total <= 10 else 10 * self.n // self.total
+        if now - self._start >= self.quiet and (tenth != self._tenth or now - self._last >= self.every):
+            self._tenth, self._last, self._shown = tenth, now, self.n
+            print(self._line(), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """The last line, if the count moved since the one printed last."""
+        if not self._closed and self._shown and self.n != self._shown:
+            print(self._line(), file=sys.stderr, flush=True)
+        self._closed = True
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            for item in self.iterable or ():
+                yield item
+                self.update()
+        finally:
+            self.close()
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress_bar(desc: str, total: int | None = None, iterable: Iterable[T] | None = None,
+                 leave: bool = False) -> Any:
+    """A progress bar with tqdm's interface (``update(n)``, ``close()``, iteration, a context manager): tqdm's
+    bar in a terminal or a notebook, :class:`LineProgress` where stderr is anything else, so that a piped log
+    gets whole lines instead of carriage-return debris."""
+    if sys.stderr.isatty() or _in_notebook():
+        return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True)
+    return LineProgress(iterable, desc, total)
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, leave: bool = False) -> Iterator[T]:
-    """A tqdm progress bar (a widget in notebooks, text in a terminal)."""
-    return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True)
+    """``iterable`` with a progress bar (:func:`progress_bar`: a widget in notebooks, a bar in a terminal, whole
+    lines in a piped log)."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    return iter(progress_bar(desc, total, iterable, leave))
 
 
 @contextmanager

@@ -45,7 +45,10 @@ def wilson_interval(correct: int, n: int, ci: float = 0.95) -> tuple[float, floa
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 (or n) correct the bound is exactly 0 (or 1); rounding would otherwise leave a few 1e-17s.
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)
+    hi = 1.0 if correct == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def bootstrap_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:

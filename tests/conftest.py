@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fitting import one_thread
 from torch import nn
 
 from robustness import paths
@@ -22,7 +23,8 @@ def mnist5k_test() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trained(tmp_path_factory: pytest.TempPathFactory, arch: str, epochs: int) -> nn.Module:
     root = tmp_path_factory.mktemp(f"models_{arch}")
-    train(TrainConfig(arch=arch, dataset="mnist5k", epochs=epochs, models_root=str(root), device="cpu"))
+    with one_thread():  # the same weights whatever the machine's threads
+        train(TrainConfig(arch=arch, dataset="mnist5k", epochs=epochs, models_root=str(root), device="cpu"))
     model, _ = load_checkpoint(paths.checkpoint_path(arch, "mnist5k", 1, epochs, root))
     return model
 
@@ -31,7 +33,6 @@ def _trained(tmp_path_factory: pytest.TempPathFactory, arch: str, epochs: int) -
 def trained_cnn(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     """``mnist_cnn`` after 2 epochs on mnist5k (about 95% test accuracy), in eval mode."""
     return _trained(tmp_path_factory, "mnist_cnn", 2)
-
 
 
 @pytest.fixture(scope="module")
@@ -48,5 +49,7 @@ def batch(
 def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """mnist_cnn checkpoints of Init_1 at epochs 0 and 1 (trained on 500 mnist5k images). Copy it before writing."""
     root = tmp_path_factory.mktemp("checkpoints")
-    train(TrainConfig(arch="mnist_cnn", dataset="mnist5k", epochs=1, subset=500, models_root=str(root), device="cpu"))
+    with one_thread():
+        train(TrainConfig(arch="mnist_cnn", dataset="mnist5k", epochs=1, subset=500, models_root=str(root),
+                          device="cpu"))
     return root

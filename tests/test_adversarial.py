@@ -24,6 +24,7 @@ from robustness.training import (
     train,
     training_config,
 )
+from robustness.training import trainer as trainer_module
 
 PGD = AdvTraining("pgd", 0.1, steps=3)
 
@@ -82,6 +83,41 @@ def test_examples_stay_in_the_ball_raise_the_loss_and_leave_the_model_as_found(t
     with torch.no_grad():
         assert loss(trained_cnn(x_adv), y) > loss(trained_cnn(x), y) + 0.5
     assert torch.equal(adversarial_batch(trained_cnn, x, y, PGD, 0.0), x)
+
+
+@pytest.mark.parametrize("adv", [PGD, AdvTraining("fast", 0.1), AdvTraining("pgd", 2.0, norm="l2", steps=3)],
+                         ids=["pgd-linf", "fast-linf", "pgd-l2"])
+def test_the_trainer_trains_on_the_adversarial_batches(adv, monkeypatch, tmp_path: Path) -> None:
+    # Every batch the model is trained on (a forward pass in train mode) is the adversarial batch made from that
+    # step's clean batch: not the clean batch itself, inside the eps-ball around it, with a higher loss.
+    made, trained_on = [], []
+
+    def recording(model, x, y, settings, eps):
+        x_adv = adversarial_batch(model, x, y, settings, eps)
+        with torch.no_grad():
+            model.eval()
+            losses = [torch.nn.functional.cross_entropy(model(batch), y).item() for batch in (x, x_adv)]
+            model.train()
+        made.append((x.clone(), x_adv.clone(), *losses))
+        return x_adv
+
+    monkeypatch.setattr(trainer_module, "adversarial_batch", recording)
+    build = trainer_module.build_model
+
+    def hooked(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, inputs: trained_on.append(inputs[0].clone()) if m.training else None,
+                                        prepend=True)  # before the model's own normalisation
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", hooked)
+    train(_config(tmp_path, epochs=1, subset=100, batch_size=50, adv=adv))
+    assert len(made) == len(trained_on) == 2
+    for (x, x_adv, clean_loss, adv_loss), batch in zip(made, trained_on, strict=True):
+        assert torch.equal(batch, x_adv) and not torch.equal(batch, x)
+        distance = (batch - x).flatten(1).norm(p=float("inf") if adv.norm == "linf" else 2, dim=1)
+        assert distance.max() <= adv.eps + 1e-5 and distance.min() > adv.eps / 4  # the budget is used
+        assert adv_loss > clean_loss
 
 
 def test_standard_layout_is_unchanged_and_regimes_get_their_own_root(tmp_path: Path) -> None:
@@ -158,7 +194,7 @@ def _run(capsys, *argv: str) -> tuple[int, str]:
 
 
 def test_unknown_and_empty_regimes_name_the_fix(at_root: Path, tmp_path: Path, capsys) -> None:
-    common = ("attack", "--arch", "mnist_cnn", "--models-root", str(at_root), "--device", "cpu", "--subset", "20")
+    common = ("attack", "--arch", "mnist_cnn", "--models-root", str(at_root), "--device", "cpu", "--test-subset", "20")
     status, out = _run(capsys, *common, "--regime", "fast-linf-eps0.3")
     assert status == 2 and "regimes found: standard, pgd-linf-eps0.1" in out and "--adv-train fast" in out
     status, out = _run(capsys, *common, "--regime", "robust")
@@ -167,7 +203,7 @@ def test_unknown_and_empty_regimes_name_the_fix(at_root: Path, tmp_path: Path, c
     empty.mkdir(parents=True)
     status, out = _run(capsys, "filter", "--arch", "mnist_cnn", "--models-root", str(tmp_path), "--regime",
                        "pgd-linf-eps0.2")
-    assert status == 2 and "holds no checkpoints" in out and "--adv-eps 0.2" in out
+    assert status == 2 and "holds no checkpoints" in out and "--eps 0.2" in out
     status, out = _run(capsys, *common, "--regime", "pgd-linf-eps0.1", "--attack", "fgsm", "--out",
                        str(tmp_path / "row.json"))
     assert status == 0 and "pgd-linf-eps0.1" in out
@@ -176,11 +212,11 @@ def test_unknown_and_empty_regimes_name_the_fix(at_root: Path, tmp_path: Path, c
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--adv-train", "pgd"), "needs --adv-eps"),
-    (("--adv-train", "pgd", "--adv-eps", "0.1", "--adv-steps", "0"), "must be an integer >= 1"),
-    (("--adv-train", "pgd", "--adv-eps", "-1"), "must be a number >= 0"),
-    (("--adv-eps", "0.1"), "set without --adv-train"),
-    (("--adv-train", "trades", "--adv-eps", "0.1"), "invalid choice"),
+    (("--adv-train", "pgd"), "needs --eps"),
+    (("--adv-train", "pgd", "--eps", "0.1", "--steps", "0"), "must be an integer >= 1"),
+    (("--adv-train", "pgd", "--eps", "-1"), "must be a number >= 0"),
+    (("--eps", "0.1"), "set without --adv-train"),
+    (("--adv-train", "trades", "--eps", "0.1"), "invalid choice"),
 ])
 def test_train_options_refuse_bad_settings(argv, message, capsys, tmp_path: Path) -> None:
     try:
@@ -193,7 +229,7 @@ def test_train_options_refuse_bad_settings(argv, message, capsys, tmp_path: Path
 def test_eps_fractions_reach_the_config(monkeypatch, tmp_path: Path) -> None:
     seen = {}
     monkeypatch.setattr("robustness.training.train", lambda config, resume: seen.setdefault("c", config) and {})
-    main(["train", "--arch", "mnist_cnn", "--models-root", str(tmp_path), "--adv-train", "fast", "--adv-eps", "8/255",
+    main(["train", "--arch", "mnist_cnn", "--models-root", str(tmp_path), "--adv-train", "fast", "--eps", "8/255",
           "--adv-warmup", "2"])
     assert seen["c"].adv == AdvTraining("fast", 8 / 255, warmup=2) and seen["c"].regime == "fast-linf-eps0.03137"
 

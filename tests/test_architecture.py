@@ -21,8 +21,32 @@ def declared_layers() -> dict[str, int]:
     return layers
 
 
+def _imported(node: ast.AST, package: list[str]) -> list[str]:
+    """The units of the package one node imports: a relative ``from . import``, an absolute ``import
+    robustness.x`` or ``from robustness(.x) import``, or ``importlib.import_module("robustness.x")`` (or a
+    relative name with a package) with constant arguments; ``[]`` for anything else."""
+    if isinstance(node, ast.ImportFrom) and node.level:
+        base = package[: len(package) - node.level + 1]
+        target = [*base, *(node.module.split(".") if node.module else [])]
+        return target[:1] or [a.name for a in node.names if a.name != "__version__"]
+    if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "robustness":
+        target = node.module.split(".")[1:2]
+        return target or [a.name for a in node.names if a.name != "__version__"]
+    if isinstance(node, ast.Import):
+        return [a.name.split(".")[1] for a in node.names if a.name.startswith("robustness.")]
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+        name = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else ""
+        if isinstance(name, str) and name.startswith("."):
+            anchor = node.args[1].value if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) else ""
+            name = f"{anchor}{name}"
+        parts = name.split(".")
+        return parts[1:2] if parts[0] == "robustness" else []
+    return []
+
+
 def imports() -> dict[str, set[str]]:
-    """``{unit: units it imports}`` from every module's relative imports (in functions too)."""
+    """``{unit: units it imports}`` from every module's imports (in functions too): relative, absolute and
+    through :func:`importlib.import_module`."""
     found: dict[str, set[str]] = {}
     for path in ROOT.rglob("*.py"):
         parts = path.relative_to(ROOT).with_suffix("").parts
@@ -30,12 +54,17 @@ def imports() -> dict[str, set[str]]:
         if unit == "__init__":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package[: len(package) - node.level + 1]
-                target = [*base, *(node.module.split(".") if node.module else [])]
-                names = target[:1] or [a.name for a in node.names if a.name != "__version__"]
-                found.setdefault(unit, set()).update(n for n in names if n != unit)
+            found.setdefault(unit, set()).update(n for n in _imported(node, package) if n != unit)
     return found
+
+
+def test_absolute_and_importlib_imports_are_seen() -> None:
+    package = ["scoring"]
+    seen = [_imported(ast.parse(code).body[0].value if code.startswith("importlib") else ast.parse(code).body[0],
+                      package) for code in ("from robustness.cli import main", "import robustness.cli.options",
+                                            "from robustness import cli", "importlib.import_module('robustness.cli')",
+                                            "from ..cli import main", "from . import tables")]
+    assert seen == [["cli"], ["cli"], ["cli"], ["cli"], ["cli"], ["scoring"]]
 
 
 def test_every_unit_is_in_the_table() -> None:
@@ -57,8 +86,10 @@ def test_each_wing_states_its_public_names() -> None:
         names = [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
                  if isinstance(t, ast.Name)]
         assert "__all__" in names, f"{init.parent.name}/__init__.py has no __all__"
-        exported = __import__(f"robustness.{init.parent.name}", fromlist=["*"]).__all__
-        assert len(exported) == len(set(exported)), init
+        module = __import__(f"robustness.{init.parent.name}", fromlist=["*"])
+        assert len(module.__all__) == len(set(module.__all__)), init
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert not missing, f"{init.parent.name}/__init__.py lists names it does not define: {missing}"
 
 
 def test_no_module_level_aliases() -> None:

@@ -260,7 +260,8 @@ def test_without_batchnorm_recalibration_is_a_no_op(trained_cnn: nn.Module, imag
 @pytest.mark.slow
 def test_recalibration_under_channels_last_and_bf16(bn_net: nn.Module, images) -> None:
     """The GPU speed options re-estimate the same statistics up to rounding: channels-last gives the same
-    outcomes (losses within 1e-4), bf16 autocast accuracies within 0.03 (6 of 200 images)."""
+    outcomes (losses within a relative 2e-4: float32 sums in another order), bf16 autocast accuracies within 0.03
+    (6 of 200 images)."""
     data, calibration = images
     model = copy.deepcopy(bn_net)
     plain = local_analysis(model, data, "highpass", FGSM(EPS), 4, layers=["conv1"], bn_images=calibration)["conv1"]
@@ -272,7 +273,7 @@ def test_recalibration_under_channels_last_and_bf16(bn_net: nn.Module, images) -
     last = local_analysis(model, (x, data[1]), "highpass", FGSM(EPS), 4, layers=["conv1"], bn_images=cal)["conv1"]
     assert_same_state(model, before)
     assert last.clean_acc == plain.clean_acc and last.adv_acc == plain.adv_acc
-    assert last.clean_loss == pytest.approx(plain.clean_loss, abs=1e-4)
+    assert last.clean_loss == pytest.approx(plain.clean_loss, rel=2e-4)
     assert bf16.clean_loss != plain.clean_loss
     for field in ("clean_acc", "adv_acc"):
         assert max(abs(a - b) for a, b in zip(getattr(bf16, field), getattr(plain, field), strict=True)) <= 0.03

@@ -47,7 +47,8 @@ print("heavy:", sorted({m.split(".")[0] for m in sys.modules} & {"torch", "torch
 
 
 def test_train_writes_checkpoints_and_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["train", "--arch", "mnist_cnn", "--epochs", "1", "--subset", "200", "--models-root", str(tmp_path)])
+    status = main(["train", "--arch", "mnist_cnn", "--epochs", "1", "--train-subset", "200", "--models-root",
+                   str(tmp_path)])
     assert status == 0
     assert list(paths.list_checkpoints("mnist_cnn", "mnist5k", 1, tmp_path)) == [0, 1]
     assert "test_acc" in capsys.readouterr().out
@@ -119,8 +120,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, plain
 
 
-SWEEP = ["--arch", "mnist_cnn", "--filter", "highpass", "--scope", "both", "--layers", "fc2", "--thresholds", "3",
-         "--subset", "60", "--bn", "frozen", "--device", "cpu"]
+SWEEP = ["--arch", "mnist_cnn", "--filter", "highpass", "--scope", "both", "--layers", "fc2", "--n-thresholds", "3",
+         "--test-subset", "60", "--bn", "frozen", "--device", "cpu"]
 
 
 @pytest.mark.slow
@@ -160,7 +161,7 @@ def test_scores_of_both_and_the_tables_as_data_frames(tree: tuple[Path, Path], t
     from robustness.scoring import Scoring, scores_frame  # noqa: PLC0415
 
     root, plain = tree
-    options = ["--arch", "mnist_cnn", "--models-root", str(root), "--plots-root", str(tmp_path), "--no-pgd-check",
+    options = ["--arch", "mnist_cnn", "--models-root", str(root), "--plots-root", str(tmp_path),
                "--n-boot", "50", "--filter", "highpass"]
     for source in ([], ["--checkpoint", str(plain)]):
         if not paths.list_sweep_results(paths.source_dir_name(plain) if source else "mnist_cnn", "mnist5k",
@@ -192,7 +193,7 @@ def test_attack_writes_its_table_for_the_tree_and_for_a_model_from_elsewhere(
     from robustness.stats import wilson_interval  # noqa: PLC0415
 
     root, plain = tree
-    common = ["attack", "--arch", "mnist_cnn", "--models-root", str(root), "--subset", "50", "--device", "cpu"]
+    common = ["attack", "--arch", "mnist_cnn", "--models-root", str(root), "--test-subset", "50", "--device", "cpu"]
     assert main([*common, "--out", str(tmp_path / "own.csv")]) == 0
     assert main([*common, "--checkpoint", str(plain), "--out", str(tmp_path / "plain.json")]) == 0
     own, theirs = pd.read_csv(tmp_path / "own.csv"), pd.read_json(tmp_path / "plain.json", precise_float=True)
@@ -206,7 +207,7 @@ def test_attack_writes_its_table_for_the_tree_and_for_a_model_from_elsewhere(
     assert main([*common, "--out", str(tmp_path / "table.txt")]) == 2
     assert main(["retrain", "--arch", "mnist_cnn", "--models-root", str(root), "--checkpoint", str(plain)]) == 2
     assert "is not one of them" in capsys.readouterr().err
-    assert main(["scores", "--models-root", str(root), "--weights", "timm:never_swept", "--no-pgd-check"]) == 2
+    assert main(["scores", "--models-root", str(root), "--weights", "timm:never_swept"]) == 2
     assert "From_timm_never_swept/MNIST5K for filter(s)" in capsys.readouterr().err  # and how to make them:
     assert main(["scores", "--models-root", str(root), "--weights", "timm:x"]) == 2
     assert "run python -m robustness filter with the same --checkpoint or --weights" in capsys.readouterr().err

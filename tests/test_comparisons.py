@@ -90,9 +90,10 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
     root = tmp_path / "models"
     shutil.copytree(checkpoints_root, root)
     common = ["--arch", "mnist_cnn", "--dataset", "mnist5k", "--models-root", str(root), "--device", "cpu"]
-    probe = ["probe", *common, "--subset", "60", "--eps", "0.1", "--n-boot", "100", "--plots-root", str(tmp_path)]
-    assert main(["filter", *common, "--filter", "highpass", "--scope", "local", "--thresholds", "3", "--subset", "60",
-                 "--calibrate-eps", "0.5", "--eps-images", "100", "--checkpoint-epochs", "1"]) == 0
+    probe = ["probe", *common, "--test-subset", "60", "--eps", "0.1", "--n-boot", "100", "--plots-root", str(tmp_path)]
+    assert main(["filter", *common, "--filter", "highpass", "--scope", "local", "--n-thresholds", "3",
+                 "--test-subset", "60", "--calibrate-eps", "0.5", "--eps-images", "100",
+                 "--checkpoint-epochs", "1"]) == 0
     assert main(probe) == 0
     out = capsys.readouterr().out
     path = paths.probe_result_path("mnist_cnn", "mnist5k", 1, 1, "reinit", "fgsm_eps0.1", root)
@@ -106,7 +107,7 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
             ).is_file()
     written = path.stat().st_mtime_ns
     assert main(probe) == 0 and path.stat().st_mtime_ns == written  # a rerun resumes: nothing recomputed
-    assert main([*probe, "--subset", "50"]) == 2 and "other settings" in capsys.readouterr().err
+    assert main([*probe, "--test-subset", "50"]) == 2 and "other settings" in capsys.readouterr().err
     sweep_meta = load_json(paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", "local",
                                                    "fgsm_acc0.5", root))["meta"]
     assert sweep_meta["depth"] == {"conv1": 0.0, "conv2": 1 / 3, "fc1": 2 / 3, "fc2": 1.0}
@@ -127,3 +128,16 @@ def test_probe_and_compare_commands(checkpoints_root, tmp_path, capsys, monkeypa
                  "--set", "b=mnist_cnn:mnist5k:1:1"]) == 0
     assert "edges 0.00, 0.33, 0.67, 1.00" in capsys.readouterr().out
     assert main([*compare_common, "--by", "regime", "--regimes", "standard", "pgd-linf-eps0.1", "--epoch", "1"]) == 2
+
+
+def test_a_result_file_of_another_regime_is_refused(tmp_path) -> None:
+    from robustness.filtering import save_results  # noqa: PLC0415
+
+    meta, results = loaded({"fc2": FLAT}, attack="fgsm_acc0.5", regime="standard")  # a standard model's result...
+    path = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 2, "highpass", "local", "fgsm_acc0.5", tmp_path,
+                                   regime="pgd-linf-eps0.1")  # ...in the adversarially trained regime's folder
+    save_results(meta, list(results.values()), path)
+    with pytest.raises(InvalidArgument, match="records the regime 'standard', not 'pgd-linf-eps0.1'"):
+        scoring.regime_result("mnist_cnn", "mnist5k", "highpass", 1, 2, "pgd-linf-eps0.1", root=tmp_path)
+    save_results({**meta, "regime": "pgd-linf-eps0.1"}, list(results.values()), path)
+    assert scoring.regime_result("mnist_cnn", "mnist5k", "highpass", 1, 2, "pgd-linf-eps0.1", root=tmp_path)

@@ -193,9 +193,9 @@ def test_saved_defended_data_reloads_equal(trained_cnn, batch, tmp_path) -> None
 
 @pytest.mark.slow
 def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
-    status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--train-epochs", "1",
-                   "--def-steps", "2", "--subset", "10", "--threat", "preemptive", "--label", "oracle",
-                   "--restarts", "1", "--apgd-steps", "3", "--ensemble", "pgd,apgd-dlr", "--tsne", "--device", "cpu",
+    status = main(["defend", "-p", "l2", "-k", "2", "-e", "3/2", "-a", "0.5", "--epochs", "1",
+                   "--def-steps", "2", "--test-subset", "10", "--threat", "preemptive", "--label", "oracle",
+                   "--restarts", "1", "--apgd-steps", "3", "--ensemble", "pgd", "apgd-dlr", "--tsne", "--device", "cpu",
                    "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path),
                    "--out", str(tmp_path / "defense.csv")])
     out = capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(("option", "message"), [
     (["-e", "-0.2"], "argument -e/--eps: '-0.2' must be a number >= 0"),
     (["--apgd-steps", "0"], "argument --apgd-steps: '0' must be an integer >= 1"),
-    (["--ensemble", "pgd,cw"], "argument --ensemble: 'pgd,cw': give distinct names"),
+    (["--ensemble", "cw"], "argument --ensemble: invalid choice: 'cw'"),
 ])
 def test_cli_rejects_bad_numbers_before_training(tmp_path, capsys, option, message) -> None:
     args = {"-e": "0.2", **dict(zip(option[::2], option[1::2], strict=True))}
@@ -229,8 +229,9 @@ def test_cli_rejects_bad_numbers_before_training(tmp_path, capsys, option, messa
 
 
 def test_cli_rejects_bad_defense_settings_before_training(tmp_path, capsys) -> None:
-    status = main(["defend", "-p", "linf", "-k", "20", "-e", "0.2", "-a", "0.01", "--def-steps", "-1",
-                   "--models-root", str(tmp_path)])
-    assert status == 2
-    assert capsys.readouterr().err.startswith("error: def_steps must be")
+    with pytest.raises(SystemExit) as exit_:  # the option as the user typed it, not the library's def_steps
+        main(["defend", "-p", "linf", "-k", "20", "-e", "0.2", "-a", "0.01", "--def-steps", "-1",
+              "--models-root", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --def-steps: '-1' must be an integer >= 1")
     assert not any(tmp_path.iterdir())

@@ -24,9 +24,9 @@ from robustness.training import TrainConfig, init_seed, train
 from robustness.training import trainer as train_module
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = ["--arch", "mnist_cnn", "--subset", "200", "--batch-size", "20", "--device", "cpu"]
-SWEEP = ["--arch", "mnist_cnn", "--device", "cpu", "--subset", "100", "--thresholds", "3", "--filter", "highpass",
-         "--scope", "both", "--layers", "conv1", "conv2", "fc2", "-e", "0.1"]
+TRAIN = ["--arch", "mnist_cnn", "--train-subset", "200", "--batch-size", "20", "--device", "cpu"]
+SWEEP = ["--arch", "mnist_cnn", "--device", "cpu", "--test-subset", "100", "--n-thresholds", "3", "--filter",
+         "highpass", "--scope", "both", "--layers", "conv1", "conv2", "fc2", "-e", "0.1"]
 
 
 def torchrun(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:

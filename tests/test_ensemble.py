@@ -107,10 +107,29 @@ def test_masked_gradients_are_flagged_and_the_worst_case_sees_through_them(train
 def test_attack_command_prints_the_ensemble_with_intervals(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "ensemble.json"
     status = main(["attack", "--arch", "mnist_cnn", "--models-root", str(checkpoints_root), "--device", "cpu",
-                   "--subset", "30", "--attack", "ensemble", "--eps", "0.1", "-k", "3", "--apgd-steps", "3",
+                   "--test-subset", "30", "--attack", "ensemble", "--eps", "0.1", "-k", "3", "--apgd-steps", "3",
                    "--queries", "20", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert status == 0 and "worst" in printed and "gradient masking" in printed
     rows = json.loads(out.read_text())
+    flagged = any(r["masking"] == "POSSIBLE" for r in rows)  # the verdict printed is the rows' verdict
+    verdict = "possible gradient masking: " if flagged else "no sign of gradient masking"
+    assert status == 0 and "worst" in printed and verdict in printed
     assert [r["attack"] for r in rows] == ["clean", "pgd", "apgd-ce", "apgd-dlr", "square", "worst"]
     assert all(r["regime"] == "standard" and r["lo"] <= r["accuracy"] <= r["hi"] for r in rows)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_the_attack_command_prints_the_masking_verdict_its_rows_call_for(masked, checkpoints_root: Path,
+                                                                          monkeypatch, capsys) -> None:
+    # Planted outcomes on 200 images: PGD leaves 100 more images robust than Square (flagged) or the same ones.
+    n = 200
+    square = np.arange(n) < 50
+    planted = {"clean": np.ones(n, bool), "pgd": np.arange(n) < (150 if masked else 50), "apgd-ce": square,
+               "apgd-dlr": square, "square": square}
+    planted["worst"] = planted["clean"] & planted["pgd"] & square
+    monkeypatch.setattr("robustness.attacks.ensemble_outcomes", lambda model, loader, ensemble: planted)
+    assert main(["attack", "--arch", "mnist_cnn", "--models-root", str(checkpoints_root), "--device", "cpu",
+                 "--test-subset", "10", "--attack", "ensemble"]) == 0
+    printed = capsys.readouterr().out
+    assert ("possible gradient masking: pgd leave(s)" in printed) == masked
+    assert ("no sign of gradient masking" in printed) == (not masked)

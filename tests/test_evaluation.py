@@ -112,10 +112,11 @@ def test_attack_command(tmp_path, capsys):
     assert main(["attack", "--arch", "mnist_cnn", "--models-root", root]) == 2
     assert "no checkpoint of Init_1" in capsys.readouterr().err
     train(TrainConfig(arch="mnist_cnn", epochs=0, models_root=root, device="cpu"))  # an epoch-0 checkpoint
-    common = ["attack", "--arch", "mnist_cnn", "--models-root", root, "--device", "cpu", "--subset", "40"]
+    common = ["attack", "--arch", "mnist_cnn", "--models-root", root, "--device", "cpu", "--test-subset", "40"]
     assert main([*common, "--epoch", "3"]) == 2
     assert main([*common, "--attack", "fgsm", "-p", "l2"]) == 2
-    assert main([*common, "--attack", "pgd", "-k", "0"]) == 2
+    with pytest.raises(SystemExit, match="2"):  # a count below 1, refused as the options are parsed
+        main([*common, "--attack", "pgd", "-k", "0"])
     capsys.readouterr()
     assert main([*common, "--attack", "pgd", "-p", "l2", "-k", "2", "-e", "1.0", "-a", "0.5"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()

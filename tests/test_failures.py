@@ -75,7 +75,7 @@ def test_a_nan_checkpoint_is_refused_naming_the_file_and_the_layer(tree: Path, t
     state = load_torch_file(ckpt(tree, 1))["state_dict"]
     state["conv2.weight"] = torch.full_like(state["conv2.weight"], math.nan)
     nan = spoil(ckpt(tree, 1), tmp_path / "nan_weights.ckpt", state_dict=state)
-    assert main(["attack", *CNN, "--checkpoint", str(nan), "--attack", "pgd", "--subset", "20",
+    assert main(["attack", *CNN, "--checkpoint", str(nan), "--attack", "pgd", "--test-subset", "20",
                  "--models-root", str(tree)]) == 2
     assert error_line(capsys) == (
         f"error: {nan}: layer conv2 holds NaN or infinite weights (conv2.weight: 18432 of 18432 values), so every "
@@ -85,7 +85,7 @@ def test_a_nan_checkpoint_is_refused_naming_the_file_and_the_layer(tree: Path, t
     shutil.copy(nan, ckpt(tree, 1))
     before = files_under(tree)
     assert main(["filter", *CNN, "--models-root", str(tree), "--filter", "highpass", "--scope", "local",
-                 "--layers", "fc2", "--thresholds", "3", "--subset", "20", "--bn", "frozen"]) == 2
+                 "--layers", "fc2", "--n-thresholds", "3", "--test-subset", "20", "--bn", "frozen"]) == 2
     assert error_line(capsys) == (
         f"error: {ckpt(tree, 1)}: layer conv2 holds NaN or infinite weights (conv2.weight: 18432 of 18432 values), "
         f"so every accuracy measured with it would be meaningless; use an earlier checkpoint, or retrain (e.g. with "
@@ -123,14 +123,14 @@ def test_a_path_through_a_file_fails_before_any_epoch(tmp_path: Path, capsys) ->
     """A folder under a regular file cannot be created, by root either."""
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    assert main(["train", *CNN, "--epochs", "1", "--subset", "50", "--models-root", str(blocker / "models")]) == 2
+    assert main(["train", *CNN, "--epochs", "1", "--train-subset", "50", "--models-root", str(blocker / "models")]) == 2
     assert error_line(capsys) == (f"error: cannot write {blocker / 'models'}: a part of the path is a file, not a "
                                   f"folder: choose another path")
     assert os.listdir(tmp_path) == ["a_file"] and blocker.read_text() == "x"
 
 
 def test_attack_checks_out_before_the_attack(tree: Path, tmp_path: Path, capsys) -> None:
-    common = ["attack", *CNN, "--models-root", str(tree), "--subset", "20"]
+    common = ["attack", *CNN, "--models-root", str(tree), "--test-subset", "20"]
     assert main([*common, "--out", str(tmp_path / "x.txt")]) == 2
     assert error_line(capsys) == f"error: {tmp_path / 'x.txt'}: a table is written as .csv or .json, not .txt"
     folder = tmp_path / "table.csv"
@@ -177,7 +177,7 @@ def read_only(tmp_path: Path):
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary(small_disk: Path, capsys) -> None:
-    assert main(["train", *CNN, "--epochs", "1", "--subset", "50", "--models-root", str(small_disk)]) == 2
+    assert main(["train", *CNN, "--epochs", "1", "--train-subset", "50", "--models-root", str(small_disk)]) == 2
     target = ckpt(small_disk, 0)
     assert error_line(capsys) == (f"error: cannot write {target}: no space left on the device: free some space, "
                                   f"or write elsewhere")
@@ -197,7 +197,7 @@ def test_a_read_only_folder_is_one_line_before_the_work(read_only: Path, tree: P
              "permission denied (the folder is read-only for this user): write elsewhere")
     assert main(["train", *CNN, "--epochs", "1", "--models-root", str(root)]) == 2
     assert error_line(capsys) == f"error: cannot write {root}: {cause}"
-    assert main(["attack", *CNN, "--models-root", str(tree), "--subset", "20", "--out",
+    assert main(["attack", *CNN, "--models-root", str(tree), "--test-subset", "20", "--out",
                  str(read_only / "t.csv")]) == 2
     assert error_line(capsys) == f"error: cannot write {read_only}: {cause}"
     assert os.listdir(read_only) == []
@@ -208,14 +208,13 @@ def test_a_read_only_folder_is_one_line_before_the_work(read_only: Path, tree: P
 
 def test_a_truncated_result_json_says_delete_and_rerun(tree: Path, capsys) -> None:
     sweep = ["filter", *CNN, "--models-root", str(tree), "--filter", "highpass", "--scope", "local", "--layers", "fc2",
-             "--thresholds", "3", "--subset", "20", "--bn", "frozen", "--checkpoint-epochs", "1"]
+             "--n-thresholds", "3", "--test-subset", "20", "--bn", "frozen", "--checkpoint-epochs", "1"]
     assert main(sweep) == 0
     result = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", "local", "fgsm_eps0.1", tree)
     whole = result.read_text()
     result.write_text(whole[: len(whole) // 2])  # cut short, as a full disk or a copy would
     capsys.readouterr()
-    for command in (sweep, ["scores", *CNN, "--models-root", str(tree), "--filter", "highpass", "--scope", "local",
-                            "--no-pgd-check"]):
+    for command in (sweep, ["scores", *CNN, "--models-root", str(tree), "--filter", "highpass", "--scope", "local"]):
         assert main(command) == 2
         line = error_line(capsys, printed=None)
         assert line.startswith(f"error: {result} is unreadable (not valid JSON: ")
@@ -266,7 +265,7 @@ def test_a_malicious_pickle_is_called_code_not_corrupt(tree: Path, tmp_path: Pat
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.ckpt"
     torch.save({"format": _Payload(marker), "state_dict": {}}, evil)
-    assert main(["attack", *CNN, "--checkpoint", str(evil), "--models-root", str(tree), "--subset", "20"]) == 2
+    assert main(["attack", *CNN, "--checkpoint", str(evil), "--models-root", str(tree), "--test-subset", "20"]) == 2
     assert error_line(capsys) == (
         f"error: {evil} holds code that was refused (a call of {os.system.__module__}.system), not weights: loading "
         f"it with weights_only=False would run that code; do not load it, and delete it unless you know who made it "
@@ -299,7 +298,7 @@ def test_train_options_are_checked_before_torch_sees_them(option, value, message
     with pytest.raises(SystemExit) as exit_:
         main(["train", *CNN, "--models-root", str(tmp_path / "m"), option, value])
     assert exit_.value.code == 2
-    assert error_line(capsys) == f"python -m robustness train: error: {message}"
+    assert error_line(capsys) == f"error: {message} (options: python -m robustness train --help)"
     assert not (tmp_path / "m").exists()
 
 

@@ -47,3 +47,13 @@ def test_tables_are_plain_csv_or_json_with_every_digit(tmp_path) -> None:
     assert json_rows[0] == {"name": "a", "value": 1 / 3, "count": 7, "flag": True}
     with pytest.raises(InvalidArgument, match="as .csv or .json, not .txt"):
         save_rows(rows, tmp_path / "t.txt")
+
+
+def test_the_data_reaches_the_disk_before_the_rename(tmp_path: Path, monkeypatch) -> None:
+    # Without the fsync a power loss after the rename could leave an empty file in place of the old good one.
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.fstat(fd).st_size)) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", Path(b).name)) or real_replace(a, b))
+    save_json({"a": 1}, tmp_path / "r.json")
+    assert [kind for kind, _ in events] == ["fsync", "replace"] and events[0][1] > 0 and events[1][1] == "r.json"

@@ -198,3 +198,22 @@ def test_results_round_trip_and_bad_input_is_one_clear_error() -> None:
     with pytest.raises(InvalidArgument, match="distinct seeds"):
         rerandomise(model, data, FGSM(0.05), seeds=(1, 1))
     assert verdict(0.06, 0.2) == "critical" and verdict(0.0, 0.05) == "robust" and verdict(0.01, 0.3) == "uncertain"
+
+
+def test_rerandomise_draws_per_seed_and_keeps_the_global_random_state(monkeypatch) -> None:
+    model, data = Planted(trained=True), planted_data(40)
+    draws = []
+    original = nn.Linear.reset_parameters
+
+    def recording(module: nn.Linear) -> None:  # each draw, read as it is made
+        original(module)
+        draws.append(module.weight.detach().clone())
+
+    monkeypatch.setattr(nn.Linear, "reset_parameters", recording)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    rerandomise(model, data, FGSM(0.05), layers=["bottleneck"], seeds=(4, 5))
+    rerandomise(model, data, FGSM(0.05), layers=["bottleneck"], seeds=(4,))
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state, as it was
+    assert len(draws) == 3 and not torch.equal(draws[0], draws[1])  # another seed, another draw
+    assert torch.equal(draws[0], draws[2])  # the same seed, the same draw

@@ -113,9 +113,10 @@ def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_
     assert recheck_study(config, **pgd_options) == rows and pgd_file.stat().st_mtime_ns == stamp  # resumed
 
     argv = ["scores", "--arch", "mnist_cnn", "--scope", "local", "--tau", "1", "--n-boot", "100", "--device", "cpu",
-            "--pgd-steps", "5", "--models-root", str(models), "--plots-root", str(tmp_path / "plots")]
+            "--recheck", "--steps", "5", "--models-root", str(models), "--plots-root", str(tmp_path / "plots")]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "PGD re-check" in out and "fgsm adversarial" in out and "recheck_of" not in out  # no PGD table
     assert pgd_file.stat().st_mtime_ns == stamp
-    assert main([*argv, "--no-pgd-check"]) == 0 and "PGD re-check" not in capsys.readouterr().out
+    assert main([a for a in argv if a != "--recheck"]) == 0
+    assert "PGD re-check of what FGSM labels robust or antifragile: not run (add --recheck)" in capsys.readouterr().out

@@ -65,7 +65,7 @@ def test_pick_device_names_its_choice_once_per_process(capsys: pytest.CaptureFix
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "_announced", set())
     assert pick_device("cpu") == pick_device("cpu") == torch.device("cpu")
-    assert capsys.readouterr().err == "device cpu: asked for\n"
+    assert capsys.readouterr().err == "device cpu: named, not auto-detected\n"
 
 
 def test_sync_and_shapes_on_the_cpu() -> None:

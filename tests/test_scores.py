@@ -230,7 +230,7 @@ def test_bad_arguments_raise_invalid_argument() -> None:
     t = np.linspace(0, 1, 5)
     with pytest.raises(InvalidArgument, match="density, unfiltered, random"):
         filtering_scores(planted(t, t, t), scoring=Scoring(baseline="ones"))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match="--thresholds 3"):
+    with pytest.raises(InvalidArgument, match="--n-thresholds 3"):
         filtering_scores(planted([1.0], [1.0], [0.0]))
     with pytest.raises(InvalidArgument, match="tau"):
         filtering_scores(planted(t, t, t), scoring=Scoring(tau=-1))
@@ -380,7 +380,7 @@ def test_no_result_files_is_one_clear_error_naming_the_filter_command(tmp_path, 
 def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tmp_path, capsys) -> None:
     _write_study(tmp_path / "models")
     argv = ["scores", "--arch", "mnist_cnn", "--filter", "highpass", "--scope", "local", "--tau", "0.1",
-            "--n-boot", "200", "--no-pgd-check", "--models-root", str(tmp_path / "models"),
+            "--n-boot", "200", "--models-root", str(tmp_path / "models"),
             "--plots-root", str(tmp_path / "plots")]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -389,7 +389,7 @@ def test_scores_command_prints_tables_with_intervals_and_writes_csv_and_plots(tm
     assert "2 of 2 labels confident: 1 robust, 1 antifragile" in out
     assert len(list((tmp_path / "models").rglob("scores_*.csv"))) == 3
     # These hand-made files do not record the study's set-up, which the PGD re-check needs: one clear error.
-    assert main([a for a in argv if a != "--no-pgd-check"]) == 2
+    assert main([*argv, "--recheck"]) == 2
     assert "lacks arch" in capsys.readouterr().err
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} == {
         "MnistCNN_MNIST5K_local_highpass_scores_fgsm_acc0.5_density.png",

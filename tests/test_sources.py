@@ -208,7 +208,7 @@ def test_the_command_line_refuses_weights_that_do_not_fit_the_dataset(
     cached = torch_home / "hub" / "checkpoints" / Path(tvm.ResNet18_Weights.IMAGENET1K_V1.url).name
     cached.parent.mkdir(parents=True, exist_ok=True)
     torch.save(tvm.resnet18().state_dict(), cached)
-    for command in (["attack"], ["filter", "--thresholds", "3"]):
+    for command in (["attack"], ["filter", "--n-thresholds", "3"]):
         assert main([*command, "--weights", "torchvision:resnet18:IMAGENET1K_V1", "--device", "cpu"]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error: torchvision:resnet18:IMAGENET1K_V1 cannot be evaluated on mnist5k: it predicts "

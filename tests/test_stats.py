@@ -102,3 +102,10 @@ def test_spearman_equals_scipy_with_ties_and_over_leading_axes() -> None:
     x = rng.random(8)
     assert spearman(x, x) == pytest.approx(1.0) and spearman(x, -x) == pytest.approx(-1.0)
     assert np.isnan(spearman(x, np.ones(8)))  # a constant side has no ranking
+
+
+def test_wilson_bounds_are_exactly_0_and_1_at_none_and_all_correct() -> None:
+    # Rounding in centre - half leaves 2.8e-17 at 0/5 (and 0.9999999999999999 at 13/13) without the exact ends.
+    for n in range(1, 2000):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0, n
+    assert 0 < wilson_interval(1, 5)[0] and wilson_interval(4, 5)[1] < 1

@@ -163,8 +163,8 @@ def test_units_split_over_workers_merge_to_the_same_files(checkpoints_root, whol
 def test_cli_filter(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "cli")
     common = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu",
-              "--checkpoint-epochs", "1", "--subset", "50", "--thresholds", "2", "--filter", "lowpass", "--scope",
-              "local", "-e", "0.05"]
+              "--checkpoint-epochs", "1", "--test-subset", "50", "--n-thresholds", "2", "--filter", "lowpass",
+              "--scope", "local", "-e", "0.05"]
     assert main([*common, "--layers", "fc2"]) == 0
     out = capsys.readouterr().out
     assert "Step_maxmin" in out and "fgsm_eps0.05" in out
@@ -301,7 +301,7 @@ def test_a_study_recalibrates_on_a_seeded_training_subset(resnet_root: Path) -> 
 def test_cli_filter_bn_grid_and_random_baseline(checkpoints_root: Path, tmp_path: Path, capsys) -> None:
     root = fresh_root(checkpoints_root, tmp_path, "cli_options")
     args = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--checkpoint-epochs", "1",
-            "--subset", "40", "--thresholds", "3", "--filter", "highpass", "--scope", "local", "--layers", "fc2",
+            "--test-subset", "40", "--n-thresholds", "3", "--filter", "highpass", "--scope", "local", "--layers", "fc2",
             "--bn", "frozen", "--grid", "quantile", "--random-baseline", "--null-masks", "2"]
     assert main(args) == 0
     assert "quantile" in capsys.readouterr().out

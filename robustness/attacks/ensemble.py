@@ -79,7 +79,7 @@ def batch_outcomes(model: nn.Module, x: Tensor, y: Tensor, ensemble: Ensemble) -
     """Per example of one batch: correct on the clean image (``clean``), under each member, and under all
     of them (``worst``)."""
     found: dict[str, Tensor] = {}
-    for name, attack in ensemble.members().items():
+    for name, attack in progress(ensemble.members().items(), f"{ensemble.tag}: {', '.join(MEMBERS)}"):
         x_adv, clean_logits = attack.with_clean_logits(model, x, y)
         with torch.no_grad():
             found[name] = model(x_adv).argmax(1) == y
@@ -95,7 +95,7 @@ def ensemble_outcomes(model: nn.Module, loader: DataLoader, ensemble: Ensemble) 
     device = model_device(model)
     parts: dict[str, list[np.ndarray]] = {}
     with frozen_eval(model):
-        for x_cpu, y_cpu in progress(loader, f"evaluate {ensemble.tag}", total=len(loader)):
+        for x_cpu, y_cpu in progress(loader, f"{ensemble.tag}: batches", total=len(loader)):
             x, y = x_cpu.to(device), torch.as_tensor(y_cpu).to(device)
             for name, ok in batch_outcomes(model, x, y, ensemble).items():
                 parts.setdefault(name, []).append(ok.cpu().numpy())

@@ -13,11 +13,12 @@ does APGD: model frozen and restored, inputs checked, caller's random state kept
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..runtime import frozen_eval
+from ..runtime import frozen_eval, progress_bar
 from .norms import Norm, check_batch, check_count, check_labels, check_number, geometry, run_suffix
 
 
@@ -65,12 +66,27 @@ class Square:
         return self.with_clean_logits(model, x, y)[0]
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """torchattacks' Square on a checked batch (model frozen). It reseeds the global generators with
-        ``seed``, so their state is forked and restored around it."""
+        """torchattacks' Square on a checked batch (model frozen), with a progress bar over its queries. It
+        reseeds the global generators with ``seed``, so their state is forked and restored around it."""
         import torchattacks  # noqa: PLC0415 (imported on first use: it is slow to import)
 
-        attack = torchattacks.Square(model, norm={"linf": "Linf", "l2": "L2"}[self.norm], eps=self.eps,
-                                     n_queries=self.queries, n_restarts=self.restarts, p_init=self.p_init,
-                                     loss="margin", seed=self.seed)
-        with torch.no_grad(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
-            return attack(x, y)
+        with progress_bar(f"square {self.norm} eps {self.eps:g}: queries", self.queries * self.restarts) as bar:
+            attack = torchattacks.Square(_Counted(model, bar), norm={"linf": "Linf", "l2": "L2"}[self.norm],
+                                         eps=self.eps, n_queries=self.queries, n_restarts=self.restarts,
+                                         p_init=self.p_init, loss="margin", seed=self.seed)
+            with torch.no_grad(), torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                return attack(x, y)
+
+
+class _Counted(nn.Module):
+    """``model`` with each forward pass counted on ``bar``: Square makes one query of the batch per pass (and
+    one first pass per restart, which the bar's total leaves out)."""
+
+    def __init__(self, model: nn.Module, bar: Any):
+        super().__init__()
+        self.model, self.bar = model, bar
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The model's logits; one more query on the bar."""
+        self.bar.update(1)
+        return self.model(x)

@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import RobustnessError
 from .evaluate import add_attack, add_defend, add_demo
 from .findings import add_findings
-from .options import nonnegative_number
+from .options import Parser, nonnegative_number
 from .probe import add_probe
 from .study import add_compare, add_filter, add_retrain, add_scores
 from .train import add_train
@@ -32,27 +32,29 @@ COMMANDS = (add_demo, add_findings, add_train, add_attack, add_filter, add_score
 
 def build_parser(prog: str = "python -m robustness") -> argparse.ArgumentParser:
     """The parser of ``python -m robustness`` and all its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog, allow_abbrev=False,
-        description="Adversarial robustness toolkit: training, attacks, synaptic filtering, defensive perturbation. "
-                    "Commands, shared options and result tables: docs/cli.md.",
+        description="Adversarial robustness toolkit: standard and adversarial training; attacks (FGSM, PGD, APGD, "
+                    "Square and their ensemble, in linf and l2); synaptic-filtering sweeps, their scores with "
+                    "intervals and comparisons; layer probes; selective retraining; the defensive perturbation; "
+                    "the findings page. Commands, their one vocabulary of options and result tables: docs/cli.md.",
     )
     parser.add_argument("--version", action="version", version=f"robustness {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
-    for command in sub.choices.values():
-        command.allow_abbrev = False  # one spelling per option: no prefix (--attack for --attack-tag) parses
     return parser
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Run the command line; return the exit status. ``prog`` is the name usage lines show
-    (default: ``robustness`` when run as that command, else ``python -m robustness``)."""
+    (default: ``robustness`` when run as that command, else ``python -m robustness``). Before the work, one line
+    on stderr says what is loading (importing torch alone takes seconds)."""
     if prog is None:
         prog = "robustness" if os.path.basename(sys.argv[0]) == "robustness" else "python -m robustness"
     args = build_parser(prog).parse_args(argv)
+    print(f"{args.command}: loading torch and the {args.command} code...", file=sys.stderr, flush=True)
     try:
         return args.run(args)
     except RobustnessError as err:

@@ -19,16 +19,20 @@ from .options import (
     model_options,
     model_source,
     models_root_options,
+    nonnegative_int,
     nonnegative_number,
     out_options,
     plots_root_options,
     positive_int,
+    positive_number,
     regime_options,
     regime_root_of,
     restart_options,
+    restarts_option,
     runtime_options,
     source_options,
     speed_options,
+    test_subset_option,
     writable_folders,
 )
 
@@ -63,7 +67,8 @@ def add_attack(sub: Sub) -> None:
                                           attack_options(("fgsm", "pgd", "apgd", "apgd-ce", "apgd-dlr", "square",
                                                           "ensemble")),
                                           restart_options(), speed_options(), out_options()],
-                       help="evaluate a saved checkpoint or a model from elsewhere under FGSM, PGD or APGD (L∞, L2)",
+                       help="evaluate a saved checkpoint or a model from elsewhere under FGSM, PGD, APGD, Square or "
+                            "the ensemble of the strong ones (linf, l2)",
                        description="Attack the test images of a saved checkpoint (--init, --epoch) or of the model "
                                    "--checkpoint or --weights names, and print clean accuracy, robust accuracy (each "
                                    "with its 95% Wilson interval), the success rate over initially correct images "
@@ -76,10 +81,9 @@ def add_attack(sub: Sub) -> None:
                                    "reports each one's accuracy and the per-image worst case with 95% Wilson "
                                    "intervals, flagging possible gradient masking when a white-box attack leaves "
                                    "the model more accurate than Square by more than 2 paired standard errors.")
-    p.add_argument("--init", type=int, default=1, help="initialisation number, from 1 (default 1)")
-    p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest)")
-    p.add_argument("--subset", type=int, default=None, metavar="N",
-                   help="attack a fixed, seeded subset of N test images (default: the whole test split)")
+    p.add_argument("--init", type=positive_int, default=1, help="initialisation number, from 1 (default 1)")
+    p.add_argument("--epoch", type=nonnegative_int, default=None, help="checkpoint epoch (default: the newest)")
+    test_subset_option(p, what=" to attack")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch (default 256)")
     p.add_argument("--queries", type=positive_int, default=1000,
                    help="queries per image of the Square attack (square, ensemble; default 1000)")
@@ -108,7 +112,7 @@ def run_attack(args: argparse.Namespace) -> int:
         model, meta = load_checkpoint(path, args.arch, args.dataset, map_location=device)
         where = {"arch": args.arch, "init": args.init, "epoch": epoch, "regime": meta["regime"]}
     loader = make_loader(load_dataset(args.dataset, train=False, root=args.data_root), args.batch_size,
-                         subset=args.subset, seed=args.seed)
+                         subset=args.test_subset, seed=args.seed)
     if args.channels_last:
         channels_last(model)
     if args.attack == "ensemble":
@@ -147,8 +151,9 @@ def _report_ensemble(model: nn.Module, loader: Any, ensemble: Any, where: dict[s
     from ..attacks import ensemble_outcomes, ensemble_report, masking_flag  # noqa: PLC0415
 
     rows = ensemble_report(ensemble_outcomes(model, loader, ensemble))
-    print(f"{where}, {args.dataset}, {ensemble.tag}: PGD {ensemble.pgd_steps} steps x {ensemble.pgd_restarts}, "
-          f"APGD {ensemble.apgd_steps} steps per loss, Square {ensemble.square_queries} queries")
+    model = ", ".join(f"{key} {value}" for key, value in where.items())
+    print(f"{model}, {args.dataset}, {ensemble.tag}: PGD {ensemble.pgd_steps} steps x {ensemble.pgd_restarts} "
+          f"restart(s), APGD {ensemble.apgd_steps} steps per loss, Square {ensemble.square_queries} queries")
     print(format_table(rows))
     flag = masking_flag(rows)
     print(flag or "no sign of gradient masking: every white-box attack is within noise of Square or below it")
@@ -157,13 +162,12 @@ def _report_ensemble(model: nn.Module, loader: Any, ensemble: Any, where: dict[s
     return 0
 
 
-def _ensemble(text: str) -> tuple[str, ...]:
-    """``--ensemble``: comma-separated names from pgd, apgd-ce, apgd-dlr, square."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    known = ("pgd", "apgd-ce", "apgd-dlr", "square")
-    if not names or any(name not in known for name in names) or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"{text!r}: give distinct names from {','.join(known)}, comma-separated")
-    return names
+ENSEMBLE = ("pgd", "apgd-ce", "apgd-dlr", "square")  # defend --ensemble's members, in their order
+
+
+def _members(names: Sequence[str]) -> tuple[str, ...]:
+    """``--ensemble``'s members once each, in the ensemble's order."""
+    return tuple(name for name in ENSEMBLE if name in names)
 
 
 def add_defend(sub: Sub) -> None:
@@ -183,10 +187,10 @@ def add_defend(sub: Sub) -> None:
                                    "original's form: -p linf -k 20 -e 0.2 -a 0.01 or -p l2 -k 40 -e 2.5 -a 0.075; "
                                    "eps-like values may be fractions such as 8/255. Without --checkpoint or "
                                    "--weights, the original's model (Adam lr 5e-4, batch 100) is trained into "
-                                   "saved_models/<Arch>/<DATASET>/Init_1/ or reused from there. Slow: one defense "
+                                   "<models-root>/<Arch>/<DATASET>/Init_1/ or reused from there. Slow: one defense "
                                    "runs def-steps x (k + 2) passes, and the test-time attacks run the defense at "
                                    "every one of their steps (2 x apgd-steps for the APGD pair).")
-    p.add_argument("--train-epochs", type=int, default=10,
+    p.add_argument("--epochs", type=positive_int, default=10,
                    help="epochs of the default model when it has to be trained (default 10)")
     p.add_argument("--budget", type=nonnegative_number, default=None, metavar="B",
                    help="bound on the defense's perturbation in the attack's norm (default: eps); "
@@ -197,27 +201,25 @@ def add_defend(sub: Sub) -> None:
     p.add_argument("--threat", default="both", choices=["preemptive", "test-time", "both"],
                    help="preemptive: defend, then attack the defended image; test-time: attack, then defend "
                         "(default both)")
-    p.add_argument("--def-steps", type=int, default=79, help="Adam steps of the defense (default 79)")
-    p.add_argument("--def-lr", type=float, default=0.1, help="Adam learning rate of the defense (default 0.1)")
-    p.add_argument("--ensemble", type=_ensemble, default=("pgd", "apgd-ce", "apgd-dlr", "square"), metavar="A,B",
+    p.add_argument("--def-steps", type=positive_int, default=79, help="Adam steps of the defense (default 79)")
+    p.add_argument("--def-lr", type=positive_number, default=0.1,
+                   help="Adam learning rate of the defense (default 0.1)")
+    p.add_argument("--ensemble", nargs="+", choices=ENSEMBLE, default=list(ENSEMBLE), metavar="ATTACK",
                    help="the strong attacks, on the defended and the undefended model alike: pgd (fresh restarts), "
                         "apgd-ce, apgd-dlr, square (score-based; test-time: it queries the whole defended "
-                        "pipeline), comma-separated (default pgd,apgd-ce,apgd-dlr,square)")
-    p.add_argument("--square-queries", type=positive_int, default=1000,
+                        f"pipeline), space-separated (default {' '.join(ENSEMBLE)})")
+    p.add_argument("--queries", type=positive_int, default=1000,
                    help="Square's queries per image (default 1000; fewer understate it)")
     p.add_argument("--apgd-steps", type=positive_int, default=100,
                    help="iterations of APGD-CE and APGD-DLR (default 100; fewer understate the attack)")
     p.add_argument("--eot-samples", type=positive_int, default=1,
                    help="defense draws averaged by the test-time attacks through the defense (EOT, default 1)")
-    p.add_argument("--restarts", type=positive_int, default=5,
-                   help="fresh random starts of the ensemble's PGD (default 5)")
-    p.add_argument("--subset", type=int, default=200, metavar="N",
-                   help="evaluate a fixed, seeded subset of N test images (and of each split with --save-data; "
-                        "default 200)")
+    restarts_option(p, default=5, what="fresh random starts of the ensemble's PGD")
+    test_subset_option(p, default=200, what=" to evaluate (and of each split with --save-data)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="images per defense batch (default 100)")
     p.add_argument("--tsne", action="store_true", help="save t-SNE maps of clean, adversarial and defended images")
     p.add_argument("--save-data", action="store_true",
-                   help="save defended train and valid images under saved_models/<Arch>/<DATASET>/Defensive_<norm>/")
+                   help="save defended train and valid images under <models-root>/<Arch>/<DATASET>/Defensive_<norm>/")
     p.set_defaults(run=run_defend)
 
 
@@ -248,26 +250,26 @@ def run_defend(args: argparse.Namespace) -> int:
     defenses = {label: Defense(args.eps, args.alpha, args.steps, budget, args.norm, args.def_steps, args.def_lr,
                                label) for label in labels}  # validates every number before any training
     loader = make_loader(load_dataset(args.dataset, train=False, root=args.data_root), args.batch_size,
-                         subset=args.subset, seed=args.seed)
+                         subset=args.test_subset, seed=args.seed)
     if model_source(args) is not None:
         model, _ = _load_source(args, pick_device(args.device))
     else:
-        model = load_or_train(args.arch, args.dataset, epochs=args.train_epochs, seed=args.seed, device=args.device,
+        model = load_or_train(args.arch, args.dataset, epochs=args.epochs, seed=args.seed, device=args.device,
                               models_root=args.models_root, data_root=args.data_root)
     results = defense_table(model, loader, DefenseEvaluation(
         next(iter(defenses.values())), threats=threats,
-        labels=labels, ensemble=args.ensemble, restarts=args.restarts, apgd_steps=args.apgd_steps,
-        square_queries=args.square_queries, eot_samples=args.eot_samples, seed=args.seed))
+        labels=labels, ensemble=_members(args.ensemble), restarts=args.restarts, apgd_steps=args.apgd_steps,
+        square_queries=args.queries, eot_samples=args.eot_samples, seed=args.seed))
     first = next(iter(results.values()))
     print(f"{args.arch} on {args.dataset}, {first['examples']} test images; PGD-{args.norm} eps {args.eps:g} "
           f"alpha {args.alpha:g} k {args.steps}; defense budget {budget:g}, {args.def_steps} Adam steps; ensemble "
-          f"{','.join(args.ensemble)} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, "
-          f"{f'Square {args.square_queries} queries, ' if 'square' in args.ensemble else ''}EOT {args.eot_samples})")
+          f"{' '.join(_members(args.ensemble))} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, "
+          f"{f'Square {args.queries} queries, ' if 'square' in args.ensemble else ''}EOT {args.eot_samples})")
     print(format_results(results))
     _write(result_rows(results), args.out)
     if args.save_data:
         for defense in defenses.values():
-            for split, path in defend_splits(model, defense, args.arch, args.dataset, subset=args.subset,
+            for split, path in defend_splits(model, defense, args.arch, args.dataset, subset=args.test_subset,
                                              batch_size=args.batch_size, seed=args.seed,
                                              models_root=args.models_root, data_root=args.data_root).items():
                 print(f"defended {split} data ({defense.label} labels): {path}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+import textwrap
+from typing import Any, NoReturn
 
 from ..paths import DEFAULT_DATA_ROOT, DEFAULT_MODELS_ROOT, DEFAULT_PLOTS_ROOT
-from ..vocab import ARCHS, DATASETS, DEVICE_HELP, FILTERS
+from ..vocab import ARCHS, DATASETS, DEVICE_HELP, FILTERS, NORMS
 
 
 def nonnegative_number(text: str) -> float:
@@ -61,6 +62,65 @@ def positive_number(text: str) -> float:
 def nonnegative_int(text: str) -> int:
     """A seed-like option's value: an integer >= 0."""
     return _integer(text, 0)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, wrapping only at spaces: a path or an option (``<models-root>/``,
+    ``--checkpoint-epochs``) is never cut at a hyphen or mid-word."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False, break_long_words=False)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one ``error:`` line (no usage block), naming the command whose
+    ``--help`` lists the options, and exit status 2, like every other error of the user's making. Its
+    subcommands are parsers of this class too, and none takes an abbreviated option (one spelling each)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``error: <message>`` and the command's ``--help`` on one line; exit with status 2."""
+        self.exit(2, f"error: {message} (options: {self.prog} --help)\n")
+
+
+def unit_number(text: str) -> float:
+    """A target accuracy's value (``--calibrate-eps``): a number in [0, 1]."""
+    value = nonnegative_number(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an accuracy in [0, 1]")
+    return value
+
+
+def selection_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--inits I ...`` and ``--checkpoint-epochs E ...``: which checkpoints of the tree a command covers."""
+    p.add_argument("--inits", type=positive_int, nargs="+", default=None, metavar="I",
+                   help="initialisation numbers, not a count, e.g. --inits 1 2 (default: every Init_<i> folder)")
+    p.add_argument("--checkpoint-epochs", type=nonnegative_int, nargs="+", default=None, metavar="E",
+                   help=f"checkpoint epochs {verb}, e.g. --checkpoint-epochs 0 5 10; each must exist for every "
+                        "selected init (default: every checkpoint of each init)")
+
+
+def layers_option(p: argparse.ArgumentParser) -> None:
+    """``--layers NAME ...``: the layers a command covers."""
+    p.add_argument("--layers", nargs="+", default=None, metavar="NAME",
+                   help="module names, e.g. conv1 layer1.0.conv1 fc (default: every Conv2d and Linear)")
+
+
+def batchnorm_options(p: argparse.ArgumentParser) -> None:
+    """``--bn`` and ``--bn-images``: what happens to BatchNorm statistics of a changed model."""
+    p.add_argument("--bn", default="recalibrate", choices=["recalibrate", "frozen"],
+                   help="recalibrate: re-estimate BatchNorm statistics on training images for every changed model "
+                        "(default); frozen: keep the checkpoint's statistics")
+    p.add_argument("--bn-images", type=positive_int, default=1000, metavar="N",
+                   help="training images BatchNorm statistics are re-estimated on (default 1000)")
 
 
 def writable_folders(*folders: str) -> None:
@@ -137,6 +197,47 @@ def model_source(args: argparse.Namespace) -> str | None:
     return args.checkpoint or args.weights
 
 
+def norm_option(p: argparse.ArgumentParser, *, required: bool = False, what: str = "") -> None:
+    """``-p/--norm``: the norm of the eps-ball (every attack takes both)."""
+    p.add_argument("-p", "--norm", required=required, choices=list(NORMS), **({} if required else {"default": "linf"}),
+                   help=f"norm of the eps-ball{what}: linf or l2" + ("" if required else " (default linf)"))
+
+
+def eps_option(p: argparse.ArgumentParser, *, required: bool = False, default: float | None = None,
+               what: str = "") -> None:
+    """``-e/--eps``: the perturbation budget; a fraction such as 8/255 passes."""
+    shown = "" if required else f" (default {default:g})" if default is not None else " (default: none)"
+    p.add_argument("-e", "--eps", type=nonnegative_number, required=required, default=default,
+                   help=f"perturbation budget{what} in the chosen norm for images in [0, 1], e.g. 0.031 or 8/255"
+                        + shown)
+
+
+def steps_option(p: argparse.ArgumentParser, *, required: bool = False, default: int | None = None,
+                 what: str = "PGD steps") -> None:
+    """``-k/--steps``: the iterations of PGD."""
+    p.add_argument("-k", "--steps", type=positive_int, required=required, default=default,
+                   help=what + ("" if required or default is None else f" (default {default})"))
+
+
+def restarts_option(p: argparse.ArgumentParser, *, default: int = 1, what: str = "random restarts of PGD or "
+                    "APGD; the worst case per image is kept") -> None:
+    """``--restarts``: random restarts, the worst case per image kept."""
+    p.add_argument("--restarts", type=positive_int, default=default, help=f"{what} (default {default})")
+
+
+def test_subset_option(p: argparse.ArgumentParser, *, default: int | None = None, what: str = "") -> None:
+    """``--test-subset N``: a fixed, seeded subset of the test images."""
+    p.add_argument("--test-subset", type=positive_int, default=default, metavar="N",
+                   help=f"a fixed, seeded subset of N test images{what} "
+                        + (f"(default {default})" if default else "(default: the whole test split)"))
+
+
+def train_subset_option(p: argparse.ArgumentParser, *, what: str = "") -> None:
+    """``--train-subset N``: a fixed, seeded subset of the training images."""
+    p.add_argument("--train-subset", type=positive_int, default=None, metavar="N",
+                   help=f"train on a fixed, seeded subset of N training images{what} (default: the whole split)")
+
+
 def attack_options(
     names: tuple[str, ...] | None, *, required: bool = False, eps: float = 0.1
 ) -> argparse.ArgumentParser:
@@ -145,25 +246,23 @@ def attack_options(
     p = _group()
     if names:
         p.add_argument("--attack", default=names[0], choices=names, help=f"attack (default {names[0]})")
-    default = {} if required else {"default": "linf"}
-    p.add_argument("-p", "--norm", required=required, choices=["linf", "l2"], **default,
-                   help="norm of the eps-ball" + ("" if required else " (default linf; l2 needs PGD or APGD)"))
-    p.add_argument("-e", "--eps", type=nonnegative_number, required=required, default=None if required else eps,
-                   help="perturbation budget in the chosen norm for images in [0, 1], e.g. 0.031 or 8/255"
-                        + ("" if required else f" (default {eps:g})"))
-    p.add_argument("-k", "--steps", type=int, required=required, default=None,
-                   help="PGD iterations" + ("" if required else " (default 10 for PGD, 100 for APGD; not FGSM)"))
+    norm_option(p, required=required)
+    eps_option(p, required=required, default=None if required else eps)
+    ensemble = names is not None and "ensemble" in names
+    steps_option(p, required=required, what="PGD steps" + ("" if required else " (default: 10; the ensemble's PGD: 20; "
+                                                                                 "FGSM and Square take none)"
+                                                             if ensemble else " (default: 10; FGSM takes none)")
+                 + ("; APGD's iterations: --apgd-steps" if ensemble else ""))
     p.add_argument("-a", "--alpha", type=nonnegative_number, required=required, default=None,
-                   help="PGD step size, e.g. 0.01 or 2/255" + ("" if required else " (default 2.5*eps/steps; PGD "
-                                                                                    "only: APGD adapts its own)"))
+                   help="PGD step size, e.g. 0.01 or 2/255" + ("" if required else " (default: 2.5*eps/steps; PGD "
+                                                                                    "only)"))
     return p
 
 
 def restart_options() -> argparse.ArgumentParser:
     """How PGD (and APGD) starts: ``--restarts`` and ``--random-start``."""
     p = _group()
-    p.add_argument("--restarts", type=int, default=1,
-                   help="random restarts of PGD or APGD; the worst case per image is kept (default 1)")
+    restarts_option(p)
     p.add_argument("--random-start", action=argparse.BooleanOptionalAction, default=True,
                    help="start PGD at a random point of the eps-ball (default; --no-random-start starts at x; "
                         "APGD always starts at a random point)")
@@ -262,37 +361,6 @@ def check_out(args: argparse.Namespace) -> None:
         from ..files import check_table_path  # noqa: PLC0415 (keeps --help fast)
 
         check_table_path(args.out)
-
-
-def adv_train_options(p: argparse.ArgumentParser) -> None:
-    """``train``'s adversarial-training options (:class:`robustness.training.AdvTraining`)."""
-    p.add_argument("--adv-train", default="none", choices=["none", "pgd", "fast"],
-                   help="train on adversarial examples: pgd (Madry et al.: random start, --adv-steps steps of "
-                        "2.5*eps/steps) or fast (FGSM from a random start, step 1.25*eps); the checkpoints go to "
-                        "their own regime folder, <models-root>/Regime_<method>-<norm>-eps<eps>/ (default none)")
-    p.add_argument("--adv-eps", type=nonnegative_number, default=None, metavar="EPS",
-                   help="the training eps for images in [0, 1], e.g. 0.1 or 8/255 (needed with --adv-train)")
-    p.add_argument("--adv-steps", type=positive_int, default=None, metavar="K",
-                   help="PGD steps per batch (default 10; fast AT takes one)")
-    p.add_argument("--adv-norm", default="linf", choices=["linf", "l2"], help="norm of the eps-ball (default linf)")
-    p.add_argument("--adv-warmup", type=int, default=0, metavar="EPOCHS",
-                   help="grow eps linearly over the first EPOCHS epochs, eps*epoch/EPOCHS (default 0: none)")
-
-
-def adv_training_of(args: argparse.Namespace) -> Any:
-    """The :class:`robustness.training.AdvTraining` of :func:`adv_train_options`."""
-    from ..errors import InvalidArgument  # noqa: PLC0415
-    from ..training import AdvTraining  # noqa: PLC0415 (keeps --help fast)
-
-    if args.adv_train == "none":
-        given = [flag for flag, value in (("--adv-eps", args.adv_eps), ("--adv-steps", args.adv_steps)) if value]
-        if given or args.adv_warmup:
-            raise InvalidArgument(f"{', '.join(given) or '--adv-warmup'} set without --adv-train: add --adv-train pgd "
-                                  "or fast, or drop it")
-        return AdvTraining()
-    if args.adv_eps is None:
-        raise InvalidArgument(f"--adv-train {args.adv_train} needs --adv-eps, e.g. --adv-eps 0.1 or 8/255")
-    return AdvTraining(args.adv_train, args.adv_eps, args.adv_norm, args.adv_steps, warmup=args.adv_warmup)
 
 
 def regime_options() -> argparse.ArgumentParser:

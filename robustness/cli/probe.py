@@ -15,15 +15,21 @@ from ..report import format_table
 from .options import (
     attack_from,
     attack_options,
+    batchnorm_options,
     data_root_options,
+    layers_option,
     model_options,
     models_root_options,
+    nonnegative_int,
     plots_root_options,
     positive_int,
+    regime_options,
     restart_options,
     runtime_options,
     scoring_of,
     scoring_options,
+    selection_options,
+    test_subset_option,
 )
 
 Sub = argparse._SubParsersAction
@@ -32,7 +38,8 @@ Sub = argparse._SubParsersAction
 def add_probe(sub: Sub) -> None:
     """``probe``: re-initialise or re-randomise each layer of saved checkpoints."""
     p = sub.add_parser("probe", parents=[model_options(), models_root_options(), data_root_options(),
-                                         runtime_options(), plots_root_options(), attack_options(("fgsm", "pgd")),
+                                         runtime_options(), regime_options(), plots_root_options(),
+                                         attack_options(("fgsm", "pgd")),
                                          restart_options(), scoring_options()],
                        help="re-initialisation probe: reset each layer to its epoch-0 (or freshly drawn) weights",
                        description="For each selected checkpoint and each Conv2d/Linear layer: replace the layer's "
@@ -42,7 +49,7 @@ def add_probe(sub: Sub) -> None:
                                    "re-estimate BatchNorm statistics on training images, and record clean and "
                                    "adversarial accuracy (the attack regenerated) with per-image outcomes, beside "
                                    "the unprobed model's. Writes one JSON+npz result file per checkpoint under "
-                                   "saved_models/<Arch>/<DATASET>/Probe_<kind>/ (a rerun skips finished ones), "
+                                   "<models-root>/<Arch>/<DATASET>/Probe_<kind>/ (a rerun skips finished ones), "
                                    "prints each layer's accuracy drop with a paired-bootstrap interval, saves a "
                                    "layer x epoch heatmap per initialisation, and, where the filter command's "
                                    "local results of a checkpoint exist, the table of filtering labels beside the "
@@ -50,24 +57,14 @@ def add_probe(sub: Sub) -> None:
     p.add_argument("--kind", default="reinit", choices=["reinit", "rerandom", "ablate"],
                    help="reinit: the epoch-0 weights; rerandom: fresh draws of the initialiser; ablate: zeros "
                         "(default reinit)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2], metavar="S",
                    help="the seeds of --kind rerandom's draws, averaged (default 0 1 2)")
-    p.add_argument("--regime", default="standard", metavar="TAG",
-                   help="the training regime of the checkpoints (default standard)")
-    p.add_argument("--inits", type=int, nargs="+", default=None, metavar="I",
-                   help="initialisation numbers (default: every Init_<i> folder)")
-    p.add_argument("--checkpoint-epochs", type=int, nargs="+", default=None, metavar="E",
-                   help="checkpoint epochs probed (default: every checkpoint of each init)")
-    p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="module names (default: every layer)")
-    p.add_argument("--subset", type=int, default=None, metavar="N",
-                   help="evaluate on a fixed, seeded subset of N test images (the filter command's with the same "
-                        "--seed and --subset)")
-    p.add_argument("--bn", default="recalibrate", choices=["recalibrate", "frozen"],
-                   help="re-estimate BatchNorm statistics for each probed model (default) or keep the checkpoint's")
-    p.add_argument("--bn-images", type=int, default=1000, metavar="N",
-                   help="training images BatchNorm statistics are re-estimated on (default 1000)")
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="a layer is critical when its accuracy drop's interval lies wholly above this (default 0.05)")
+    selection_options(p, "probed")
+    layers_option(p)
+    test_subset_option(p, what=" to evaluate (the filter command's with the same --seed and --test-subset)")
+    batchnorm_options(p)
+    p.add_argument("--critical-drop", type=float, default=0.05, metavar="D",
+                   help="a layer is critical when its accuracy drop's interval lies wholly above D (default 0.05)")
     p.add_argument("--filter", default="highpass", choices=["highpass", "lowpass", "pulse"],
                    help="the filter whose local results the agreement table reads (default highpass)")
     p.add_argument("--score", default="adversarial", choices=["clean", "adversarial", "difference"],
@@ -90,12 +87,14 @@ def run_probe(args: argparse.Namespace) -> int:
         attack=attack_from(args), arch=args.arch, dataset=args.dataset,
         inits=tuple(args.inits) if args.inits else None,
         epochs=tuple(args.checkpoint_epochs) if args.checkpoint_epochs else None,
-        layers=tuple(args.layers) if args.layers else None, subset=args.subset, seed=args.seed, bn=args.bn,
+        layers=tuple(args.layers) if args.layers else None, subset=args.test_subset, seed=args.seed, bn=args.bn,
         bn_images=args.bn_images, models_root=root, data_root=args.data_root, device=args.device)
     config = ProbeConfig(study, args.kind, tuple(args.seeds))
     files = run_probes(config)
     bootstrap = {"ci": args.ci, "n_boot": args.n_boot, "seed": args.seed}
-    print(format_table([row for path in files for row in probe_rows(path, **bootstrap)]))
+    print(f"verdict: critical when the adversarial-accuracy drop's {args.ci:.0%} interval lies wholly above "
+          f"--critical-drop {args.critical_drop:g}, robust when wholly at or below it, uncertain otherwise")
+    print(format_table([row for path in files for row in probe_rows(path, args.critical_drop, **bootstrap)]))
     inits = sorted({int(path.name.split("_")[1]) for path in files})
     for init in inits:
         for which in ("clean", "adv"):
@@ -103,7 +102,7 @@ def run_probe(args: argparse.Namespace) -> int:
                                 root=root, **bootstrap)
             title = (f"{args.kind} probe of {args.arch} on {args.dataset}, Init_{init}: {which} accuracy drop, "
                      f"attack {study.attack.tag}")
-            figure = draw_and_save(lambda f=frame, t=title: plot_probe_heatmap(f, t, args.threshold),
+            figure = draw_and_save(lambda f=frame, t=title: plot_probe_heatmap(f, t, args.critical_drop),
                                    probe_plot_name(args.arch, args.dataset, args.kind, init, study.attack.tag,
                                                          which), args.plots_root)
             print(f"figure: {figure}")
@@ -126,10 +125,10 @@ def _print_agreement(args: argparse.Namespace, path: Any, bootstrap: dict[str, A
                                    scoring=scoring_of(args))
     except DataNotFoundError:
         return
-    frame, summary = probe_agreement(scores, probes, score=args.score, threshold=args.threshold,
+    frame, summary = probe_agreement(scores, probes, score=args.score, threshold=args.critical_drop,
                                      depths=meta.get("depth"), **bootstrap)
     print(f"\nInit_{meta['init']} epoch {meta['epoch']}: {args.filter} {args.score} filtering label vs {args.kind} "
-          f"verdict (critical: adversarial-accuracy drop's {args.ci:.0%} interval above {args.threshold:g}); "
+          f"verdict (critical: adversarial-accuracy drop's {args.ci:.0%} interval above {args.critical_drop:g}); "
           f"agreement {summary['agreement']:.2f} over {summary['n_confident']} confidently called layers; "
           f"Spearman rho(score, drop) {summary['rho']:+.2f} [{summary['rho_lo']:+.2f}, {summary['rho_hi']:+.2f}]")
     print(format_table([{"layer": r.layer, "d": f"{r.depth:.2f}",

@@ -14,24 +14,33 @@ from ..report import format_table
 from .options import (
     attack_from,
     attack_options,
+    batchnorm_options,
     filter_options,
     filters_of,
+    layers_option,
     model_options,
     model_source,
     models_root_options,
+    nonnegative_int,
     plots_root_options,
     positive_int,
     positive_number,
     regime_options,
     regime_root_of,
     restart_options,
+    restarts_option,
     runtime_options,
     scopes_of,
     scoring_of,
     scoring_options,
+    selection_options,
     source_options,
     speed_options,
+    steps_option,
     tag_options,
+    test_subset_option,
+    train_subset_option,
+    unit_number,
     writable_folders,
 )
 from .probe import add_comparison_options, compare_models
@@ -68,47 +77,35 @@ def add_filter(sub: Sub) -> None:
                                    "--checkpoint or --weights names), recording clean and adversarial accuracy and "
                                    "loss at every threshold (the attack is regenerated against the filtered model). "
                                    "Writes one JSON file per (checkpoint, filter, scope, attack) under "
-                                   "saved_models/<Arch>/<DATASET>/{Step_minmax,Step_maxmin,Pulse_minmax,"
+                                   "<models-root>/<Arch>/<DATASET>/{Step_minmax,Step_maxmin,Pulse_minmax,"
                                    "global_data}/, each with its per-image outcomes in a .npz beside it; files "
                                    "already there are skipped, so an interrupted run resumes when the same command "
                                    "is run again. Under torchrun, the units (checkpoint x filter x scope x layer) "
                                    "are dealt round-robin to the processes and rank 0 merges the layer files at the "
                                    "end; the files equal a one-process run's.")
-    p.add_argument("--inits", type=int, nargs="+", default=None, metavar="I",
-                   help="initialisation numbers, not a count, e.g. --inits 1 2 (default: every Init_<i> folder)")
-    p.add_argument("--checkpoint-epochs", type=int, nargs="+", default=None, metavar="E",
-                   help="checkpoint epochs swept, e.g. --checkpoint-epochs 0 5 10; each must exist for every "
-                        "selected init (default: every checkpoint of each init)")
-    # The name before --checkpoint-epochs, kept unlisted so that scripts written with it still run.
-    p.add_argument("--calibrate-eps", type=float, default=None, metavar="TARGET",
+    selection_options(p, "swept")
+    p.add_argument("--calibrate-eps", type=unit_number, default=None, metavar="TARGET",
                    help="replace --eps, per checkpoint, by the eps at which its unfiltered model has adversarial "
                         "accuracy TARGET (e.g. 0.5), found by bisection on held-out test images that are never "
                         "scored; files are named by the target, each records its eps")
-    p.add_argument("--eps-images", type=int, default=500, metavar="N",
+    p.add_argument("--eps-images", type=positive_int, default=500, metavar="N",
                    help="test images held out for --calibrate-eps, disjoint from the evaluated ones (default 500)")
-    p.add_argument("--thresholds", type=positive_int, default=25, metavar="T", help="thresholds per sweep (default 25)")
+    p.add_argument("--n-thresholds", type=positive_int, default=25, metavar="T",
+                   help="thresholds per sweep (default 25)")
     p.add_argument("--grid", default="value", choices=["value", "quantile"],
                    help="value: thresholds evenly spaced in weight value; quantile: evenly spaced in the fraction "
                         "of weights removed (default value)")
-    p.add_argument("--bn", default="recalibrate", choices=["recalibrate", "frozen"],
-                   help="recalibrate: re-estimate BatchNorm statistics on training images at every threshold "
-                        "(default); frozen: keep the checkpoint's statistics")
-    p.add_argument("--bn-images", type=int, default=1000, metavar="N",
-                   help="training images BatchNorm statistics are re-estimated on (default 1000)")
+    batchnorm_options(p)
     p.add_argument("--random-baseline", action="store_true",
                    help="also evaluate the random null model: as many weights removed at random as the filter "
                         "removes, at every threshold (multiplies the work by --null-masks + 1)")
-    p.add_argument("--null-masks", type=int, default=5, metavar="M",
+    p.add_argument("--null-masks", type=positive_int, default=5, metavar="M",
                    help="seeded random masks of the null model, averaged (default 5)")
-    p.add_argument("--subset", type=int, default=None, metavar="N",
-                   help="evaluate on a fixed, seeded subset of N test images (default: the whole test split, less "
-                        "the images held out for --calibrate-eps)")
-    p.add_argument("--layers", nargs="+", default=None, metavar="NAME",
-                   help="module names for the local sweeps, e.g. conv1 layer1.0.conv1 fc (default: every Conv2d "
-                        "and Linear)")
-    p.add_argument("--alpha-range", nargs="+", default=["-1", "1"], metavar="LO HI",
+    test_subset_option(p, what=" to evaluate (less the images held out for --calibrate-eps)")
+    layers_option(p)
+    p.add_argument("--threshold-range", nargs="+", default=["-1", "1"], metavar="LO HI",
                    help="global threshold range: two numbers, or auto for the min/max of all weights (default -1 1)")
-    p.add_argument("--batch-size", type=int, default=1000, help="images per forward pass (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass (default 1000)")
     p.add_argument("--sequential", action="store_true",
                    help="evaluate each local sweep's images in blocks at 4 planned looks and stop a layer once the "
                         "labels of --baseline, --tau, --ci and --n-boot are decided (intervals at coverage "
@@ -143,9 +140,9 @@ def run_filter(args: argparse.Namespace) -> int:
         attack=attack_from(args), arch=_source_arch(args, source), dataset=args.dataset, source=source,
         inits=tuple(args.inits) if args.inits else None,
         epochs=tuple(args.checkpoint_epochs) if args.checkpoint_epochs else None,
-        kinds=filters_of(args), scopes=scopes_of(args), thresholds=args.thresholds, grid=args.grid,
-        layers=tuple(args.layers) if args.layers else None, alpha_range=parse_alpha_range(args.alpha_range),
-        subset=args.subset, seed=args.seed, calibrate_eps=args.calibrate_eps,
+        kinds=filters_of(args), scopes=scopes_of(args), thresholds=args.n_thresholds, grid=args.grid,
+        layers=tuple(args.layers) if args.layers else None, alpha_range=parse_alpha_range(args.threshold_range),
+        subset=args.test_subset, seed=args.seed, calibrate_eps=args.calibrate_eps,
         eps_images=args.eps_images, bn=args.bn, bn_images=args.bn_images,
         random_baseline=args.random_baseline, null_masks=args.null_masks, batch_size=args.batch_size,
         precision=args.precision, channels_last=args.channels_last, models_root=_regime_root(args),
@@ -188,20 +185,22 @@ def add_scores(sub: Sub) -> None:
                                    "results, and saves heatmaps and the sweep curves of each init's newest "
                                    "checkpoint to the plots folder. --checkpoint or --weights score the results "
                                    "filter wrote for that model.")
-    p.add_argument("--pgd-check", action=argparse.BooleanOptionalAction, default=True,
-                   help="re-check with PGD-linf (20 steps, 2 restarts, the same eps, thresholds and images) every "
-                        "layer that FGSM local results label robust or antifragile on the adversarial or difference "
-                        "score, and flag it when FGSM's accuracy gain under filtering exceeds PGD's by more than 2 "
-                        "SE (default; resumable: finished re-checks are read back; --no-pgd-check skips it)")
-    p.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations of the re-check (default 20)")
-    p.add_argument("--pgd-restarts", type=int, default=2, help="PGD restarts of the re-check (default 2)")
+    p.add_argument("--recheck", action="store_true",
+                   help="also re-check with PGD-linf (--steps, --restarts; the same eps, thresholds and images) "
+                        "every layer that FGSM local results label robust or antifragile on the adversarial or "
+                        "difference score, and flag it when FGSM's accuracy gain under filtering exceeds PGD's by "
+                        "more than 2 SE; it runs models (minutes on a CPU), says so first, and resumes from the "
+                        "re-checks already written")
+    steps_option(p, default=20, what="PGD steps of --recheck")
+    restarts_option(p, default=2, what="PGD restarts of --recheck")
     p.set_defaults(run=run_scores)
 
 
 def run_scores(args: argparse.Namespace) -> int:
     """Score, print, save the tables and figures; re-check with PGD where FGSM says robust."""
+    from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..scoring import score_study  # noqa: PLC0415
-    from ..study import plot_study  # noqa: PLC0415 (keeps --help fast)
+    from ..study import plot_study  # noqa: PLC0415
 
     writable_folders(args.models_root, args.plots_root)
     arch, root, plots_root = _tree_arch(args), _regime_root(args), _plots_root(args)
@@ -210,13 +209,22 @@ def run_scores(args: argparse.Namespace) -> int:
     for table in tables:
         print(f"\n{table.text()}")
     figures = plot_study(arch, args.dataset, tables, models_root=root, plots_root=plots_root)
-    print(f"\nwrote {len(tables)} CSV tables under {root}/ and {len(figures)} figures under {plots_root}/")
-    if args.pgd_check and args.scope != "global":
+    folders = sorted({str(paths.scores_table_path(arch, args.dataset, t.kind, t.scope, t.score, root,
+                                                  tag=t.tag()).parent) for t in tables})
+    print(f"\nwrote {len(tables)} CSV table(s) under {', '.join(folders) or '-'} and {len(figures)} figure(s) under "
+          f"{', '.join(sorted({str(Path(f).parent) for f in figures})) or '-'}")
+    if not args.recheck:
+        if args.scope != "global":
+            print("PGD re-check of what FGSM labels robust or antifragile: not run (add --recheck)")
+        return 0
+    if args.scope != "global":
         from ..study import recheck_results  # noqa: PLC0415
 
+        print(f"PGD re-check: {args.steps} steps x {args.restarts} restart(s) of every layer FGSM labels robust or "
+              "antifragile, on the sweep's thresholds and images (minutes on a CPU)...", flush=True)
         rows = recheck_results(arch, args.dataset, kinds=filters_of(args), attack=args.attack_tag,
                                root=root, runtime={"data_root": args.data_root, "device": args.device},
-                               steps=args.pgd_steps, restarts=args.pgd_restarts, scoring=scoring_of(args))
+                               steps=args.steps, restarts=args.restarts, scoring=scoring_of(args))
         print("\nPGD re-check (gain: FGSM's accuracy change under filtering minus PGD's; flagged when gain > 2 SE)")
         print(format_table(rows) if rows else "no FGSM local result labels a layer robust or antifragile")
     return 0
@@ -241,9 +249,10 @@ def add_compare(sub: Sub) -> None:
                    help="init: every initialisation at --epoch (default: the newest they share); epoch: every "
                         "epoch of --init; regime: --init at --epoch under the two --regimes (paired differences); "
                         "arch: the --set checkpoints aligned on normalised depth bins instead of layer names")
-    p.add_argument("--init", type=int, default=1, help="the initialisation whose epochs --by epoch compares "
+    p.add_argument("--init", type=positive_int, default=1, help="the initialisation whose epochs --by epoch compares "
                    "(default 1)")
-    p.add_argument("--epoch", type=int, default=None, help="the epoch --by init compares (default: the newest "
+    p.add_argument("--epoch", type=nonnegative_int, default=None,
+                   help="the epoch --by init compares (default: the newest "
                    "shared)")
     p.add_argument("--set", action="append", default=None, metavar="NAME=ARCH:DATASET:INIT:EPOCH[:ATTACK]",
                    help="one set of scores, repeated (at least twice), e.g. --set mnist=resnet18:mnist5k:1:2 "
@@ -311,29 +320,28 @@ def add_retrain(sub: Sub) -> None:
                                    "as many parameters; each over several seeds. Prints clean, FGSM and PGD test "
                                    "accuracy as mean ± SD over runs with paired bootstrap intervals of the "
                                    "differences from no retraining and from the random sets. Writes JSON, CSV and "
-                                   "per-run outcomes under saved_models/<Arch>/<DATASET>/retraining/ and a bar "
+                                   "per-run outcomes under <models-root>/<Arch>/<DATASET>/retraining/ and a bar "
                                    "plot to the plots folder; an interrupted run resumes. A model from elsewhere "
                                    "(--checkpoint, --weights) has no optimiser state and training history to "
                                    "continue, so it cannot be retrained this way: the command says so.")
-    p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the newest with results)")
-    p.add_argument("--inits", type=int, nargs="+", default=None, metavar="I",
+    p.add_argument("--epoch", type=nonnegative_int, default=None,
+                   help="checkpoint epoch (default: the newest with results)")
+    p.add_argument("--inits", type=positive_int, nargs="+", default=None, metavar="I",
                    help="initialisations whose checkpoints are retrained (default: every one with local results "
                         "at --epoch; the labels always use all of them)")
     p.add_argument("--score", default="difference", choices=["clean", "adversarial", "difference"],
                    help="the score whose labels choose the layers (default difference)")
-    p.add_argument("--seeds", type=int, default=3, help="runs per variant and checkpoint, each with its own "
-                                                        "order of the training batches (default 3)")
-    p.add_argument("--random-sets", type=int, default=5,
+    p.add_argument("--n-runs", type=positive_int, default=3, help="runs per variant and checkpoint, each with "
+                                                                  "its own order of the training batches (default 3)")
+    p.add_argument("--random-sets", type=positive_int, default=5,
                    help="random layer sets matched to robust + antifragile in size (default 5)")
-    p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs of every run (default 1)")
+    p.add_argument("--retrain-epochs", type=positive_int, default=1, help="retraining epochs of every run (default 1)")
     p.add_argument("--lr", type=positive_number, default=None, help="learning rate (default: the checkpoint's)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="training batch size (default: the checkpoint's)")
-    p.add_argument("--subset", type=int, default=None, metavar="N",
-                   help="retrain on a fixed, seeded subset of N training images (default: the whole split)")
-    p.add_argument("--test-subset", type=int, default=None, metavar="N",
-                   help="test on a fixed, seeded subset of N test images (default: the whole split)")
-    p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps of the evaluation (default 10)")
+    train_subset_option(p)
+    test_subset_option(p, what=" to test on")
+    steps_option(p, default=10, what="PGD steps of the evaluation")
     p.set_defaults(run=run_retrain)
 
 
@@ -351,9 +359,9 @@ def run_retrain(args: argparse.Namespace) -> int:
     writable_folders(args.models_root, args.plots_root)
     rows, plot = run_comparison(RetrainingStudy(
         args.arch, args.dataset, args.filter, args.score, inits=None if args.inits is None else tuple(args.inits),
-        epoch=args.epoch, attack_tag=args.attack_tag, scoring=scoring_of(args), seeds=args.seeds,
+        epoch=args.epoch, attack_tag=args.attack_tag, scoring=scoring_of(args), seeds=args.n_runs,
         random_sets=args.random_sets, epochs=args.retrain_epochs, lr=args.lr, batch_size=args.batch_size,
-        subset=args.subset, test_subset=args.test_subset, pgd_steps=args.pgd_steps, seed=args.seed,
+        subset=args.train_subset, test_subset=args.test_subset, pgd_steps=args.steps, seed=args.seed,
         device=args.device, models_root=_regime_root(args), data_root=args.data_root, plots_root=_plots_root(args),
     ))
     print(f"regime {args.regime}")

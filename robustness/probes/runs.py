@@ -31,7 +31,17 @@ from ..runtime import pick_device, progress
 from ..study import StudyConfig, attack_params, checkpoints, study_data
 from ..training import regime_meta
 from .ablate import ablate
-from .reinit import DEFAULT_SEEDS, PROBE_KINDS, ProbeKind, ProbeResult, accuracy_drop, reinitialise, rerandomise
+from .reinit import (
+    DEFAULT_SEEDS,
+    DEFAULT_THRESHOLD,
+    PROBE_KINDS,
+    ProbeKind,
+    ProbeResult,
+    accuracy_drop,
+    reinitialise,
+    rerandomise,
+    verdict,
+)
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,7 @@ def drop_matrix(
     if not files:
         raise InvalidArgument(f"no {kind} probe results of Init_{init} under "
                               f"{paths.probe_dir(arch, dataset, kind, root)}: run python -m robustness probe "
-                              f"--arch {arch} --dataset {dataset} --kind {kind} first")
+                              f"{paths.command_options(arch, dataset, root)} --kind {kind} first")
     rows = []
     for epoch, path in files.items():
         meta, results = load_probes(path)
@@ -182,9 +192,10 @@ def plot_probe_heatmap(frame: pd.DataFrame, title: str, threshold: float = 0.05)
     return fig
 
 
-def probe_rows(path: str | Path, **bootstrap: Any) -> list[dict[str, Any]]:
+def probe_rows(path: str | Path, critical_drop: float = DEFAULT_THRESHOLD, **bootstrap: Any) -> list[dict[str, Any]]:
     """One printable row per layer of a probe result file: clean and adversarial accuracy and their drops
-    with intervals."""
+    with intervals, and the layer's verdict (:func:`verdict` of the adversarial drop's interval against
+    ``critical_drop``)."""
     meta, results = load_probes(path)
     rows = []
     for name, result in progress(results.items(), "intervals"):
@@ -193,5 +204,6 @@ def probe_rows(path: str | Path, **bootstrap: Any) -> list[dict[str, Any]]:
             drop, lo, hi = accuracy_drop(result, which, **bootstrap)
             row[which] = f"{getattr(result, f'{which}_acc'):.3f} (ref {getattr(result, f'ref_{which}_acc'):.3f})"
             row[f"{which} drop"] = f"{drop:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        row["verdict"] = verdict(lo, hi, critical_drop)  # of the adversarial drop, the last one computed
         rows.append(row)
     return rows

@@ -179,8 +179,9 @@ def checkpoint_scores(
         what = "no local" if not found else f"several ({', '.join(found)}: pick one with --attack-tag)"
         raise DataNotFoundError(
             f"{what} {kind} results{f' for {attack}' if attack else ''} of Init_{init} epoch {epoch} under "
-            f"{paths.model_dir(arch, dataset, root)}: run python -m robustness filter --arch {arch} --dataset "
-            f"{dataset} --filter {kind} --scope local --inits {init} --checkpoint-epochs {epoch}"
+            f"{paths.model_dir(arch, dataset, root)}: run python -m robustness filter "
+            f"{paths.command_options(arch, dataset, root)} --filter {kind} --scope local --inits {init} "
+            f"--checkpoint-epochs {epoch}"
         )
     return layer_scores(load_results(next(iter(found.values())))[1], scoring)
 
@@ -224,8 +225,9 @@ def study_sets(
     if len(chosen) < 2:
         raise DataNotFoundError(
             f"fewer than two {kind} local results to compare by {by} under {paths.model_dir(arch, dataset, root)} "
-            f"(found checkpoints {sorted(units)}): run python -m robustness filter --arch {arch} --dataset {dataset} "
-            f"--filter {kind} --scope local over more initialisations or epochs"
+            f"(found checkpoints {sorted(units)}): run python -m robustness filter "
+            f"{paths.command_options(arch, dataset, root)} --filter {kind} --scope local over more initialisations "
+            "or epochs"
         )
     return {name.format(i, e): checkpoint_scores(arch, dataset, kind, i, e, attack=attack, root=root, scoring=scoring)
             for i, e in chosen}

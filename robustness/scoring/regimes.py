@@ -68,7 +68,7 @@ def check_same_images(a: Mapping[str, Any], b: Mapping[str, Any], n_a: int, n_b:
         detail = ", ".join(f"{key} {x!r} vs {y!r}" for key, (x, y) in differ.items())
         raise InvalidArgument(
             f"{names[0]} and {names[1]} were not measured on the same evaluation images ({detail}): a paired "
-            f"comparison needs the same images; rerun the filter command of one with the other's --seed, --subset "
+            f"comparison needs the same images; rerun the filter command of one with the other's --seed, --test-subset "
             f"and --eps-images"
         )
 
@@ -181,8 +181,9 @@ def regime_result(
     if len(found) != 1:
         raise DataNotFoundError(
             f"{'no' if not found else 'several'} local {kind} results of the {regime} model's Init_{init} epoch "
-            f"{epoch}{' (pick one with --attack-tag)' if found else ''}: run python -m robustness filter --arch "
-            f"{arch} --dataset {dataset} --regime {regime} --filter {kind} --scope local --calibrate-eps TARGET"
+            f"{epoch}{' (pick one with --attack-tag)' if found else ''}: run python -m robustness filter "
+            f"{paths.command_options(arch, dataset, paths.regime_root(root, regime))} --filter {kind} --scope local "
+            "--calibrate-eps TARGET"
         )
     meta, results = load_results(found[0])
     if regime_of(meta) != regime:

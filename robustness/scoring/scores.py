@@ -237,7 +237,7 @@ def filtering_scores(result: SweepResult, scoring: Scoring = DEFAULT_SCORING) ->
     if n_thresholds < 2:
         raise InvalidArgument(
             f"a sweep needs at least 2 thresholds to be scored, this one has {n_thresholds}: rerun the filter "
-            f"command with --thresholds 3 or more"
+            f"command with --n-thresholds 3 or more"
         )
     found = outcomes(result)
     if scoring.baseline == "random" and found.null_clean is None:

@@ -126,7 +126,7 @@ class StudyConfig:
                 raise InvalidArgument(f"eps_images (held-out test images eps is calibrated on) must be "
                                       f"at least 1, got {self.eps_images!r}")
             if not is_dataclass(self.attack):
-                raise InvalidArgument("calibrate_eps needs an attack whose eps can be changed: FGSM or PGD")
+                raise InvalidArgument("--calibrate-eps needs an attack whose eps can be changed: --attack fgsm or pgd")
         if self.source is not None and (self.inits not in (None, (1,)) or self.epochs not in (None, (0,))):
             raise InvalidArgument(f"a model from elsewhere ({self.source}) is one checkpoint, Init 1 at epoch 0: "
                                   f"leave out inits and epochs (--inits, --checkpoint-epochs)")

@@ -137,7 +137,7 @@ def config_from_meta(meta: Mapping[str, Any], **runtime: Any) -> StudyConfig:
     missing = [key for key in needed if key not in meta]
     if missing:
         raise InvalidArgument(f"a result file's meta lacks {', '.join(missing)}, which the PGD re-check needs: rerun "
-                              f"the filter command to rewrite it, or skip the re-check (--no-pgd-check)")
+                              f"the filter command to rewrite it, or leave out --recheck")
     # A calibrated study records no attack parameters: its eps is found per checkpoint (and read back).
     attack = make_attack(**meta["attack_params"]) if "attack_params" in meta else FGSM(1.0)
     # Counts a mode does not use are recorded as 0; the config keeps its defaults for them.

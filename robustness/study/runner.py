@@ -89,8 +89,8 @@ def checkpoint_eps(
             return calibrate_eps(model, data.eps_images, config.calibrate_eps, partial(with_eps, config.attack))
         except InvalidArgument as err:
             raise InvalidArgument(
-                f"checkpoint Init_{init} epoch {epoch}: {err}, give a fixed eps instead of calibrate_eps, or leave "
-                f"this checkpoint out (--checkpoint-epochs)"
+                f"checkpoint Init_{init} epoch {epoch}: {err}, give a fixed eps (--eps) instead of --calibrate-eps, or "
+                f"leave this checkpoint out (--checkpoint-epochs)"
             ) from None
 
 

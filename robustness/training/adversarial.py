@@ -68,11 +68,11 @@ class AdvTraining:
         if self.method == "none":
             return
         if self.eps == 0:
-            raise InvalidArgument(f"{self.method} adversarial training needs eps > 0 (e.g. --adv-eps 0.1 or 8/255); "
+            raise InvalidArgument(f"{self.method} adversarial training needs eps > 0 (e.g. --eps 0.1 or 8/255); "
                                   "for standard training use --adv-train none")
         if self.method == "fast" and self.steps not in (None, 1):
-            raise InvalidArgument(f"fast adversarial training takes one step, got steps={self.steps}: drop "
-                                  "--adv-steps, or use --adv-train pgd")
+            raise InvalidArgument(f"fast adversarial training takes one step, got {self.steps} steps: drop "
+                                  "--steps, or use --adv-train pgd")
 
     @property
     def active(self) -> bool:

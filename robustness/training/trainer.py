@@ -222,7 +222,8 @@ def _check_resumable(ckpt: dict[str, Any], config: TrainConfig, path: Path) -> N
     if regime["regime_settings"] != config.adv.settings():
         raise InvalidArgument(
             f"{path} was trained in regime {regime['regime']} ({regime['regime_settings']}), this run asks for "
-            f"{config.regime} ({config.adv.settings()}): resume it with the same --adv-* options, or start over "
+            f"{config.regime} ({config.adv.settings()}): resume it with the same --adv-train, --norm, --eps, --steps "
+            f"and --adv-warmup, or start over "
             f"(--no-resume) or train into another --models-root"
         )
     saved = asdict(training_config(ckpt))
