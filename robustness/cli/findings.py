@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from .options import (
-    adv_train_options,
-    adv_training_of,
     data_root_options,
     model_options,
     models_root_options,
@@ -14,6 +12,7 @@ from .options import (
     runtime_options,
     writable_folders,
 )
+from .train import adv_train_options, adv_training_of
 
 Sub = argparse._SubParsersAction
 PRESET_NAMES = ("smoke", "demo", "findings", "paper")
@@ -66,8 +65,9 @@ def spec_of(args: argparse.Namespace):  # noqa: ANN201 (the spec type is importe
     s = s.with_model(args.arch, args.dataset)
     if args.seed is not None:
         s = s.with_seed(args.seed)
-    if args.adv_train is not None or args.adv_eps is not None or args.adv_steps is not None or args.adv_warmup:
-        # --adv-eps and the like without --adv-train: adv_training_of names the missing option
+    if args.adv_train is not None or args.eps is not None or args.steps is not None or args.adv_warmup \
+            or args.norm != "linf":
+        # --eps and the like without --adv-train: adv_training_of names the missing option
         s = replace(s, adversarial=adv_training_of(argparse.Namespace(**{**vars(args),
                                                                          "adv_train": args.adv_train or "none"})))
     return s
