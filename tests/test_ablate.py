@@ -82,7 +82,7 @@ def test_the_probe_command_ablates_every_checkpoint_into_its_own_folder(checkpoi
     root = tmp_path / "models"
     shutil.copytree(checkpoints_root, root)
     command = ["probe", "--arch", "mnist_cnn", "--dataset", "mnist5k", "--models-root", str(root), "--device", "cpu",
-               "--kind", "ablate", "--subset", "60", "--eps", "0.1", "--n-boot", "50", "--checkpoint-epochs", "1",
+               "--kind", "ablate", "--test-subset", "60", "--eps", "0.1", "--n-boot", "50", "--checkpoint-epochs", "1",
                "--plots-root", str(tmp_path)]
     assert main(command) == 0
     path = paths.probe_result_path("mnist_cnn", "mnist5k", 1, 1, "ablate", "fgsm_eps0.1", root)
