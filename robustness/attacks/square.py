@@ -85,6 +85,7 @@ class _Counted(nn.Module):
     def __init__(self, model: nn.Module, bar: Any):
         super().__init__()
         self.model, self.bar = model, bar
+        self.training = model.training  # torchattacks reads the mode and restores it: it must see the model's
 
     def forward(self, x: Tensor) -> Tensor:
         """The model's logits; one more query on the bar."""
