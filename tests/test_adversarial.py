@@ -204,7 +204,7 @@ def test_unknown_and_empty_regimes_name_the_fix(at_root: Path, tmp_path: Path, c
     status, out = _run(capsys, "filter", "--arch", "mnist_cnn", "--models-root", str(tmp_path), "--regime",
                        "pgd-linf-eps0.2")
     assert status == 2 and "holds no checkpoints" in out and "--eps 0.2" in out
-    status, out = _run(capsys, *common, "--regime", "pgd-linf-eps0.1", "--attack", "fgsm", "--out",
+    status, out = _run(capsys, *common, "--regime", "pgd-linf-eps0.1", "--attack", "fgsm", "--save-table",
                        str(tmp_path / "row.json"))
     assert status == 0 and "pgd-linf-eps0.1" in out
     (row,) = json.loads((tmp_path / "row.json").read_text())

@@ -69,7 +69,7 @@ def test_eps_like_options_accept_fractions() -> None:
     parser = build_parser()
     attack = parser.parse_args(["attack", "-e", "8/255", "-a", "2/255"])
     assert attack.eps == 8 / 255 and attack.alpha == 2 / 255  # exactly, not rounded
-    defend = parser.parse_args(["defend", "-p", "linf", "-k", "20", "-e", "8/255", "-a", "0.01", "--budget", "inf"])
+    defend = parser.parse_args(["defend", "-p", "linf", "-k", "20", "-e", "8/255", "-a", "0.01", "--def-budget", "inf"])
     assert (defend.eps, defend.alpha, defend.budget) == (8 / 255, 0.01, math.inf)
     assert parser.parse_args(["filter", "-e", "16/255"]).eps == 16 / 255
     assert [nonnegative_number(t) for t in ("0.031", "3e-2", "0", " 1 / 4 ")] == [0.031, 0.03, 0.0, 0.25]
@@ -81,7 +81,7 @@ EPS_OPTIONS = {
     "filter -e": ["filter", "-e"],
     "defend -e": ["defend", "-p", "linf", "-k", "2", "-a", "0.1", "-e"],
     "defend -a": ["defend", "-p", "linf", "-k", "2", "-e", "0.1", "-a"],
-    "defend --budget": ["defend", "-p", "linf", "-k", "2", "-e", "0.1", "-a", "0.1", "--budget"],
+    "defend --def-budget": ["defend", "-p", "linf", "-k", "2", "-e", "0.1", "-a", "0.1", "--def-budget"],
 }
 
 
@@ -194,8 +194,8 @@ def test_attack_writes_its_table_for_the_tree_and_for_a_model_from_elsewhere(
 
     root, plain = tree
     common = ["attack", "--arch", "mnist_cnn", "--models-root", str(root), "--test-subset", "50", "--device", "cpu"]
-    assert main([*common, "--out", str(tmp_path / "own.csv")]) == 0
-    assert main([*common, "--checkpoint", str(plain), "--out", str(tmp_path / "plain.json")]) == 0
+    assert main([*common, "--save-table", str(tmp_path / "own.csv")]) == 0
+    assert main([*common, "--checkpoint", str(plain), "--save-table", str(tmp_path / "plain.json")]) == 0
     own, theirs = pd.read_csv(tmp_path / "own.csv"), pd.read_json(tmp_path / "plain.json", precise_float=True)
     assert (own.loc[0, "init"], own.loc[0, "epoch"], theirs.loc[0, "source"]) == (1, 1, str(plain))
     for column in ("clean_acc", "robust_acc", "robust_lo", "robust_hi", "n"):
@@ -204,7 +204,7 @@ def test_attack_writes_its_table_for_the_tree_and_for_a_model_from_elsewhere(
     capsys.readouterr()
     assert main([*common, "--epoch", "7"]) == 2
     assert "has no checkpoint at epoch 7: the epochs there are 0, 1" in capsys.readouterr().err
-    assert main([*common, "--out", str(tmp_path / "table.txt")]) == 2
+    assert main([*common, "--save-table", str(tmp_path / "table.txt")]) == 2
     assert main(["retrain", "--arch", "mnist_cnn", "--models-root", str(root), "--checkpoint", str(plain)]) == 2
     assert "is not one of them" in capsys.readouterr().err
     assert main(["scores", "--models-root", str(root), "--weights", "timm:never_swept"]) == 2

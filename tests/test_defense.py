@@ -197,7 +197,7 @@ def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
                    "--def-steps", "2", "--test-subset", "10", "--threat", "preemptive", "--label", "oracle",
                    "--restarts", "1", "--apgd-steps", "3", "--ensemble", "pgd", "apgd-dlr", "--tsne", "--device", "cpu",
                    "--models-root", str(tmp_path / "models"), "--plots-root", str(tmp_path),
-                   "--out", str(tmp_path / "defense.csv")])
+                   "--save-table", str(tmp_path / "defense.csv")])
     out = capsys.readouterr().out
     assert status == 0
     table = pd.read_csv(tmp_path / "defense.csv")  # plain: no options needed

@@ -108,7 +108,7 @@ def test_attack_command_prints_the_ensemble_with_intervals(checkpoints_root: Pat
     out = tmp_path / "ensemble.json"
     status = main(["attack", "--arch", "mnist_cnn", "--models-root", str(checkpoints_root), "--device", "cpu",
                    "--test-subset", "30", "--attack", "ensemble", "--eps", "0.1", "-k", "3", "--apgd-steps", "3",
-                   "--queries", "20", "--out", str(out)])
+                   "--queries", "20", "--save-table", str(out)])
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())
     flagged = any(r["masking"] == "POSSIBLE" for r in rows)  # the verdict printed is the rows' verdict

@@ -131,13 +131,13 @@ def test_a_path_through_a_file_fails_before_any_epoch(tmp_path: Path, capsys) ->
 
 def test_attack_checks_out_before_the_attack(tree: Path, tmp_path: Path, capsys) -> None:
     common = ["attack", *CNN, "--models-root", str(tree), "--test-subset", "20"]
-    assert main([*common, "--out", str(tmp_path / "x.txt")]) == 2
+    assert main([*common, "--save-table", str(tmp_path / "x.txt")]) == 2
     assert error_line(capsys) == f"error: {tmp_path / 'x.txt'}: a table is written as .csv or .json, not .txt"
     folder = tmp_path / "table.csv"
     folder.mkdir()
-    assert main([*common, "--out", str(folder)]) == 2
+    assert main([*common, "--save-table", str(folder)]) == 2
     assert error_line(capsys) == f"error: cannot write {folder}: it is a folder, not a file: give a file name"
-    assert main([*common, "--out", str(tmp_path / "new" / "t.csv")]) == 0  # a missing folder is created
+    assert main([*common, "--save-table", str(tmp_path / "new" / "t.csv")]) == 0  # a missing folder is created
     assert (tmp_path / "new" / "t.csv").is_file()
 
 
@@ -197,7 +197,7 @@ def test_a_read_only_folder_is_one_line_before_the_work(read_only: Path, tree: P
              "permission denied (the folder is read-only for this user): write elsewhere")
     assert main(["train", *CNN, "--epochs", "1", "--models-root", str(root)]) == 2
     assert error_line(capsys) == f"error: cannot write {root}: {cause}"
-    assert main(["attack", *CNN, "--models-root", str(tree), "--test-subset", "20", "--out",
+    assert main(["attack", *CNN, "--models-root", str(tree), "--test-subset", "20", "--save-table",
                  str(read_only / "t.csv")]) == 2
     assert error_line(capsys) == f"error: cannot write {read_only}: {cause}"
     assert os.listdir(read_only) == []

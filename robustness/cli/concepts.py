@@ -29,7 +29,6 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("checkpoint tree", "--models-root", "a folder"),
     Concept("datasets folder", "--data-root", "a folder"),
     Concept("figures folder", "--plots-root", "a folder"),
-    Concept("page folder", "--docs-root", "a folder"),
     Concept("device", "--device", "auto, cpu, cuda, cuda:N, mps, xla"),
     Concept("seed of every random choice", "--seed", "an integer >= 0"),
     Concept("a model file from elsewhere", "--checkpoint", "a path"),
@@ -48,8 +47,7 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("images per batch", "--batch-size", "a count of images"),
     Concept("numeric precision", "--precision", "fp32, bf16 (attacks, sweeps) or fp16 (training)"),
     Concept("channels-last memory format", "--channels-last", "a switch"),
-    Concept("the printed table as a file", "--out", "a .csv or .json path"),
-    Concept("tiny settings for tests", "--smoke", "a switch"),
+    Concept("the printed table as a file", "--save-table", "a .csv or .json path"),
     # the attack
     Concept("attack", "--attack", "an attack name"),
     Concept("norm of the eps-ball", "-p/--norm", "linf or l2"),
@@ -82,6 +80,7 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("images BatchNorm is re-estimated on", "--bn-images", "a count of images"),
     Concept("random null model", "--random-baseline", "a switch"),
     Concept("random masks of the null model", "--null-masks", "a count"),
+    Concept("stop each layer once its labels are decided", "--sequential", "a switch"),
     Concept("layers selected", "--layers", "module names, space-separated"),
     # scores and comparisons
     Concept("baseline of the relative accuracy", "--baseline", "density, unfiltered or random"),
@@ -98,11 +97,11 @@ CONCEPTS: tuple[Concept, ...] = (
     # retraining and probes
     Concept("retraining runs per variant", "--n-runs", "a count"),
     Concept("random layer sets", "--random-sets", "a count"),
-    Concept("probe kind", "--kind", "reinit or rerandom"),
+    Concept("probe kind", "--kind", "reinit, rerandom or ablate"),
     Concept("seeds of repeated draws", "--seeds", "seeds, space-separated"),
     Concept("accuracy drop that makes a layer critical", "--critical-drop", "a number"),
     # the defense
-    Concept("bound on the defense's perturbation", "--budget", "a number >= 0, or inf"),
+    Concept("bound on the defense's perturbation", "--def-budget", "a number >= 0, or inf"),
     Concept("the defense's target label", "--label", "predicted, oracle or both"),
     Concept("threat model", "--threat", "preemptive, test-time or both"),
     Concept("Adam steps of the defense", "--def-steps", "a count"),
@@ -111,6 +110,10 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("t-SNE maps", "--tsne", "a switch"),
     Concept("save defended data", "--save-data", "a switch"),
     # the findings run
+    Concept("a study's sizes, by name", "--preset", "smoke, demo, findings or paper"),
+    Concept("a study's settings from a file", "--spec", "a spec.json path"),
+    Concept("the folder of a study's page, table and figures", "--out", "a folder"),
+    Concept("the longest a study may be predicted to take", "--budget", "minutes"),
     Concept("only rewrite the findings page", "--page", "a switch"),
 )
 

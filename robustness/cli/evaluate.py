@@ -53,7 +53,7 @@ def _load_source(args: argparse.Namespace, device: torch.device) -> tuple[nn.Mod
 
 
 def _write(rows: Sequence[Mapping[str, Any]], out: str | None) -> None:
-    """Write the table to ``--out``, when given, and say where."""
+    """Write the table to ``--save-table``, when given, and say where."""
     if out:
         from ..files import save_rows  # noqa: PLC0415 (keeps --help fast)
 
@@ -93,7 +93,7 @@ def add_attack(sub: Sub) -> None:
 
 
 def run_attack(args: argparse.Namespace) -> int:
-    """Evaluate and print one row (with intervals); write it to ``--out``."""
+    """Evaluate and print one row (with intervals); write it to ``--save-table``."""
     from .. import paths  # noqa: PLC0415 (keeps --help fast)
     from ..attacks import evaluate, intervals  # noqa: PLC0415
     from ..data import load_dataset, make_loader  # noqa: PLC0415
@@ -125,7 +125,7 @@ def run_attack(args: argparse.Namespace) -> int:
            "robust_acc": result["robust_acc"], "robust_lo": robust_lo, "robust_hi": robust_hi,
            **{k: v for k, v in result.items() if k not in ("clean_acc", "robust_acc")}}
     print(format_table([row]))
-    _write([{**row, "regime_settings": meta.get("regime_settings", {"method": "none"})}], args.out)
+    _write([{**row, "regime_settings": meta.get("regime_settings", {"method": "none"})}], args.save_table)
     return 0
 
 
@@ -147,7 +147,7 @@ def _attack_of(args: argparse.Namespace) -> Any:
 def _report_ensemble(model: nn.Module, loader: Any, ensemble: Any, where: dict[str, Any], args: argparse.Namespace,
                      settings: dict[str, Any] | None) -> int:
     """Run the ensemble, print each accuracy with its interval and the gradient-masking verdict; write the
-    rows to ``--out``."""
+    rows to ``--save-table``."""
     from ..attacks import ensemble_outcomes, ensemble_report, masking_flag  # noqa: PLC0415
 
     rows = ensemble_report(ensemble_outcomes(model, loader, ensemble))
@@ -158,7 +158,7 @@ def _report_ensemble(model: nn.Module, loader: Any, ensemble: Any, where: dict[s
     flag = masking_flag(rows)
     print(flag or "no sign of gradient masking: every white-box attack is within noise of Square or below it")
     _write([{**where, "dataset": args.dataset, "ensemble": ensemble.tag, **row,
-             "regime_settings": settings or {"method": "none"}} for row in rows], args.out)
+             "regime_settings": settings or {"method": "none"}} for row in rows], args.save_table)
     return 0
 
 
@@ -192,7 +192,7 @@ def add_defend(sub: Sub) -> None:
                                    "every one of their steps (2 x apgd-steps for the APGD pair).")
     p.add_argument("--epochs", type=positive_int, default=10,
                    help="epochs of the default model when it has to be trained (default 10)")
-    p.add_argument("--budget", type=nonnegative_number, default=None, metavar="B",
+    p.add_argument("--def-budget", type=nonnegative_number, default=None, metavar="B",
                    help="bound on the defense's perturbation in the attack's norm (default: eps); "
                         "inf for the original's unbounded defense")
     p.add_argument("--label", default="both", choices=["predicted", "oracle", "both"],
@@ -224,7 +224,7 @@ def add_defend(sub: Sub) -> None:
 
 
 def run_defend(args: argparse.Namespace) -> int:
-    """Evaluate the defense, print the table (and write it to ``--out``); save data and t-SNE maps if asked."""
+    """Evaluate the defense, print the table (and write it to ``--save-table``); save data and t-SNE maps if asked."""
     from ..data import load_dataset, loader_to_tensors, make_loader  # noqa: PLC0415
     from ..defense import (  # noqa: PLC0415
         Defense,
@@ -244,7 +244,7 @@ def run_defend(args: argparse.Namespace) -> int:
 
     check_out(args)
     writable_folders(args.plots_root, *([args.models_root] if args.save_data or model_source(args) is None else []))
-    budget = args.eps if args.budget is None else args.budget
+    budget = args.eps if args.def_budget is None else args.def_budget
     labels = ("predicted", "oracle") if args.label == "both" else (args.label,)
     threats = ("preemptive", "test-time") if args.threat == "both" else (args.threat,)
     defenses = {label: Defense(args.eps, args.alpha, args.steps, budget, args.norm, args.def_steps, args.def_lr,
@@ -266,7 +266,7 @@ def run_defend(args: argparse.Namespace) -> int:
           f"{' '.join(_members(args.ensemble))} (PGD {args.restarts} restarts, APGD {args.apgd_steps} steps, "
           f"{f'Square {args.queries} queries, ' if 'square' in args.ensemble else ''}EOT {args.eot_samples})")
     print(format_results(results))
-    _write(result_rows(results), args.out)
+    _write(result_rows(results), args.save_table)
     if args.save_data:
         for defense in defenses.values():
             for split, path in defend_splits(model, defense, args.arch, args.dataset, subset=args.test_subset,

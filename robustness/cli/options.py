@@ -348,19 +348,19 @@ def scoring_of(args: argparse.Namespace) -> Any:
 
 
 def out_options() -> argparse.ArgumentParser:
-    """``--out FILE``: the printed table, also written as CSV or JSON."""
+    """``--save-table FILE``: the printed table, also written as CSV or JSON."""
     p = _group()
-    p.add_argument("--out", default=None, metavar="FILE",
+    p.add_argument("--save-table", default=None, metavar="FILE",
                    help="also write the table to FILE: .csv (plain, one header line) or .json (a list of rows)")
     return p
 
 
 def check_out(args: argparse.Namespace) -> None:
-    """Check, before the work, that ``--out`` (when given) names a .csv or .json file that can be written."""
-    if args.out:
+    """Check, before the work, that ``--save-table`` (when given) names a .csv or .json file that can be written."""
+    if args.save_table:
         from ..files import check_table_path  # noqa: PLC0415 (keeps --help fast)
 
-        check_table_path(args.out)
+        check_table_path(args.save_table)
 
 
 def regime_options() -> argparse.ArgumentParser:
