@@ -14,7 +14,7 @@ Roots (each overridable per call, and by ``--models-root``, ``--data-root``, ``-
             scores_<score>_<attack>_<baseline>.csv            layers x epochs score table
             scores_pgd_recheck_<attack>_<baseline>.csv        the PGD re-check of robust-looking layers
         global_data/                                          global sweeps, the same names prefixed by the filter
-        {Probe_reinit,Probe_rerandom}/Init_<i>_<epoch>epochs_<attack>.json  (+ .npz)  re-initialisation probes
+        {Probe_reinit,Probe_rerandom,Probe_ablate}/Init_<i>_<epoch>epochs_<attack>.json  (+ .npz)  probes
         retraining/<epoch>epochs_<filter>_<score>_<attack>_<digest>.json  (+ .csv, and a folder of runs)
         Defensive_<norm>/<split>[_oracle].npz                 defended images and labels
         reports/<name>.json                                   small summaries a rerun reuses
@@ -238,12 +238,13 @@ def list_sweep_results(
     return {tag: dict(sorted(units.items())) for tag, units in sorted(found.items())}
 
 
-PROBE_DIRS: dict[str, str] = {"reinit": "Probe_reinit", "rerandom": "Probe_rerandom"}
+PROBE_DIRS: dict[str, str] = {"reinit": "Probe_reinit", "rerandom": "Probe_rerandom", "ablate": "Probe_ablate"}
 
 
 def probe_dir(arch: str, dataset: str, kind: str, root: str | Path = DEFAULT_MODELS_ROOT, *,
               regime: str = STANDARD) -> Path:
-    """Where re-initialisation (``Probe_reinit/``) or re-randomisation (``Probe_rerandom/``) probe results go."""
+    """Where re-initialisation (``Probe_reinit/``), re-randomisation (``Probe_rerandom/``) or ablation
+    (``Probe_ablate/``) probe results go."""
     return model_dir(arch, dataset, root, regime=regime) / _lookup(PROBE_DIRS, kind, "probe kind")
 
 

@@ -90,7 +90,7 @@ def test_result_files_and_meta(whole: Path) -> None:
     assert results["conv1"].ref_adv_acc < results["conv1"].ref_clean_acc
     assert meta == {"arch": "mnist_cnn", "dataset": "mnist5k", "init": 1, "epoch": 1, "kind": "pulse",
                     "scope": "local", "attack": "fgsm_eps0.1", "eps": EPS, "calibrate_eps": None, "thresholds": 3,
-                    "subset": 20, "seed": 0, "precision": "fp32", "layers": ["conv1", "fc2"],
+                    "subset": 20, "seed": 0, "precision": "fp32", "layers": ["conv1", "fc2"], "sequential": None,
                     "attack_params": {"name": "fgsm", "eps": EPS}, "bn": "recalibrate", "bn_images": 1000,
                     "calibration_images": 0, "grid": "value", "null_masks": 0, "regime": "standard",
                     "regime_settings": {"method": "none"},

@@ -37,7 +37,8 @@ def add_probe(sub: Sub) -> None:
                        help="re-initialisation probe: reset each layer to its epoch-0 (or freshly drawn) weights",
                        description="For each selected checkpoint and each Conv2d/Linear layer: replace the layer's "
                                    "weight and bias by the epoch-0 checkpoint's of the same Init folder (--kind "
-                                   "reinit) or by fresh draws of its initialiser under --seeds (--kind rerandom), "
+                                   "reinit), by fresh draws of its initialiser under --seeds (--kind rerandom) or "
+                                   "by zeros (--kind ablate: can the network do without the layer?), "
                                    "re-estimate BatchNorm statistics on training images, and record clean and "
                                    "adversarial accuracy (the attack regenerated) with per-image outcomes, beside "
                                    "the unprobed model's. Writes one JSON+npz result file per checkpoint under "
@@ -46,8 +47,9 @@ def add_probe(sub: Sub) -> None:
                                    "layer x epoch heatmap per initialisation, and, where the filter command's "
                                    "local results of a checkpoint exist, the table of filtering labels beside the "
                                    "probe's verdicts.")
-    p.add_argument("--kind", default="reinit", choices=["reinit", "rerandom"],
-                   help="reinit: the epoch-0 weights; rerandom: fresh draws of the initialiser (default reinit)")
+    p.add_argument("--kind", default="reinit", choices=["reinit", "rerandom", "ablate"],
+                   help="reinit: the epoch-0 weights; rerandom: fresh draws of the initialiser; ablate: zeros "
+                        "(default reinit)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
                    help="the seeds of --kind rerandom's draws, averaged (default 0 1 2)")
     p.add_argument("--regime", default="standard", metavar="TAG",

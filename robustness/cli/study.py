@@ -61,7 +61,8 @@ def _plots_root(args: argparse.Namespace) -> str:
 def add_filter(sub: Sub) -> None:
     """``filter``: synaptic-filtering sweeps."""
     p = sub.add_parser("filter", parents=[*tree_options(), source_options(), regime_options(), filter_options(),
-                                          attack_options(("fgsm", "pgd")), restart_options(), speed_options()],
+                                          attack_options(("fgsm", "pgd")), restart_options(), speed_options(),
+                                          scoring_options()],
                        help="synaptic-filtering sweeps over saved checkpoints or a model from elsewhere",
                        description="Sweep a filter's threshold over each selected checkpoint (or the model "
                                    "--checkpoint or --weights names), recording clean and adversarial accuracy and "
@@ -108,6 +109,10 @@ def add_filter(sub: Sub) -> None:
     p.add_argument("--alpha-range", nargs="+", default=["-1", "1"], metavar="LO HI",
                    help="global threshold range: two numbers, or auto for the min/max of all weights (default -1 1)")
     p.add_argument("--batch-size", type=int, default=1000, help="images per forward pass (default 1000)")
+    p.add_argument("--sequential", action="store_true",
+                   help="evaluate each local sweep's images in blocks at 4 planned looks and stop a layer once the "
+                        "labels of --baseline, --tau, --ci and --n-boot are decided (intervals at coverage "
+                        "1 - (1 - ci) / 4 per look); global sweeps run on every image")
     p.set_defaults(run=run_filter)
 
 
@@ -144,12 +149,19 @@ def run_filter(args: argparse.Namespace) -> int:
         eps_images=args.eps_images, bn=args.bn, bn_images=args.bn_images,
         random_baseline=args.random_baseline, null_masks=args.null_masks, batch_size=args.batch_size,
         precision=args.precision, channels_last=args.channels_last, models_root=_regime_root(args),
-        data_root=args.data_root, device=args.device,
+        data_root=args.data_root, device=args.device, sequential=_sequential(args),
     )
     files = run_study(config)
     if is_main():
         print(format_table([file_summary(path) for path in files]))
     return 0
+
+
+def _sequential(args: argparse.Namespace) -> object | None:
+    """The stopping rule ``--sequential`` asks for (deciding the labels of the scoring options), or ``None``."""
+    from ..scoring import Sequential  # noqa: PLC0415 (keeps --help fast)
+
+    return Sequential(scoring_of(args)) if args.sequential else None
 
 
 def _tree_arch(args: argparse.Namespace) -> str:

@@ -1,7 +1,7 @@
 """Synaptic filtering: the filters and their threshold grids (``filters``), the sweeps of one model
 (``sweeps``: ``local_analysis``, ``global_analysis``), what a sweep records and its files (``results``),
-BatchNorm re-estimation (``batchnorm``), the reuse of the unfiltered prefix (``reuse``) and the sweep
-figures (``figures``).
+how one point is measured (``points``), BatchNorm re-estimation (``batchnorm``), the reuse of the unfiltered
+prefix (``reuse``) and the sweep figures (``figures``).
 
 To add a filter: ``filters``.
 """
@@ -23,6 +23,7 @@ from .filters import (
     value_grid,
     weight_range,
 )
+from .points import DEFAULT_BATCH, StoppingRule, evaluate_point
 from .results import (
     FRAME_COLUMNS,
     Evaluation,
@@ -36,10 +37,8 @@ from .results import (
 )
 from .reuse import split_model, trace
 from .sweeps import (
-    DEFAULT_BATCH,
     BNImages,
     EvalData,
-    evaluate_point,
     global_analysis,
     local_analysis,
     measure_reference,
@@ -53,5 +52,5 @@ __all__ = [
     "parse_alpha_range", "global_range", "check_grid", "value_grid", "quantile_grid", "thresholds", "Evaluation",
     "SweepResult", "outcomes_path", "save_results", "load_results", "FRAME_COLUMNS", "to_frame", "file_summary",
     "load_result_json", "trace", "split_model", "DEFAULT_BATCH", "evaluate_point", "null_ranks", "select_layers",
-    "measure_reference", "local_analysis", "global_analysis", "BNImages", "EvalData",
+    "measure_reference", "local_analysis", "global_analysis", "BNImages", "EvalData", "StoppingRule",
 ]

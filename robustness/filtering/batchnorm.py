@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import InvalidArgument
 
+Statistics = list[tuple[Tensor, Tensor]]  # running mean and variance of each of some BatchNorm layers
 BN_BATCH = 100  # images per forward pass while re-estimating the statistics
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -99,3 +100,16 @@ def recalibrate_batchnorm(model: nn.Module, images: Tensor, batch_size: int = BN
     with estimating(model, layers):
         for batch in batches:
             model(batch)
+
+
+def statistics(layers: list[_BatchNorm]) -> Statistics:
+    """A copy of the running means and variances of the BatchNorm ``layers``: all that eval mode normalises with."""
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in layers]
+
+
+def load_statistics(layers: list[_BatchNorm], stats: Statistics) -> None:
+    """Put the :func:`statistics` ``stats`` back into ``layers`` (in place)."""
+    with torch.no_grad():
+        for m, (mean, var) in zip(layers, stats, strict=True):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)

@@ -48,6 +48,24 @@ class Evaluation:
     clean_correct: np.ndarray
     adv_correct: np.ndarray
 
+    @classmethod
+    def join(cls, parts: list[Evaluation]) -> Evaluation:
+        """One evaluation of the images of ``parts`` (blocks of images, in order): outcomes concatenated,
+        accuracies their means, losses the image-weighted means."""
+        if len(parts) == 1:
+            return parts[0]
+        sizes = np.array([len(p.clean_correct) for p in parts], dtype=float)
+        clean, adv = (np.concatenate([getattr(p, name) for p in parts]) for name in ("clean_correct", "adv_correct"))
+        clean_loss, adv_loss = (float(np.dot(sizes, [getattr(p, name) for p in parts]) / sizes.sum())
+                                for name in ("clean_loss", "adv_loss"))
+        return cls(float(clean.mean()), float(adv.mean()), clean_loss, adv_loss, clean, adv)
+
+    def prefix(self, n: int) -> Evaluation:
+        """The outcomes and accuracies of the first ``n`` images; the losses stay those of all images (they are
+        not recorded per image)."""
+        clean, adv = self.clean_correct[:n], self.adv_correct[:n]
+        return Evaluation(float(clean.mean()), float(adv.mean()), self.clean_loss, self.adv_loss, clean, adv)
+
 
 @dataclass(eq=False)
 class SweepResult:
@@ -61,8 +79,17 @@ class SweepResult:
     (evenly spaced in the fraction of weights removed). ``reuse`` says how a local sweep that reuses the
     unfiltered prefix (:mod:`robustness.filtering.reuse`) was computed: ``prefix_passes``, the batches whose prefix ran
     once for all thresholds, and ``fallback``, why full passes ran instead (``None`` when the prefix was used);
-    ``None`` where reuse did not apply. It is left out of ``==``: it says how the numbers were computed, not
-    what they are.
+    ``None`` where reuse did not apply. ``passes`` counts the image passes the sweep ran: ``bn`` images through a
+    BatchNorm re-estimation, ``clean`` images through a clean forward pass, ``attack`` images attacked (for
+    FGSM one forward and backward pass, then the adversarial forward pass), each summed over the distinct points.
+    ``reuse`` and ``passes`` are left out of ``==``: they say how the numbers were computed, not what they are.
+
+    ``sequential`` (``None`` for a sweep of all images) records a sequential sweep
+    (:class:`robustness.scoring.sequential.Sequential`): its stopping rule and settings, ``n`` the images it could
+    have evaluated, ``ends`` the number of images at each planned look, and ``look`` (1-based) and ``images``
+    where it stopped, ``decided`` whether every label it reports was decided there. Its per-image arrays (and
+    the reference's) then hold the first ``images`` images of the evaluation order only: the others were not
+    evaluated (they are absent, never counted wrong); the reference's losses are over all ``n``.
 
     Per-image outcomes (numpy bool arrays; ``None`` when not recorded, e.g. in a
     hand-made result): ``clean_correct``/``adv_correct`` of shape ``(T, n)``, one row per
@@ -88,6 +115,8 @@ class SweepResult:
     removed_fraction: list[float] = field(default_factory=list)
     grid: str = "value"
     reuse: dict[str, Any] | None = None
+    passes: dict[str, int] | None = None
+    sequential: dict[str, Any] | None = None
     clean_correct: np.ndarray | None = None
     adv_correct: np.ndarray | None = None
     ref_clean_correct: np.ndarray | None = None
@@ -140,7 +169,8 @@ class SweepResult:
             return NotImplemented
         mine, theirs = self.outcomes(), other.outcomes()
         return (
-            {**self.to_dict(), "reuse": None} == {**other.to_dict(), "reuse": None} and mine.keys() == theirs.keys()
+            {**self.to_dict(), "reuse": None, "passes": None} == {**other.to_dict(), "reuse": None, "passes": None}
+            and mine.keys() == theirs.keys()
             and all(np.array_equal(mine[k], theirs[k]) for k in mine)
         )
 

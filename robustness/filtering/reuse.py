@@ -36,10 +36,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..attacks import GEOMETRIES, check_batch, check_labels
 from ..finite import count_nonfinite, logits_error
 from ..runtime import progress
-from .batchnorm import BN_BATCH, bn_batches, estimating
+from .batchnorm import BN_BATCH, Statistics, bn_batches, estimating, statistics
 from .results import Evaluation
-
-Statistics = list[tuple[Tensor, Tensor]]  # running mean and variance of each BatchNorm layer of a suffix
 
 _IN_PLACE_OPERATORS = {
     operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv, operator.imod, operator.ipow,
@@ -176,7 +174,7 @@ class Split:
 
     def statistics(self) -> Statistics:
         """A copy of the suffix's BatchNorm running means and variances."""
-        return [(m.running_mean.clone(), m.running_var.clone()) for m in self.suffix_bn]
+        return statistics(self.suffix_bn)
 
 
 def trace(model: nn.Module) -> fx.GraphModule | str:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..attacks import FGSM, Attack
@@ -36,41 +37,14 @@ from ..finite import check_finite_model
 from ..models import filterable_layers
 from ..runtime import frozen_eval, model_device, progress
 from ..vocab import Grid
-from .batchnorm import batchnorm_layers, preserved_batchnorm, recalibrate_batchnorm
+from .batchnorm import preserved_batchnorm
 from .filters import AlphaRange, Cut, canonical_kind, check_grid, global_range, quantile_grid, value_grid, weight_range
+from .points import DEFAULT_BATCH, Masks, Points, StoppingRule, distinct
 from .results import Evaluation, SweepResult
-from .reuse import Split, Tally, fgsm_points, split_model, trace
+from .reuse import Split, split_model, trace
 
 EvalData = DataLoader | tuple[Tensor, Tensor]
 BNImages = EvalData | Tensor  # BatchNorm images (labels, when given, are not used)
-
-DEFAULT_BATCH = 1000  # images per forward pass during a sweep
-
-
-def evaluate_point(
-    model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size: int = DEFAULT_BATCH
-) -> Evaluation:
-    """Clean and adversarial accuracy, loss and per-image outcomes of ``model`` on ``(x, y)``: what one point
-    of a sweep records.
-
-    Unlike :func:`robustness.attacks.evaluate` it also sums the losses, takes tensors
-    already on the model's device, and waits for the device once per call, not per batch.
-    An attack with ``with_clean_logits`` (FGSM, PGD) shares its first forward pass
-    with the clean evaluation: FGSM then costs 2 forward passes and 1 input-gradient
-    backward pass per batch, no more.
-    """
-    shared = getattr(attack, "with_clean_logits", None)
-    tally = Tally(x.device, model, x)
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-        if shared is not None:
-            x_adv, clean_logits = shared(model, xb, yb)
-        else:
-            with torch.no_grad():
-                clean_logits = model(xb)
-            x_adv = attack(model, xb, yb)
-        with torch.no_grad():
-            tally.add(clean_logits, model(x_adv), yb)
-    return tally.evaluation(len(y))
 
 
 # ---------------------------------------------------------------- the random null model
@@ -98,9 +72,6 @@ def null_ranks(weights: Sequence[Tensor], seed: int, index: int, name: str | Non
 # ---------------------------------------------------------------- sweeps
 
 
-Masks = Callable[[], list[Tensor]]  # one point's masks of the filtered weights, computed when needed
-
-
 @contextmanager
 def _filtering(weights: list[Tensor]) -> Iterator[tuple[list[Tensor], Callable[[list[Tensor]], None]]]:
     """Keep one spare copy of ``weights`` and yield ``(originals, zero)``: ``zero(masks)`` sets the weights to
@@ -121,102 +92,75 @@ def _filtering(weights: list[Tensor]) -> Iterator[tuple[list[Tensor], Callable[[
 
 
 @dataclass(frozen=True)
-class _Points:
-    """How every point of a sweep is measured: on ``(x, y)`` under ``attack``, after re-estimating the
-    BatchNorm statistics on ``bn_images`` (when given). ``traced`` is the model's :func:`reuse.trace` when
-    local sweeps reuse the unfiltered prefix (``None``: a full pass per point), ``per_pass`` the points
-    evaluated per pass there."""
+class _Sweep:
+    """What a sweep measures: ``configs`` (the filter's ``cuts``, then the null model's masks) of the weights
+    ``originals`` of ``layer`` (``None``: all layers), with ``removed`` weights zeroed at each cut."""
 
-    x: Tensor
-    y: Tensor
-    attack: Attack
-    batch_size: int
-    bn_images: Tensor | None
-    traced: fx.GraphModule | str | None = None
-    per_pass: int = 1
+    layer: str | None
+    cuts: list[Cut]
+    configs: list[Masks]
+    removed: list[int]
+    total: int
+    grid: Grid
+    null_masks: int
 
-    def measure(self, model: nn.Module) -> Evaluation:
-        if self.bn_images is not None:
-            recalibrate_batchnorm(model, self.bn_images)
-        return evaluate_point(model, self.x, self.y, self.attack, self.batch_size)
-
-    def measure_split(self, split: Split, points: list[Masks], zero: Callable[[list[Tensor]], None],
-                      original: Tensor, desc: str) -> list[Evaluation]:
-        """:meth:`measure` at each of ``points`` of a local sweep, reusing what is computed before the cut."""
-        model = split.model
-        cache = split.capture(self.bn_images) if self.bn_images is not None and batchnorm_layers(model) else None
-        recalibrate = cache is not None and bool(split.suffix_bn)
-        if type(self.attack) is not FGSM:
-            out = []
-            for masks in progress(points, desc):
-                zero(masks())
-                if recalibrate:
-                    split.recalibrate(cache)
-                out.append(evaluate_point(model, self.x, self.y, self.attack, self.batch_size))
-            return out
-        stats = None
-        if recalibrate:
-            stats = []
-            for masks in progress(points, f"{desc}: BatchNorm"):
-                zero(masks())
-                split.recalibrate(cache)
-                stats.append(split.statistics())
-        return fgsm_points(split, original, [masks()[0] for masks in points], stats, self.x, self.y,
-                           self.attack.eps, self.batch_size, self.per_pass, desc)
+    def result(self, reference: Evaluation, evaluations: list[Evaluation]) -> SweepResult:
+        """The :class:`SweepResult` of the ``evaluations`` of every config, on the images they cover."""
+        n = len(evaluations[0].clean_correct)
+        result = SweepResult.start(self.cuts[0].kind, self.layer, self.total, reference.prefix(n), self.grid)
+        for cut, count, point in zip(self.cuts, self.removed, evaluations, strict=False):
+            result.record(cut.threshold, point, count)
+        if self.null_masks:
+            outcomes = [(point.clean_correct, point.adv_correct) for point in evaluations[len(self.cuts):]]
+            clean, adv = np.asarray(outcomes).reshape(self.null_masks, len(self.cuts), 2, -1).transpose(2, 0, 1, 3)
+            result.null_clean_correct, result.null_adv_correct = clean, adv
+        return result
 
 
-def _distinct(points: list[Masks]) -> tuple[list[Masks], list[int]]:
-    """The points whose masks differ from the point before's, and for every point the index of its distinct one."""
-    distinct: list[Masks] = []
-    index, previous = [], None
-    for masks in points:
-        current = masks()
-        if previous is None or not all(torch.equal(a, b) for a, b in zip(current, previous, strict=True)):
-            distinct.append(masks)
-        index.append(len(distinct) - 1)
-        previous = current
-    return distinct, index
-
-
-def _measure(model: nn.Module, layer: str | None, points: list[Masks], zero: Callable[[list[Tensor]], None],
-             originals: list[Tensor], how: _Points, desc: str) -> tuple[list[Evaluation], dict | None]:
-    """The :class:`Evaluation` of every point (a point whose masks equal the point before's copies its numbers),
-    and how the prefix was reused (:attr:`SweepResult.reuse`)."""
-    distinct, index = _distinct(points)
-    split = split_model(model, layer, how.traced) if how.traced is not None and layer is not None else None
-    if isinstance(split, Split):
-        evaluations = how.measure_split(split, distinct, zero, originals[0], desc)
-        reused = {"prefix_passes": split.prefix_passes, "fallback": None}
-    else:
-        evaluations = []
-        for masks in progress(distinct, desc):
-            zero(masks())
-            evaluations.append(how.measure(model))
-        reused = None if split is None else {"prefix_passes": 0, "fallback": split}
-    return [evaluations[i] for i in index], reused
+def _looks(model: nn.Module, sweep: _Sweep, zero: Callable[[list[Tensor]], None], originals: list[Tensor],
+           how: Points, reference: Evaluation, rule: StoppingRule | None) -> SweepResult:
+    """Measure every config of ``sweep`` on the evaluation images, block after block of the ``rule``'s looks (all
+    images at once without one), until the rule has decided; the BatchNorm statistics of each point are
+    re-estimated once, for all blocks. A point whose masks equal the point before's copies its numbers."""
+    desc = f"{sweep.cuts[0].kind} {sweep.layer or 'global'}"
+    unique, index = distinct(sweep.configs)
+    split = split_model(model, sweep.layer, how.traced) if how.traced is not None and sweep.layer is not None else None
+    cut = split if isinstance(split, Split) else None
+    passes: Counter = Counter(bn=0, clean=0, attack=0)
+    stats = how.calibrate(model, cut, unique, zero, desc, passes)
+    n = len(how.y)
+    ends = [n] if rule is None else rule.ends(n)
+    blocks: list[list[Evaluation]] = []
+    for look, end in enumerate(ends, 1):
+        blocks.append(how.evaluate(model, cut, unique, zero, stats, originals[0],
+                                   slice(ends[look - 2] if look > 1 else 0, end), desc, passes))
+        result = sweep.result(reference, [Evaluation.join([block[i] for block in blocks]) for i in index])
+        decided = rule is not None and rule.decided(result)
+        if decided:
+            break
+    if rule is not None:
+        result.sequential = {**rule.record(), "n": n, "ends": ends, "look": look, "images": end, "decided": decided}
+    result.passes = dict(passes)
+    if cut is not None:
+        result.reuse = {"prefix_passes": cut.prefix_passes, "fallback": None}
+    elif split is not None:
+        result.reuse = {"prefix_passes": 0, "fallback": split}
+    return result
 
 
 def _sweep(
-    model: nn.Module, modules: list[nn.Module], layer: str | None, cuts: list[Cut], points: _Points,
-    reference: Evaluation, grid: Grid, null_masks: int, seed: int,
+    model: nn.Module, modules: list[nn.Module], layer: str | None, cuts: list[Cut], points: Points,
+    reference: Evaluation, grid: Grid, null_masks: int, seed: int, rule: StoppingRule | None = None,
 ) -> SweepResult:
     """Filter ``modules`` together at each cut and measure; then the null model's ``null_masks`` masks."""
     weights = [m.weight for m in modules]
-    result = SweepResult.start(cuts[0].kind, layer, sum(w.numel() for w in weights), reference, grid)
     with _filtering(weights) as (originals, zero):
         configs: list[Masks] = [functools.partial(_cut_masks, cut, originals) for cut in cuts]
         removed = [sum(int(m.sum()) for m in masks()) for masks in configs]
         ranks = functools.lru_cache(maxsize=1)(lambda index: null_ranks(originals, seed, index, layer))
         configs += [functools.partial(_rank_masks, ranks, index, r) for index in range(null_masks) for r in removed]
-        evaluations, result.reuse = _measure(model, layer, configs, zero, originals, points,
-                                             f"{cuts[0].kind} {layer or 'global'}")
-        for cut, count, point in zip(cuts, removed, evaluations, strict=False):
-            result.record(cut.threshold, point, count)
-        if null_masks:
-            outcomes = [(point.clean_correct, point.adv_correct) for point in evaluations[len(cuts):]]
-            clean, adv = np.asarray(outcomes).reshape(null_masks, len(cuts), 2, -1).transpose(2, 0, 1, 3)
-            result.null_clean_correct, result.null_adv_correct = clean, adv
-    return result
+        sweep = _Sweep(layer, cuts, configs, removed, sum(w.numel() for w in weights), grid, null_masks)
+        return _looks(model, sweep, zero, originals, points, reference, rule)
 
 
 def _cut_masks(cut: Cut, originals: list[Tensor]) -> list[Tensor]:
@@ -258,7 +202,7 @@ def _check_thresholds(thresholds: int) -> None:
 def _points(
     model: nn.Module, data: EvalData, attack: Attack, batch_size: int, bn_images: BNImages | None,
     null_masks: int,
-) -> _Points:
+) -> Points:
     """The evaluation set and the BatchNorm images on the model's device, checked."""
     if not isinstance(null_masks, int) or null_masks < 0:
         raise InvalidArgument(f"null_masks is a number of random masks >= 0 (0: no null model), got {null_masks!r}")
@@ -269,7 +213,7 @@ def _points(
         None if bn_images is None else _tensors(bn_images, device, "BatchNorm image set (bn_images)")[0])
     if images is not None and len(images) == 0:
         raise InvalidArgument("the BatchNorm image set (bn_images) is empty: give some training images, or None")
-    return _Points(x, y, attack, batch_size, images)
+    return Points(x, y, attack, batch_size, images)
 
 
 def measure_reference(
@@ -286,7 +230,7 @@ def local_analysis(
     model: nn.Module, data: EvalData, kind: str, attack: Attack, thresholds: int = 25, *,
     layers: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH, reference: Evaluation | None = None,
     bn_images: BNImages | None = None, grid: Grid = "value", null_masks: int = 0, seed: int = 0,
-    reuse: bool = True, thresholds_per_pass: int = 1,
+    reuse: bool = True, thresholds_per_pass: int = 1, sequential: StoppingRule | None = None,
 ) -> dict[str, SweepResult]:
     """Filter one layer at a time; one sweep per layer, keyed by module name.
 
@@ -307,6 +251,12 @@ def local_analysis(
     thresholds per pass under FGSM (for GPUs; the same outcomes up to the rounding of batch-size-dependent
     kernels). A model that cannot be cut exactly before a layer (:func:`reuse.split_model` says why) gets
     full passes there.
+
+    ``sequential`` (default ``None``: every layer on every image) evaluates the images in blocks, in their order,
+    and stops a layer once its stopping rule (:class:`robustness.scoring.sequential.Sequential`, which holds the
+    :class:`~robustness.scoring.scores.Scoring` whose labels it decides) says every label is decided; each point's
+    BatchNorm statistics are re-estimated once, on the first block, and kept for the others. A stopped layer's
+    result holds the images it evaluated (:attr:`SweepResult.sequential` says which and where it stopped).
     """
     kind, grid = canonical_kind(kind), check_grid(grid)
     _check_thresholds(thresholds)
@@ -324,7 +274,7 @@ def local_analysis(
         for name, m in progress(chosen, "layers") if len(chosen) > 1 else chosen:
             cuts = value_grid(kind, *weight_range([m.weight]), thresholds) if grid == "value" else quantile_grid(
                 kind, [m.weight], thresholds)
-            sweeps[name] = _sweep(model, [m], name, cuts, points, reference, grid, null_masks, seed)
+            sweeps[name] = _sweep(model, [m], name, cuts, points, reference, grid, null_masks, seed, sequential)
         return sweeps
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidArgument
-from ..scoring import CONFIDENT, Scores, rank_correlation
+from ..scoring import CONFIDENT, Scores, rank_correlation, score_correlation
 from ..vocab import DEFAULT_BOOT, DEFAULT_CI, Score
 from .reinit import DEFAULT_THRESHOLD, ProbeResult, verdicts
 
@@ -30,7 +30,8 @@ def probe_agreement(
     Returns ``(frame, summary)``: ``frame`` one row per layer (layer, depth, score, its interval and label, drop,
     its interval and verdict, agree); ``summary`` the agreement over the layers both call confidently, their
     number, Spearman's ρ between filtering score and drop over all layers with its interval over layers
-    (a fragile layer has a negative score and a large drop, so agreement shows as ρ < 0), and the threshold."""
+    (a fragile layer has a negative score and a large drop, so agreement shows as ρ < 0), the partial ρ with depth
+    held out (``partial``, ``partial_lo``, ``partial_hi``; NaN without ``depths``) and the threshold."""
     layers = [name for name in scores if name in probes]
     if not layers:
         raise InvalidArgument("the filtering scores and the probe share no layer")
@@ -46,6 +47,9 @@ def probe_agreement(
     frame = pd.DataFrame(rows)
     decided = [r["agree"] for r in rows if r["agree"] is not None]
     rho, lo, hi = rank_correlation(frame["score"].to_numpy(float), frame["drop"].to_numpy(float), ci, n_boot, seed)
+    partial = score_correlation(frame["score"].to_numpy(float), frame["drop"].to_numpy(float),
+                                frame["depth"].to_numpy(float), ci=ci, n_boot=n_boot, seed=seed)
     return frame, {"agreement": float(np.mean(decided)) if decided else math.nan, "n_confident": len(decided),
-                   "n_layers": len(rows), "rho": rho, "rho_lo": lo, "rho_hi": hi, "threshold": threshold,
+                   "n_layers": len(rows), "rho": rho, "rho_lo": lo, "rho_hi": hi,
+                   **{key: partial[key] for key in ("partial", "partial_lo", "partial_hi")}, "threshold": threshold,
                    "score": score, "which": which, "coverage": ci}

@@ -39,8 +39,8 @@ from ..filtering import DEFAULT_BATCH, BNImages, EvalData, Evaluation, SweepResu
 from ..runtime import model_device, progress
 from ..stats import bootstrap_counts, percentile_interval, resampled_mean
 
-ProbeKind = Literal["reinit", "rerandom"]
-PROBE_KINDS: tuple[ProbeKind, ...] = ("reinit", "rerandom")
+ProbeKind = Literal["reinit", "rerandom", "ablate"]
+PROBE_KINDS: tuple[ProbeKind, ...] = ("reinit", "rerandom", "ablate")
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.05
 Verdict = Literal["critical", "robust", "uncertain", "undefined"]
@@ -50,9 +50,9 @@ Verdict = Literal["critical", "robust", "uncertain", "undefined"]
 class ProbeResult:
     """One layer probed. ``clean_acc``/``adv_acc``: the probed model's accuracies (for re-randomisation, the
     mean over the seeds' draws); ``clean_correct``/``adv_correct``: per image, correct or not, shape ``(n,)``
-    for re-initialisation and ``(S, n)`` for ``S`` re-randomisation seeds; ``ref_*``: the unprobed
+    for re-initialisation and ablation, ``(S, n)`` for ``S`` re-randomisation seeds; ``ref_*``: the unprobed
     (recalibrated) model's accuracies and per-image outcomes ``(n,)``; ``seeds``: the seeds of the draws
-    (empty for re-initialisation)."""
+    (empty for re-initialisation and ablation)."""
 
     layer: str
     kind: ProbeKind
@@ -83,13 +83,13 @@ class ProbeResult:
     @classmethod
     def from_sweep(cls, result: SweepResult) -> ProbeResult:
         """The inverse of :meth:`to_sweep`."""
-        reinit = result.kind == "reinit"
+        single = result.kind != "rerandom"  # one draw: re-initialisation or ablation
         clean, adv = result.clean_correct, result.adv_correct
         return cls(
             result.layer or "global", result.kind,  # type: ignore[arg-type]
-            float(np.mean(clean)), float(np.mean(adv)), clean[0] if reinit else clean, adv[0] if reinit else adv,
+            float(np.mean(clean)), float(np.mean(adv)), clean[0] if single else clean, adv[0] if single else adv,
             result.ref_clean_acc, result.ref_adv_acc, result.ref_clean_correct, result.ref_adv_correct,
-            () if reinit else tuple(int(s) for s in result.thresholds),
+            () if single else tuple(int(s) for s in result.thresholds),
         )
 
 
@@ -141,7 +141,7 @@ def _probe(
                     draws.append(measure())
             clean = np.stack([d.clean_correct for d in draws])
             adv = np.stack([d.adv_correct for d in draws])
-            if kind == "reinit":
+            if kind != "rerandom":
                 clean, adv = clean[0], adv[0]
             out[name] = ProbeResult(
                 name, kind, float(clean.mean()), float(adv.mean()), clean, adv, reference.clean_acc,

@@ -2,8 +2,9 @@
 
 :func:`run_probes` probes every selected checkpoint of a study (initialisations x epochs) with
 :func:`robustness.probes.reinit.reinitialise` (each checkpoint against the epoch-0 checkpoint of its own
-``Init_<i>`` folder) or :func:`robustness.probes.reinit.rerandomise`, on the images a filtering study
-with the same ``seed``/``subset``/``bn_images`` evaluates (:mod:`robustness.study.images`). It
+``Init_<i>`` folder), :func:`robustness.probes.reinit.rerandomise` or :func:`robustness.probes.ablate.ablate`, on
+the images a filtering study with the same ``seed``/``subset``/``bn_images`` evaluates
+(:mod:`robustness.study.images`). It
 writes one result file per (checkpoint, probe kind, attack) where :mod:`robustness.paths` says,
 in the sweeps' format (a JSON beside an ``.npz`` of per-image outcomes, written atomically,
 each layer a one-point "sweep" per draw: :meth:`ProbeResult.to_sweep`); a rerun skips the files
@@ -29,12 +30,13 @@ from ..models import arch_depths, load_checkpoint
 from ..runtime import pick_device, progress
 from ..study import StudyConfig, attack_params, checkpoints, study_data
 from ..training import regime_meta
+from .ablate import ablate
 from .reinit import DEFAULT_SEEDS, PROBE_KINDS, ProbeKind, ProbeResult, accuracy_drop, reinitialise, rerandomise
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """A probe study: ``kind`` (``reinit`` or ``rerandom``, with ``seeds``) over the checkpoints and images
+    """A probe study: ``kind`` (``reinit``, ``rerandom`` with ``seeds``, or ``ablate``) over the checkpoints and images
     ``study`` selects (its attack, inits, epochs, layers, subset, seed, bn, bn_images, roots, device; its filters,
     scopes and thresholds are not used). The study's ``models_root`` is the root of the models' training regime
     (:func:`robustness.paths.regime_root`), whose tag and settings every result file records."""
@@ -94,6 +96,8 @@ def run_probes(config: ProbeConfig) -> list[Path]:
             if config.kind == "reinit":
                 initial = _initial_model(s, init, device)
                 results = reinitialise(model, initial, (data.x, data.y), s.attack, s.layers, data.bn_images)
+            elif config.kind == "ablate":
+                results = ablate(model, (data.x, data.y), s.attack, s.layers, data.bn_images)
             else:
                 results = rerandomise(model, (data.x, data.y), s.attack, s.layers, data.bn_images, config.seeds)
             modules = dict(model.named_modules())

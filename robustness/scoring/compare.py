@@ -6,8 +6,8 @@ every pair of sets, :func:`compare` reports
 
 - **label agreement**: the fraction of layers given the same label, over the layers whose
   label is defined in both (``uncertain`` counts as a label of its own, so two uncertain
-  layers agree), with a percentile interval from the same bootstrap over layers as ρ's, and the
-  *confident agreement*: the same fraction over only the layers
+  layers agree), and Cohen's κ (agreement beyond chance), each with a percentile interval from the
+  same bootstrap over layers as ρ's, and the *confident agreement*: the same fraction over only the layers
   both sets label confidently (fragile, robust or antifragile), with their number;
 - **Spearman's rank correlation** of the point scores over the layers, with a percentile
   interval from a bootstrap over *layers*: ρ is a statistic of the layers, so its
@@ -33,8 +33,9 @@ from ..errors import DataNotFoundError, InvalidArgument
 from ..filtering import load_results
 from ..models import DEFAULT_BINS, bin_name
 from ..paths import RECHECK
-from ..stats import percentile_interval, spearman
+from ..stats import percentile_interval, resampled_indices, spearman
 from ..vocab import SCORES, Label, Score
+from .consensus import label_agreement, score_correlation
 from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, consensus, layer_scores
 
 Scores = Mapping[str, Mapping[str, Any]]  # {layer: filtering_scores dict}
@@ -81,17 +82,6 @@ def _agreement(a: Sequence[Label], b: Sequence[Label]) -> tuple[float, float, in
     return share(defined), share(confident), len(confident)
 
 
-def _agreement_interval(a: Sequence[Label], b: Sequence[Label], ci: float, n_boot: int, seed: int
-                        ) -> tuple[float, float]:
-    """The interval of the label agreement from resampling the layers defined in both (as for ρ)."""
-    same = np.array([x == y for x, y in zip(a, b, strict=True) if "undefined" not in (x, y)], dtype=float)
-    if len(same) < 2:
-        return float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(same), (n_boot, len(same)))
-    lo, hi = percentile_interval(same[draws].mean(1), ci)
-    return float(lo), float(hi)
-
-
 def rank_correlation(a: np.ndarray, b: np.ndarray, ci: float, n_boot: int, seed: int) -> tuple[float, float, float]:
     """Spearman's ρ of ``a`` and ``b`` over the layers both define (finite), and its percentile interval
     (coverage ``ci``) from ``n_boot`` seeded resamples of those layers; NaN with fewer than 3."""
@@ -99,7 +89,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, ci: float, n_boot: int, seed:
     a, b = a[keep], b[keep]
     if len(a) < 3:
         return float("nan"), float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))
+    draws = resampled_indices(len(a), n_boot, seed)
     lo, hi = percentile_interval(spearman(a[draws], b[draws]), ci)
     return float(spearman(a, b)), float(lo), float(hi)
 
@@ -110,13 +100,17 @@ def compare(
     rename: Mapping[str, Mapping[str, str]] | None = None,
     layers: Sequence[str] | None = None,
     scoring: Scoring = DEFAULT_SCORING,
+    depths: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Label agreement and Spearman's ρ (with a bootstrap interval over layers) of every score, for every
     pair of ``sets`` (``{name: {layer: filtering_scores dict}}``, two or more).
 
     ``rename[name]`` maps that set's layer names to shared ones; ``layers`` picks the shared names to
     compare (default: those every set has, at least 3). The rank correlations' intervals take ``scoring``'s
-    coverage, resamples and seed.
+    coverage, resamples and seed. Each pair also has Cohen's κ of the labels with its interval (``kappa_note`` says
+    why it is undefined, when it is: :func:`robustness.scoring.consensus.label_agreement`) and, with ``depths``
+    (shared layer name -> normalised depth), the partial ρ with depth held out (``partial``, ``partial_lo``,
+    ``partial_hi``: :func:`robustness.scoring.consensus.score_correlation`).
     """
     if len(sets) < 2:
         raise InvalidArgument(f"compare needs at least two sets of scores, got {len(sets)}")
@@ -148,13 +142,20 @@ def compare(
     for score in SCORES:
         for i, a in enumerate(names):
             for j in range(i + 1, len(names)):
-                agreement, confident, n_confident = _agreement(labels[score][i], labels[score][j])
+                _, confident, n_confident = _agreement(labels[score][i], labels[score][j])
+                agree = label_agreement(labels[score][i], labels[score][j], ci=ci, n_boot=n_boot, seed=seed)
                 rho, lo, hi = rank_correlation(values[score][i], values[score][j], ci, n_boot, seed)
-                agree_lo, agree_hi = _agreement_interval(labels[score][i], labels[score][j], ci, n_boot, seed)
-                pairs.append({"score": score, "a": a, "b": names[j], "n_layers": len(common),
-                              "agreement": agreement, "agreement_lo": agree_lo, "agreement_hi": agree_hi,
-                              "confident_agreement": confident, "n_confident": n_confident,
-                              "rho": rho, "rho_lo": lo, "rho_hi": hi})
+                pair = {"score": score, "a": a, "b": names[j], "n_layers": len(common),
+                        "agreement": agree["share"], "agreement_lo": agree["share_lo"],
+                        "agreement_hi": agree["share_hi"], "confident_agreement": confident,
+                        "n_confident": n_confident, "kappa": agree["kappa"], "kappa_lo": agree["kappa_lo"],
+                        "kappa_hi": agree["kappa_hi"], "kappa_note": agree["kappa_note"],
+                        "rho": rho, "rho_lo": lo, "rho_hi": hi}
+                if depths is not None:
+                    found = score_correlation(values[score][i], values[score][j], [depths[x] for x in common],
+                                              ci=ci, n_boot=n_boot, seed=seed)
+                    pair |= {key: found[key] for key in ("partial", "partial_lo", "partial_hi")}
+                pairs.append(pair)
     return Comparison(names, common, values, intervals, labels, pairs, taus.pop(), ci, n_boot)
 
 

@@ -12,7 +12,8 @@ sweeps at different targets measure different things.
 the same images with eps calibrated to the same target: per layer and score, the *paired* difference (first
 minus second) with an interval from a bootstrap over the images that resamples both sweeps with the same
 draws; both labels and whether they agree; Spearman's ρ over layers with its interval
-(:func:`robustness.scoring.compare`).
+(:func:`robustness.scoring.compare`). A layer swept sequentially (on a prefix of the images) pairs on the images
+both sweeps evaluated, its difference's interval at the looks' coverage (:func:`robustness.scoring.look_scoring`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,20 @@ from .. import paths
 from ..errors import DataNotFoundError, InvalidArgument
 from ..filtering import SweepResult, load_results
 from ..models import arch_depths
-from ..stats import bootstrap_counts, percentile_interval
+from ..stats import bootstrap_counts, bootstrap_p_value, percentile_interval
 from ..vocab import SCORES
 from .compare import Comparison, _wanted, compare
-from .scores import DEFAULT_SCORING, Scoring, _draws, layer_scores, outcomes
+from .scores import (
+    DEFAULT_SCORING,
+    Outcomes,
+    Scoring,
+    _draws,
+    density_of,
+    images_of,
+    layer_scores,
+    look_scoring,
+    outcomes,
+)
 
 STANDARD = "standard"
 # The meta keys that fix which test images a study evaluated (robustness.study.images.split_test_images).
@@ -81,7 +92,8 @@ Loaded = tuple[dict[str, Any], dict[str, SweepResult]]  # (meta, results) of one
 @dataclass
 class RegimeComparison:
     """The outcome of :func:`compare_regimes`: ``frame`` has one row per (layer, score) with both models'
-    scores and labels, the paired difference ``diff`` with ``[diff_lo, diff_hi]`` and ``agree``;
+    scores and labels, the paired difference ``diff`` with ``[diff_lo, diff_hi]``, its two-sided bootstrap p-value of 0
+    ``p`` (:func:`robustness.stats.bootstrap_p_value`, for Benjamini–Hochberg over layers) and ``agree``;
     ``comparison`` holds label agreement and ρ per score; ``target`` is the calibration target both met."""
 
     names: tuple[str, str]
@@ -122,34 +134,39 @@ def compare_regimes(
     layers = [name for name in res_a if name in res_b]
     if not layers:
         raise InvalidArgument(f"{names[0]} and {names[1]} have no swept layer in common")
-    found_a, found_b = outcomes(res_a[layers[0]]), outcomes(res_b[layers[0]])
-    check_same_images(meta_a, meta_b, found_a.n, found_b.n, names)
+    n_images = images_of(res_a[layers[0]])
+    check_same_images(meta_a, meta_b, n_images, images_of(res_b[layers[0]]), names)
     target = calibration_target(meta_a, meta_b, names)
     depths = depths or meta_a.get("depth") or arch_depths(meta_a["arch"], meta_a["dataset"])
     scores_a = layer_scores({x: res_a[x] for x in layers}, scoring)
     scores_b = layer_scores({x: res_b[x] for x in layers}, scoring)
     comparison = compare(dict(zip(names, (scores_a, scores_b), strict=True)), layers=layers, scoring=scoring)
-    counts = np.concatenate([np.ones((1, found_a.n), dtype=np.int64),
-                             bootstrap_counts(found_a.n, scoring.n_boot, scoring.seed)])
-    baseline, floor = scoring.baseline, scoring.floor
     rows = []
     for layer in layers:
-        diff = _draws_of(res_a[layer], baseline, floor, counts) - _draws_of(res_b[layer], baseline, floor, counts)
-        lo, hi = percentile_interval(diff[1:], scoring.ci, undefined="widen")
+        # sequential sweeps pair on the images both evaluated, at the looks' coverage
+        found_a, found_b = outcomes(res_a[layer]), outcomes(res_b[layer])
+        n = min(found_a.n, found_b.n)
+        looks = max((r.sequential or {"looks": 1})["looks"] for r in (res_a[layer], res_b[layer]))
+        at_look = look_scoring(scoring, looks)
+        counts = np.concatenate([np.ones((1, n), dtype=np.int64), bootstrap_counts(n, at_look.n_boot, scoring.seed)])
+        diff = (_draws_of(res_a[layer], found_a.prefix(n), scoring, counts)
+                - _draws_of(res_b[layer], found_b.prefix(n), scoring, counts))
+        lo, hi = percentile_interval(diff[1:], at_look.ci, undefined="widen")
+        p = bootstrap_p_value(diff[1:])
         for i, score in enumerate(SCORES):
             la, lb = scores_a[layer]["labels"][score], scores_b[layer]["labels"][score]
             undefined = math.isnan(diff[0, i])
             rows.append({"layer": layer, "depth": float(depths.get(layer, np.nan)), "score": score,
                          "a": scores_a[layer][score], "a_label": la, "b": scores_b[layer][score], "b_label": lb,
                          "diff": float(diff[0, i]), "diff_lo": math.nan if undefined else float(lo[i]),
-                         "diff_hi": math.nan if undefined else float(hi[i]), "agree": la == lb})
-    return RegimeComparison(names, pd.DataFrame(rows), comparison, target, found_a.n)
+                         "diff_hi": math.nan if undefined else float(hi[i]),
+                         "p": math.nan if undefined else float(p[i]), "agree": la == lb})
+    return RegimeComparison(names, pd.DataFrame(rows), comparison, target, n_images)
 
 
-def _draws_of(result: SweepResult, baseline: str, floor: float, counts: np.ndarray) -> np.ndarray:
-    """The three scores of ``result`` under each resample of ``counts``: ``(draws, 3)``."""
-    density = 1.0 - np.asarray(result.removed_fraction, dtype=float)
-    return _draws(outcomes(result), density, baseline, floor, counts)  # type: ignore[arg-type]
+def _draws_of(result: SweepResult, found: Outcomes, scoring: Scoring, counts: np.ndarray) -> np.ndarray:
+    """The three scores of ``result``'s outcomes ``found`` under each resample of ``counts``: ``(draws, 3)``."""
+    return _draws(found, density_of(result), scoring.baseline, scoring.floor, counts)
 
 
 def regime_result(

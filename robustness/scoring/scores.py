@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ from ..vocab import (
 )
 
 CONFIDENT: tuple[Label, ...] = ("fragile", "robust", "antifragile")
+TAIL_DRAWS = 20  # bootstrap resamples beyond each end of an interval, at least (see look_scoring)
 RERUN = "rerun the filter command (python -m robustness filter ...) to write them"
 
 
@@ -65,15 +66,14 @@ def label(score: float, tau: float = DEFAULT_TAU) -> Label:
 def interval_label(lo: float, hi: float, tau: float = DEFAULT_TAU) -> Label:
     """The label of a score's interval ``[lo, hi]``: ``fragile`` if ``hi < −tau``, ``antifragile`` if
     ``lo > +tau``, ``robust`` if ``−tau <= lo`` and ``hi <= +tau``, else ``uncertain``; NaN is ``undefined``."""
-    if math.isnan(lo) or math.isnan(hi):
-        return "undefined"
-    if hi < -tau:
-        return "fragile"
-    if lo > tau:
-        return "antifragile"
-    if -tau <= lo and hi <= tau:
-        return "robust"
-    return "uncertain"
+    return str(interval_labels(lo, hi, tau))  # type: ignore[return-value]
+
+
+def interval_labels(lo: np.ndarray | float, hi: np.ndarray | float, tau: float = DEFAULT_TAU) -> np.ndarray:
+    """:func:`interval_label` of every interval of the arrays ``lo`` and ``hi`` at once: an array of labels."""
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    return np.select([np.isnan(lo) | np.isnan(hi), hi < -tau, lo > tau, (-tau <= lo) & (hi <= tau)],
+                     ["undefined", "fragile", "antifragile", "robust"], "uncertain")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ class Outcomes:
     """Per-image outcomes of one sweep: correct (``True``) or not, for ``T`` thresholds and ``n`` images.
 
     ``clean``/``adv`` have shape ``(T, n)``, ``ref_clean``/``ref_adv`` ``(n,)``, and the null model's
-    ``null_clean``/``null_adv`` ``(M, T, n)`` (``None`` when it was not computed).
+    ``null_clean``/``null_adv`` ``(M, T, n)`` (``None`` when it was not computed). Every array may carry the same
+    leading batch axes (many sweeps at once, as in a simulation): :func:`score_intervals` keeps them.
     """
 
     clean: np.ndarray
@@ -126,7 +127,12 @@ class Outcomes:
     @property
     def n(self) -> int:
         """The number of evaluation images."""
-        return len(self.ref_clean)
+        return self.ref_clean.shape[-1]
+
+    def prefix(self, n: int) -> Outcomes:
+        """The outcomes of the first ``n`` images."""
+        return Outcomes(*(None if a is None else a[..., :n] for a in (
+            self.clean, self.adv, self.ref_clean, self.ref_adv, self.null_clean, self.null_adv)))
 
 
 def outcomes(result: SweepResult) -> Outcomes:
@@ -154,6 +160,11 @@ def outcomes(result: SweepResult) -> Outcomes:
     return found
 
 
+def images_of(result: SweepResult) -> int:
+    """The images ``result`` could have evaluated: all of them, also where a sequential sweep stopped early."""
+    return result.sequential["n"] if result.sequential else outcomes(result).n
+
+
 def describe(result: SweepResult) -> str:
     """``layer 'conv1'`` or ``the global highpass sweep``, for messages."""
     return f"layer {result.layer!r}" if result.layer is not None else f"the global {result.kind} sweep"
@@ -165,19 +176,45 @@ def integrate(curves: np.ndarray) -> np.ndarray:
 
 
 def _draws(found: Outcomes, density: np.ndarray, baseline: Baseline, floor: float, counts: np.ndarray) -> np.ndarray:
-    """The three scores under each resample of ``counts`` (``(draws, n)``): shape ``(draws, 3)``."""
-    clean, adv = resampled_mean(found.clean, counts), resampled_mean(found.adv, counts)  # (draws, T)
-    ref = resampled_mean(np.stack([found.ref_clean, found.ref_adv]), counts)  # (draws, 2)
-    ref = np.where(ref >= floor, ref, np.nan)[..., None]  # below the floor: undefined
+    """The three scores under each resample of ``counts`` (``(draws, n)``): shape ``(draws, ..., 3)``, the
+    ``...`` being the batch axes of ``found``."""
+    clean, adv = resampled_mean(found.clean, counts), resampled_mean(found.adv, counts)  # (draws, ..., T)
+    ref_clean, ref_adv = (np.where(ref >= floor, ref, np.nan)[..., None]  # below the floor: undefined
+                          for ref in (resampled_mean(found.ref_clean, counts), resampled_mean(found.ref_adv, counts)))
     if baseline == "random":
         # Â_random: each mask's accuracy, averaged over the masks, relative to the same reference.
-        base_clean = resampled_mean(found.null_clean, counts).mean(1) / ref[:, 0]
-        base_adv = resampled_mean(found.null_adv, counts).mean(1) / ref[:, 1]
+        base_clean = resampled_mean(found.null_clean, counts).mean(-2) / ref_clean
+        base_adv = resampled_mean(found.null_adv, counts).mean(-2) / ref_adv
     else:
         base_clean = base_adv = density if baseline == "density" else np.ones_like(density)
-    rel_clean, rel_adv = clean / ref[:, 0], adv / ref[:, 1]
+    rel_clean, rel_adv = clean / ref_clean, adv / ref_adv
     return np.stack([integrate(rel_clean - base_clean), integrate(rel_adv - base_adv),
                      integrate(rel_adv - rel_clean)], axis=-1)
+
+
+def look_scoring(scoring: Scoring, looks: int) -> Scoring:
+    """The :class:`Scoring` of one of ``looks`` planned looks at a sequential sweep (Bonferroni): coverage
+    ``1 − (1 − ci) / looks`` per look, so that all looks' intervals cover together with probability at least
+    ``ci`` whichever look a sweep stops at; and enough resamples to put :data:`TAIL_DRAWS` beyond each end of
+    the interval. One look is ``scoring`` itself."""
+    if looks == 1:
+        return scoring
+    alpha = (1 - scoring.ci) / looks
+    return replace(scoring, ci=1 - alpha, n_boot=max(scoring.n_boot, math.ceil(2 * TAIL_DRAWS / alpha)))
+
+
+def score_intervals(
+    found: Outcomes, density: np.ndarray, scoring: Scoring
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(point, lo, hi, se)`` of the three scores (:data:`SCORES` along the last axis) of the outcomes ``found``
+    with the baseline's ``density``: shape ``(..., 3)`` for batch axes ``...`` of ``found``. The interval is the
+    percentile interval of ``scoring.n_boot`` paired resamples (seeded by ``scoring.seed``) at coverage
+    ``scoring.ci``; a resample whose reference falls below the floor widens it."""
+    point = _draws(found, density, scoring.baseline, scoring.floor, np.ones((1, found.n), dtype=np.int64))[0]
+    draws = _draws(found, density, scoring.baseline, scoring.floor,
+                   bootstrap_counts(found.n, scoring.n_boot, scoring.seed))
+    lo, hi = percentile_interval(draws, scoring.ci, undefined="widen")
+    return point, lo, hi, standard_error(draws)
 
 
 def filtering_scores(result: SweepResult, scoring: Scoring = DEFAULT_SCORING) -> dict[str, Any]:
@@ -185,12 +222,17 @@ def filtering_scores(result: SweepResult, scoring: Scoring = DEFAULT_SCORING) ->
 
     Returns ``{"clean": φ_c, "adversarial": φ_a, "difference": φ_Δ, "ci": {score: (lo, hi)},
     "se": {score: bootstrap SE}, "labels": {score: label}, "tau", "baseline", "floor", "coverage": ci,
-    "n_boot", "n_images"}``, scored as ``scoring`` says (:class:`Scoring`). The interval comes from ``n_boot``
-    paired resamples of the images (``seed`` fixes them); a resample whose reference falls below ``floor``
-    counts as undefined and widens the interval (:func:`robustness.stats.percentile_interval`). A point
-    reference below ``floor`` makes the scores that need it NaN (label ``undefined``) and warns, naming the layer.
+    "n_boot", "n_images", "looks", "look_coverage"}``, scored as ``scoring`` says (:class:`Scoring`). The interval
+    comes from ``n_boot`` paired resamples of the images (``seed`` fixes them); a resample whose reference falls
+    below ``floor`` counts as undefined and widens the interval (:func:`robustness.stats.percentile_interval`). A
+    point reference below ``floor`` makes the scores that need it NaN (label ``undefined``) and warns, naming the
+    layer.
+
+    A sequential sweep (``result.sequential``, :class:`robustness.scoring.sequential.Sequential`) of ``K`` looks
+    is scored on the images it evaluated, at the look's coverage ``look_coverage = 1 − (1 − ci) / K``
+    (:func:`look_scoring`): the interval its stopping rule saw; ``coverage`` stays ``ci``, the coverage the
+    looks' intervals have together, whichever look the sweep stopped at. A sweep of all images has ``looks = 1``.
     """
-    baseline, tau, floor, ci, n_boot = scoring.baseline, scoring.tau, scoring.floor, scoring.ci, scoring.n_boot
     n_thresholds = len(result.thresholds)
     if n_thresholds < 2:
         raise InvalidArgument(
@@ -198,17 +240,15 @@ def filtering_scores(result: SweepResult, scoring: Scoring = DEFAULT_SCORING) ->
             f"command with --thresholds 3 or more"
         )
     found = outcomes(result)
-    if baseline == "random" and found.null_clean is None:
+    if scoring.baseline == "random" and found.null_clean is None:
         raise InvalidArgument(
             f"{describe(result)} has no null-model outcomes, which the random baseline needs: rerun the filter "
             f"command with --random-baseline (and --null-masks 5), or choose --baseline density"
         )
-    density = 1.0 - np.asarray(result.removed_fraction, dtype=float)
-    point = _draws(found, density, baseline, floor, np.ones((1, found.n), dtype=np.int64))[0]
-    _warn_below_floor(result, found, floor)
-    draws = _draws(found, density, baseline, floor, bootstrap_counts(found.n, n_boot, scoring.seed))
-    lo, hi = percentile_interval(draws, ci, undefined="widen")
-    se = standard_error(draws)
+    looks = result.sequential["looks"] if result.sequential else 1
+    at_look = look_scoring(scoring, looks)
+    point, lo, hi, se = score_intervals(found, density_of(result), at_look)
+    _warn_below_floor(result, found, scoring.floor)
     scores = {name: float(v) for name, v in zip(SCORES, point, strict=True)}
     undefined = {name: math.isnan(v) for name, v in scores.items()}
     intervals = {name: (math.nan, math.nan) if undefined[name] else (float(lo[i]), float(hi[i]))
@@ -217,9 +257,15 @@ def filtering_scores(result: SweepResult, scoring: Scoring = DEFAULT_SCORING) ->
         **scores,
         "ci": intervals,
         "se": {name: math.nan if undefined[name] else float(se[i]) for i, name in enumerate(SCORES)},
-        "labels": {name: interval_label(*intervals[name], tau) for name in SCORES},
-        "tau": tau, "baseline": baseline, "floor": floor, "coverage": ci, "n_boot": n_boot, "n_images": found.n,
+        "labels": {name: interval_label(*intervals[name], scoring.tau) for name in SCORES},
+        "tau": scoring.tau, "baseline": scoring.baseline, "floor": scoring.floor, "coverage": scoring.ci,
+        "n_boot": at_look.n_boot, "n_images": found.n, "looks": looks, "look_coverage": at_look.ci,
     }
+
+
+def density_of(result: SweepResult) -> np.ndarray:
+    """The density baseline ``ρ`` of ``result``: the fraction of its filtered weights still present at each point."""
+    return 1.0 - np.asarray(result.removed_fraction, dtype=float)
 
 
 def _warn_below_floor(result: SweepResult, found: Outcomes, floor: float) -> None:

@@ -31,7 +31,7 @@ from ..paths import RECHECK
 from ..report import format_table
 from ..stats import wilson_interval
 from ..vocab import DEFAULT_CI, FILTERS, SCORES, Label, Score
-from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, consensus, layer_scores, outcomes
+from .scores import CONFIDENT, DEFAULT_SCORING, Scoring, consensus, images_of, layer_scores, outcomes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,11 +189,12 @@ def _signed(value: float, digits: int) -> str:
 def checkpoint_info(meta: Mapping[str, Any], result: SweepResult, coverage: float = DEFAULT_CI) -> dict[str, Any]:
     """The :data:`CHECKPOINT` columns of one result file: eps, unfiltered accuracies with Wilson intervals."""
     found = outcomes(result)
-    info: dict[str, Any] = {"eps": float(meta.get("eps", math.nan)), "n_images": found.n}
+    n = images_of(result)  # a sequential sweep's layer may have stopped early; the reference saw every image
+    info: dict[str, Any] = {"eps": float(meta.get("eps", math.nan)), "n_images": n}
     for what, correct in (("clean", found.ref_clean), ("adv", found.ref_adv)):
-        k = int(correct.sum())
-        info[f"ref_{what}_acc"] = k / found.n
-        info[f"ref_{what}_lo"], info[f"ref_{what}_hi"] = wilson_interval(k, found.n, coverage)
+        k = int(correct.sum()) if n == found.n else round(meta[f"ref_{what}_acc"] * n)
+        info[f"ref_{what}_acc"] = k / n
+        info[f"ref_{what}_lo"], info[f"ref_{what}_hi"] = wilson_interval(k, n, coverage)
     return info
 
 

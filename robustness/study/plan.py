@@ -27,6 +27,7 @@ from ..models import build_model, load_checkpoint, standard_meta
 from ..models import load_model as load_source
 from ..paths import RECHECK
 from ..runtime import channels_last, check_precision
+from ..scoring import Sequential
 from ..training import regime_meta
 from ..vocab import BN_MODES, FILTERS, SCOPES, BatchNormMode, Grid, Precision
 from .images import held_out
@@ -53,6 +54,10 @@ class StudyConfig:
     ``source`` studies a model from elsewhere (:func:`robustness.models.load_model`) as one checkpoint, Init 1 at
     epoch 0, in the folder :func:`robustness.paths.source_dir_name` names in place of ``<Arch>``; ``arch``
     is then what a plain ``state_dict`` is loaded into, or the source's own name, for the record.
+
+    ``sequential`` (:class:`robustness.scoring.Sequential`, holding the :class:`~robustness.scoring.Scoring` whose
+    labels it decides) evaluates each local sweep's images in blocks and stops a layer once its labels are decided
+    (:func:`robustness.filtering.local_analysis`); global sweeps run on every image.
     """
 
     attack: Any
@@ -82,6 +87,7 @@ class StudyConfig:
     data_root: str = str(paths.DEFAULT_DATA_ROOT)
     device: str = "auto"
     source: str | None = None
+    sequential: Sequential | None = None
 
     @property
     def tree_arch(self) -> str:
@@ -293,6 +299,8 @@ def settings_meta(config: StudyConfig, unit: Unit) -> dict[str, Any]:
         meta["alpha_range"] = config.alpha_range if config.alpha_range == "auto" else list(config.alpha_range)
     if unit.scope == "local":
         meta["layers"] = list(config.layers) if config.layers else None
+        # None for a sweep of all images: a file written before sequential sweeps existed has none either
+        meta["sequential"] = None if config.sequential is None else config.sequential.record()
     return meta
 
 

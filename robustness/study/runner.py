@@ -120,7 +120,8 @@ def run_unit(config: StudyConfig, unit: Unit, model: nn.Module, data: StudyData,
     evaluated = (data.x, data.y)
     if unit.scope == "local":
         (result,) = local_analysis(
-            model, evaluated, unit.kind, run.attack, config.thresholds, layers=[unit.layer], **shared
+            model, evaluated, unit.kind, run.attack, config.thresholds, layers=[unit.layer],
+            sequential=config.sequential, **shared
         ).values()
     else:
         result = global_analysis(
