@@ -22,7 +22,7 @@ from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
 from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings, run_steps, save_spec
 from robustness.findings.check import _clean_correct_only
-from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining
+from robustness.findings.page import _verdict_retraining
 from robustness.findings.table import COLUMNS, row
 from robustness.findings.tables import Page, ci
 
@@ -103,32 +103,6 @@ def test_label_sets_that_disagree_are_mixed_and_no_layer_is_undecided() -> None:
     verdict, evidence = _verdict_retraining(_page(rows))
     assert verdict == "mixed: confirmed (adversarial), undecided (difference)"
     assert "difference labels: no layer" in evidence
-
-
-@pytest.mark.parametrize(("agreement", "rho", "verdict"), [
-    ((0.9, 0.7, 1.0), (0.8, 0.5, 0.95), "confirmed"),
-    ((0.9, 0.7, 1.0), (0.3, -0.1, 0.6), "refuted"),
-    ((0.4, 0.2, 0.45), (0.3, 0.1, 0.6), "refuted"),
-    ((0.6, 0.4, 0.8), (0.6, 0.2, 0.8), "undecided"),
-])
-def test_the_invariance_verdict_follows_its_intervals(agreement, rho, verdict) -> None:
-    rows = [row("over inits", "adversarial agreement", *agreement, text="Init_1 vs Init_2"),
-            row("over inits", "adversarial rho", *rho, text="Init_1 vs Init_2"),
-            row("over epochs", "adversarial agreement", 1.0, 0.9, 1.0, text="epoch 1 vs epoch 3"),
-            row("over epochs", "adversarial rho", 0.9, 0.8, 0.99, text="epoch 1 vs epoch 3")]
-    assert _verdict_invariance(_page(rows))[0] == verdict
-
-
-@pytest.mark.parametrize(("rho", "verdict"), [
-    ([(-0.6, -0.8, -0.3), (-0.5, -0.7, -0.2)], "agree"),
-    ([(-0.6, -0.8, -0.3), (0.5, 0.2, 0.7)], "disagree"),
-    ([(-0.6, -0.8, -0.3), (-0.1, -0.4, 0.2)], "undecided"),
-])
-def test_the_probe_verdict_follows_its_intervals(rho, verdict) -> None:
-    rows = []
-    for init, r in enumerate(rho, 1):
-        rows += [row("probe agreement", "rho", *r, init=init), row("probe agreement", "agreement", 1.0, init=init)]
-    assert _verdict_probe(_page(rows))[0] == verdict
 
 
 def test_intervals_print_with_their_sign() -> None:

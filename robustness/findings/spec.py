@@ -68,6 +68,20 @@ class DepthComparison:
 
 
 @dataclass(frozen=True)
+class NullStudy:
+    """The headline sweeps: the final epoch of every initialisation of both regimes on the quantile grid (x = the
+    fraction of a layer's weights removed) against the random null model with ``masks`` masks, BatchNorm re-estimated,
+    at the eps the high-pass study calibrated for that checkpoint; Init_1 of both regimes once more at the one
+    ``common_eps``; and the whole-layer ablation of every layer of those checkpoints. ``sequential`` stops a layer
+    once its random-null labels are decided (Bonferroni over ``looks`` planned looks)."""
+
+    masks: int = 3
+    common_eps: float = 0.1
+    sequential: bool = True
+    looks: int = 3
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A whole study. ``train`` is the training of every regime (its ``adv`` is replaced by each of
     :attr:`regimes`' settings), ``sweep`` the high-pass local study of every layer at the swept epochs
@@ -91,6 +105,7 @@ class StudySpec:
     defense_epochs: int = 3
     defense_subset: int = 50
     defense: DefenseEvaluation | None = None
+    null: NullStudy = NullStudy()
 
     def __post_init__(self) -> None:
         t = self.train
@@ -123,6 +138,8 @@ class StudySpec:
         if unknown := set(self.retrain_scores) - set(SCORES):
             raise InvalidArgument(f"unknown retrain_scores {sorted(unknown)}: choose from {', '.join(SCORES)}")
         self.sweep.validate()
+        if self.null.masks < 3 or not self.null.common_eps > 0 or self.null.looks < 1:
+            raise InvalidArgument(f"null needs masks >= 3, common_eps > 0 and looks >= 1, got {self.null}")
 
     @property
     def regimes(self) -> tuple[str, str]:
