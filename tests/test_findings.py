@@ -137,7 +137,7 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert printed.index("plan of the smoke preset") < printed.index("[1/6]")
+    assert printed.index("plan of the smoke preset") < printed.index("[1/8]")
     total = re.search(r"total +(\d+) s", printed)
     assert total and int(total.group(1)) > 0
     assert _checkout_state() == before
@@ -146,8 +146,9 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     frame = pd.read_csv(at.table)
     assert at.page.read_text() == render(frame)
     assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
-            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= set(
-        frame.section)
+            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference", "null score",
+            "density score", "null init score", "null pairs", "null regime", "common eps", "ablation",
+            "ablation consensus", "ablation rho"} <= set(frame.section)
     settings = frame[frame.section == "setting"]
     settings = dict(zip(settings.quantity, settings.text, strict=True))
     assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
@@ -159,10 +160,11 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
     assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
     figures = sorted(at.figures.glob("*.png"))
-    assert len(figures) == 6
+    assert len(figures) == 7 and at.figures / "raw_curves.png" in figures
     assert load_spec(models) == s == load_spec(out / "spec.json")
     record = json.loads((models / "run.json").read_text())
-    assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
+    # each timed as it computed
+    assert {"train", "sweep", "random-null", "ablate", "check", "probe", "retrain"} <= set(record["steps"])
 
     page_before, table_before = at.page.read_text(), at.table.read_text()
     figures_before = {p: p.stat().st_mtime_ns for p in figures}

@@ -178,7 +178,9 @@ def invariance_section(page: Page) -> list[str]:
     return ["## Invariance on the value grid (density baseline)", "",
             "Over the layers of two checkpoints: the share given the same label, and Spearman's rho of the scores, "
             "each with a 95 % interval from a bootstrap over the layers.", "",
-            *page.markdown(["regime", "compared", "pair", "score", "label agreement", "rho"], rows, "llllrr"), ""]
+            *page.markdown(["regime", "compared", "pair", "score", "label agreement", "rho"], rows, "llllrr"), "",
+            *([] if len(page.epochs()) > 1 else
+              ["Only the final epoch was swept (`early_epoch` equals `train.epochs`): no comparison over epochs.", ""])]
 
 
 def recheck_section(page: Page) -> list[str]:
