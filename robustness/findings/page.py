@@ -69,6 +69,7 @@ def render(frame: pd.DataFrame) -> str:
         f"initialisations each, {page.setting('train.epochs')} epochs); every interval is 95 % from a paired "
         f"bootstrap over the evaluation images unless it says otherwise.",
         "",
+        *MEANINGS,
         "## The claims",
         "",
         "| | claim | this run | verdict |",
@@ -89,7 +90,7 @@ def render(frame: pd.DataFrame) -> str:
     out += ["", "How a verdict is reached, from the intervals:", ""]
     out += [f"- ({key}) {rule}." for key, rule in RULES.items()]
     # the section order; issue 32's models report (helper H32c) goes after the run, before the labels
-    out += ["", *MEANINGS, *_run_section(page), *null_section(page), *null_invariance_section(page),
+    out += ["", *_run_section(page), *null_section(page), *null_invariance_section(page),
             *null_regime_section(page), *ablation_section(page), *retraining_section(page), *checks_section(page),
             *recheck_section(page), *labels_section(page), *invariance_section(page), *regime_section(page),
             *probe_section(page), *depth_section(page)]

@@ -31,9 +31,9 @@ LABELS = (*CONFIDENT, "uncertain", "undefined")
 MEANINGS = [
     "What a label means, against each baseline (an interval wholly below −tau, within ±tau, above +tau):",
     "",
-    "- **Against the random null** (the headline): *fragile* — removing the weights in the filter's order (smallest "
-    "first) costs more accuracy than removing as many weights at random; *robust* — the order does not matter beyond "
-    "how many weights go; *antifragile* — the filter's order keeps more accuracy than a random one.",
+    "- **Against the random null** (the headline): *fragile* — removing the weights in the filter's order (lowest "
+    "values first) costs more accuracy than removing as many weights at random; *robust* — the order does not matter "
+    "beyond how many weights go; *antifragile* — the filter's order keeps more accuracy than a random one.",
     "- **Against the density baseline**: *fragile* — accuracy falls faster than the layer's weights do; *robust* — it "
     "falls as they do; *antifragile* — it stays up longer than the weights, which is what a layer the network can do "
     "without (a residual branch, BatchNorm re-estimated) shows whatever the filter.",
@@ -170,7 +170,9 @@ def _sequential(page: Page) -> str:
     n = used.text.astype(int)
     return (f"on ({page.setting('null.looks')} planned looks, Bonferroni): a layer stops once its random-null labels "
             f"are decided; {int((n < n.max()).sum())} of {len(n)} (layer, checkpoint) sweeps stopped early, using "
-            f"{n.sum() / (len(n) * n.max()):.0%} of the images in all")
+            f"{n.sum() / (len(n) * n.max()):.0%} of the images in all. The rule guarantees each initialisation's own "
+            f"interval (level 1 − 0.05/looks at every look); the seed-level interval resamples the images each "
+            f"initialisation's sweep evaluated")
 
 
 def null_invariance_section(page: Page) -> list[str]:
