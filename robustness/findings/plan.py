@@ -153,12 +153,12 @@ def plan_text(s: StudySpec, at: Place, steps: list[StepPlan]) -> str:
     """The plan as printed: one line per step, then the total."""
     lines = [f"plan of the {s.preset} preset ({s.train.arch} on {s.train.dataset}, device {pick_device(at.device)}; "
              f"steps already written are read back, not recomputed):",
-             f"  {'step':<8} {'forward passes':>16} {'backward passes':>16} {'predicted':>11}"]
+             f"  {'step':<11} {'forward passes':>16} {'backward passes':>16} {'predicted':>11}"]
     for p in steps:
         backward = sum(p.backward.values()) + sum(p.weight_backward.values())
-        lines.append(f"  {p.name:<8} {sum(p.forward.values()):>16,} {backward:>16,} {p.seconds:>9.0f} s")
+        lines.append(f"  {p.name:<11} {sum(p.forward.values()):>16,} {backward:>16,} {p.seconds:>9.0f} s")
     total = sum(p.seconds for p in steps)
-    lines.append(f"  {'total':<8} {'':>16} {'':>16} {total:>9.0f} s ({total / 60:.1f} min)")
+    lines.append(f"  {'total':<11} {'':>16} {'':>16} {total:>9.0f} s ({total / 60:.1f} min)")
     return "\n".join(lines)
 
 
