@@ -22,7 +22,7 @@ from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
 from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings, run_steps, save_spec
 from robustness.findings.check import _clean_correct_only
-from robustness.findings.page import _verdict_invariance, _verdict_probe, _verdict_retraining
+from robustness.findings.page import _verdict_retraining
 from robustness.findings.table import COLUMNS, row
 from robustness.findings.tables import Page, ci
 
@@ -105,32 +105,6 @@ def test_label_sets_that_disagree_are_mixed_and_no_layer_is_undecided() -> None:
     assert "difference labels: no layer" in evidence
 
 
-@pytest.mark.parametrize(("agreement", "rho", "verdict"), [
-    ((0.9, 0.7, 1.0), (0.8, 0.5, 0.95), "confirmed"),
-    ((0.9, 0.7, 1.0), (0.3, -0.1, 0.6), "refuted"),
-    ((0.4, 0.2, 0.45), (0.3, 0.1, 0.6), "refuted"),
-    ((0.6, 0.4, 0.8), (0.6, 0.2, 0.8), "undecided"),
-])
-def test_the_invariance_verdict_follows_its_intervals(agreement, rho, verdict) -> None:
-    rows = [row("over inits", "adversarial agreement", *agreement, text="Init_1 vs Init_2"),
-            row("over inits", "adversarial rho", *rho, text="Init_1 vs Init_2"),
-            row("over epochs", "adversarial agreement", 1.0, 0.9, 1.0, text="epoch 1 vs epoch 3"),
-            row("over epochs", "adversarial rho", 0.9, 0.8, 0.99, text="epoch 1 vs epoch 3")]
-    assert _verdict_invariance(_page(rows))[0] == verdict
-
-
-@pytest.mark.parametrize(("rho", "verdict"), [
-    ([(-0.6, -0.8, -0.3), (-0.5, -0.7, -0.2)], "agree"),
-    ([(-0.6, -0.8, -0.3), (0.5, 0.2, 0.7)], "disagree"),
-    ([(-0.6, -0.8, -0.3), (-0.1, -0.4, 0.2)], "undecided"),
-])
-def test_the_probe_verdict_follows_its_intervals(rho, verdict) -> None:
-    rows = []
-    for init, r in enumerate(rho, 1):
-        rows += [row("probe agreement", "rho", *r, init=init), row("probe agreement", "agreement", 1.0, init=init)]
-    assert _verdict_probe(_page(rows))[0] == verdict
-
-
 def test_intervals_print_with_their_sign() -> None:
     assert ci(0.1234, 0.1, 0.15) == "+0.123 [+0.100, +0.150]"
     assert ci(0.5, math.nan, math.nan) == "+0.500"
@@ -163,7 +137,7 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert printed.index("plan of the smoke preset") < printed.index("[1/6]")
+    assert printed.index("plan of the smoke preset") < printed.index("[1/8]")
     total = re.search(r"total +(\d+) s", printed)
     assert total and int(total.group(1)) > 0
     assert _checkout_state() == before
@@ -172,8 +146,9 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     frame = pd.read_csv(at.table)
     assert at.page.read_text() == render(frame)
     assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
-            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference"} <= set(
-        frame.section)
+            "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference", "null score",
+            "density score", "null init score", "null pairs", "null regime", "common eps", "ablation",
+            "ablation consensus", "ablation rho"} <= set(frame.section)
     settings = frame[frame.section == "setting"]
     settings = dict(zip(settings.quantity, settings.text, strict=True))
     assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
@@ -185,10 +160,11 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
     assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
     figures = sorted(at.figures.glob("*.png"))
-    assert len(figures) == 6
+    assert len(figures) == 7 and at.figures / "raw_curves.png" in figures
     assert load_spec(models) == s == load_spec(out / "spec.json")
     record = json.loads((models / "run.json").read_text())
-    assert {"train", "sweep", "check", "probe", "retrain"} <= set(record["steps"])  # each timed as it computed
+    # each timed as it computed
+    assert {"train", "sweep", "random-null", "ablate", "check", "probe", "retrain"} <= set(record["steps"])
 
     page_before, table_before = at.page.read_text(), at.table.read_text()
     figures_before = {p: p.stat().st_mtime_ns for p in figures}

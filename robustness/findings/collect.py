@@ -30,6 +30,7 @@ from ..scoring import (
 )
 from ..study import attack_tag
 from ..vocab import SCORES
+from .collect_null import ablation_rows, null_rows
 from .spec import Place, StudySpec
 from .specfile import spec_dict
 from .steps import (
@@ -235,7 +236,8 @@ def collect(s: StudySpec, at: Place, record: Mapping[str, Any]) -> pd.DataFrame:
     """The whole table: every number the page cites, from the run's files (each step reads back what it wrote)."""
     from .check import check_rows, skip_rows  # noqa: PLC0415 (check reads the same files; kept apart for size)
 
-    steps = (settings_rows, score_rows, check_rows, skip_rows, invariance_rows, recheck_rows, regime_rows, probe_rows,
-             depth_rows, retraining_rows)
+    # issue 32 (c) and the models report (helper H32c) add their row builders here, after ablation_rows
+    steps = (settings_rows, score_rows, null_rows, ablation_rows, check_rows, skip_rows, invariance_rows,
+             recheck_rows, regime_rows, probe_rows, depth_rows, retraining_rows)
     rows = [r for step in steps for r in (step(s, at, record) if step is settings_rows else step(s, at))]
     return pd.DataFrame(rows, columns=list(COLUMNS))

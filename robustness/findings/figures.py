@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from .. import paths
 from ..figures import draw_and_save
+from ..filtering import SweepResult
 from ..models import arch_depths
 from ..retraining import plot_retraining
 from ..scoring import (
@@ -19,6 +20,7 @@ from ..scoring import (
     checkpoint_scores,
     compare,
     compare_regimes,
+    outcomes,
     plot_comparison,
     plot_regimes,
     plot_score_heatmaps,
@@ -26,6 +28,7 @@ from ..scoring import (
     score_study,
 )
 from ..study import attack_tag
+from .collect_null import null_sweeps
 from .spec import Place, StudySpec
 from .steps import depth_config, run_retraining, study_config
 
@@ -53,7 +56,50 @@ def draw_figures(s: StudySpec, at: Place, frame: pd.DataFrame) -> list[Path]:
     drawn.append(draw_and_save(lambda: plot_probe(frame, s), "probe", **keep))
     if s.depth.arch != s.train.arch:
         drawn.append(draw_and_save(lambda: _depth(s, at), "depth", **keep))
+    sweeps = {regime: null_sweeps(s, at, regime, 1) for regime in s.regimes}
+    t = s.train
+    drawn.append(draw_and_save(lambda: plot_raw_curves(sweeps, raw_curve_layers(arch_depths(t.arch, t.dataset)),
+                                                       f"{t.arch} on {t.dataset}, Init_1 epoch {t.epochs}"),
+                               "raw_curves", **keep))
     return drawn
+
+
+def raw_curve_layers(depths: dict[str, float]) -> list[str]:
+    """Three layers for the raw curves: the first (the stem), the shortcut (a ``downsample`` or ``shortcut``
+    layer; else any) nearest mid-depth, and the last (the classifier)."""
+    layers = list(depths)
+    shortcuts = [x for x in layers[1:-1] if "downsample" in x or "shortcut" in x] or layers[1:-1] or layers
+    return list(dict.fromkeys([layers[0], min(shortcuts, key=lambda x: abs(depths[x] - 0.5)), layers[-1]]))
+
+
+def plot_raw_curves(sweeps: dict[str, dict[str, SweepResult]], layers: list[str], title: str) -> Figure:
+    """Relative clean and adversarial accuracy against the fraction of the layer's weights removed (quantile grid),
+    per regime (``sweeps``: ``{regime: {layer: SweepResult}}`` with the random null's outcomes), for ``layers``:
+    the filter's curve, the random null's band (the lowest to the highest of its masks) and the density line."""
+    fig, axes = plt.subplots(2, len(layers), figsize=(4 * len(layers), 6.5), sharex=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for column, layer in enumerate(layers):
+        for row, (which, name) in enumerate((("clean", "clean"), ("adv", "adversarial"))):
+            ax = axes[row, column]
+            for color, (regime, found) in zip(colors, sweeps.items(), strict=False):
+                if layer not in found:
+                    continue
+                result = found[layer]
+                o = outcomes(result)
+                x = np.asarray(result.removed_fraction, dtype=float)
+                ref = getattr(o, f"ref_{which}").mean()
+                null = getattr(o, f"null_{which}").mean(-1) / ref
+                ax.fill_between(x, null.min(0), null.max(0), color=color, alpha=0.25,
+                                label=f"{regime}: random null ({len(null)} masks)")
+                ax.plot(x, getattr(o, which).mean(-1) / ref, "o-", color=color, ms=3, label=f"{regime}: high-pass")
+            ax.plot([0, 1], [1, 0], "k:", lw=1, label="density (weights left)")
+            ax.set_title(f"{layer}: {name}", fontsize=9)
+            ax.set_xlabel("fraction of the layer's weights removed" if row else "")
+            ax.set_ylabel(f"relative {name} accuracy" if column == 0 else "")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{title}: raw curves against the random null")
+    fig.tight_layout()
+    return fig
 
 
 def _scores(s: StudySpec, at: Place, regime: str) -> Figure:

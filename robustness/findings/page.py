@@ -9,11 +9,10 @@ Markdown; nothing else goes in, so the page can be regenerated from the committe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import pandas as pd
 
-from ..scoring import CONFIDENT
+from ..vocab import DEFAULT_TAU
 from .sections import (
     checks_section,
     depth_section,
@@ -25,21 +24,29 @@ from .sections import (
     retraining_section,
     retraining_sections,
 )
+from .sections_null import (
+    MEANINGS,
+    ablation_section,
+    null_invariance_section,
+    null_regime_section,
+    null_section,
+    verdict_ablation,
+    verdict_invariance,
+    verdict_labels,
+    verdict_regimes,
+)
 from .tables import Page, ci
+from .verdicts import ALPHA, COMBINED_RULE, INVARIANCE_RULE, LABELS_RULE, PROBE_RULE, REGIME_RULE, WEAK
 
 RULES = {
-    "a": "confirmed when, for some score, each of the three labels is the consensus of all initialisations for at "
-         "least one layer of the standard model; in part when only some of them are; refuted when none is",
-    "b": "confirmed when, for every pair compared, the label agreement's interval lies above 0.5 and Spearman's "
-         "rho's above 0; refuted when some pair's rho interval includes 0 or its agreement's lies below 0.5; "
-         "undecided otherwise",
+    "a": f"per regime, {LABELS_RULE}; the regimes together: {COMBINED_RULE}",
+    "b": INVARIANCE_RULE.format(weak=WEAK),
     "c": "per label set (adversarial score, difference score): confirmed when the difference from the matched random "
          "sets has its interval above 0 under both FGSM and PGD; refuted when it lies below 0 under either; "
          "undecided when it includes 0 (or no layer was chosen); mixed when the label sets disagree",
-    "d": "moves them when some layer's adversarial-score difference has its interval clear of 0 and the labels "
-         "differ on some layer; does not move them when no interval is clear of 0",
-    "e": "agree when, at every checkpoint, rho(score, drop) has its interval below 0 (a fragile layer scores "
-         "low and drops much); disagree when some interval lies above 0; undecided otherwise",
+    "d": "at the same target accuracy and at the common eps each: "
+         f"{REGIME_RULE.format(alpha=ALPHA, margin=DEFAULT_TAU)}; the two together: {COMBINED_RULE}",
+    "e": PROBE_RULE.format(alpha=ALPHA, weak=WEAK),
 }
 
 
@@ -47,13 +54,11 @@ def render(frame: pd.DataFrame) -> str:
     """The page (Markdown) of a findings table."""
     page = Page(frame)
     standard, adversarial = page.regimes
-    verdicts = {
-        "a": _verdict_labels(page, standard),
-        "b": _verdict_invariance(page),
-        "c": _verdict_retraining(page),
-        "d": _verdict_regimes(page),
-        "e": _verdict_probe(page),
-    }
+    verdicts = {key: (v.outcome, v.reason) for key, v in (("a", verdict_labels(page)),
+                                                           ("b", verdict_invariance(page)),
+                                                           ("d", verdict_regimes(page)),
+                                                           ("e", verdict_ablation(page)))}
+    verdicts["c"] = _verdict_retraining(page)  # issue 32 (c): helper H32c's retraining verdict replaces this
     out = [
         "# What the toolkit finds: the study at full size",
         "",
@@ -64,6 +69,7 @@ def render(frame: pd.DataFrame) -> str:
         f"initialisations each, {page.setting('train.epochs')} epochs); every interval is 95 % from a paired "
         f"bootstrap over the evaluation images unless it says otherwise.",
         "",
+        *MEANINGS,
         "## The claims",
         "",
         "| | claim | this run | verdict |",
@@ -76,16 +82,18 @@ def render(frame: pd.DataFrame) -> str:
         "c": "retraining only the robust and antifragile layers buys robustness that retraining as many random "
              "layers does not (original study's application)",
         "d": "adversarial training moves the labels, and towards which depth (asked here)",
-        "e": "filtering and re-initialising a layer agree on which layers matter (asked here)",
+        "e": "filtering and removing a layer agree on which layers matter (asked here)",
     }
     for key, claim in claims.items():
         verdict, evidence = verdicts[key]
         out.append(f"| ({key}) | {claim} | {evidence} | **{verdict}** |")
     out += ["", "How a verdict is reached, from the intervals:", ""]
     out += [f"- ({key}) {rule}." for key, rule in RULES.items()]
-    out += ["", *_run_section(page), *checks_section(page), *labels_section(page), *invariance_section(page),
-            *recheck_section(page), *retraining_section(page), *regime_section(page), *probe_section(page),
-            *depth_section(page)]
+    # the section order; issue 32's models report (helper H32c) goes after the run, before the labels
+    out += ["", *_run_section(page), *null_section(page), *null_invariance_section(page),
+            *null_regime_section(page), *ablation_section(page), *retraining_section(page), *checks_section(page),
+            *recheck_section(page), *labels_section(page), *invariance_section(page), *regime_section(page),
+            *probe_section(page), *depth_section(page)]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -129,31 +137,6 @@ def _run_section(page: Page) -> list[str]:
     ]
 
 
-def _verdict_labels(page: Page, regime: str) -> tuple[str, str]:
-    counts = {score: page.consensus_counts(regime, score) for score in ("clean", "adversarial", "difference")}
-    text = "; ".join(f"{score} " + ", ".join(f"{c.get(lab, 0)} {lab}" for lab in (*CONFIDENT, "uncertain"))
-                     for score, c in counts.items())
-    evidence = f"{regime} model, final epoch, labels all initialisations agree on: {text}"
-    if any(all(c.get(lab, 0) for lab in CONFIDENT) for c in counts.values()):
-        return "confirmed", evidence
-    return ("confirmed in part" if any(c.get(lab, 0) for c in counts.values() for lab in CONFIDENT)
-            else "refuted"), evidence
-
-
-def _verdict_invariance(page: Page) -> tuple[str, str]:
-    pairs = page.select(None, quantity=("adversarial agreement", "adversarial rho"))
-    pairs = pairs[pairs.section.isin(["over inits", "over epochs"])]
-    agree, rho = pairs[pairs.quantity.str.endswith("agreement")], pairs[pairs.quantity.str.endswith("rho")]
-    evidence = (f"adversarial score, {len(rho)} pairs: label agreement {agree.value.min():.2f} to "
-                f"{agree.value.max():.2f}, rho {rho.value.min():+.2f} to {rho.value.max():+.2f} "
-                f"({int((rho.lo > 0).sum())} of {len(rho)} rho intervals above 0)")
-    if (agree.lo > 0.5).all() and (rho.lo > 0).all():
-        return "confirmed", evidence
-    if ((rho.lo <= 0) & (rho.hi >= 0)).any() or (agree.hi < 0.5).any():
-        return "refuted", evidence
-    return "undecided", evidence
-
-
 def _verdict_retraining(page: Page) -> tuple[str, str]:
     verdicts, evidence = [], []
     for section in retraining_sections(page):
@@ -178,37 +161,3 @@ def _verdict_retraining(page: Page) -> tuple[str, str]:
         return verdicts[0], evidence_text
     return "mixed: " + ", ".join(f"{v} ({s.removeprefix('retrain by ')})" for v, s in
                                  zip(verdicts, retraining_sections(page), strict=True)), evidence_text
-
-
-def _verdict_regimes(page: Page) -> tuple[str, str]:
-    diffs = page.select("regime", quantity=("adversarial difference",))
-    clear = diffs[(diffs.lo > 0) | (diffs.hi < 0)]
-    changed = diffs[diffs.label != diffs.other_label]
-    trend = page.select("regime trend")
-    early, late = diffs[diffs.depth < 0.5].value.mean(), diffs[diffs.depth >= 0.5].value.mean()
-    evidence = (f"{len(clear)} of {len(diffs)} (layer, initialisation) adversarial-score differences (standard minus "
-                f"adversarial) clear of 0, {len(changed)} with different labels; mean difference {early:+.3f} in the "
-                f"first half of the depth, {late:+.3f} in the second; rho(difference, depth) per initialisation "
-                + ", ".join(ci(r.value, r.lo, r.hi, 2) for r in trend.itertuples()))
-    if len(clear) and len(changed):
-        return "moves them", evidence
-    return ("does not move them" if not len(clear) else "undecided"), evidence
-
-
-def _verdict_probe(page: Page) -> tuple[str, str]:
-    rho = page.select("probe agreement", quantity=("rho",))
-    agree = page.select("probe agreement", quantity=("agreement",))
-    evidence = (f"{len(rho)} checkpoints: rho(score, drop) {rho.value.min():+.2f} to {rho.value.max():+.2f} "
-                f"({int((rho.hi < 0).sum())} intervals below 0, {int((rho.lo > 0).sum())} above); label agreement "
-                f"over confidently called layers {_range(agree.value)}")
-    if (rho.hi < 0).all():
-        return "agree", evidence
-    if (rho.lo > 0).any():
-        return "disagree", evidence
-    return "undecided", evidence
-
-
-def _range(values: Sequence[float] | pd.Series) -> str:
-    found = [v for v in values if not math.isnan(v)]
-    return f"{min(found):.2f} to {max(found):.2f}" if found else "undefined (no layer called confidently by both)"
-

@@ -28,7 +28,9 @@ SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "tinyimagenet
 CALIBRATION_STEPS = 12  # bisection steps of an eps calibration, each an FGSM pass over the held-out images
 # what to reduce when a step is over the budget
 REDUCE = {"train": "train.epochs, train.inits or train.subset", "sweep": "sweep.thresholds, sweep.subset, "
-          "sweep.bn_images or sweep.layers", "check": "check.layers, check.thresholds or check.bn_images",
+          "sweep.bn_images or sweep.layers",
+          "random-null": "null.masks, train.inits or sweep.subset (null.sequential stops decided layers early)",
+          "ablate": "sweep.subset or sweep.bn_images", "check": "check.layers, check.thresholds or check.bn_images",
           "recheck": "recheck.steps or recheck.limit", "probe": "sweep.subset or sweep.bn_images",
           "retrain": "retraining.seeds, retraining.random_sets or retraining.subset"}
 
@@ -85,6 +87,10 @@ def make_plan(s: StudySpec) -> list[StepPlan]:
     if depth != arch:
         f, b = _sweep(layers[depth], s.sweep.thresholds, s.sweep.bn_images, evaluated)
         add("sweep", depth, (f + _calibration(s)[0]) * masks, (b + _calibration(s)[1]) * masks, t.inits)
+    f, b = _sweep(main, s.sweep.thresholds, s.sweep.bn_images, evaluated)  # an upper bound when sequential
+    add("random-null", arch, f * (s.null.masks + 1), b * (s.null.masks + 1), 2 * (t.inits + 1))
+    f, b = _sweep(layers[arch], 1, s.sweep.bn_images, evaluated)
+    add("ablate", arch, f, b, 2 * t.inits)
     checked = len(s.check.layers) if s.check.layers is not None else layers[arch]
     f, b = _sweep(checked, s.check.thresholds, s.check.bn_images, evaluated)
     add("check", arch, f + _calibration(s)[0], b + _calibration(s)[1], 2)
@@ -147,12 +153,12 @@ def plan_text(s: StudySpec, at: Place, steps: list[StepPlan]) -> str:
     """The plan as printed: one line per step, then the total."""
     lines = [f"plan of the {s.preset} preset ({s.train.arch} on {s.train.dataset}, device {pick_device(at.device)}; "
              f"steps already written are read back, not recomputed):",
-             f"  {'step':<8} {'forward passes':>16} {'backward passes':>16} {'predicted':>11}"]
+             f"  {'step':<11} {'forward passes':>16} {'backward passes':>16} {'predicted':>11}"]
     for p in steps:
         backward = sum(p.backward.values()) + sum(p.weight_backward.values())
-        lines.append(f"  {p.name:<8} {sum(p.forward.values()):>16,} {backward:>16,} {p.seconds:>9.0f} s")
+        lines.append(f"  {p.name:<11} {sum(p.forward.values()):>16,} {backward:>16,} {p.seconds:>9.0f} s")
     total = sum(p.seconds for p in steps)
-    lines.append(f"  {'total':<8} {'':>16} {'':>16} {total:>9.0f} s ({total / 60:.1f} min)")
+    lines.append(f"  {'total':<11} {'':>16} {'':>16} {total:>9.0f} s ({total / 60:.1f} min)")
     return "\n".join(lines)
 
 

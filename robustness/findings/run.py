@@ -31,7 +31,16 @@ from .page import render
 from .plan import check_budget, plan_text, predict
 from .spec import Place, StudySpec
 from .specfile import claim_folder
-from .steps import deal_probes, run_checks, run_rechecks, run_retraining, run_sweeps, train_models
+from .steps import (
+    deal_ablations,
+    deal_probes,
+    run_checks,
+    run_null_sweeps,
+    run_rechecks,
+    run_retraining,
+    run_sweeps,
+    train_models,
+)
 from .table import COLUMNS
 
 # How a step runs under torchrun: "own" steps share their work out themselves (DDP training, sweeps sharded by
@@ -40,6 +49,11 @@ STEPS: dict[str, tuple[str, Callable[[StudySpec, Place], Any], str]] = {
     "train": ("training both regimes and the depth architecture", train_models, "own"),
     "sweep": ("high-pass sweeps of every layer (both epochs, both regimes), low-pass, depth architecture", run_sweeps,
               "own"),
+    "random-null": ("random-null sweeps (quantile grid) of every final-epoch checkpoint, and Init_1 at the common eps",
+             run_null_sweeps, "own"),
+    "ablate": ("whole-layer ablation of every layer of every final-epoch checkpoint", deal_ablations, "dealt"),
+    # issue 32 (c) and the models report (helper H32c) add their steps here: "models" (clean accuracy and the
+    # worst case under a strong attack per regime) before "retrain", whose comparison it replaces.
     "check": ("the settings check (full thresholds and BatchNorm images on a subset of layers)", run_checks, "own"),
     "recheck": ("the PGD re-check of the layers FGSM calls robust or antifragile", run_rechecks, "own"),
     "probe": ("the re-initialisation probe of every swept checkpoint", deal_probes, "dealt"),

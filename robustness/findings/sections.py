@@ -8,6 +8,7 @@ import numpy as np
 
 from ..scoring import consensus
 from .tables import Page, ci, ordinal, short
+from .verdicts import Estimate, bin_labels, depth_verdict, settings_verdict
 
 SCORE_NAMES = ("clean", "adversarial", "difference")
 
@@ -52,11 +53,11 @@ def checks_section(page: Page) -> list[str]:
     stride = ordinal((int(full_t) - 1) // (int(thresholds) - 1))
     full = checked[checked.quantity.str.startswith("full ") & (checked.layer != "")]
     half_width = float(((full.hi - full.lo) / 2).mean())
-    exceeded = [key for key, values in changes.items() if max(values) > tolerance or labels_changed[key]]
-    verdict = ("Every change is within the tolerance and no label changes: the run's sizes stand."
-               if not exceeded else
-               f"Beyond the tolerance or changing a label: {', '.join(exceeded)} (every score below); the run's labels "
-               f"near the ±tau boundary carry that caveat.")
+    checked_verdict = settings_verdict({key: max(values) for key, values in changes.items()}, labels_changed,
+                                       tolerance)
+    verdict = (f"Verdict: **{checked_verdict.outcome}** ({checked_verdict.rule}): {checked_verdict.reason}."
+               + ("" if checked_verdict.outcome == "within tolerance" else
+                  " The run's sizes do not stand for the labels near the ±tau boundary: they carry that caveat."))
     return [
         "## The sizes, and the evidence for them",
         "",
@@ -115,7 +116,7 @@ def labels_section(page: Page) -> list[str]:
         checkpoints.append([regime, f"{int(init)}", f"{int(epoch)}", f"{q['eps'].value:.4f}",
                             _acc(q["clean accuracy"]), _acc(q["adversarial accuracy"])])
     out = [
-        "## (a) Fragile, robust, antifragile",
+        "## The value grid against the density baseline (both epochs)",
         "",
         f"Each checkpoint's FGSM eps is calibrated so that the unfiltered model reaches adversarial accuracy "
         f"{page.setting('sweep.calibrate_eps')} on {page.setting('sweep.eps_images')} held-out test images; "
@@ -174,10 +175,12 @@ def invariance_section(page: Page) -> list[str]:
                 a, r = q[f"{score} agreement"], q[f"{score} rho"]
                 rows.append([regime, f"{section}: {where} {int(at)}", pair, score, ci(a.value, a.lo, a.hi, 2, ""),
                              ci(r.value, r.lo, r.hi, 2)])
-    return ["## (b) Invariance over initialisations and epochs", "",
+    return ["## Invariance on the value grid (density baseline)", "",
             "Over the layers of two checkpoints: the share given the same label, and Spearman's rho of the scores, "
             "each with a 95 % interval from a bootstrap over the layers.", "",
-            *page.markdown(["regime", "compared", "pair", "score", "label agreement", "rho"], rows, "llllrr"), ""]
+            *page.markdown(["regime", "compared", "pair", "score", "label agreement", "rho"], rows, "llllrr"), "",
+            *([] if len(page.epochs()) > 1 else
+              ["Only the final epoch was swept (`early_epoch` equals `train.epochs`): no comparison over epochs.", ""])]
 
 
 def recheck_section(page: Page) -> list[str]:
@@ -192,6 +195,9 @@ def recheck_section(page: Page) -> list[str]:
                      f"FGSM {r.label}/{d.label}, PGD {r.other_label}/{d.other_label}", ci(r.value, r.lo, r.hi),
                      "yes" if r.flagged else "no"])
     flagged = sum(row[-1] == "yes" for row in rows)
+    changed = {score: sum(r.label != r.other_label for r in found.itertuples())
+               for score, found in (("adversarial", gains), ("difference", page.select("recheck",
+                                                                                      quantity="difference labels")))}
     table = (page.markdown(["regime", "init", "layer", "labels (adversarial/difference)", "gain ± 2 SE", "flagged"],
                            rows, "lrllrl") if rows else ["No layer was labelled robust or antifragile: nothing to "
                                                          "re-check."])
@@ -199,7 +205,9 @@ def recheck_section(page: Page) -> list[str]:
             f"Every layer FGSM labels robust or antifragile (adversarial or difference score) at the final epoch is "
             f"swept again with PGD ({page.setting('recheck.steps')} steps, {page.setting('recheck.restarts')} "
             f"start) at the same eps: the gain of FGSM over PGD under filtering, ± 2 SE, flags a layer whose FGSM "
-            f"label may come from a weakened gradient. {flagged} of {len(rows)} re-checked layers flagged.", "",
+            f"label may come from a weakened gradient. PGD changes {changed['adversarial']} of {len(rows)} "
+            f"adversarial labels and {changed['difference']} of {len(rows)} difference labels; {flagged} of "
+            f"{len(rows)} re-checked layers flagged.", "",
             *table, ""]
 
 
@@ -260,9 +268,10 @@ def regime_section(page: Page) -> list[str]:
         agree = q["agreement"]
         pair_rows.append([f"Init_{int(init)}", score, ci(agree.value, agree.lo, agree.hi, 2, ""),
                           ci(q["rho"].value, q["rho"].lo, q["rho"].hi, 2)])
-    trend = [[f"Init_{int(r.init)}", ci(r.value, r.lo, r.hi, 2)] for r in page.select("regime trend").itertuples()]
+    trend = [[f"Init_{int(r.init)}", ci(r.value, r.lo, r.hi, 2), depth_verdict(Estimate(r.value, r.lo, r.hi)).outcome]
+             for r in page.select("regime trend").itertuples()]
     standard, adversarial = page.regimes
-    return ["## (d) Standard against adversarial training", "",
+    return ["## Standard against adversarial training on the value grid", "",
             f"Adversarial score of the {standard} model minus the {adversarial} model's, layer by layer, both "
             f"calibrated to the same adversarial accuracy on the same images (paired intervals), and the labels "
             f"({standard}→{adversarial}) per initialisation:", "",
@@ -271,7 +280,8 @@ def regime_section(page: Page) -> list[str]:
             *page.markdown(["", "score", "label agreement", "rho"], pair_rows), "",
             "Where the difference sits: Spearman's rho of the adversarial-score difference with normalised depth "
             "(positive: the standard model's scores exceed the adversarial one's more in deep layers; bootstrap over "
-            "layers):", "", *page.markdown(["", "rho(difference, depth)"], trend), "",
+            "layers; *uninformative* when the interval spans [−1, +1]):", "",
+            *page.markdown(["", "rho(difference, depth)", "verdict"], trend), "",
             *_figure("regimes", "standard against adversarial training, Init_1")]
 
 
@@ -290,7 +300,7 @@ def probe_section(page: Page) -> list[str]:
     for layer, group in final.groupby("layer", sort=False):
         layers.append([f"`{layer}`", f"{group.depth.iloc[0]:.2f}",
                        *(f"{ci(r.value, r.lo, r.hi)} {r.label} / {r.other_label}" for r in group.itertuples())])
-    return ["## (e) Filtering against re-initialisation", "",
+    return ["## Filtering against re-initialisation (value grid)", "",
             f"Each layer of each swept checkpoint reset to its epoch-0 weights (BatchNorm re-estimated), at the "
             f"checkpoint's calibrated eps, on the test split's images: a layer is critical when its adversarial-"
             f"accuracy drop's interval lies above {page.setting('probe_threshold')}. Agreement: over the layers both "
@@ -308,19 +318,27 @@ def depth_section(page: Page) -> list[str]:
     found = page.select("depth", quantity=("adversarial",))
     if found.empty:
         return []
+    tau = float(page.setting("scoring.tau"))
     rows = []
     for (layer, arch), group in found.groupby(["layer", "arch"], sort=False):
-        rows.append([layer, arch, *(f"{ci(r.value, r.lo, r.hi)} {short(r.label)}" for r in group.itertuples())])
+        labels = bin_labels({i: Estimate(r.value, r.lo, r.hi) for i, r in enumerate(group.itertuples())}, tau)
+        rows.append([layer, arch, *(f"{ci(r.value, r.lo, r.hi)} {short(labels[i])}"
+                                    for i, r in enumerate(group.itertuples()))])
     pairs = page.select("depth pairs", quantity=("adversarial agreement", "adversarial rho"))
-    pair_rows = [[f"Init_{int(init)}", *(ci(r.value, r.lo, r.hi, 2, "" if r.quantity.endswith("agreement") else "+")
-                                         for r in group.itertuples())]
-                 for init, group in pairs.groupby("init", sort=False)]
+    pair_rows = []
+    for init, group in pairs.groupby("init", sort=False):
+        q = {r.quantity: r for r in group.itertuples()}
+        a, rho = q["adversarial agreement"], q["adversarial rho"]
+        pair_rows.append([f"Init_{int(init)}", ci(a.value, a.lo, a.hi, 2, ""), ci(rho.value, rho.lo, rho.hi, 2),
+                          depth_verdict(Estimate(rho.value, rho.lo, rho.hi)).outcome])
     inits = [f"Init_{int(i)}" for i in found.init.unique()]
     return ["## Depth: two architectures on one axis", "",
             f"{page.setting('depth.arch')} beside {page.setting('train.arch')} (standard, final epoch): each layer's "
             f"normalised depth d in [0, 1] (0 the first layer, 1 the classifier); the adversarial scores averaged "
             f"in {page.setting('depth.bins')} equal bins of d (a bin's interval is the mean of its layers' "
-            f"intervals).", "",
+            f"intervals), each bin labelled from its own interval (tau {tau:g}).", "",
             *page.markdown(["bin of d", "arch", *inits], rows, "ll" + "r" * len(inits)), "",
-            *page.markdown(["", "label agreement", "rho"], pair_rows), "",
+            "Between the two architectures' bins (a ρ over a handful of bins whose interval spans [−1, +1] is "
+            "*uninformative*):", "",
+            *page.markdown(["", "label agreement", "rho", "verdict"], pair_rows), "",
             *_figure("depth", "scores on normalised depth")]

@@ -18,6 +18,7 @@ from ..distributed import shard
 from ..errors import DataNotFoundError
 from ..probes import ProbeConfig, run_probes
 from ..retraining import RetrainingStudy, run_comparison
+from ..scoring import Scoring, Sequential
 from ..study import StudyConfig, attack_tag, recheck_study, recorded_eps, run_study
 from ..training import TrainConfig, train
 from ..vocab import Score
@@ -69,6 +70,52 @@ def checkpoint_eps(s: StudySpec, at: Place, regime: str, init: int, epoch: int) 
         raise DataNotFoundError(f"the {regime} Init_{init} epoch {epoch} checkpoint has no sweep yet: run the "
                                 f"findings command (its sweep step) first")
     return float(eps)
+
+
+def null_scoring(s: StudySpec) -> Scoring:
+    """The spec's scoring against the random null model (the headline labels)."""
+    return replace(s.scoring, baseline="random")
+
+
+def null_checkpoints(s: StudySpec) -> list[tuple[str, int, int]]:
+    """The checkpoints of the random-null sweeps and the ablation: every initialisation of both regimes at the final
+    epoch, as ``(regime, init, epoch)``."""
+    return [(regime, init, s.train.epochs) for regime in s.regimes for init in range(1, s.train.inits + 1)]
+
+
+def null_config(s: StudySpec, at: Place, regime: str, init: int, eps: float | None = None) -> StudyConfig:
+    """The random-null sweep of one final-epoch checkpoint: high-pass, local, every layer, on the quantile grid with
+    ``null.masks`` masks, at ``eps`` (default the eps its high-pass study calibrated; the common eps gives its own
+    files), sequential when the spec says so."""
+    eps = checkpoint_eps(s, at, regime, init, s.train.epochs) if eps is None else eps
+    sequential = Sequential(null_scoring(s), looks=s.null.looks) if s.null.sequential else None
+    return study_config(s, at, regime, attack=FGSM(eps), calibrate_eps=None, inits=(init,), epochs=(s.train.epochs,),
+                        kinds=("highpass",), scopes=("local",), grid="quantile", random_baseline=True,
+                        null_masks=s.null.masks, sequential=sequential)
+
+
+def run_null_sweeps(s: StudySpec, at: Place) -> None:
+    """The random-null sweeps of every final-epoch checkpoint, then Init_1 of both regimes at the common eps."""
+    for regime, init, _ in null_checkpoints(s):
+        run_study(null_config(s, at, regime, init))
+    for regime in s.regimes:
+        run_study(null_config(s, at, regime, 1, s.null.common_eps))
+
+
+def ablation_config(s: StudySpec, at: Place, regime: str, init: int) -> ProbeConfig:
+    """The whole-layer ablation of one final-epoch checkpoint at the eps its high-pass study calibrated."""
+    return replace(probe_config(s, at, regime, init, s.train.epochs), kind="ablate")
+
+
+def run_ablations(s: StudySpec, at: Place) -> dict[tuple[str, int, int], Path]:
+    """Ablate every layer of every final-epoch checkpoint; their result files by ``(regime, init, epoch)``."""
+    return {key: run_probes(ablation_config(s, at, key[0], key[1]))[0] for key in null_checkpoints(s)}
+
+
+def deal_ablations(s: StudySpec, at: Place) -> None:
+    """The ablation step: under torchrun each process ablates its share of the checkpoints (round-robin)."""
+    for regime, init, _ in shard(null_checkpoints(s)):
+        run_probes(ablation_config(s, at, regime, init))
 
 
 def check_config(s: StudySpec, at: Place, regime: str) -> StudyConfig:
