@@ -170,8 +170,8 @@ def test_cli_filter_sequential_records_the_rule_and_resumes(checkpoints_root, tm
     root = tmp_path / "models"
     shutil.copytree(checkpoints_root, root)
     command = ["filter", "--arch", "mnist_cnn", "--models-root", str(root), "--device", "cpu", "--checkpoint-epochs",
-               "1", "--test-subset", "200", "--n-thresholds", "3", "--filter", "highpass", "--scope", "local", "-e", "0.05",
-               "--layers", "fc1", "fc2", "--n-boot", "100", "--sequential"]
+               "1", "--test-subset", "200", "--n-thresholds", "3", "--filter", "highpass", "--scope", "local",
+               "-e", "0.05", "--layers", "fc1", "fc2", "--n-boot", "100", "--sequential"]
     assert main(command) == 0
     written = paths.sweep_result_path("mnist_cnn", "mnist5k", 1, 1, "highpass", "local", "fgsm_eps0.05", root)
     meta, results = load_results(written)
