@@ -41,8 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="a ResNet-18 mnist5k checkpoint (default: train one, 2 epochs)")
     p.add_argument("--layers", type=int, default=4, help="layers swept, spread over the network (default 4)")
-    p.add_argument("--thresholds", type=int, default=5)
-    p.add_argument("--eval-size", type=int, default=1000)
+    p.add_argument("--n-thresholds", type=int, default=5)
+    p.add_argument("--test-subset", type=int, default=1000)
     p.add_argument("--bn-images", type=int, default=200)
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--looks", type=int, default=4)
@@ -55,7 +55,7 @@ def main() -> None:
     model.eval()
     names = [name for name, _ in filterable_layers(model)]
     layers = [names[round(i * (len(names) - 1) / max(args.layers - 1, 1))] for i in range(args.layers)]
-    data = evaluation_images(args.eval_size, torch.device("cpu"))
+    data = evaluation_images(args.test_subset, torch.device("cpu"))
     bn_images = evaluation_images(args.bn_images, torch.device("cpu"), train=True)[0]
     attack = FGSM(args.eps)
     reference = measure_reference(model, data, attack, bn_images=bn_images)
@@ -64,7 +64,7 @@ def main() -> None:
     load = os.getloadavg()
 
     def sweep(sequential: Sequential | None) -> dict:
-        return local_analysis(model, data, "highpass", attack, args.thresholds, layers=layers, bn_images=bn_images,
+        return local_analysis(model, data, "highpass", attack, args.n_thresholds, layers=layers, bn_images=bn_images,
                               reference=reference, sequential=sequential)
 
     times: dict[str, list[float]] = {"all images": [], "sequential": []}
@@ -74,9 +74,9 @@ def main() -> None:
         for label, sequential in runs[::-1] if repeat % 2 else runs:  # alternate which goes first
             seconds, results[label] = timed(lambda s=sequential: sweep(s), "cpu")
             times[label].append(seconds)
-    print(f"ResNet-18 mnist5k, highpass, FGSM eps {args.eps}, {args.thresholds} thresholds, {args.eval_size} images, "
-          f"bn_images {args.bn_images}, {len(layers)} layers; reference accuracy clean {reference.clean_acc:.3f}, "
-          f"adversarial {reference.adv_acc:.3f}; {args.looks} looks at {rule.ends(args.eval_size)} images, "
+    print(f"ResNet-18 mnist5k, highpass, FGSM eps {args.eps}, {args.n_thresholds} thresholds, "
+          f"{args.test_subset} images, bn_images {args.bn_images}, {len(layers)} layers; reference accuracy clean {reference.clean_acc:.3f}, "
+          f"adversarial {reference.adv_acc:.3f}; {args.looks} looks at {rule.ends(args.test_subset)} images, "
           f"each at {rule.at_look.ci:.4f} ({rule.at_look.n_boot} resamples); torch threads "
           f"{torch.get_num_threads()}; deciding {', '.join(args.scores)}; load average before {load[0]:.2f}, "
           f"after {os.getloadavg()[0]:.2f}")

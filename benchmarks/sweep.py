@@ -15,8 +15,8 @@ the best round counts. Both of ours must give identical numbers, and the same ac
 the limit; the reference stays the original's fp32 loop.
 
     python benchmarks/sweep.py                                   # CPU: 4 layers x 5 thresholds, 1,000 images
-    python benchmarks/sweep.py --device cuda --layers 21 --thresholds 25 --eval-size 10000 --reference-configs 25
-    python benchmarks/sweep.py --device cuda --layers 21 --thresholds 25 --eval-size 10000 --reference-configs 25 \
+    python benchmarks/sweep.py --device cuda --layers 21 --n-thresholds 25 --test-subset 10000 --reference-configs 25
+    python benchmarks/sweep.py --device cuda --layers 21 --n-thresholds 25 --test-subset 10000 --reference-configs 25 \
         --precision bf16 --channels-last --thresholds-per-pass 5
 """
 
@@ -103,8 +103,8 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (default cpu)")
     parser.add_argument("--layers", type=int, default=4, help="layers swept, evenly spaced over the 21 (default 4)")
-    parser.add_argument("--thresholds", type=int, default=5, help="thresholds per layer (default 5)")
-    parser.add_argument("--eval-size", "--subset", type=int, default=1000,
+    parser.add_argument("--n-thresholds", type=int, default=5, help="thresholds per layer (default 5)")
+    parser.add_argument("--test-subset", type=int, default=1000,
                         help="evaluation images; above 1,000 the mnist5k test split is repeated (default 1000)")
     parser.add_argument("--batch-size", type=int, default=1000, help="our evaluation batch (default 1000)")
     parser.add_argument("--eps", type=float, default=0.1, help="FGSM eps (default 0.1)")
@@ -126,13 +126,13 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = trained_resnet18(args.device)
-    x, y = evaluation_images(args.eval_size, device)
+    x, y = evaluation_images(args.test_subset, device)
     cal = evaluation_images(args.bn_images, device, train=True)[0] if args.bn_images else None
     every = [name for name, _ in filterable_layers(model)]
     names = [every[int(i)] for i in np.unique(np.linspace(0, len(every) - 1, args.layers).round())]
     modules = dict(model.named_modules())
     configs = [(name, a) for name in names
-               for a in thresholds(KIND, *weight_range([modules[name].weight]), args.thresholds)]
+               for a in thresholds(KIND, *weight_range([modules[name].weight]), args.n_thresholds)]
     n_ref = min(args.reference_configs or len(configs), len(configs))
     attack = FGSM(args.eps)
     n_limit = min(5, len(configs))
@@ -164,8 +164,8 @@ def main() -> None:
     times: dict[str, list[float]] = {"limit": [], "ours": [], "full": [], "reference": []}
     for _ in range(args.repeats):
         times["limit"].append(timed(lambda: limit(n_limit, x_fast, y), device)[0])
-        ours_s, ours = timed(lambda: ours_sweep(args.thresholds, x_fast, y, names, True), device)
-        full_s, full = timed(lambda: ours_sweep(args.thresholds, x_fast, y, names, False), device)
+        ours_s, ours = timed(lambda: ours_sweep(args.n_thresholds, x_fast, y, names, True), device)
+        full_s, full = timed(lambda: ours_sweep(args.n_thresholds, x_fast, y, names, False), device)
         ref_s, ref = timed(lambda: reference_sweep(model, x, y, configs[:n_ref], args.eps, cal), device)
         for key, seconds in (("ours", ours_s), ("full", full_s), ("reference", ref_s)):
             times[key].append(seconds)
@@ -176,7 +176,7 @@ def main() -> None:
     same = all(ours[name] == full[name] for name in names)
     per = {"limit": best["limit"] / n_limit, "reference": best["reference"] / n_ref,
            "ours": best["ours"] / (len(configs) + 1), "full": best["full"] / (len(configs) + 1)}  # + the reference
-    print(f"device {device}, {len(names)} layers x {args.thresholds} thresholds = {len(configs)} configurations, "
+    print(f"device {device}, {len(names)} layers x {args.n_thresholds} thresholds = {len(configs)} configurations, "
           f"{len(x)} images, FGSM eps {args.eps}, BatchNorm {f'on {len(cal)} images' if cal is not None else 'frozen'}"
           f", our batch {args.batch_size}, best of {args.repeats} rounds, ours in {args.precision}"
           f"{', channels-last' if args.channels_last else ''}, {args.thresholds_per_pass} threshold(s) per pass")

@@ -114,7 +114,7 @@ class StudySpec:
             raise InvalidArgument(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS_TEXT)}")
         if not self.adversarial.active:
             raise InvalidArgument("the study compares standard training with adversarial training: give the "
-                                  "adversarial regime (e.g. --adv-train pgd --adv-eps 0.1)")
+                                  "adversarial regime (e.g. --adv-train pgd --eps 0.1)")
         for name, ours, theirs in (("arch", t.arch, self.sweep.arch), ("dataset", t.dataset, self.sweep.dataset),
                                    ("arch", t.arch, self.retraining.arch),
                                    ("dataset", t.dataset, self.retraining.dataset)):
