@@ -75,7 +75,8 @@ def main() -> None:
             seconds, results[label] = timed(lambda s=sequential: sweep(s), "cpu")
             times[label].append(seconds)
     print(f"ResNet-18 mnist5k, highpass, FGSM eps {args.eps}, {args.n_thresholds} thresholds, "
-          f"{args.test_subset} images, bn_images {args.bn_images}, {len(layers)} layers; reference accuracy clean {reference.clean_acc:.3f}, "
+          f"{args.test_subset} images, bn_images {args.bn_images}, {len(layers)} layers; "
+          f"reference accuracy clean {reference.clean_acc:.3f}, "
           f"adversarial {reference.adv_acc:.3f}; {args.looks} looks at {rule.ends(args.test_subset)} images, "
           f"each at {rule.at_look.ci:.4f} ({rule.at_look.n_boot} resamples); torch threads "
           f"{torch.get_num_threads()}; deciding {', '.join(args.scores)}; load average before {load[0]:.2f}, "
