@@ -70,7 +70,7 @@ def test_eps_like_options_accept_fractions() -> None:
     attack = parser.parse_args(["attack", "-e", "8/255", "-a", "2/255"])
     assert attack.eps == 8 / 255 and attack.alpha == 2 / 255  # exactly, not rounded
     defend = parser.parse_args(["defend", "-p", "linf", "-k", "20", "-e", "8/255", "-a", "0.01", "--def-budget", "inf"])
-    assert (defend.eps, defend.alpha, defend.budget) == (8 / 255, 0.01, math.inf)
+    assert (defend.eps, defend.alpha, defend.def_budget) == (8 / 255, 0.01, math.inf)
     assert parser.parse_args(["filter", "-e", "16/255"]).eps == 16 / 255
     assert [nonnegative_number(t) for t in ("0.031", "3e-2", "0", " 1 / 4 ")] == [0.031, 0.03, 0.0, 0.25]
 

@@ -38,8 +38,8 @@ def add_findings(sub: Sub) -> None:
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="a spec.json a run wrote (or edited from one): the study's settings instead of --preset's")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="folder of the page (findings.md) and its table and figures (findings/); default "
-                        "<models-root>/page")
+                   help="folder of the page (findings.md) and its table and figures (findings/) (default: "
+                        "<models-root>/page)")
     p.add_argument("--budget", type=positive_number, default=None, metavar="MINUTES",
                    help="refuse, before any work, a plan predicted to take longer, naming what to reduce")
     p.add_argument("--page", action="store_true",
@@ -50,7 +50,7 @@ def add_findings(sub: Sub) -> None:
         if action.dest in ("arch", "dataset", "seed", "adv_train"):
             action.help = f"{action.help.split(' (default')[0]} (default: the preset's)"
         elif action.dest == "models_root":
-            action.help = "root of the study's checkpoints and results (default saved_models/Findings-<preset>; " \
+            action.help = "root of the study's checkpoints and results (default: saved_models/Findings-<preset>, or " \
                           "saved_models/Findings for the findings preset)"
 
 
