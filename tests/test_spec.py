@@ -126,3 +126,26 @@ def test_bad_options_are_one_error_before_any_work(options: list[str], message: 
     assert main(["findings", "--preset", "smoke", "--models-root", str(tmp_path / "m"), *options]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_the_demo_plan_counts_its_own_steps_and_the_defense() -> None:
+    """Planted: the demo's steps are its own (one regime, no check or probe) and the defense's count by hand:
+    the smoke preset's defense (mnist_cnn, the study's own model) on 16 images in its three columns."""
+    from robustness.findings.plan import DEMO_WORK
+
+    s = preset("smoke")
+    plan = {p.name: p.work for p in make_plan(s, DEMO_WORK)}
+    assert list(plan) == ["train", "sweep", "recheck", "defense", "retrain"]
+    e, a = s.defense, "mnist_cnn"
+    d = e.defense
+    defended, n = d.def_steps * (d.steps + 2), s.defense_subset
+    iterations = 2 * e.apgd_steps + d.steps  # APGD-CE, APGD-DLR and PGD; Square's queries are forward passes
+    columns = {"preemptive": 1, "test-time": defended}  # each test-time iteration runs the defense whole
+    assert plan["defense"] == {
+        ("attack", a): sum(n * (defended + e.restarts * iterations * through)
+                           for threat, through in columns.items() for label in e.labels
+                           if f"{threat}/{label}" not in e.skip),
+        ("forward", a): n * e.square_queries * sum(1 for threat in e.square_threats for label in e.labels
+                                                   if f"{threat}/{label}" not in e.skip)}
+    findings = {p.name: p.work for p in make_plan(s)}
+    assert plan["train"][("train", a)] * 2 == findings["train"][("train", a)]  # the standard regime only

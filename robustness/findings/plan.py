@@ -39,7 +39,8 @@ SUFFIX_SHARE = 0.5
 REDUCE = {"train": "train.epochs, train.inits or train.subset", "sweep": "sweep.thresholds, sweep.subset, "
           "sweep.bn_images or sweep.layers", "check": "check.layers, check.thresholds or check.bn_images",
           "recheck": "recheck.steps or recheck.limit", "probe": "sweep.subset or sweep.bn_images",
-          "retrain": "retraining.seeds, retraining.random_sets or retraining.subset"}
+          "retrain": "retraining.seeds, retraining.random_sets or retraining.subset",
+          "defense": "defense.apgd_steps, defense.square_queries or defense_subset"}
 # unit -> (forward passes, backward passes) per image
 UNITS = {"train": (1, 1), "attack": (1, 1), "forward": (1, 0), "point": (3, 1), "bn": (1, 0)}
 BLOCK = 100  # images per timed unit (a sweep's BatchNorm batch)
@@ -167,14 +168,71 @@ WORK: dict[str, Callable[[StudySpec, _Sizes, Work], None]] = {
 }
 
 
-def make_plan(s: StudySpec) -> list[StepPlan]:
-    """Every step's work (seconds still 0: :func:`predict` fills them)."""
+def _demo_train(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The demo trains the standard regime only."""
+    t = s.train
+    work["train", t.arch] += t.inits * t.epochs * z.n_train
+    work["forward", t.arch] += t.inits * t.epochs * z.n_test
+
+
+def _demo_sweep(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The demo sweeps the final epoch of every initialisation, one regime."""
+    w = s.sweep
+    _sweep(work, s.train.arch, z.evaluated, z.swept, w.thresholds, w.bn_images, times=s.train.inits * z.masks)
+    _calibration(work, s, s.train.arch, s.train.inits)
+
+
+def _demo_recheck(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The re-check of one regime: half the findings run's."""
+    half: Work = Counter()
+    _recheck_work(s, z, half)
+    work.update({key: n // 2 for key, n in half.items()})
+
+
+def _defense_work(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The defense's evaluation: its model trained (unless the study's), then per column of its table the defense
+    (``def_steps x (steps + 2)`` attack passes) on every image and the ensemble's attacks, each APGD iteration through
+    the whole defense at test time; Square's queries are forward passes."""
+    e, arch, n = s.defense, s.defense_arch, s.defense_subset
+    if e is None:
+        return
+    d = e.defense
+    defended = d.def_steps * (d.steps + 2)
+    if arch != s.train.arch:
+        work["train", arch] += s.defense_epochs * z.n_train
+    for threat in e.threats:
+        for label in e.labels:
+            if f"{threat}/{label}" in e.skip:
+                continue
+            iterations = sum(e.apgd_steps if a.startswith("apgd") else d.steps for a in e.ensemble if a != "square")
+            through = defended if threat == "test-time" else 1
+            work["attack", arch] += n * (defended + e.restarts * iterations * through)
+            if "square" in e.ensemble and threat in e.square_threats:
+                work["forward", arch] += n * e.square_queries
+
+
+def _demo_retrain(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The demo retrains for its first score only."""
+    _retrain_work(replace(s, retrain_scores=s.retrain_scores[:1]), z, work)
+
+
+# The demo's steps (make demo): one regime, the defense evaluated.
+DEMO_WORK: dict[str, Callable[[StudySpec, _Sizes, Work], None]] = {
+    "train": _demo_train, "sweep": _demo_sweep, "recheck": _demo_recheck, "defense": _defense_work,
+    "retrain": _demo_retrain,
+}
+
+
+def make_plan(s: StudySpec, work: dict[str, Callable[[StudySpec, _Sizes, Work], None]] | None = None) -> list[
+        StepPlan]:
+    """Every step's work (``work``: the steps' counts, default :data:`WORK`; seconds still 0: :func:`predict` fills
+    them)."""
     z = _Sizes.of(s)
     steps = []
-    for name, count in WORK.items():
-        work: Work = Counter()
-        count(s, z, work)
-        steps.append(StepPlan(name, dict(work)))
+    for name, count in (work or WORK).items():
+        found: Work = Counter()
+        count(s, z, found)
+        steps.append(StepPlan(name, dict(found)))
     return steps
 
 
@@ -232,17 +290,19 @@ def _arch_units(s: StudySpec, arch: str, device: torch.device) -> dict[str, floa
     return found
 
 
-def time_units(s: StudySpec, device: str) -> dict[tuple[str, str], float]:
-    """Per ``(unit, arch)``, the seconds per image on ``device`` (:func:`_arch_units`)."""
+def time_units(s: StudySpec, archs: set[str], device: str) -> dict[tuple[str, str], float]:
+    """Per ``(unit, arch)`` of ``archs``, the seconds per image on ``device`` (:func:`_arch_units`)."""
     where = pick_device(device)
-    return {(unit, arch): seconds for arch in sorted({s.train.arch, s.depth.arch})
-            for unit, seconds in _arch_units(s, arch, where).items()}
+    return {(unit, arch): seconds for arch in sorted(archs) for unit, seconds in _arch_units(s, arch, where).items()}
 
 
-def predict(s: StudySpec, at: Place) -> list[StepPlan]:
-    """The plan with each step's predicted seconds on the run's device (from :func:`time_units`)."""
-    per_image = time_units(s, at.device)
-    return [replace(p, seconds=sum(n * per_image[key] for key, n in p.work.items())) for p in make_plan(s)]
+def predict(s: StudySpec, at: Place, work: dict[str, Callable[[StudySpec, _Sizes, Work], None]] | None = None) -> list[
+        StepPlan]:
+    """The plan (of ``work``'s steps, default :data:`WORK`) with each step's predicted seconds on the run's device
+    (from :func:`time_units`)."""
+    steps = make_plan(s, work)
+    per_image = time_units(s, {arch for p in steps for _, arch in p.work}, at.device)
+    return [replace(p, seconds=sum(n * per_image[key] for key, n in p.work.items())) for p in steps]
 
 
 def plan_text(s: StudySpec, at: Place, steps: list[StepPlan]) -> str:
