@@ -117,7 +117,7 @@ def test_place_defaults_keep_each_preset_apart() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (["--adv-eps", "0.2"], "--adv-eps set without --adv-train"),
+    (["--eps", "0.2"], "--eps set without --adv-train"),
     (["--adv-train", "none"], "compares standard training with adversarial training"),
     (["--spec", "missing.json"], "no spec file at missing.json"),
 ])
