@@ -250,7 +250,9 @@ def _seconds(run: Callable[[], object], device: torch.device, repeats: int = 2) 
 
 
 def _arch_units(s: StudySpec, arch: str, device: torch.device) -> dict[str, float]:
-    """The seconds per image of each unit of ``arch``, from real units at the run's batch sizes and memory format."""
+    """The seconds per image of each unit of ``arch``, from real units at the run's batch sizes and memory format
+    (a sweep point on as many images as the run's, up to :data:`BLOCK`: a small model's point is mostly fixed
+    cost)."""
     shape = dataset_info(s.train.dataset).shape
     model = build_model(arch, s.train.dataset).to(device)
     x, y = torch.rand(BLOCK, *shape, device=device), torch.randint(0, 10, (BLOCK,), device=device)
@@ -284,8 +286,9 @@ def _arch_units(s: StudySpec, arch: str, device: torch.device) -> dict[str, floa
     found["forward"] = _seconds(forward, device) / BLOCK
     # one mid-depth layer's sweep as the run makes it (reusing the prefix), BatchNorm kept: the reference and two
     # thresholds' points (the layer's cut, paid once per layer in a run, is shared by three points here)
-    found["point"] = _seconds(lambda: local_analysis(model, (x, y), "highpass", FGSM(0.1), 2, layers=[middle],
-                                                     batch_size=s.sweep.batch_size), device, repeats=1) / (3 * BLOCK)
+    n = min(_Sizes.of(s).evaluated, BLOCK)
+    found["point"] = _seconds(lambda: local_analysis(model, (x[:n], y[:n]), "highpass", FGSM(0.1), 2, layers=[middle],
+                                                     batch_size=s.sweep.batch_size), device, repeats=1) / (3 * n)
     found["bn"] = _seconds(lambda: recalibrate_batchnorm(model, x), device) / BLOCK
     return found
 
