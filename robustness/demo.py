@@ -38,6 +38,7 @@ from .errors import InvalidArgument
 from .figures import comparison_plot_name, draw_and_save, learning_curves_plot_name, tsne_plot_name
 from .files import load_json, save_json
 from .findings import Place, StudySpec, preset, spec_dict
+from .findings.plan import DEMO_WORK, plan_text, predict
 from .models import load_checkpoint
 from .report import format_table
 from .retraining import format_comparison, run_comparison
@@ -85,6 +86,7 @@ def run_demo(spec: StudySpec | None = None, at: Place | None = None) -> dict[str
     if s.defense is None:
         raise InvalidArgument(f"the demo evaluates the defense: the {s.preset} spec has none (use --preset demo)")
     t, sweep, r, check = s.train, s.sweep, s.retraining, s.recheck
+    print(plan_text(s, at, predict(s, at, DEMO_WORK)), flush=True)
     tic = time.perf_counter()
     before = _snapshot(at.models_root, at.out)
     arch_name, data_name = paths.arch_dir_name(t.arch), paths.dataset_dir_name(t.dataset)

@@ -148,8 +148,16 @@ def test_a_table_without_the_new_rows_says_which_step_writes_them() -> None:
 
 
 def test_the_plan_counts_the_new_steps() -> None:
-    found = {p.name: p for p in make_plan(preset("findings"))}
-    assert sum(found["random-null"].forward.values()) > sum(found["ablate"].forward.values()) > 0
+    s = preset("smoke")  # mnist_cnn: 4 layers, every one swept
+    found = {p.name: p.work for p in make_plan(s)}
+    arch, layers, n = s.train.arch, 4, 60  # evaluated images
+    assert min(s.sweep.subset, 1000 - s.sweep.eps_images) == n
+    # both regimes: every initialisation at its eps and Init_1 at the common eps, the filter's mask and each null mask
+    runs = 2 * (s.train.inits + 1) * (s.null.masks + 1)
+    assert found["random-null"][("point", arch)] == runs * (layers * s.sweep.thresholds + 1) * n
+    probes = 2 * s.train.inits * (layers + 1)  # both regimes' final checkpoints: each layer zeroed, and the reference
+    assert found["ablate"][("bn", arch)] == probes * s.sweep.bn_images
+    assert found["ablate"][("attack", arch)] == probes * n and found["ablate"][("forward", arch)] == 2 * probes * n
 
 
 def test_raw_curve_layers_are_the_stem_a_mid_shortcut_and_the_classifier() -> None:

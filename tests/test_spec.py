@@ -60,24 +60,34 @@ def test_a_folder_of_another_study_is_refused_naming_the_setting(tmp_path: Path)
 
 
 def test_the_plan_counts_follow_from_the_sizes() -> None:
-    """Planted: the training step's passes by hand (standard and PGD-1 training, plus the test split each epoch),
-    and a sweep whose thresholds double (less the reference point) doubles its threshold passes."""
+    """Planted: the smoke preset's units counted by hand (mnist_cnn has 4 filterable layers). Training: both regimes'
+    steps, PGD-1's attack and the test split each epoch. A local sweep: per checkpoint a reference point and one per
+    threshold of each layer, with BatchNorm re-estimated over the whole network for the reference and once per layer
+    for the prefix, but after the filtered layer only (half the network) at each threshold."""
     s = preset("smoke")
-    plan = {p.name: p for p in make_plan(s)}
-    n_train, n_test = s.train.subset, SPLIT_SIZES["mnist5k"][1]
-    epochs, inits, k = s.train.epochs, s.train.inits, s.adversarial.steps
-    assert plan["train"].forward == {"mnist_cnn": inits * epochs * (n_train + n_test + n_train * (1 + k) + n_test)}
-    assert plan["train"].backward == {"mnist_cnn": inits * epochs * n_train * k}  # the attack's, to the input
-    assert plan["train"].weight_backward == {"mnist_cnn": inits * epochs * 2 * n_train}
-    finer = {p.name: p for p in make_plan(replace(s, sweep=replace(s.sweep, thresholds=5),
-                                                  check=replace(s.check, thresholds=9)))}
-    calibration = 2 * (inits * 2 + 1) * 2 * s.sweep.eps_images * 12  # forward passes of the eps calibrations
-    swept = plan["sweep"].forward["mnist_cnn"] - calibration
-    assert finer["sweep"].forward["mnist_cnn"] - calibration > 1.6 * swept
+    plan = {p.name: p.work for p in make_plan(s)}
+    n_train, n_test, n, layers, a = s.train.subset, SPLIT_SIZES["mnist5k"][1], s.sweep.subset, 4, "mnist_cnn"
+    inits, epochs, k, thresholds, bn = s.train.inits, s.train.epochs, s.adversarial.steps, 3, 60
+    assert plan["train"] == {("train", a): 2 * inits * epochs * n_train, ("attack", a): inits * epochs * n_train * k,
+                             ("forward", a): 2 * inits * epochs * n_test}
+    checkpoints = 2 * (inits * 2 + 1)  # both regimes: every init at epochs 1 and 2, and Init_1's low-pass
+    calibration = checkpoints * 60 * 12  # eps_images x bisection steps, each an FGSM pass
+    assert plan["sweep"] == {("point", a): checkpoints * (layers * thresholds + 1) * n,
+                             ("bn", a): checkpoints * (bn + layers * (bn * thresholds // 2 + bn // 2)),
+                             ("attack", a): calibration, ("forward", a): calibration}
+    # the PGD re-check (2 steps): every layer at most, both regimes' Init_1, one more attack pass per point
+    points = 2 * (layers * thresholds + 1) * n
+    assert plan["recheck"][("point", a)] == points and plan["recheck"][("attack", a)] == points
+    finer = {p.name: p.work for p in make_plan(replace(s, sweep=replace(s.sweep, thresholds=5),
+                                                       check=replace(s.check, thresholds=9)))}
+    # two more thresholds re-estimate BatchNorm on the suffix only: half a network's pass per image and layer
+    assert finer["sweep"][("bn", a)] - plan["sweep"][("bn", a)] == checkpoints * layers * 2 * bn // 2
+    assert make_plan(s)[0].passes == (2 * inits * epochs * (n_train + n_test) + inits * epochs * n_train * k,
+                                      2 * inits * epochs * n_train + inits * epochs * n_train * k)
 
 
 def test_a_plan_over_the_budget_names_the_largest_step_and_what_to_reduce() -> None:
-    steps = [StepPlan("train", {}, {}, {}, 30.0), StepPlan("sweep", {}, {}, {}, 600.0)]
+    steps = [StepPlan("train", {}, 30.0), StepPlan("sweep", {}, 600.0)]
     check_budget(steps, 11)
     with pytest.raises(InvalidArgument, match=r"10.5 min, over the budget of 5 min: the largest step is sweep .*"
                                               r"reduce sweep.thresholds"):
@@ -116,3 +126,26 @@ def test_bad_options_are_one_error_before_any_work(options: list[str], message: 
     assert main(["findings", "--preset", "smoke", "--models-root", str(tmp_path / "m"), *options]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_the_demo_plan_counts_its_own_steps_and_the_defense() -> None:
+    """Planted: the demo's steps are its own (one regime, no check or probe) and the defense's count by hand:
+    the smoke preset's defense (mnist_cnn, the study's own model) on 16 images in its three columns."""
+    from robustness.findings.plan import DEMO_WORK
+
+    s = preset("smoke")
+    plan = {p.name: p.work for p in make_plan(s, DEMO_WORK)}
+    assert list(plan) == ["train", "sweep", "recheck", "defense", "retrain"]
+    e, a = s.defense, "mnist_cnn"
+    d = e.defense
+    defended, n = d.def_steps * (d.steps + 2), s.defense_subset
+    iterations = 2 * e.apgd_steps + d.steps  # APGD-CE, APGD-DLR and PGD; Square's queries are forward passes
+    columns = {"preemptive": 1, "test-time": defended}  # each test-time iteration runs the defense whole
+    assert plan["defense"] == {
+        ("attack", a): sum(n * (defended + e.restarts * iterations * through)
+                           for threat, through in columns.items() for label in e.labels
+                           if f"{threat}/{label}" not in e.skip),
+        ("forward", a): n * e.square_queries * sum(1 for threat in e.square_threats for label in e.labels
+                                                   if f"{threat}/{label}" not in e.skip)}
+    findings = {p.name: p.work for p in make_plan(s)}
+    assert plan["train"][("train", a)] * 2 == findings["train"][("train", a)]  # the standard regime only
