@@ -29,6 +29,7 @@ from ..scoring import Scoring
 from ..study import StudyConfig
 from ..training import AdvTraining, TrainConfig, regime_tag
 from ..vocab import SCORES, Score
+from .retrain_power import PowerRetraining
 
 # Six layers spread over ResNet-18's depth, for the settings check: the stem, one convolution of each
 # stage (a shortcut among them) and the classifier.
@@ -91,6 +92,7 @@ class StudySpec:
     defense_epochs: int = 3
     defense_subset: int = 50
     defense: DefenseEvaluation | None = None
+    power_retraining: PowerRetraining = PowerRetraining()
 
     def __post_init__(self) -> None:
         t = self.train
@@ -216,6 +218,8 @@ def _smoke() -> StudySpec:
         sweep=replace(s.sweep, subset=60, eps_images=60, calibrate_eps=0.3, thresholds=3, bn_images=60),
         scoring=scoring, check=SizeCheck(layers=None, thresholds=5, bn_images=120), recheck=Recheck(steps=2),
         depth=DepthComparison(bins=2),
+        power_retraining=PowerRetraining(random_sets=2, seeds=2, train_images=60, test_images=40, adv_steps=1,
+                                         pgd_steps=2),
         retraining=replace(s.retraining, scoring=scoring, seeds=2, random_sets=1, subset=100, pgd_steps=2),
         defense=replace(_demo().defense, defense=Defense(0.2, 0.05, 2, 0.2, "linf", 2), apgd_steps=5,
                         square_queries=100), defense_epochs=1, defense_subset=16)
