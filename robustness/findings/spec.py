@@ -29,6 +29,7 @@ from ..scoring import Scoring
 from ..study import StudyConfig
 from ..training import AdvTraining, TrainConfig, regime_tag
 from ..vocab import SCORES, Score
+from .field_report import FieldReport
 from .retrain_power import PowerRetraining
 
 # Six layers spread over ResNet-18's depth, for the settings check: the stem, one convolution of each
@@ -93,6 +94,7 @@ class StudySpec:
     defense_subset: int = 50
     defense: DefenseEvaluation | None = None
     power_retraining: PowerRetraining = PowerRetraining()
+    field_report: FieldReport = FieldReport()
 
     def __post_init__(self) -> None:
         t = self.train
@@ -220,6 +222,8 @@ def _smoke() -> StudySpec:
         depth=DepthComparison(bins=2),
         power_retraining=PowerRetraining(random_sets=2, seeds=2, train_images=60, test_images=40, adv_steps=1,
                                          pgd_steps=2),
+        field_report=FieldReport(eps=(0.1, 0.2), images=20, pgd_steps=2, apgd_steps=2, square_queries=5,
+                                 curve_images=20, curve_pgd_steps=2),
         retraining=replace(s.retraining, scoring=scoring, seeds=2, random_sets=1, subset=100, pgd_steps=2),
         defense=replace(_demo().defense, defense=Defense(0.2, 0.05, 2, 0.2, "linf", 2), apgd_steps=5,
                         square_queries=100), defense_epochs=1, defense_subset=16)
