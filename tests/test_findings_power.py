@@ -132,3 +132,37 @@ def test_rows_of_a_planted_result_file(tmp_path: Path) -> None:
     assert frame[frame.quantity == "seconds per run"].value.iloc[0] == 2.5
     assert math.isnan(frame[frame.quantity == "train images"].value.iloc[0])
     assert power_claim(Page(frame)).outcome == "undecided", "lo 0.01 lies below the run's margin 0.02"
+
+
+def test_adversarial_retraining_trains_on_the_trainers_adversarial_batches() -> None:
+    """One batch, one step: retraining with ``adv`` equals an Adam step on adversarial_batch's images (same random
+    start), and differs from clean retraining; method none is clean retraining bitwise."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from robustness.retraining import selective_retrain
+    from robustness.training import AdvTraining, adversarial_batch
+
+    torch.manual_seed(0)
+    model = build_model("mnist_cnn", "mnist5k")
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    loader = [(x, y)]
+    adv = AdvTraining("pgd", 0.1, steps=2)
+
+    def retrained(how) -> torch.Tensor:
+        m = copy.deepcopy(model)
+        selective_retrain(m, loader, ["fc2"], lr=0.01, seed=3, adv=how)
+        return m.fc2.weight.detach()
+
+    reference = copy.deepcopy(model)
+    torch.manual_seed(3)  # selective_retrain seeds every generator with its seed before the first batch
+    reference.train()
+    images = adversarial_batch(reference, x, y, adv, adv.eps)
+    optimizer = torch.optim.Adam(reference.fc2.parameters(), lr=0.01)
+    F.cross_entropy(reference(images), y).backward()
+    optimizer.step()
+    assert torch.allclose(retrained(adv), reference.fc2.weight.detach(), atol=1e-6)
+    assert not torch.equal(retrained(adv), retrained(None))
+    assert torch.equal(retrained(AdvTraining()), retrained(None))
