@@ -246,8 +246,8 @@ def power_section(page: Page) -> list[str]:
             f"{int(value['seeds'])} seeds per variant; accuracy on {_n(value['test images'])} test images, clean and "
             f"under PGD at eps {eps:g}. k is the largest for which a random set shares at most half of the chosen "
             f"layers on average. The intervals of chosen minus random resample seeds, random sets and images. "
-            f"Equivalence margin, fixed before the run: **{margin:g}**. Cost: {value['seconds per run']:.1f} s per "
-            f"retraining run "
+            f"Equivalence margin, fixed before the run: **{margin:g}**. Cost: "
+            f"{ci(value['seconds per run'], math.nan, math.nan, 1, '')} s per retraining run "
             f"({q['seconds per run'].text} runs computed).", ""]
     if k < 1:
         return [*head, "No k keeps the overlap at or below one half: every comparison is **untestable**.", ""]
