@@ -236,6 +236,8 @@ def _demo() -> StudySpec:
         s, preset="demo", train=replace(s.train, epochs=2),
         sweep=replace(s.sweep, subset=500, layers=DEMO_LAYERS), recheck=Recheck(steps=10, limit=1),
         retraining=replace(s.retraining, subset=200, pgd_steps=3), retrain_scores=("adversarial",),
+        power_retraining=PowerRetraining(random_sets=2, seeds=2, train_images=100, test_images=100),
+        field_report=FieldReport(eps=(0.1,), images=50, curve_images=100),
         # Each APGD iteration through the defense at test time runs it whole (def_steps x (steps + 2) passes):
         # 25 iterations instead of AutoAttack's 100 keep the test-time column within the demo's budget.
         defense=DefenseEvaluation(Defense(eps, 0.05, 5, eps, "linf", 5), apgd_steps=25, square_queries=1000,
