@@ -137,7 +137,7 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert printed.index("plan of the smoke preset") < printed.index("[1/8]")
+    assert printed.index("plan of the smoke preset") < printed.index("[1/10]")
     total = re.search(r"total +(\d+) s", printed)
     assert total and int(total.group(1)) > 0
     assert _checkout_state() == before
@@ -148,7 +148,8 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
             "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference", "null score",
             "density score", "null init score", "null pairs", "null regime", "common eps", "ablation",
-            "ablation consensus", "ablation rho"} <= set(frame.section)
+            "ablation consensus", "ablation rho", "pgd scores", "pgd agreement", "field report", "training curve",
+            "power retraining"} <= set(frame.section)
     settings = frame[frame.section == "setting"]
     settings = dict(zip(settings.quantity, settings.text, strict=True))
     assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
@@ -160,11 +161,12 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
     assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
     figures = sorted(at.figures.glob("*.png"))
-    assert len(figures) == 7 and at.figures / "raw_curves.png" in figures
+    assert len(figures) == 8 and {at.figures / "raw_curves.png", at.figures / "training_curves.png"} <= set(figures)
     assert load_spec(models) == s == load_spec(out / "spec.json")
     record = json.loads((models / "run.json").read_text())
     # each timed as it computed
-    assert {"train", "sweep", "random-null", "ablate", "check", "probe", "retrain"} <= set(record["steps"])
+    assert set(record["steps"]) == {"train", "sweep", "random-null", "ablate", "check", "pgd", "probe", "report",
+                                    "retrain", "power"}
 
     page_before, table_before = at.page.read_text(), at.table.read_text()
     figures_before = {p: p.stat().st_mtime_ns for p in figures}
@@ -183,8 +185,8 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
 
 @pytest.mark.slow
 def test_under_torchrun_the_steps_are_dealt_and_the_table_equals_one_process(tmp_path: Path) -> None:
-    """Two gloo processes share out the sweeps, checks, re-checks and probes (retraining on rank 0) of a small
-    study on the same checkpoints; the table they write equals one process's, less the seconds."""
+    """Two gloo processes share out the sweeps, checks, PGD sweeps and probes (report and retraining on rank 0) of a
+    small study on the same checkpoints; the table they write equals one process's, less the seconds."""
     from test_distributed import torchrun
 
     s = preset("smoke")

@@ -33,12 +33,13 @@ from ..retraining.comparison import per_image_outcomes
 from ..runtime import pick_device
 from ..stats import wilson_interval
 from .table import row
-from .tables import Page, ci
+from .tables import Page, ci, missing
 
 if TYPE_CHECKING:  # the spec nests this module's settings
     from .spec import Place, StudySpec
 
 SECTION, CURVES = "field report", "training curve"
+STEP = "report"  # the run's step that writes the rows (the page names it when they are missing)
 FOLDER = "field-report"
 ATTACKS = ("clean", *MEMBERS, "worst")
 
@@ -152,7 +153,7 @@ def field_section(page: Page) -> list[str]:
     sizes, and the curves' figure."""
     rows = page.select(SECTION)
     if rows.empty:
-        return []
+        return ["## The models under strong attacks", "", *missing("the models under strong attacks", STEP)]
     size = {r.quantity: r.value for r in rows[rows.text == ""].itertuples()}
     out = ["## The models under strong attacks", "",
            f"Each regime's final checkpoint(s) on {int(size['images'])} test images: clean accuracy, each attack's "

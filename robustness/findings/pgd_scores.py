@@ -21,12 +21,13 @@ from ..scoring import filtering_scores, label_agreement, layer_scores
 from ..study import attack_tag, fgsm_gain, run_recheck
 from .steps import study_config
 from .table import row
-from .tables import Page, ci
+from .tables import Page, ci, missing
 
 if TYPE_CHECKING:
     from .spec import Place, StudySpec
 
 SECTION, AGREEMENT = "pgd scores", "pgd agreement"
+STEP = "pgd"  # the run's step that writes the rows (the page names it when they are missing)
 SCORES = ("adversarial", "difference")
 KIND = "highpass"
 
@@ -79,7 +80,7 @@ def pgd_section(page: Page) -> list[str]:
     every layer's two labels and the gain."""
     agreement = page.select(AGREEMENT)
     if agreement.empty:
-        return []
+        return ["## Scores under PGD beside FGSM", "", *missing("the scores under PGD", STEP)]
     out = ["## Scores under PGD beside FGSM", "",
            "Every layer of the final checkpoint swept again with PGD at FGSM's eps, thresholds and images; both "
            "attacks' scores against the density baseline (PGD sweeps carry no random null). Agreement: the share of "

@@ -3,8 +3,8 @@
 :func:`make_plan` counts, per step, the images that go forward through a model and those whose gradient
 goes back (an attack's or a training step's), from the spec's sizes alone; a short timing pass
 (:func:`time_passes`: a few batches of random images through each architecture on the run's device) turns
-them into seconds. The counts are upper bounds where the work depends on results (the PGD re-check counts
-every layer of its checkpoints; the sweeps count no reuse of the unfiltered prefix). :func:`check_budget`
+them into seconds. The counts are upper bounds where the work depends on results (the sweeps count no reuse of the
+unfiltered prefix, Square every query, a sequential random null no early stop). :func:`check_budget`
 refuses a plan over ``--budget``, naming what to reduce.
 """
 
@@ -31,8 +31,10 @@ REDUCE = {"train": "train.epochs, train.inits or train.subset", "sweep": "sweep.
           "sweep.bn_images or sweep.layers",
           "random-null": "null.masks, train.inits or sweep.subset (null.sequential stops decided layers early)",
           "ablate": "sweep.subset or sweep.bn_images", "check": "check.layers, check.thresholds or check.bn_images",
-          "recheck": "recheck.steps or recheck.limit", "probe": "sweep.subset or sweep.bn_images",
-          "retrain": "retraining.seeds, retraining.random_sets or retraining.subset"}
+          "pgd": "recheck.steps, recheck.restarts or recheck.inits", "probe": "sweep.subset or sweep.bn_images",
+          "report": "field_report.images, field_report.eps, field_report.square_queries or field_report.curve_images",
+          "retrain": "retraining.seeds, retraining.random_sets or retraining.subset",
+          "power": "power_retraining.seeds, power_retraining.random_sets or power_retraining.train_images"}
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,26 @@ def make_plan(s: StudySpec) -> list[StepPlan]:
     checked = len(s.check.layers) if s.check.layers is not None else layers[arch]
     f, b = _sweep(checked, s.check.thresholds, s.check.bn_images, evaluated)
     add("check", arch, f + _calibration(s)[0], b + _calibration(s)[1], 2)
-    rechecked = min(s.recheck.limit or main, main)
-    f, b = _sweep(rechecked, s.sweep.thresholds, s.sweep.bn_images, evaluated, s.recheck.steps * s.recheck.restarts)
-    add("recheck", arch, f, b, 2 * len(s.recheck.inits))
+    f, b = _sweep(main, s.sweep.thresholds, s.sweep.bn_images, evaluated, s.recheck.steps * s.recheck.restarts)
+    add("pgd", arch, f, b, 2 * len(s.recheck.inits))
     f, b = _sweep(layers[arch], 1, s.sweep.bn_images, evaluated)
     add("probe", arch, f, b, 2 * t.inits * len(s.swept_epochs))
+    fr = s.field_report  # every saved epoch's curve (epoch 0 too), then the four attacks on the final checkpoint
+    curve = fr.curve_images * (t.epochs + 1)
+    attacked = fr.pgd_steps + 2 * fr.apgd_steps
+    add("report", arch, curve * (2 + fr.curve_pgd_steps), curve * fr.curve_pgd_steps, 2 * len(fr.inits))
+    add("report", arch, fr.images * (4 + attacked + fr.square_queries), fr.images * attacked,
+        2 * len(fr.inits) * len(fr.eps))
     r = s.retraining
     trained = (3 + r.random_sets) * r.seeds * r.epochs * min(r.subset or n_train, n_train)
     tested = (4 + r.random_sets) * r.seeds * evaluated
     add("retrain", arch, trained + tested * (3 + r.pgd_steps), tested * (1 + r.pgd_steps), len(s.retrain_scores),
         w=trained)
+    p = s.power_retraining  # the chosen and random sets retrained clean and with PGD batches; each variant tested
+    runs = (2 + 2 * p.random_sets) * p.seeds * p.epochs * min(p.train_images or n_train, n_train)
+    tested = 2 * (3 + 2 * p.random_sets) * p.seeds * min(p.test_images or n_test, n_test)
+    add("power", arch, runs * (2 + p.adv_steps) + tested * (2 + p.pgd_steps), runs * p.adv_steps + tested * p.pgd_steps,
+        w=2 * runs)
     return [StepPlan(name, *passes[name]) for name in REDUCE]
 
 

@@ -47,13 +47,22 @@ from ..retraining import (
 from ..runtime import pick_device
 from ..training import regime_tag, training_config
 from .table import row
-from .tables import Page, ci
-from .verdicts import Estimate, Verdict, combined_verdict, retraining_verdict
+from .tables import Page, ci, missing
+from .verdicts import (
+    COMBINED_RULE,
+    RETRAINING_RULE,
+    UNTESTABLE,
+    Estimate,
+    Verdict,
+    combined_verdict,
+    retraining_verdict,
+)
 
 if TYPE_CHECKING:  # the spec nests this module's settings
     from .spec import Place, StudySpec
 
 SECTION = "power retraining"
+STEP = "power"  # the run's step that writes the rows (the page names it when they are missing)
 CHOSEN = ("top", "bottom")
 METRICS = ("clean", "pgd")
 FOLDER = "power-retraining"
@@ -211,6 +220,8 @@ def _count(n: int | None) -> float:
 def power_verdicts(page: Page) -> dict[str, Verdict]:
     """Each comparison's verdict (``"<retraining> <chosen> <metric>"``) from its table rows and the run's margin."""
     rows = page.select(SECTION)
+    if rows.empty:
+        return {}
     margin = float(rows[rows.quantity == "margin"].value.iloc[0])
     found = {}
     for (regime, chosen), group in rows[rows.text.isin(CHOSEN)].groupby(["regime", "text"], sort=False):
@@ -222,18 +233,26 @@ def power_verdicts(page: Page) -> dict[str, Verdict]:
     return found
 
 
+CLAIM_RULE = (f"the top k layers by the random-null score against their stratified random k-sets, accuracy under "
+              f"PGD, after standard and after adversarial retraining; each: "
+              f"{RETRAINING_RULE.replace('{margin:g}', 'fixed before the run')}; the two together: {COMBINED_RULE}")
+
+
 def power_claim(page: Page) -> Verdict:
     """(c)'s verdict: the top-k set against its random sets under PGD, both retrainings combined
-    (:func:`robustness.findings.verdicts.combined_verdict`); untestable without a testable k."""
+    (:func:`robustness.findings.verdicts.combined_verdict`), with the rule as the page states it (:data:`CLAIM_RULE`);
+    untestable without a testable k or without the step's rows."""
+    if page.select(SECTION).empty:
+        return Verdict(UNTESTABLE, CLAIM_RULE, f"this table has no rows for it: the `{STEP}` step writes them")
     verdicts = {what: v for what, v in power_verdicts(page).items() if what.endswith(" top pgd")}
-    return combined_verdict(verdicts)
+    return replace(combined_verdict(verdicts), rule=CLAIM_RULE)
 
 
 def power_section(page: Page) -> list[str]:
     """(c) with power, as Markdown: the design and its sizes, one line per comparison with its verdict, the rule."""
     rows = page.select(SECTION)
     if rows.empty:
-        return []
+        return ["## (c) Retraining that can tell", "", *missing("the retraining with power", STEP)]
     q = {r.quantity: r for r in rows[~rows.text.isin(CHOSEN)].itertuples()}
     value = {name: q[name].value for name in q}
     k, margin = int(value["k"]), value["margin"]

@@ -51,8 +51,9 @@ class SizeCheck:
 
 @dataclass(frozen=True)
 class Recheck:
-    """The PGD re-check (``steps``, ``restarts``) of the layers FGSM calls robust or antifragile, at the final epoch
-    of ``inits``; ``limit`` re-checks only that many most robust-looking layers (``None``: all)."""
+    """The PGD re-check (``steps``, ``restarts``) at the final epoch of ``inits``: the findings run sweeps every layer
+    (:mod:`robustness.findings.pgd_scores`); the demo re-checks the layers FGSM calls robust or antifragile, ``limit``
+    of them, the most robust-looking (``None``: all)."""
 
     inits: tuple[int, ...] = (1,)
     steps: int = 10
