@@ -22,8 +22,8 @@ from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
 from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings, run_steps, save_spec
 from robustness.findings.check import _clean_correct_only
-from robustness.findings.page import _verdict_retraining
-from robustness.findings.table import COLUMNS, row
+from robustness.findings.retrain_power import power_claim
+from robustness.findings.table import row
 from robustness.findings.tables import Page, ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,28 +81,18 @@ def test_counting_only_clean_correct_images(trained_cnn: torch.nn.Module, batch)
 # ---------------------------------------------------------------- verdicts by their rules
 
 
-def _page(rows: list[dict]) -> Page:
-    return Page(pd.DataFrame(rows, columns=list(COLUMNS)))
+def test_claim_c_on_the_page_is_the_power_retraining_verdict_with_its_rule() -> None:
+    """(c)'s row and rule are power_claim's; without the power step's rows the claim is untestable and says which
+    step writes them."""
+    from test_findings_power import _planted
 
-
-@pytest.mark.parametrize(("fgsm", "pgd", "verdict"), [
-    ((0.02, 0.01, 0.03), (0.03, 0.01, 0.05), "confirmed"),
-    ((0.02, 0.01, 0.03), (-0.03, -0.05, -0.01), "refuted"),
-    ((0.00, -0.01, 0.01), (0.03, 0.01, 0.05), "undecided"),
-])
-def test_the_retraining_verdict_follows_its_intervals(fgsm, pgd, verdict) -> None:
-    rows = [row("retrain by adversarial", f"{m} vs random", *v, text="robust+antifragile", layer="conv1 fc")
-            for m, v in (("fgsm", fgsm), ("pgd", pgd))]
-    assert _verdict_retraining(_page(rows))[0] == verdict
-
-
-def test_label_sets_that_disagree_are_mixed_and_no_layer_is_undecided() -> None:
-    rows = [row("retrain by adversarial", f"{m} vs random", 0.02, 0.01, 0.03, text="robust+antifragile", layer="fc")
-            for m in ("fgsm", "pgd")]
-    rows += [row("retrain by difference", "fgsm", 0.5, text="none", layer="")]
-    verdict, evidence = _verdict_retraining(_page(rows))
-    assert verdict == "mixed: confirmed (adversarial), undecided (difference)"
-    assert "difference labels: no layer" in evidence
+    committed = pd.read_csv(TABLE)
+    assert "the `power` step writes them | **untestable** |" in render(committed)
+    planted = _planted((0.05, 0.02, 0.08), 0.3).frame
+    claim = power_claim(Page(planted))
+    text = render(pd.concat([committed, planted], ignore_index=True))
+    assert claim.outcome == "confirmed" and f"| {claim.reason} | **confirmed** |" in text
+    assert f"- (c) {claim.rule}." in text and "## (c) Retraining that can tell" in text
 
 
 def test_intervals_print_with_their_sign() -> None:

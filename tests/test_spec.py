@@ -76,6 +76,22 @@ def test_the_plan_counts_follow_from_the_sizes() -> None:
     assert finer["sweep"].forward["mnist_cnn"] - calibration > 1.6 * swept
 
 
+def test_the_plan_counts_the_report_and_the_retraining_with_power_by_hand() -> None:
+    """Planted, the smoke sizes counted by hand. Report: per regime, 3 saved epochs (0 to 2) x 20 curve images x
+    (clean, 2 PGD steps, attacked), and 2 eps x 20 images x (clean, PGD 2 + APGD-CE 2 + APGD-DLR 2 steps, 5 Square
+    queries, 3 attacked passes). Power: 6 retrained sets (top, bottom, 2 random each) x 2 seeds x 60 images, once
+    clean and once on PGD-1 batches; 7 variants x 2 seeds x 40 test images (clean, PGD-2, attacked) after each."""
+    plan = {p.name: p for p in make_plan(preset("smoke"))}
+    assert plan["report"].forward == {"mnist_cnn": 2 * (3 * 20 * 4 + 2 * 20 * 15)}
+    assert plan["report"].backward == {"mnist_cnn": 2 * (3 * 20 * 2 + 2 * 20 * 6)}
+    retrained, tested = 6 * 2 * 60, 2 * 7 * 2 * 40
+    assert plan["power"].forward == {"mnist_cnn": retrained * (1 + 2) + tested * 4}
+    assert plan["power"].backward == {"mnist_cnn": retrained * 1 + tested * 2}
+    assert plan["power"].weight_backward == {"mnist_cnn": 2 * retrained}
+    assert list(plan) == ["train", "sweep", "random-null", "ablate", "check", "pgd", "probe", "report", "retrain",
+                          "power"]
+
+
 def test_a_plan_over_the_budget_names_the_largest_step_and_what_to_reduce() -> None:
     steps = [StepPlan("train", {}, {}, {}, 30.0), StepPlan("sweep", {}, {}, {}, 600.0)]
     check_budget(steps, 11)
