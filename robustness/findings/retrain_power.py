@@ -107,7 +107,7 @@ def _ranked(scores: Mapping[str, float], layers: list[str]) -> list[str]:
     """``layers`` by score, highest first (ties in model order)."""
     missing = [x for x in layers if x not in scores or math.isnan(float(scores[x]))]
     if missing:
-        raise InvalidArgument(f"no random-null score for layer(s) {', '.join(missing)}: give every filterable "
+        raise InvalidArgument(f"no random-null score for layer(s) {', '.join(missing)}: give every swept "
                               f"layer's score (the consensus over initialisations)")
     return sorted(layers, key=lambda x: -float(scores[x]))
 
@@ -119,14 +119,15 @@ def power_folder(at: Place) -> Path:
 
 def run_power_retraining(s: StudySpec, at: Place, scores: Mapping[str, float]) -> dict[str, Any]:
     """Retrain and compare as the module docstring says, from ``scores`` (layer -> random-null score of the standard
-    regime's final epoch); write ``result.json`` (and each run's outcomes as it finishes) under
-    :func:`power_folder`; a rerun reads back what exists. Returns the result."""
+    regime's final epoch, for every layer the study sweeps: ``sweep.layers``); write ``result.json`` (and each run's
+    outcomes as it finishes) under :func:`power_folder`; a rerun reads back what exists. Returns the result."""
     p: PowerRetraining = s.power_retraining
     arch, dataset, epoch = s.train.arch, s.train.dataset, s.train.epochs
     ckpt = read_checkpoint(paths.checkpoint_path(arch, dataset, 1, epoch, at.regime_root(paths.STANDARD)), arch,
                            dataset)
     model = checkpoint_model(ckpt, pick_device(at.device))
-    layers = [name for name, _ in filterable_layers(model)]
+    swept = s.sweep.layers  # the layers the study covers (None: every one): each needs its score
+    layers = [name for name, _ in filterable_layers(model) if swept is None or name in swept]
     ranked = _ranked(scores, layers)
     stages = layer_stages(layers, arch_depths(arch, dataset))
     k = p.k or min(largest_testable_k(ranked, stages), largest_testable_k(ranked[::-1], stages))
