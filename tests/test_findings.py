@@ -22,8 +22,8 @@ from robustness.errors import InvalidArgument
 from robustness.filtering import local_analysis
 from robustness.findings import Place, every_kth, load_spec, preset, render, run_findings, run_steps, save_spec
 from robustness.findings.check import _clean_correct_only
-from robustness.findings.page import _verdict_retraining
-from robustness.findings.table import COLUMNS, row
+from robustness.findings.retrain_power import power_claim
+from robustness.findings.table import row
 from robustness.findings.tables import Page, ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,28 +81,18 @@ def test_counting_only_clean_correct_images(trained_cnn: torch.nn.Module, batch)
 # ---------------------------------------------------------------- verdicts by their rules
 
 
-def _page(rows: list[dict]) -> Page:
-    return Page(pd.DataFrame(rows, columns=list(COLUMNS)))
+def test_claim_c_on_the_page_is_the_power_retraining_verdict_with_its_rule() -> None:
+    """(c)'s row and rule are power_claim's; without the power step's rows the claim is untestable and says which
+    step writes them."""
+    from test_findings_power import _planted
 
-
-@pytest.mark.parametrize(("fgsm", "pgd", "verdict"), [
-    ((0.02, 0.01, 0.03), (0.03, 0.01, 0.05), "confirmed"),
-    ((0.02, 0.01, 0.03), (-0.03, -0.05, -0.01), "refuted"),
-    ((0.00, -0.01, 0.01), (0.03, 0.01, 0.05), "undecided"),
-])
-def test_the_retraining_verdict_follows_its_intervals(fgsm, pgd, verdict) -> None:
-    rows = [row("retrain by adversarial", f"{m} vs random", *v, text="robust+antifragile", layer="conv1 fc")
-            for m, v in (("fgsm", fgsm), ("pgd", pgd))]
-    assert _verdict_retraining(_page(rows))[0] == verdict
-
-
-def test_label_sets_that_disagree_are_mixed_and_no_layer_is_undecided() -> None:
-    rows = [row("retrain by adversarial", f"{m} vs random", 0.02, 0.01, 0.03, text="robust+antifragile", layer="fc")
-            for m in ("fgsm", "pgd")]
-    rows += [row("retrain by difference", "fgsm", 0.5, text="none", layer="")]
-    verdict, evidence = _verdict_retraining(_page(rows))
-    assert verdict == "mixed: confirmed (adversarial), undecided (difference)"
-    assert "difference labels: no layer" in evidence
+    committed = pd.read_csv(TABLE)
+    assert "the `power` step writes them | **untestable** |" in render(committed)
+    planted = _planted((0.05, 0.02, 0.08), 0.3).frame
+    claim = power_claim(Page(planted))
+    text = render(pd.concat([committed, planted], ignore_index=True))
+    assert claim.outcome == "confirmed" and f"| {claim.reason} | **confirmed** |" in text
+    assert f"- (c) {claim.rule}." in text and "## (c) Retraining that can tell" in text
 
 
 def test_intervals_print_with_their_sign() -> None:
@@ -137,7 +127,7 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     command = ["findings", "--preset", "smoke", "--models-root", str(models), "--out", str(out), "--device", "cpu"]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert printed.index("plan of the smoke preset") < printed.index("[1/8]")
+    assert printed.index("plan of the smoke preset") < printed.index("[1/10]")
     total = re.search(r"total +(\d+) s", printed)
     assert total and int(total.group(1)) > 0
     assert _checkout_state() == before
@@ -148,7 +138,8 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     assert {"setting", "time", "score", "checkpoint", "check", "skip", "over inits", "over epochs", "regime",
             "regime trend", "probe", "probe agreement", "retrain by adversarial", "retrain by difference", "null score",
             "density score", "null init score", "null pairs", "null regime", "common eps", "ablation",
-            "ablation consensus", "ablation rho"} <= set(frame.section)
+            "ablation consensus", "ablation rho", "pgd scores", "pgd agreement", "field report", "training curve",
+            "power retraining"} <= set(frame.section)
     settings = frame[frame.section == "setting"]
     settings = dict(zip(settings.quantity, settings.text, strict=True))
     assert settings["scoring.baseline"] == "density" and settings["train.subset"] == "1000"  # every nested setting
@@ -160,11 +151,12 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
     eps = frame[(frame.section == "checkpoint") & (frame.quantity == "adversarial accuracy")]
     assert ((eps.value - s.sweep.calibrate_eps).abs() < 0.2).all()  # calibrated (on other images) towards the target
     figures = sorted(at.figures.glob("*.png"))
-    assert len(figures) == 7 and at.figures / "raw_curves.png" in figures
+    assert len(figures) == 8 and {at.figures / "raw_curves.png", at.figures / "training_curves.png"} <= set(figures)
     assert load_spec(models) == s == load_spec(out / "spec.json")
     record = json.loads((models / "run.json").read_text())
     # each timed as it computed
-    assert {"train", "sweep", "random-null", "ablate", "check", "probe", "retrain"} <= set(record["steps"])
+    assert set(record["steps"]) == {"train", "sweep", "random-null", "ablate", "check", "pgd", "probe", "report",
+                                    "retrain", "power"}
 
     page_before, table_before = at.page.read_text(), at.table.read_text()
     figures_before = {p: p.stat().st_mtime_ns for p in figures}
@@ -183,8 +175,8 @@ def test_the_smoke_preset_plans_first_stays_in_its_folders_resumes_and_refuses_a
 
 @pytest.mark.slow
 def test_under_torchrun_the_steps_are_dealt_and_the_table_equals_one_process(tmp_path: Path) -> None:
-    """Two gloo processes share out the sweeps, checks, re-checks and probes (retraining on rank 0) of a small
-    study on the same checkpoints; the table they write equals one process's, less the seconds."""
+    """Two gloo processes share out the sweeps, checks, PGD sweeps and probes (report and retraining on rank 0) of a
+    small study on the same checkpoints; the table they write equals one process's, less the seconds."""
     from test_distributed import torchrun
 
     s = preset("smoke")

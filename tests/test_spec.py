@@ -77,13 +77,30 @@ def test_the_plan_counts_follow_from_the_sizes() -> None:
                              ("attack", a): calibration, ("forward", a): calibration}
     # the PGD re-check (2 steps): every layer at most, both regimes' Init_1, one more attack pass per point
     points = 2 * (layers * thresholds + 1) * n
-    assert plan["recheck"][("point", a)] == points and plan["recheck"][("attack", a)] == points
+    assert plan["pgd"][("point", a)] == points and plan["pgd"][("attack", a)] == points
     finer = {p.name: p.work for p in make_plan(replace(s, sweep=replace(s.sweep, thresholds=5),
                                                        check=replace(s.check, thresholds=9)))}
     # two more thresholds re-estimate BatchNorm on the suffix only: half a network's pass per image and layer
     assert finer["sweep"][("bn", a)] - plan["sweep"][("bn", a)] == checkpoints * layers * 2 * bn // 2
     assert make_plan(s)[0].passes == (2 * inits * epochs * (n_train + n_test) + inits * epochs * n_train * k,
                                       2 * inits * epochs * n_train + inits * epochs * n_train * k)
+
+
+def test_the_plan_counts_the_report_and_the_retraining_with_power_by_hand() -> None:
+    """Planted, the smoke sizes counted by hand. Report: per regime, 3 saved epochs (0 to 2) x 20 curve images x
+    (clean and attacked passes, 2 PGD steps), and 2 eps x 20 images x (PGD 2 + APGD-CE 2 + APGD-DLR 2 steps; clean,
+    3 attacked passes and 5 Square queries forward). Power: 6 retrained sets (top, bottom, 2 random each) x 2 seeds x
+    60 images, once clean and once on PGD-1 batches; 7 variants x 2 seeds x 40 test images (clean and attacked passes,
+    PGD-2) after each of the two retrainings."""
+    plan = {p.name: p.work for p in make_plan(preset("smoke"))}
+    a = "mnist_cnn"
+    assert plan["report"] == {("forward", a): 2 * (3 * 20 * 2 + 2 * 20 * 9),
+                              ("attack", a): 2 * (3 * 20 * 2 + 2 * 20 * 6)}
+    retrained, tested = 6 * 2 * 60, 2 * 7 * 2 * 40
+    assert plan["power"] == {("train", a): 2 * retrained, ("attack", a): retrained * 1 + tested * 2,
+                             ("forward", a): tested * 2}
+    assert list(plan) == ["train", "sweep", "random-null", "ablate", "check", "pgd", "probe", "report", "retrain",
+                          "power"]
 
 
 def test_a_plan_over_the_budget_names_the_largest_step_and_what_to_reduce() -> None:

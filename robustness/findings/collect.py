@@ -31,12 +31,14 @@ from ..scoring import (
 from ..study import attack_tag
 from ..vocab import SCORES
 from .collect_null import ablation_rows, null_rows
+from .field_report import field_rows
+from .pgd_scores import pgd_rows
+from .retrain_power import power_rows
 from .spec import Place, StudySpec
 from .specfile import spec_dict
 from .steps import (
     depth_config,
     run_all_probes,
-    run_rechecks,
     run_retraining,
     study_config,
 )
@@ -157,19 +159,6 @@ def regime_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     return rows
 
 
-def recheck_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
-    """The PGD re-check: per re-checked layer, the gain of FGSM over PGD (± 2 SE, flagged when it exceeds them) with
-    FGSM's and PGD's adversarial labels, and a row with their difference-score labels."""
-    rows = []
-    for r in run_rechecks(s, at):
-        where = dict(arch=s.train.arch, regime=r["regime"], init=r["init"], epoch=r["epoch"], layer=r["layer"])
-        rows += [row("recheck", "gain", r["gain"], r["gain"] - 2 * r["se"], r["gain"] + 2 * r["se"],
-                     label=r["fgsm adversarial"], other_label=r["pgd adversarial"], flagged=r["flagged"], **where),
-                 row("recheck", "difference labels", label=r["fgsm difference"], other_label=r["pgd difference"],
-                     **where)]
-    return rows
-
-
 def probe_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """The re-initialisation probe of every swept checkpoint: each layer's adversarial-accuracy drop with its
     verdict, beside the high-pass adversarial label; the agreement and rho per checkpoint."""
@@ -236,8 +225,7 @@ def collect(s: StudySpec, at: Place, record: Mapping[str, Any]) -> pd.DataFrame:
     """The whole table: every number the page cites, from the run's files (each step reads back what it wrote)."""
     from .check import check_rows, skip_rows  # noqa: PLC0415 (check reads the same files; kept apart for size)
 
-    # issue 32 (c) and the models report (helper H32c) add their row builders here, after ablation_rows
-    steps = (settings_rows, score_rows, null_rows, ablation_rows, check_rows, skip_rows, invariance_rows,
-             recheck_rows, regime_rows, probe_rows, depth_rows, retraining_rows)
+    steps = (settings_rows, score_rows, null_rows, ablation_rows, field_rows, check_rows, skip_rows, invariance_rows,
+             pgd_rows, regime_rows, probe_rows, depth_rows, retraining_rows, power_rows)
     rows = [r for step in steps for r in (step(s, at, record) if step is settings_rows else step(s, at))]
     return pd.DataFrame(rows, columns=list(COLUMNS))

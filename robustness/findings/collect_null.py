@@ -49,6 +49,13 @@ def null_sweeps(s: StudySpec, at: Place, regime: str, init: int, eps: float | No
     return load_results(result_path(config, init, s.train.epochs, "highpass", "local"))[1]
 
 
+def null_scores(s: StudySpec, at: Place) -> dict[str, float]:
+    """The standard regime's consensus random-null adversarial score of every layer at the final epoch, over the
+    initialisations (what the retraining with power ranks the layers by)."""
+    per_init = [null_sweeps(s, at, s.regimes[0], init) for init in range(1, s.train.inits + 1)]
+    return {layer: float(c["adversarial"]) for layer, c in layer_consensus(per_init, null_scoring(s)).items()}
+
+
 def _consensus(section: str, found: Mapping[str, Mapping[str, Any]], depths: Mapping[str, float],
                **where: Any) -> list[dict[str, Any]]:
     return [row(section, score, c[score], *c["ci"][score], label=c["labels"][score], layer=layer,

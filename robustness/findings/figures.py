@@ -29,8 +29,10 @@ from ..scoring import (
 )
 from ..study import attack_tag
 from .collect_null import null_sweeps
+from .field_report import CURVES_FIGURE, curves_figure
 from .spec import Place, StudySpec
 from .steps import depth_config, run_retraining, study_config
+from .tables import Page
 
 
 def draw_figures(s: StudySpec, at: Place, frame: pd.DataFrame) -> list[Path]:
@@ -54,6 +56,7 @@ def draw_figures(s: StudySpec, at: Place, frame: pd.DataFrame) -> list[Path]:
         drawn.append(draw_and_save(lambda x=score, t=title: plot_retraining(run_retraining(s, at)[x], t),
                                    f"retraining_{score}", **keep))
     drawn.append(draw_and_save(lambda: plot_probe(frame, s), "probe", **keep))
+    drawn.append(draw_and_save(lambda: curves_figure(Page(frame)), CURVES_FIGURE, **keep))
     if s.depth.arch != s.train.arch:
         drawn.append(draw_and_save(lambda: _depth(s, at), "depth", **keep))
     sweeps = {regime: null_sweeps(s, at, regime, 1) for regime in s.regimes}

@@ -3,7 +3,8 @@
 :func:`render` turns the table :mod:`robustness.findings.collect` makes (read back from its CSV) into
 Markdown; nothing else goes in, so the page can be regenerated from the committed CSV and compared
 (``tests/test_findings.py``). The rules that turn intervals into verdicts are stated on the page itself
-(:data:`RULES`) and applied by the ``_verdict_*`` functions.
+(:data:`RULES`; (c)'s comes with its verdict from :func:`robustness.findings.retrain_power.power_claim`) and
+applied by the ``verdict_*`` functions of :mod:`robustness.findings.sections_null`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import math
 import pandas as pd
 
 from ..vocab import DEFAULT_TAU
+from .field_report import field_section
+from .pgd_scores import pgd_section
+from .retrain_power import power_claim, power_section
 from .sections import (
     checks_section,
     depth_section,
     invariance_section,
     labels_section,
     probe_section,
-    recheck_section,
     regime_section,
     retraining_section,
-    retraining_sections,
 )
 from .sections_null import (
     MEANINGS,
@@ -35,15 +37,12 @@ from .sections_null import (
     verdict_labels,
     verdict_regimes,
 )
-from .tables import Page, ci
+from .tables import Page
 from .verdicts import ALPHA, COMBINED_RULE, INVARIANCE_RULE, LABELS_RULE, PROBE_RULE, REGIME_RULE, WEAK
 
 RULES = {
     "a": f"per regime, {LABELS_RULE}; the regimes together: {COMBINED_RULE}",
     "b": INVARIANCE_RULE.format(weak=WEAK),
-    "c": "per label set (adversarial score, difference score): confirmed when the difference from the matched random "
-         "sets has its interval above 0 under both FGSM and PGD; refuted when it lies below 0 under either; "
-         "undecided when it includes 0 (or no layer was chosen); mixed when the label sets disagree",
     "d": "at the same target accuracy and at the common eps each: "
          f"{REGIME_RULE.format(alpha=ALPHA, margin=DEFAULT_TAU)}; the two together: {COMBINED_RULE}",
     "e": PROBE_RULE.format(alpha=ALPHA, weak=WEAK),
@@ -58,7 +57,9 @@ def render(frame: pd.DataFrame) -> str:
                                                            ("b", verdict_invariance(page)),
                                                            ("d", verdict_regimes(page)),
                                                            ("e", verdict_ablation(page)))}
-    verdicts["c"] = _verdict_retraining(page)  # issue 32 (c): helper H32c's retraining verdict replaces this
+    v = power_claim(page)
+    verdicts["c"] = (v.outcome, v.reason)
+    rules = dict(sorted({**RULES, "c": v.rule}.items()))  # (c)'s rule comes with its verdict
     out = [
         "# What the toolkit finds: the study at full size",
         "",
@@ -88,12 +89,11 @@ def render(frame: pd.DataFrame) -> str:
         verdict, evidence = verdicts[key]
         out.append(f"| ({key}) | {claim} | {evidence} | **{verdict}** |")
     out += ["", "How a verdict is reached, from the intervals:", ""]
-    out += [f"- ({key}) {rule}." for key, rule in RULES.items()]
-    # the section order; issue 32's models report (helper H32c) goes after the run, before the labels
+    out += [f"- ({key}) {rule}." for key, rule in rules.items()]
     out += ["", *_run_section(page), *null_section(page), *null_invariance_section(page),
-            *null_regime_section(page), *ablation_section(page), *retraining_section(page), *checks_section(page),
-            *recheck_section(page), *labels_section(page), *invariance_section(page), *regime_section(page),
-            *probe_section(page), *depth_section(page)]
+            *null_regime_section(page), *ablation_section(page), *retraining_section(page), *power_section(page),
+            *checks_section(page), *field_section(page), *pgd_section(page), *labels_section(page),
+            *invariance_section(page), *regime_section(page), *probe_section(page), *depth_section(page)]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -135,29 +135,3 @@ def _run_section(page: Page) -> list[str]:
                                               zip(settings.quantity, settings.text, strict=True)], "ll"),
         "",
     ]
-
-
-def _verdict_retraining(page: Page) -> tuple[str, str]:
-    verdicts, evidence = [], []
-    for section in retraining_sections(page):
-        score = section.removeprefix("retrain by ")
-        rows = page.select(section, text=("robust+antifragile",))
-        found = {m: rows[rows.quantity == f"{m} vs random"] for m in ("fgsm", "pgd")}
-        if rows.empty or not rows.layer.iloc[0] or any(v.empty for v in found.values()):
-            verdicts.append("undecided")
-            evidence.append(f"{score} labels: no layer robust or antifragile by every initialisation")
-            continue
-        r = {m: v.iloc[0] for m, v in found.items()}
-        overlap = page.random_overlap(section)
-        evidence.append(f"{score} labels ({len(rows.layer.iloc[0].split())} layers, "
-                        f"{'none' if math.isnan(overlap) else f'{overlap:.0%}'} of them in a random set on average): "
-                        + ", ".join(f"{m.upper()} {ci(x.value, x.lo, x.hi)}" for m, x in r.items()))
-        verdicts.append("confirmed" if all(x.lo > 0 for x in r.values())
-                        else "refuted" if any(x.hi < 0 for x in r.values()) else "undecided")
-    evidence_text = "against matched random sets, " + "; ".join(evidence)
-    if not verdicts:
-        return "undecided", "no retraining comparison"
-    if len(set(verdicts)) == 1:
-        return verdicts[0], evidence_text
-    return "mixed: " + ", ".join(f"{v} ({s.removeprefix('retrain by ')})" for v, s in
-                                 zip(verdicts, retraining_sections(page), strict=True)), evidence_text

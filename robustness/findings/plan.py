@@ -7,7 +7,7 @@ does) and a BatchNorm re-estimation image (forward only). Each step declares its
 :data:`WORK` (a new step adds its function there and its settings to :data:`REDUCE`), from the spec's sizes
 alone. A short timing pass (:func:`time_units`) runs a few real units of each kind on the run's device at the
 run's batch sizes and memory format, after a warm-up, and the plan scales them by the counts. The counts are
-upper bounds where the work depends on results: the PGD re-check counts every layer it may re-check.
+upper bounds where the work depends on results: the PGD step counts every layer as if none were written.
 :func:`check_budget` refuses a plan over ``--budget``, naming what to reduce.
 """
 
@@ -40,8 +40,11 @@ REDUCE = {"train": "train.epochs, train.inits or train.subset", "sweep": "sweep.
           "sweep.bn_images or sweep.layers",
           "random-null": "null.masks, train.inits or sweep.subset (null.sequential stops decided layers early)",
           "ablate": "sweep.subset or sweep.bn_images", "check": "check.layers, check.thresholds or check.bn_images",
-          "recheck": "recheck.steps or recheck.limit", "probe": "sweep.subset or sweep.bn_images",
+          "recheck": "recheck.steps or recheck.limit", "pgd": "recheck.steps, recheck.restarts or recheck.inits",
+          "probe": "sweep.subset or sweep.bn_images",
+          "report": "field_report.images, field_report.eps, field_report.square_queries or field_report.curve_images",
           "retrain": "retraining.seeds, retraining.random_sets or retraining.subset",
+          "power": "power_retraining.seeds, power_retraining.random_sets or power_retraining.train_images",
           "defense": "defense.apgd_steps, defense.square_queries or defense_subset"}
 # unit -> (forward passes, backward passes) per image
 UNITS = {"train": (1, 1), "attack": (1, 1), "forward": (1, 0), "point": (3, 1), "bn": (1, 0)}
@@ -135,11 +138,37 @@ def _check_work(s: StudySpec, z: _Sizes, work: Work) -> None:
     _calibration(work, s, s.train.arch, 2)
 
 
-def _recheck_work(s: StudySpec, z: _Sizes, work: Work) -> None:
-    """The PGD re-check, counted as if every swept layer (or ``recheck.limit`` of them) were re-checked."""
-    layers = min(s.recheck.limit or z.swept, z.swept)
-    _sweep(work, s.train.arch, z.evaluated, layers, s.sweep.thresholds, s.sweep.bn_images,
+def _pgd_work(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """Every swept layer of the re-check's final checkpoints (both regimes) swept again under PGD (an upper bound:
+    sweeps already written are read back)."""
+    _sweep(work, s.train.arch, z.evaluated, z.swept, s.sweep.thresholds, s.sweep.bn_images,
            s.recheck.steps * s.recheck.restarts, times=2 * len(s.recheck.inits))
+
+
+def _report_work(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The training curves (every saved epoch, epoch 0 too, clean and under PGD) and the four attacks on the final
+    checkpoints at each eps: PGD and both APGD losses back to the input, Square's queries forward (an upper bound:
+    an image already broken costs no more)."""
+    r, arch = s.field_report, s.train.arch
+    checkpoints = 2 * len(r.inits)
+    curve = checkpoints * r.curve_images * (s.train.epochs + 1)
+    work["forward", arch] += 2 * curve
+    work["attack", arch] += curve * r.curve_pgd_steps
+    attacked = checkpoints * len(r.eps) * r.images
+    work["attack", arch] += attacked * (r.pgd_steps + 2 * r.apgd_steps)
+    work["forward", arch] += attacked * (4 + r.square_queries)
+
+
+def _power_work(s: StudySpec, z: _Sizes, work: Work) -> None:
+    """The top-k and bottom-k sets and their random sets, each retrained clean and on PGD batches over every seed,
+    then tested clean and under PGD (the unretrained model too)."""
+    p, arch = s.power_retraining, s.train.arch
+    runs = (2 + 2 * p.random_sets) * p.seeds * p.epochs * min(p.train_images or z.n_train, z.n_train)
+    work["train", arch] += 2 * runs
+    work["attack", arch] += runs * p.adv_steps
+    tested = 2 * (3 + 2 * p.random_sets) * p.seeds * min(p.test_images or z.n_test, z.n_test)
+    work["forward", arch] += 2 * tested
+    work["attack", arch] += tested * p.pgd_steps
 
 
 def _whole_network(work: Work, s: StudySpec, z: _Sizes, checkpoints: int) -> None:
@@ -184,7 +213,8 @@ def _retrain_work(s: StudySpec, z: _Sizes, work: Work) -> None:
 # Each step's count, in the order the run takes them: a new step adds its function here and its settings to REDUCE.
 WORK: dict[str, Callable[[StudySpec, _Sizes, Work], None]] = {
     "train": _train_work, "sweep": _sweep_work, "random-null": _null_work, "ablate": _ablate_work,
-    "check": _check_work, "recheck": _recheck_work, "probe": _probe_work, "retrain": _retrain_work,
+    "check": _check_work, "pgd": _pgd_work, "probe": _probe_work, "report": _report_work, "retrain": _retrain_work,
+    "power": _power_work,
 }
 
 
@@ -203,10 +233,9 @@ def _demo_sweep(s: StudySpec, z: _Sizes, work: Work) -> None:
 
 
 def _demo_recheck(s: StudySpec, z: _Sizes, work: Work) -> None:
-    """The re-check of one regime: half the findings run's."""
-    half: Work = Counter()
-    _recheck_work(s, z, half)
-    work.update({key: n // 2 for key, n in half.items()})
+    """The demo's PGD re-check, one regime: ``recheck.limit`` of the swept layers (every one when unset)."""
+    _sweep(work, s.train.arch, z.evaluated, min(s.recheck.limit or z.swept, z.swept), s.sweep.thresholds,
+           s.sweep.bn_images, s.recheck.steps * s.recheck.restarts, times=len(s.recheck.inits))
 
 
 def _defense_work(s: StudySpec, z: _Sizes, work: Work) -> None:

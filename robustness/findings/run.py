@@ -26,9 +26,13 @@ from ..errors import InvalidArgument
 from ..files import atomic_path, load_json, save_json
 from ..runtime import pick_device
 from .collect import collect, settings_rows
+from .collect_null import null_scores
+from .field_report import run_field_report
 from .figures import draw_figures
 from .page import render
+from .pgd_scores import pgd_rows
 from .plan import check_budget, plan_text, predict
+from .retrain_power import run_power_retraining
 from .spec import Place, StudySpec
 from .specfile import claim_folder
 from .steps import (
@@ -36,7 +40,6 @@ from .steps import (
     deal_probes,
     run_checks,
     run_null_sweeps,
-    run_rechecks,
     run_retraining,
     run_sweeps,
     train_models,
@@ -52,12 +55,13 @@ STEPS: dict[str, tuple[str, Callable[[StudySpec, Place], Any], str]] = {
     "random-null": ("random-null sweeps (quantile grid) of every final-epoch checkpoint, and Init_1 at the common eps",
              run_null_sweeps, "own"),
     "ablate": ("whole-layer ablation of every layer of every final-epoch checkpoint", deal_ablations, "dealt"),
-    # issue 32 (c) and the models report (helper H32c) add their steps here: "models" (clean accuracy and the
-    # worst case under a strong attack per regime) before "retrain", whose comparison it replaces.
     "check": ("the settings check (full thresholds and BatchNorm images on a subset of layers)", run_checks, "own"),
-    "recheck": ("the PGD re-check of the layers FGSM calls robust or antifragile", run_rechecks, "own"),
+    "pgd": ("every layer of the re-check's final checkpoints under PGD beside FGSM", pgd_rows, "own"),
     "probe": ("the re-initialisation probe of every swept checkpoint", deal_probes, "dealt"),
+    "report": ("the models under PGD, APGD-CE, APGD-DLR and Square; training curves", run_field_report, "main"),
     "retrain": ("selective retraining against matched random layer sets", run_retraining, "main"),
+    "power": ("retraining the top/bottom-k layers by the random-null score against stratified random k-sets",
+              lambda s, at: run_power_retraining(s, at, null_scores(s, at)), "main"),
 }
 GROUP_TIMEOUT = timedelta(hours=24)  # a rank waits this long for the others' share of a step
 

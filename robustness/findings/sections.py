@@ -183,34 +183,6 @@ def invariance_section(page: Page) -> list[str]:
               ["Only the final epoch was swept (`early_epoch` equals `train.epochs`): no comparison over epochs.", ""])]
 
 
-def recheck_section(page: Page) -> list[str]:
-    """The PGD re-check of the layers FGSM calls robust or antifragile."""
-    gains = page.select("recheck", quantity="gain")
-    difference = {(r.regime, r.init, r.layer): r for r in page.select("recheck", quantity="difference labels")
-                  .itertuples()}
-    rows = []
-    for r in gains.itertuples():
-        d = difference[r.regime, r.init, r.layer]
-        rows.append([r.regime, f"{int(r.init)}", f"`{r.layer}`",
-                     f"FGSM {r.label}/{d.label}, PGD {r.other_label}/{d.other_label}", ci(r.value, r.lo, r.hi),
-                     "yes" if r.flagged else "no"])
-    flagged = sum(row[-1] == "yes" for row in rows)
-    changed = {score: sum(r.label != r.other_label for r in found.itertuples())
-               for score, found in (("adversarial", gains), ("difference", page.select("recheck",
-                                                                                      quantity="difference labels")))}
-    table = (page.markdown(["regime", "init", "layer", "labels (adversarial/difference)", "gain ± 2 SE", "flagged"],
-                           rows, "lrllrl") if rows else ["No layer was labelled robust or antifragile: nothing to "
-                                                         "re-check."])
-    return ["## The PGD re-check", "",
-            f"Every layer FGSM labels robust or antifragile (adversarial or difference score) at the final epoch is "
-            f"swept again with PGD ({page.setting('recheck.steps')} steps, {page.setting('recheck.restarts')} "
-            f"start) at the same eps: the gain of FGSM over PGD under filtering, ± 2 SE, flags a layer whose FGSM "
-            f"label may come from a weakened gradient. PGD changes {changed['adversarial']} of {len(rows)} "
-            f"adversarial labels and {changed['difference']} of {len(rows)} difference labels; {flagged} of "
-            f"{len(rows)} re-checked layers flagged.", "",
-            *table, ""]
-
-
 def retraining_section(page: Page) -> list[str]:
     """(c): selective retraining against matched random layer sets, one table per score the layers were chosen by."""
     out = ["## (c) Selective retraining", "",

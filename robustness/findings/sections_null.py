@@ -13,7 +13,7 @@ import numpy as np
 
 from ..scoring import CONFIDENT
 from .collect_null import ABLATE_STEP, NULL_STEP
-from .tables import Page, ci, short
+from .tables import Page, ci, missing, short
 from .verdicts import (
     UNTESTABLE,
     Estimate,
@@ -41,12 +41,6 @@ MEANINGS = [
     "network can do without the layer at all; a drop near 0 explains a density score near its ceiling.",
     "",
 ]
-
-
-def missing(what: str, step: str) -> list[str]:
-    """The one line a section prints when the table has no rows for it."""
-    return [f"The table has no rows for {what}: the `{step}` step writes them (the table comes from a run made "
-            f"before that step, or a partial one).", ""]
 
 
 def has_null(page: Page) -> bool:

@@ -29,6 +29,8 @@ from ..scoring import Scoring
 from ..study import StudyConfig
 from ..training import AdvTraining, TrainConfig, regime_tag
 from ..vocab import SCORES, Score
+from .field_report import FieldReport
+from .retrain_power import PowerRetraining
 
 # Six layers spread over ResNet-18's depth, for the settings check: the stem, one convolution of each
 # stage (a shortcut among them) and the classifier.
@@ -49,8 +51,9 @@ class SizeCheck:
 
 @dataclass(frozen=True)
 class Recheck:
-    """The PGD re-check (``steps``, ``restarts``) of the layers FGSM calls robust or antifragile, at the final epoch
-    of ``inits``; ``limit`` re-checks only that many most robust-looking layers (``None``: all)."""
+    """The PGD re-check (``steps``, ``restarts``) at the final epoch of ``inits``: the findings run sweeps every layer
+    (:mod:`robustness.findings.pgd_scores`); the demo re-checks the layers FGSM calls robust or antifragile, ``limit``
+    of them, the most robust-looking (``None``: all)."""
 
     inits: tuple[int, ...] = (1,)
     steps: int = 10
@@ -106,6 +109,8 @@ class StudySpec:
     defense_subset: int = 50
     defense: DefenseEvaluation | None = None
     null: NullStudy = NullStudy()
+    power_retraining: PowerRetraining = PowerRetraining()
+    field_report: FieldReport = FieldReport()
 
     def __post_init__(self) -> None:
         t = self.train
@@ -236,6 +241,10 @@ def _smoke() -> StudySpec:
         sweep=replace(s.sweep, subset=60, eps_images=60, calibrate_eps=0.3, thresholds=3, bn_images=60),
         scoring=scoring, check=SizeCheck(layers=None, thresholds=5, bn_images=120), recheck=Recheck(steps=2),
         depth=DepthComparison(bins=2), null=replace(s.null, sequential=False),  # 60 images: nothing to stop early
+        power_retraining=PowerRetraining(random_sets=2, seeds=2, train_images=60, test_images=40, adv_steps=1,
+                                         pgd_steps=2),
+        field_report=FieldReport(eps=(0.1, 0.2), images=20, pgd_steps=2, apgd_steps=2, square_queries=5,
+                                 curve_images=20, curve_pgd_steps=2),
         retraining=replace(s.retraining, scoring=scoring, seeds=2, random_sets=1, subset=100, pgd_steps=2),
         defense=replace(_demo().defense, defense=Defense(0.2, 0.05, 2, 0.2, "linf", 2), apgd_steps=5,
                         square_queries=100), defense_epochs=1, defense_subset=16)
@@ -248,6 +257,8 @@ def _demo() -> StudySpec:
         s, preset="demo", train=replace(s.train, epochs=2), early_epoch=1,
         sweep=replace(s.sweep, subset=500, layers=DEMO_LAYERS), recheck=Recheck(steps=10, limit=1),
         retraining=replace(s.retraining, subset=200, pgd_steps=3), retrain_scores=("adversarial",),
+        power_retraining=PowerRetraining(random_sets=2, seeds=2, train_images=100, test_images=100),
+        field_report=FieldReport(eps=(0.1,), images=50, curve_images=100),
         # Each APGD iteration through the defense at test time runs it whole (def_steps x (steps + 2) passes):
         # 25 iterations instead of AutoAttack's 100 keep the test-time column within the demo's budget.
         defense=DefenseEvaluation(Defense(eps, 0.05, 5, eps, "linf", 5), apgd_steps=25, square_queries=1000,

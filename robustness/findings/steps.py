@@ -19,7 +19,7 @@ from ..errors import DataNotFoundError
 from ..probes import ProbeConfig, run_probes
 from ..retraining import RetrainingStudy, run_comparison
 from ..scoring import Scoring, Sequential
-from ..study import StudyConfig, attack_tag, recheck_study, recorded_eps, run_study
+from ..study import StudyConfig, attack_tag, recorded_eps, run_study
 from ..training import TrainConfig, train
 from ..vocab import Score
 from .spec import Place, StudySpec
@@ -132,18 +132,6 @@ def run_checks(s: StudySpec, at: Place) -> None:
     """The settings check of both regimes."""
     for regime in s.regimes:
         run_study(check_config(s, at, regime))
-
-
-def run_rechecks(s: StudySpec, at: Place) -> list[dict[str, Any]]:
-    """The PGD re-check of every layer FGSM calls robust or antifragile at the final epoch of the re-check's
-    initialisations, in both regimes; one row per layer, with its regime."""
-    rows = []
-    for regime in s.regimes:
-        found = recheck_study(study_config(s, at, regime), steps=s.recheck.steps, restarts=s.recheck.restarts,
-                              scoring=s.scoring, limit=s.recheck.limit,
-                              checkpoints=[(i, s.train.epochs) for i in s.recheck.inits])
-        rows += [{"regime": regime, **row} for row in found]
-    return rows
 
 
 def probe_config(s: StudySpec, at: Place, regime: str, init: int, epoch: int) -> ProbeConfig:

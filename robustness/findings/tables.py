@@ -22,6 +22,12 @@ def ci(value: float, lo: float, hi: float, digits: int = 3, sign: str = "+") -> 
     return f"{value:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
 
 
+def missing(what: str, step: str) -> list[str]:
+    """The one line a section prints when the table has no rows for it."""
+    return [f"The table has no rows for {what}: the `{step}` step writes them (the table comes from a run made "
+            f"before that step, or a partial one).", ""]
+
+
 def ordinal(n: int) -> str:
     """``1st``, ``2nd``, ``3rd``, ``4th``, ..."""
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

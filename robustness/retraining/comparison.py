@@ -47,7 +47,7 @@ from ..filtering import canonical_kind, load_results
 from ..models import build_model, checkpoint_model, current_lr, read_checkpoint
 from ..runtime import frozen_eval, model_device, pick_device, progress
 from ..scoring import DEFAULT_SCORING, Scoring, attack_label, consensus_labels, layer_scores
-from ..training import TrainConfig, regime_meta, training_config
+from ..training import AdvTraining, TrainConfig, regime_meta, training_config
 from ..vocab import SCORES, Score
 from .figures import plot_retraining
 from .selective import layer_sizes, plan_variants, selective_retrain
@@ -116,14 +116,15 @@ def retrain_runs(
     training: TrainConfig | None = None,
     folder: Path | None = None,
     tag: str = "",
+    adv: AdvTraining | None = None,
 ) -> dict[str, list[RunOutcomes]]:
     """Retrain a copy of ``model`` for every variant and seed and evaluate it: ``{variant: [outcomes per seed]}``.
 
     Seed ``s`` shuffles ``train_data`` in batches of ``batch_size`` with a generator seeded
     by ``s``, the same order for every variant. A variant without layers is ``model`` itself;
     variants with the same layers share one run. With ``folder``, each (variant, seed) is
-    written as ``<variant>_<tag>_seed<s>.npz`` as it finishes and read back instead of rerun.
-    ``model`` is left unchanged.
+    written as ``<variant>_<tag>_seed<s>.npz`` as it finishes and read back instead of rerun. An active ``adv``
+    retrains adversarially (:func:`selective_retrain`). ``model`` is left unchanged.
     """
     x, y = test_data[0].to(model_device(model)), torch.as_tensor(test_data[1]).to(model_device(model))
     done: dict[tuple[tuple[str, ...], int], RunOutcomes] = {}
@@ -143,7 +144,7 @@ def retrain_runs(
                 order = torch.Generator().manual_seed(seed)
                 loader = make_loader(train_data, batch_size, shuffle=True, generator=order)
                 selective_retrain(trained, loader, layers, epochs=epochs, lr=lr, seed=seed,
-                                  optimizer_state=optimizer_state, training=training)
+                                  optimizer_state=optimizer_state, training=training, adv=adv)
             done[key] = per_image_outcomes(trained, x, y, attacks)
         if path is not None and not path.is_file():
             save_npz(path, **done[key])

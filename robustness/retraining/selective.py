@@ -38,7 +38,7 @@ from ..data import augment
 from ..errors import CheckpointError, InvalidArgument
 from ..models import filterable_layers
 from ..runtime import frozen_eval, model_device, progress, seed_everything
-from ..training import TrainConfig, build_optimizer
+from ..training import AdvTraining, TrainConfig, adversarial_batch, build_optimizer
 from ..vocab import SCORES
 
 
@@ -116,6 +116,7 @@ def selective_retrain(
     seed: int = 0,
     optimizer_state: Mapping[str, Any] | None = None,
     training: TrainConfig | None = None,
+    adv: AdvTraining | None = None,
 ) -> nn.Module:
     """Train only the parameters of the modules named in ``layers``, as the trainer trains; return ``model``.
 
@@ -127,7 +128,9 @@ def selective_retrain(
     recipe augments, the random crops and flips (drawn from ``seed``). Every other
     parameter stays bitwise unchanged. The model's modes and ``requires_grad`` flags
     are restored afterwards, also on an exception. ``seed`` seeds every generator
-    before the first batch (the loader's shuffling too, unless it has its own generator).
+    before the first batch (the loader's shuffling too, unless it has its own generator). With an active
+    ``adv`` each batch is replaced by its adversarial examples at ``adv.eps`` (made as the trainer makes them,
+    :func:`robustness.training.adversarial_batch`): adversarial retraining.
     """
     if not layers:
         raise InvalidArgument("no layers to retrain: name at least one module (e.g. 'fc')")
@@ -147,8 +150,11 @@ def selective_retrain(
         for epoch in progress(range(1, epochs + 1), "retrain", total=epochs):
             for batch, labels in progress(train_loader, f"retrain epoch {epoch}"):
                 optimizer.zero_grad(set_to_none=True)
-                images = augment(batch, crops) if crops is not None else batch
-                F.cross_entropy(model(images.to(device)), torch.as_tensor(labels).to(device)).backward()
+                images = (augment(batch, crops) if crops is not None else batch).to(device)
+                targets = torch.as_tensor(labels).to(device)
+                if adv is not None and adv.active:
+                    images = adversarial_batch(model, images, targets, adv, adv.eps)
+                F.cross_entropy(model(images), targets).backward()
                 optimizer.step()
     return model
 
