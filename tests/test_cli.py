@@ -61,7 +61,9 @@ def test_missing_dataset_is_one_line_of_error(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert run.returncode == 2
-    assert run.stderr.startswith("error: cifar10 not found") and "--download" in run.stderr
+    loading, error = run.stderr.splitlines()  # what is loading, then the one line of error
+    assert loading.startswith("train: loading")
+    assert error.startswith("error: cifar10 not found") and "--download" in error
     assert "Traceback" not in run.stderr
 
 

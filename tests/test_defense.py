@@ -205,7 +205,7 @@ def test_cli_trains_the_default_model_and_runs_l2(tmp_path, capsys) -> None:
     assert (worst["threat"], worst["label"], worst["examples"]) == ("preemptive", "oracle", 10)
     assert worst["lo"] <= worst["accuracy"] <= worst["hi"] and f"{worst['accuracy']:.3f} [{worst['lo']:.3f}" in out
     assert set(table["row"]) >= {"clean", "attacked", "undefended_worst_case", "gain"}
-    assert "PGD-l2 eps 1.5" in out and "preemptive/oracle [ORACLE]" in out and "ensemble pgd,apgd-dlr" in out
+    assert "PGD-l2 eps 1.5" in out and "preemptive/oracle [ORACLE]" in out and "ensemble pgd apgd-dlr" in out
     for row in ("undefended_worst_case", "worst_case", "apgd_dlr", "gain", "distance from x", "budget + eps"):
         assert row in out
     assert "apgd_ce" not in out

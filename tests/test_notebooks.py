@@ -148,6 +148,6 @@ def test_notebook_runs_in_smoke_mode(name: str, tmp_path: Path, monkeypatch: pyt
     assert "device cpu: auto:" in "".join(o.get("text", "") for o in nb.cells[1].outputs)
     if name == "synaptic_filtering.ipynb":  # the study from a preset: its plan first, then its page inline
         printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-        assert printed.index("plan of the smoke preset") < printed.index("[1/6]")
+        assert printed.index("plan of the smoke preset") < printed.index("[1/10]")
         pages = [o.get("data", {}).get("text/markdown", "") for o in nb.cells[-1].outputs]
         assert any("# What the toolkit finds" in page for page in pages)

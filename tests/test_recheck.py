@@ -89,7 +89,7 @@ def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_
     models = tmp_path / "models"
     train(TrainConfig(arch="mnist_cnn", epochs=1, subset=300, models_root=str(models), device="cpu"))
     config = StudyConfig(attack=FGSM(0.1), arch="mnist_cnn", inits=(1,), epochs=(1,), kinds=("highpass",),
-                         scopes=("local",), thresholds=3, layers=("conv2", "fc2"), subset=60, calibrate_eps=0.5,
+                         scopes=("local",), thresholds=3, layers=("conv2", "fc2"), subset=60, calibrate_eps=0.3,
                          eps_images=60, bn_images=60, models_root=str(models), device="cpu")
     (fgsm_file,) = run_study(config)
     scored = layer_scores(load_results(fgsm_file)[1],
@@ -102,12 +102,12 @@ def test_recheck_study_sweeps_the_candidates_with_pgd_resumably_and_the_command_
     for row in rows:
         assert row["fgsm adversarial"] == "robust" and row["pgd adversarial"] in ("robust", "undefined")
         assert row["flagged"] == (row["gain"] > 2 * row["se"] + 1e-12) and row["se"] > 0
-    (pgd_file,) = [p for p in fgsm_file.parent.glob("*.json") if "_recheck_of_fgsm_acc0.5" in p.name]
+    (pgd_file,) = [p for p in fgsm_file.parent.glob("*.json") if "_recheck_of_fgsm_acc0.3" in p.name]
     fgsm, pgd = load_results(fgsm_file), load_results(pgd_file)
     assert pgd[0]["eps"] == fgsm[0]["eps"] and pgd[0]["thresholds"] == 3
     assert pgd[1]["fc2"].ref_adv_acc <= fgsm[1]["fc2"].ref_adv_acc  # PGD is the stronger attack
     saved = paths.scores_table_path("mnist_cnn", "mnist5k", "highpass", "local", "pgd_recheck", models,
-                                    tag="fgsm_acc0.5_density")
+                                    tag="fgsm_acc0.3_density")
     assert saved.read_text().splitlines()[0].startswith("init,epoch,filter,layer,fgsm adversarial")
     stamp = pgd_file.stat().st_mtime_ns
     assert recheck_study(config, **pgd_options) == rows and pgd_file.stat().st_mtime_ns == stamp  # resumed
