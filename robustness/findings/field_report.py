@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .. import paths
-from ..attacks import MEMBERS, Ensemble, ensemble_outcomes, ensemble_report, make_attack
+from ..attacks import MEMBERS, Ensemble, check_count, ensemble_outcomes, ensemble_report, make_attack
 from ..data import load_dataset, loader_to_tensors, make_loader
 from ..errors import InvalidArgument
 from ..files import save_npz
@@ -69,8 +69,7 @@ class FieldReport:
         if not self.eps or any(not 0 < e < 1 for e in self.eps):
             raise InvalidArgument(f"field_report.eps are pixel eps in (0, 1), got {self.eps}")
         for name in ("images", "pgd_steps", "apgd_steps", "square_queries", "curve_images", "curve_pgd_steps"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(f"field_report.{name} must be at least 1, got {getattr(self, name)}")
+            check_count(f"field_report.{name}", getattr(self, name), 1)
 
 
 def report_folder(s: StudySpec, at: Place) -> Path:

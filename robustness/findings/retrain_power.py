@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import paths
-from ..attacks import make_attack
+from ..attacks import check_count, make_attack
 from ..data import load_dataset, loader_to_tensors, make_loader
 from ..errors import InvalidArgument
 from ..files import load_json, save_json
@@ -93,8 +93,7 @@ class PowerRetraining:
     def __post_init__(self) -> None:
         # the interval resamples seeds and sets as clusters: it needs two of each
         for name, least in (("random_sets", 2), ("seeds", 2), ("epochs", 1), ("adv_steps", 1), ("pgd_steps", 1)):
-            if getattr(self, name) < least:
-                raise InvalidArgument(f"power_retraining.{name} must be at least {least}, got {getattr(self, name)}")
+            check_count(f"power_retraining.{name}", getattr(self, name), least)
         if not 0 <= self.margin < 1:
             raise InvalidArgument(f"power_retraining.margin is an accuracy in [0, 1), got {self.margin}")
         for name in ("k", "train_images", "test_images"):
