@@ -21,8 +21,7 @@ import numpy as np
 from ..filtering import SweepResult, load_results
 from ..models import arch_depths
 from ..probes import ProbeResult, load_probes
-from ..scoring import Scoring, filtering_scores, label_agreement, layer_consensus, score_correlation
-from ..scoring.consensus import image_draws
+from ..scoring import Scoring, filtering_scores, image_draws, label_agreement, layer_consensus, score_correlation
 from ..stats import (
     bootstrap_counts,
     bootstrap_p_value,

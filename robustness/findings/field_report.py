@@ -29,7 +29,7 @@ from ..data import load_dataset, loader_to_tensors, make_loader
 from ..errors import InvalidArgument
 from ..files import save_npz
 from ..models import load_checkpoint
-from ..retraining.comparison import per_image_outcomes
+from ..retraining import per_image_outcomes
 from ..runtime import pick_device
 from ..stats import wilson_interval
 from .table import row

@@ -10,6 +10,7 @@ from .comparison import (
     attack_from_meta,
     compare_retraining,
     evaluation_attacks,
+    per_image_outcomes,
     retrain_runs,
     retraining_rows,
     run_comparison,
@@ -45,5 +46,5 @@ __all__ = [
     "chosen_parameters", "optimizer_slice", "retrain_optimizer", "selective_retrain", "labelled_layers",
     "layer_sizes", "matched_random_sets", "plan_variants", "summarise", "format_comparison",
     "MAX_OVERLAP", "layer_stages", "stratified_random_sets", "expected_overlap", "largest_testable_k", "overlap_power",
-    "retraining_difference", "power_variants", "runs_difference",
+    "retraining_difference", "power_variants", "runs_difference", "per_image_outcomes",
 ]
