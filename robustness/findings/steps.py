@@ -58,7 +58,9 @@ def run_sweeps(s: StudySpec, at: Place) -> None:
     low-pass at the final epoch of ``lowpass_inits``, and the depth architecture's high-pass."""
     for regime in s.regimes:
         run_study(study_config(s, at, regime))
-        run_study(study_config(s, at, regime, kinds=("lowpass",), inits=s.lowpass_inits, epochs=(s.train.epochs,)))
+        if s.lowpass_inits:
+            run_study(study_config(s, at, regime, kinds=("lowpass",), inits=s.lowpass_inits,
+                                   epochs=(s.train.epochs,)))
     if s.depth.arch != s.train.arch:
         run_study(depth_config(s, at))
 
