@@ -169,17 +169,21 @@ def cluster_interval(
         return percentile_interval(draws, ci)
     if method != "t":
         raise InvalidArgument(f"the interval method is 't' or 'percentile', got {method!r}")
+    half = student.ppf(0.5 + ci / 2, clusters - 1) * np.sqrt(cluster_variance(draws, clusters, within))
+    return point - half, point + half
+
+
+def cluster_variance(draws: np.ndarray, clusters: int, within: np.ndarray | None = None) -> np.ndarray:
+    """``SE²`` of a mean over ``clusters`` clusters from its two-stage bootstrap ``draws``, as
+    :func:`cluster_interval` defines it (with ``within``, the inner variance counted once and kept as a floor)."""
     if clusters < 2:
         raise InvalidArgument(f"an interval over clusters needs at least 2 of them (e.g. initialisations), got "
                               f"{clusters}: add initialisations, or report the image-level interval only")
     variance = standard_error(draws) ** 2
     if within is None:
-        se2 = variance * clusters / (clusters - 1)
-    else:
-        within = np.asarray(within, dtype=float) / clusters
-        se2 = np.maximum((variance - within) * clusters / (clusters - 1), within)
-    half = student.ppf(0.5 + ci / 2, clusters - 1) * np.sqrt(se2)
-    return point - half, point + half
+        return variance * clusters / (clusters - 1)
+    within = np.asarray(within, dtype=float) / clusters
+    return np.maximum((variance - within) * clusters / (clusters - 1), within)
 
 
 def resampled_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:

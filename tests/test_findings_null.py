@@ -16,6 +16,7 @@ from robustness.findings import Place, collect_null, make_plan, preset, steps
 from robustness.findings.figures import raw_curve_layers
 from robustness.findings.sections_null import (
     ablation_section,
+    images_section,
     null_invariance_section,
     null_regime_section,
     null_section,
@@ -136,6 +137,20 @@ def test_the_sections_render_the_planted_rows(planted) -> None:
     assert verdict_invariance(page).outcome == "undecided"
     # its scores are all 0, so ρ(score, drop) is undefined there: 3 checkpoints are too few for the sign test
     assert verdict_ablation(page).outcome == "untestable" and "cannot reach" in verdict_ablation(page).reason
+
+
+def test_the_images_section_narrows_each_interval_by_its_image_share() -> None:
+    # 100 of 400 images: an interval all image noise (share 1) would halve, sqrt(1 - 3/4); one all seed (share 0)
+    # would not move. [0.04, 0.10] about 0.07 halves to [0.055, 0.085]: uncertain becomes antifragile (tau 0.05).
+    where = {"arch": "mnist_cnn", "regime": "standard", "epoch": 2}
+    rows = [row("setting", "scoring.tau", text="0.05"), row("checkpoint", "images", 100, init=1, **where),
+            row(collect_null.IMAGE_SHARE, collect_null.AVAILABLE, 400, arch="mnist_cnn", epoch=2)]
+    for layer, share in (("conv1", 1.0), ("fc", 0.0)):
+        rows += [row("null score", "adversarial", 0.07, 0.04, 0.10, label="uncertain", layer=layer, **where),
+                 row(collect_null.IMAGE_SHARE, "adversarial", share, layer=layer, **where)]
+    text = "\n".join(images_section(Page(pd.DataFrame(rows, columns=list(COLUMNS)))))
+    assert "100 of the 400 test images" in text and "median 50%" in text and "at most 50%" in text
+    assert "changes 1 of 2 labels (standard `conv1` adversarial)" in text
 
 
 def test_a_table_without_the_new_rows_says_which_step_writes_them() -> None:

@@ -123,7 +123,19 @@ def test_consensus_scores_equal_a_loop_by_hand() -> None:
     half = student_t.ppf(0.975, 2) * se
     assert found["ci"]["adversarial"] == pytest.approx((found["adversarial"] - half, found["adversarial"] + half))
     assert found["labels"]["adversarial"] in ("fragile", "robust", "antifragile", "uncertain")
+    assert found["image_share"]["adversarial"] == pytest.approx(within / se**2)
     assert layer_consensus([{"conv1": s} for s in sweeps], scoring)["conv1"]["ci"] == found["ci"]
+
+
+def test_the_image_share_tells_the_initialisations_spread_from_the_images_noise() -> None:
+    rng = np.random.default_rng(5)
+    scoring = Scoring(baseline="random", n_boot=300, seed=2)
+    same = consensus_scores([_init_sweep(rng, 0.0) for _ in range(10)], scoring)["image_share"]
+    apart = consensus_scores([_init_sweep(rng, s) for s in (-0.3, 0.0, 0.3)], scoring)["image_share"]
+    # the same true curves: the initialisations differ by the images' noise only, which is then most of the
+    # interval (10 of them, for a between-variance estimate that is not mostly chance); curves far apart: the seed
+    # is most of it
+    assert 0.4 < same["adversarial"] <= 1 and 0 < apart["adversarial"] < 0.1
 
 
 def test_consensus_needs_two_initialisations_of_one_layer() -> None:

@@ -33,12 +33,15 @@ from ..stats import (
 )
 from ..study import result_path
 from ..vocab import SCORES
+from .plan import SPLIT_SIZES
 from .spec import Place, StudySpec
 from .steps import null_checkpoints, null_config, null_scoring, run_ablations
 from .table import row
 
 # the steps that write these rows (the page names them when missing)
 NULL_STEP, ABLATE_STEP = "random-null", "ablate"
+# per consensus random-null score, the share of its interval's variance the evaluation images contribute
+IMAGE_SHARE, AVAILABLE = "null image share", "available images"
 
 
 def null_sweeps(s: StudySpec, at: Place, regime: str, init: int, eps: float | None = None) -> dict[str, SweepResult]:
@@ -111,7 +114,10 @@ def null_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     for regime in s.regimes:
         where = {"arch": s.train.arch, "regime": regime, "epoch": epoch}
         per_init = [sweeps[regime, init] for init in range(1, s.train.inits + 1)]
-        rows += _consensus("null score", layer_consensus(per_init, scoring), depths, **where)
+        consensus = layer_consensus(per_init, scoring)
+        rows += _consensus("null score", consensus, depths, **where)
+        rows += [row(IMAGE_SHARE, score, c["image_share"][score], layer=layer, depth=depths[layer], **where)
+                 for layer, c in consensus.items() for score in SCORES]
         rows += _consensus("density score", layer_consensus(per_init, density), depths, **where)
         scored = []
         for init, found in enumerate(per_init, 1):
@@ -121,6 +127,8 @@ def null_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
                              label=f["labels"][score], init=init, layer=layer, depth=depths[layer], **where)
                          for score in SCORES]
         rows += _pairs(scored, depths, s, **where)
+    rows.append(row(IMAGE_SHARE, AVAILABLE, SPLIT_SIZES[s.train.dataset][1] - s.sweep.eps_images,
+                    arch=s.train.arch, epoch=epoch))
     standard, adversarial = s.regimes
     pair = {"arch": s.train.arch, "regime": f"{standard} - {adversarial}", "epoch": epoch}
     for init in range(1, s.train.inits + 1):

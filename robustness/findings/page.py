@@ -29,6 +29,7 @@ from .sections import (
 from .sections_null import (
     MEANINGS,
     ablation_section,
+    images_section,
     null_invariance_section,
     null_regime_section,
     null_section,
@@ -92,8 +93,9 @@ def render(frame: pd.DataFrame) -> str:
     out += [f"- ({key}) {rule}." for key, rule in rules.items()]
     out += ["", *_run_section(page), *null_section(page), *null_invariance_section(page),
             *null_regime_section(page), *ablation_section(page), *retraining_section(page), *power_section(page),
-            *checks_section(page), *field_section(page), *pgd_section(page), *labels_section(page),
-            *invariance_section(page), *regime_section(page), *probe_section(page), *depth_section(page)]
+            *checks_section(page), *images_section(page), *field_section(page), *pgd_section(page),
+            *labels_section(page), *invariance_section(page), *regime_section(page),
+            *probe_section(page), *depth_section(page)]
     return "\n".join(out).rstrip() + "\n"
 
 

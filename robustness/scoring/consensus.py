@@ -31,6 +31,7 @@ from ..stats import (
     bootstrap_p_value,
     cluster_draws,
     cluster_interval,
+    cluster_variance,
     cohen_kappa,
     partial_spearman,
     percentile_interval,
@@ -66,9 +67,11 @@ def consensus_scores(
 
     Returns ``{score: mean over the initialisations, "ci": {score: (lo, hi)}, "labels": {score: label of that
     interval}, "per_init": {score: [each initialisation's score]}, "p": {score: two-sided bootstrap p-value of 0},
-    "n_inits", "method", "tau", "baseline", "coverage", "n_boot"}``. Initialisation ``i``'s images are resampled
-    with seed ``scoring.seed + i``, the initialisations with ``scoring.seed``. A score undefined in some
-    initialisation (its reference below the floor) is undefined for the consensus.
+    "image_share": {score: the share of the interval's SE² the images contribute (1: the initialisations spread
+    no more than the images' noise explains)}, "n_inits", "method", "tau", "baseline", "coverage", "n_boot"}``.
+    Initialisation ``i``'s images are resampled with seed ``scoring.seed + i``, the initialisations with
+    ``scoring.seed``. A score undefined in some initialisation (its reference below the floor) is undefined for the
+    consensus.
     """
     if len(results) < 2:
         raise InvalidArgument(f"a consensus over initialisations needs at least 2 of them, got {len(results)}: add "
@@ -81,15 +84,20 @@ def consensus_scores(
     inner = np.stack([d for _, d in found])  # (I, n_boot, 3)
     point = points.mean(0)
     draws = cluster_draws(inner, scoring.n_boot, scoring.seed)
-    within = standard_error(inner.transpose(1, 0, 2)) ** 2  # each initialisation's image-level variance
-    lo, hi = cluster_interval(point, draws, len(results), scoring.ci, method, within.mean(0))
+    within = (standard_error(inner.transpose(1, 0, 2)) ** 2).mean(0)  # the initialisations' image-level variance
+    lo, hi = cluster_interval(point, draws, len(results), scoring.ci, method, within)
+    se2 = cluster_variance(draws, len(results), within)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no spread at all: the share is undefined
+        image_share = np.where(se2 > 0, within / len(results) / se2, math.nan)
     p = bootstrap_p_value(draws)
     intervals = {s: (math.nan, math.nan) if math.isnan(point[i]) else (float(lo[i]), float(hi[i]))
                  for i, s in enumerate(SCORES)}
     return {**{s: float(point[i]) for i, s in enumerate(SCORES)}, "ci": intervals,
             "labels": {s: interval_label(*intervals[s], scoring.tau) for s in SCORES},
             "per_init": {s: points[:, i].tolist() for i, s in enumerate(SCORES)},
-            "p": {s: float(p[i]) for i, s in enumerate(SCORES)}, "n_inits": len(results), "method": method,
+            "p": {s: float(p[i]) for i, s in enumerate(SCORES)},
+            "image_share": {s: float(image_share[i]) for i, s in enumerate(SCORES)}, "n_inits": len(results),
+            "method": method,
             "tau": scoring.tau, "baseline": scoring.baseline, "coverage": scoring.ci, "n_boot": scoring.n_boot}
 
 
