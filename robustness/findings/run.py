@@ -50,8 +50,8 @@ from .table import COLUMNS
 # run_study), "dealt" ones share out their checkpoints in a process group, "main" ones run on rank 0 alone.
 STEPS: dict[str, tuple[str, Callable[[StudySpec, Place], Any], str]] = {
     "train": ("training both regimes and the depth architecture", train_models, "own"),
-    "sweep": ("high-pass sweeps of every layer (both epochs, both regimes), low-pass, depth architecture", run_sweeps,
-              "own"),
+    "sweep": ("high-pass sweeps of every layer at the swept epochs of both regimes (the spec's low-pass ones too) "
+              "and the depth architecture's", run_sweeps, "own"),
     "random-null": ("random-null sweeps (quantile grid) of every final-epoch checkpoint, and Init_1 at the common eps",
              run_null_sweeps, "own"),
     "ablate": ("whole-layer ablation of every layer of every final-epoch checkpoint", deal_ablations, "dealt"),
