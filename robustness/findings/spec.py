@@ -275,6 +275,7 @@ def _paper() -> StudySpec:
     return replace(
         s, preset="paper", train=TrainConfig.from_recipe("cifar", arch="resnet18", dataset="cifar10", inits=3,
                                                          epochs=30, seed=s.train.seed),
+        lowpass_inits=(1,), retrain_scores=("adversarial", "difference"),
         adversarial=AdvTraining("pgd", 8 / 255, steps=7), early_epoch=10,
         sweep=replace(s.sweep, thresholds=25, eps_images=500, bn_images=1000, subset=2000),
         check=replace(s.check, thresholds=49, bn_images=2000), depth=DepthComparison(arch="shufflenet_v2_x1_0"),
