@@ -104,9 +104,8 @@ def _left_out(page: Page) -> list[str]:
     nothing)."""
     items = []
     if page.setting("early_epoch") == page.setting("train.epochs"):
-        items.append("only the final epoch is swept and probed: the random-null sweeps and the whole-layer ablation "
-                     "take the time an earlier epoch's would, so the claims over epochs rest on the value grid below "
-                     "only where it holds two epochs")
+        items.append("only the final epoch is swept and probed (the random-null sweeps and the whole-layer ablation "
+                     "take the time an earlier epoch's sweeps would): the over-epochs half of (b) is not tested")
     if page.setting("lowpass_inits") in ("", "()"):
         items.append("no low-pass sweep: against the random null the question is whether the high-pass order "
                      "matters at all, which the null answers for the one filter")
@@ -136,7 +135,7 @@ def labels_section(page: Page) -> list[str]:
         checkpoints.append([regime, f"{int(init)}", f"{int(epoch)}", f"{q['eps'].value:.4f}",
                             _acc(q["clean accuracy"]), _acc(q["adversarial accuracy"])])
     out = [
-        "## The value grid against the density baseline (both epochs)",
+        "## The value grid against the density baseline (the swept epochs)",
         "",
         f"Each checkpoint's FGSM eps is calibrated so that the unfiltered model reaches adversarial accuracy "
         f"{page.setting('sweep.calibrate_eps')} on {page.setting('sweep.eps_images')} held-out test images; "
