@@ -58,6 +58,8 @@ def render(frame: pd.DataFrame) -> str:
                                                            ("b", verdict_invariance(page)),
                                                            ("d", verdict_regimes(page)),
                                                            ("e", verdict_ablation(page)))}
+    if page.setting("early_epoch") == page.setting("train.epochs"):
+        verdicts["b"] = (verdicts["b"][0], f"{verdicts['b'][1]}; over initialisations only (one epoch swept)")
     v = power_claim(page)
     verdicts["c"] = (v.outcome, v.reason)
     rules = dict(sorted({**RULES, "c": v.rule}.items()))  # (c)'s rule comes with its verdict
