@@ -149,7 +149,8 @@ def test_the_images_section_narrows_each_interval_by_its_image_share() -> None:
         rows += [row("null score", "adversarial", 0.07, 0.04, 0.10, label="uncertain", layer=layer, **where),
                  row(collect_null.IMAGE_SHARE, "adversarial", share, layer=layer, **where)]
     text = "\n".join(images_section(Page(pd.DataFrame(rows, columns=list(COLUMNS)))))
-    assert "100 of the 400 test images" in text and "median 50%" in text and "at most 50%" in text
+    assert "100 of the 400 test images" in text
+    assert "standard: a median 50% (largest 100%), narrowing by a median 25% (at most 50%)" in text
     assert "changes 1 of 2 labels (standard `conv1` adversarial)" in text
 
 
