@@ -132,6 +132,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def write_if_changed(text: str, path: str | os.PathLike) -> bool:
+    """Write ``text`` to ``path`` atomically unless it already holds it; whether it wrote."""
+    path = Path(path)
+    if path.is_file() and path.read_text() == text:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return True
+
+
 def writable_folder(folder: str | os.PathLike) -> Path:
     """Create ``folder`` (and its parents) and check that a file can be written in it; a folder that cannot be
     written raises :class:`WriteError` naming it and the cause, before any work is spent."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from robustness.demo import run_demo
 from robustness.figures import tsne_plot_name
 from robustness.findings import Place, preset
+from robustness.findings.demo_page import STEPS, render_demo
 
 pytestmark = pytest.mark.slow  # the whole demo, twice
 
@@ -39,5 +41,13 @@ def test_demo_runs_every_step_and_a_rerun_writes_nothing(tmp_path: Path, capsys:
     assert second["written"] == []
     assert second["eps"] == first["eps"] and second["labels"] == first["labels"]
     assert second["recheck"] == first["recheck"] and second["defense"] == first["defense"]
+    assert second["changed"] == []  # the table and its page too
     out = capsys.readouterr().out
-    assert "everything was reused" in out and "labels confident" in out and "Spearman rho" in out
+    assert "everything was reused" in out and "| **confident** |" in out
+    assert "## Invariance across initialisations" in out
+    # The table holds what the run computed, and the page printed and written is that table rendered.
+    page = tmp_path / "saved_models" / "page"
+    table = pd.read_csv(page / "demo" / "demo.csv")
+    assert (page / "demo.md").read_text() == render_demo(table) and render_demo(table) in out
+    assert set(table[table.section == "time"].quantity) == set(STEPS)
+    assert 0 < len(table[table.section == "score"]) <= 2 * 4 * 3  # 2 initialisations, 4 layers, 3 scores

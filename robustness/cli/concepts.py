@@ -114,7 +114,7 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("a study's settings from a file", "--spec", "a spec.json path"),
     Concept("the folder of a study's page, table and figures", "--out", "a folder"),
     Concept("the longest a study may be predicted to take", "--budget", "minutes"),
-    Concept("only rewrite the findings page", "--page", "a switch"),
+    Concept("only rewrite a study's page (findings, demo) from its table", "--page", "a switch"),
 )
 
 SPELLINGS: dict[str, Concept] = {row.spelling: row for row in CONCEPTS}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..report import format_table
@@ -294,14 +295,30 @@ def add_demo(sub: Sub) -> None:
     p.add_argument("--preset", default="demo", choices=["demo", "smoke"],
                    help="the study's sizes: demo (about 10 minutes on 2 cores) or smoke (seconds, for tests); the "
                         "same presets as the findings command's (default demo)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder of the demo's page (demo.md) and its table (demo/demo.csv) (default: docs for the "
+                        "demo preset, which also rewrites README.md's demo tables; <models-root>/page for smoke)")
+    p.add_argument("--page", action="store_true",
+                   help="only rewrite the page (and, for the demo preset's default place, README.md's demo tables) "
+                        "from the demo table already written (no model is run)")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo preset's study (or the smoke preset's)."""
+    """Run the demo preset's study (or the smoke preset's), or (``--page``) rewrite its pages from its table."""
     from ..demo import run_demo as demo  # noqa: PLC0415 (keeps --help fast)
     from ..findings import Place, preset  # noqa: PLC0415
+    from ..findings.demo_page import SHIPPED, DemoPages, write_demo_pages  # noqa: PLC0415
 
-    writable_folders(args.models_root, args.plots_root)
-    demo(preset(args.preset).with_seed(args.seed), Place(args.models_root, args.plots_root, device=args.device))
+    if args.out is None:
+        pages = SHIPPED if args.preset == "demo" else DemoPages(str(Path(args.models_root) / "page"))
+    else:
+        pages = DemoPages(args.out)
+    if args.page:
+        changed = write_demo_pages(pages)
+        print(f"{', '.join(map(str, changed)) or 'nothing'} rewritten from {pages.table}")
+        return 0
+    writable_folders(args.models_root, args.plots_root, pages.out)
+    demo(preset(args.preset).with_seed(args.seed), Place(args.models_root, args.plots_root, device=args.device),
+         pages)
     return 0

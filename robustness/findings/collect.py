@@ -9,7 +9,7 @@ One row per number: its ``section`` (what part of the study), the model it belon
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -19,6 +19,7 @@ from ..models import arch_depths
 from ..probes import load_probes, probe_agreement
 from ..runtime import pick_device
 from ..scoring import (
+    ScoresTable,
     binned_sets,
     checkpoint_scores,
     compare,
@@ -84,31 +85,38 @@ def score_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     if s.depth.arch != s.train.arch:
         studies.append((s.depth.arch, paths.STANDARD, depth_config(s, at)))
     for arch, regime, config in studies:
-        depths = arch_depths(arch, s.train.dataset)
         tables = score_study(arch, s.train.dataset, kinds=("highpass", "lowpass"), scopes=("local",),
                              root=config.models_root, attack=attack_tag(config), scoring=s.scoring)
-        where = {"arch": arch, "regime": regime}
-        for t in tables:
-            for i, layer in enumerate(t.layers):
-                for j, epoch in enumerate(t.epochs):
-                    for k, init in enumerate(t.inits):
-                        if t.init_labels[i][j][k] is not None:
-                            rows.append(row("score", f"{t.kind} {t.score}", t.per_init[i, j, k], t.lo[i, j, k],
-                                             t.hi[i, j, k], label=t.init_labels[i][j][k], init=init, epoch=epoch,
-                                             layer=layer, depth=depths[layer], **where))
-        first = tables[0]
-        for (init, epoch), info in first.checkpoints.items():
-            cell = {"init": init, "epoch": epoch, **where}
-            rows += [row("checkpoint", "eps", info["eps"], **cell),
-                     row("checkpoint", "images", info["n_images"], **cell),
-                     row("checkpoint", "clean accuracy", info["ref_clean_acc"], info["ref_clean_lo"],
-                          info["ref_clean_hi"], **cell),
-                     row("checkpoint", "adversarial accuracy", info["ref_adv_acc"], info["ref_adv_lo"],
-                          info["ref_adv_hi"], **cell)]
+        rows += scores_table_rows(tables, arch_depths(arch, s.train.dataset), arch=arch, regime=regime)
     return rows
 
 
-def _pair_rows(section: str, comparison: Any, **where: Any) -> list[dict[str, Any]]:
+def scores_table_rows(tables: Sequence[ScoresTable], depths: Mapping[str, float] | None = None,
+                      **where: Any) -> list[dict[str, Any]]:
+    """The rows of local scores tables: every score of every layer, epoch and initialisation with its interval,
+    label and the layer's normalised depth (NaN without ``depths``); then each checkpoint's eps, images and
+    unfiltered accuracies with their intervals (from the first table). ``where``: the model's columns."""
+    rows = []
+    for t in tables:
+        for i, layer in enumerate(t.layers):
+            for j, epoch in enumerate(t.epochs):
+                for k, init in enumerate(t.inits):
+                    if t.init_labels[i][j][k] is not None:
+                        rows.append(row("score", f"{t.kind} {t.score}", t.per_init[i, j, k], t.lo[i, j, k],
+                                         t.hi[i, j, k], label=t.init_labels[i][j][k], init=init, epoch=epoch,
+                                         layer=layer, depth=(depths or {}).get(layer, math.nan), **where))
+    for (init, epoch), info in tables[0].checkpoints.items():
+        cell = {"init": init, "epoch": epoch, **where}
+        rows += [row("checkpoint", "eps", info["eps"], **cell),
+                 row("checkpoint", "images", info["n_images"], **cell),
+                 row("checkpoint", "clean accuracy", info["ref_clean_acc"], info["ref_clean_lo"],
+                      info["ref_clean_hi"], **cell),
+                 row("checkpoint", "adversarial accuracy", info["ref_adv_acc"], info["ref_adv_lo"],
+                      info["ref_adv_hi"], **cell)]
+    return rows
+
+
+def pair_rows(section: str, comparison: Any, **where: Any) -> list[dict[str, Any]]:
     """Label agreement and Spearman's rho (with its interval over layers) of each pair of a comparison."""
     rows = []
     for p in comparison.pairs:
@@ -129,11 +137,11 @@ def invariance_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
                     root=config.models_root, scoring=s.scoring)
         for epoch in s.swept_epochs:
             found = study_sets(by="init", epoch=epoch, **sets)
-            rows += _pair_rows("over inits", compare(found, scoring=s.scoring), epoch=epoch, **where)
+            rows += pair_rows("over inits", compare(found, scoring=s.scoring), epoch=epoch, **where)
         if len(s.swept_epochs) > 1:
             for init in range(1, s.train.inits + 1):
                 found = study_sets(by="epoch", init=init, **sets)
-                rows += _pair_rows("over epochs", compare(found, scoring=s.scoring), init=init, **where)
+                rows += pair_rows("over epochs", compare(found, scoring=s.scoring), init=init, **where)
     return rows
 
 
@@ -151,7 +159,7 @@ def regime_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
         for r in result.frame.itertuples():
             rows.append(row("regime", f"{r.score} difference", r.diff, r.diff_lo, r.diff_hi,
                              label=r.a_label, other_label=r.b_label, layer=r.layer, depth=r.depth, **cell))
-        rows += _pair_rows("regime pairs", result.comparison, **cell)
+        rows += pair_rows("regime pairs", result.comparison, **cell)
         adv = result.frame[result.frame.score == "adversarial"]
         rho, lo, hi = rank_correlation(adv.depth.to_numpy(float), adv["diff"].to_numpy(float), 0.95, s.scoring.n_boot,
                                        s.train.seed)
@@ -200,24 +208,31 @@ def depth_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
                     rows.append(row("depth", score, result.values[score][a, b], lo, hi,
                                      label=result.labels[score][a][b],
                                      arch=arch, regime=paths.STANDARD, init=init, epoch=s.train.epochs, layer=name))
-        rows += _pair_rows("depth pairs", result, init=init, epoch=s.train.epochs, regime=paths.STANDARD)
+        rows += pair_rows("depth pairs", result, init=init, epoch=s.train.epochs, regime=paths.STANDARD)
     return rows
 
 
 def retraining_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Selective retraining, per score whose labels chose the layers: per variant and metric, the mean accuracy
     over runs and the differences from no retraining and from the matched random sets, with their intervals."""
+    cell = {"arch": s.train.arch, "regime": paths.STANDARD, "init": 1, "epoch": s.train.epochs}
+    return [r for score, found in run_retraining(s, at).items() for r in variant_rows(f"retrain by {score}", found,
+                                                                                      **cell)]
+
+
+def variant_rows(section: str, found: Sequence[Mapping[str, Any]], **where: Any) -> list[dict[str, Any]]:
+    """The rows of one retraining comparison (:func:`robustness.retraining.run_comparison`'s): per variant (its
+    layers in ``layer``) and metric, the mean accuracy over runs and the differences from no retraining and from the
+    matched random sets, with their intervals."""
     rows = []
-    for score, found in run_retraining(s, at).items():
-        for r in found:
-            cell = {"arch": s.train.arch, "regime": paths.STANDARD, "init": 1, "epoch": s.train.epochs,
-                  "layer": " ".join(r["layers"])}
-            for m in ("clean", "fgsm", "pgd"):
-                rows.append(row(f"retrain by {score}", m, r[m], text=r["variant"], **cell))
-                for ref in ("none", "random"):
-                    if f"{m}_vs_{ref}" in r:
-                        rows.append(row(f"retrain by {score}", f"{m} vs {ref}", r[f"{m}_vs_{ref}"],
-                                        r[f"{m}_vs_{ref}_lo"], r[f"{m}_vs_{ref}_hi"], r["variant"], **cell))
+    for r in found:
+        cell = {**where, "layer": " ".join(r["layers"])}
+        for m in ("clean", "fgsm", "pgd"):
+            rows.append(row(section, m, r[m], text=r["variant"], **cell))
+            for ref in ("none", "random"):
+                if f"{m}_vs_{ref}" in r:
+                    rows.append(row(section, f"{m} vs {ref}", r[f"{m}_vs_{ref}"], r[f"{m}_vs_{ref}_lo"],
+                                    r[f"{m}_vs_{ref}_hi"], r["variant"], **cell))
     return rows
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..distributed import is_main, on_all, on_main, process_group, world_size
 from ..errors import InvalidArgument
-from ..files import atomic_path, load_json, save_json
+from ..files import load_json, save_json, write_if_changed
 from ..runtime import pick_device
 from .collect import collect, settings_rows
 from .collect_null import null_scores
@@ -44,7 +44,7 @@ from .steps import (
     run_sweeps,
     train_models,
 )
-from .table import COLUMNS
+from .table import COLUMNS, table_csv
 
 # How a step runs under torchrun: "own" steps share their work out themselves (DDP training, sweeps sharded by
 # run_study), "dealt" ones share out their checkpoints in a process group, "main" ones run on rank 0 alone.
@@ -123,33 +123,19 @@ def _add_time(record: dict[str, Any], name: str, seconds: float, at: Place) -> N
     save_json(record, Path(at.models_root) / "run.json")
 
 
-def _write_if_changed(text: str, path: Path) -> bool:
-    """Write ``text`` to ``path`` atomically unless it already holds it; whether it wrote."""
-    if path.is_file() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-    return True
-
-
-def _csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
-
-
 def _table_is_current(s: StudySpec, at: Place, record: Mapping[str, Any]) -> bool:
     """Whether the findings table was made from these settings and this record: then no step has computed
     anything since, and the table need not be collected again (it opens with those rows)."""
     if not at.table.is_file():
         return False
-    head = _csv(pd.DataFrame(settings_rows(s, at, record), columns=list(COLUMNS)))
+    head = table_csv(pd.DataFrame(settings_rows(s, at, record), columns=list(COLUMNS)))
     with at.table.open() as f:
         return f.read(len(head)) == head
 
 
 def write_page(table: str | Path, page: str | Path) -> bool:
     """Render the page from the findings table at ``table`` into ``page``; whether it changed."""
-    return _write_if_changed(render(pd.read_csv(table)), Path(page))
+    return write_if_changed(render(pd.read_csv(table)), Path(page))
 
 
 def prepare(s: StudySpec, at: Place, budget: float | None = None) -> str:
@@ -179,9 +165,9 @@ def run_findings(s: StudySpec, at: Place, budget: float | None = None) -> dict[s
         record = run_steps(s, here)
         _say("[page] the findings table, the page and its figures")
         if not (world_size() == 1 and _table_is_current(s, at, record)):
-            table = _csv(collect(s, here, record))  # the same on every process
+            table = table_csv(collect(s, here, record))  # the same on every process
             if is_main():
-                _write_if_changed(table, at.table)
+                write_if_changed(table, at.table)
     if not is_main():
         return {"table": at.table, "page": at.page, "figures": [], "record": record, "plan": plan}
     write_page(at.table, at.page)

@@ -125,6 +125,11 @@ def _mean_sd(values: list[float]) -> str:
     return f"{np.mean(finite):+.3f}{sd}"
 
 
+def score_cell(values: list[float], labels: list[str]) -> str:
+    """A layer's score over the initialisations: mean ± SD, each one's label (a letter), then the consensus."""
+    return f"{_mean_sd(values)} {''.join(map(short, labels))} → **{consensus(labels)}**"
+
+
 def labels_section(page: Page) -> list[str]:
     """(a): each checkpoint's eps and accuracy; per regime the final epoch's scores and labels of every layer."""
     arch = page.setting("train.arch")
@@ -163,8 +168,7 @@ def labels_section(page: Page) -> list[str]:
             row = [f"`{layer}`", f"{scores[scores.layer == layer].depth.iloc[0]:.2f}"]
             for score in SCORE_NAMES:
                 values = scores[(scores.layer == layer) & (scores.quantity == f"highpass {score}")].value.tolist()
-                found = cells[score][layer]
-                row.append(f"{_mean_sd(values)} {''.join(map(short, found))} → **{consensus(found)}**")
+                row.append(score_cell(values, cells[score][layer]))
             row.append(short(lowpass[layer][0]) if layer in lowpass else "")
             rows.append(row)
         counts = page.consensus_counts(regime, "adversarial")
@@ -216,28 +220,32 @@ def retraining_section(page: Page) -> list[str]:
            f"differences with paired bootstrap intervals over the test images. The robust and antifragile layers are "
            f"those every initialisation labels so, by the adversarial score and, separately, by the difference "
            f"score.", ""]
-    pgd = f"PGD ({page.setting('retraining.pgd_steps')} steps)"
     for section in retraining_sections(page):
-        found = page.select(section)
-        rows = []
-        for variant, group in found.groupby("text", sort=False):
-            q = {r.quantity: r for r in group.itertuples()}
-            size = len(group.layer.iloc[0].split()) if group.layer.iloc[0] else 0
-            row = [variant, "" if variant.startswith("random (") else f"{size}",
-                   *(f"{q[m].value:.3f}" for m in ("clean", "fgsm", "pgd"))]
-            row += [ci(q[key].value, q[key].lo, q[key].hi) if key in q else ""
-                    for key in ("fgsm vs none", "fgsm vs random", "pgd vs random")]
-            rows.append(row)
         chosen = page.retrained(section, "robust+antifragile")
         shared = page.random_overlap(section)
         overlap = "" if math.isnan(shared) else f"; a random set shares {shared:.0%} of them on average"
         out += [f"**Layers chosen by the {section.removeprefix('retrain by ')} score**: "
                 f"{', '.join(f'`{x}`' for x in chosen) or 'none'} ({len(chosen)} layers{overlap}).", "",
-                *page.markdown(["retrained", "layers", "clean", "FGSM", pgd, "FGSM vs none", "FGSM vs random sets",
-                                "PGD vs random sets"], rows), "",
+                *retraining_table(page, section), "",
                 *_figure(f"retraining_{section.removeprefix('retrain by ')}",
                          f"selective retraining by the {section.removeprefix('retrain by ')} labels")]
     return out
+
+
+def retraining_table(page: Page, section: str) -> list[str]:
+    """One retraining comparison as a table: per variant its size, mean accuracies and differences with intervals."""
+    rows = []
+    for variant, group in page.select(section).groupby("text", sort=False):
+        q = {r.quantity: r for r in group.itertuples()}
+        size = len(group.layer.iloc[0].split()) if group.layer.iloc[0] else 0
+        row = [variant, "" if variant.startswith("random (") else f"{size}",
+               *(f"{q[m].value:.3f}" for m in ("clean", "fgsm", "pgd"))]
+        row += [ci(q[key].value, q[key].lo, q[key].hi) if key in q else ""
+                for key in ("fgsm vs none", "fgsm vs random", "pgd vs random")]
+        rows.append(row)
+    pgd = f"PGD ({page.setting('retraining.pgd_steps')} steps)"
+    return page.markdown(["retrained", "layers", "clean", "FGSM", pgd, "FGSM vs none", "FGSM vs random sets",
+                          "PGD vs random sets"], rows)
 
 
 def retraining_sections(page: Page) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
+
 COLUMNS = ("section", "arch", "regime", "init", "epoch", "layer", "depth", "quantity", "value", "lo", "hi", "label",
            "other_label", "flagged", "text")
 
@@ -25,3 +27,8 @@ def row(section: str, quantity: str, value: float = math.nan, lo: float = math.n
         raise ValueError(f"not columns of the findings table: {sorted(unknown)}")
     return {"section": section, "quantity": quantity, "value": value, "lo": lo, "hi": hi, "label": label,
             "other_label": other_label, "flagged": bool(flagged), "text": text, **where}
+
+
+def table_csv(frame: pd.DataFrame) -> str:
+    """The table as its CSV file holds it (numbers to 6 significant digits, one line per row)."""
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
