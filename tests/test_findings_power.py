@@ -86,7 +86,9 @@ def _planted(diff: tuple[float, float, float], overlap: float, margin: float = 0
     for regime in ("standard", "pgd"):
         for chosen in ("top", "bottom"):
             cell = {**where, "regime": regime, "layer": "x y"}
-            rows.append(row(SECTION, "overlap", overlap, text=chosen, **cell))
+            # the drawn sets' overlap differs from the design's: the verdict follows the design
+            rows += [row(SECTION, "overlap", overlap + 0.05, text=chosen, **cell),
+                     row(SECTION, "design overlap", overlap, text=chosen, **cell)]
             for metric in ("clean", "pgd"):
                 rows += [row(SECTION, f"{metric} difference", *diff, chosen, **cell)]
                 rows += [row(SECTION, f"{metric} {what}", 0.5, text=chosen, **cell)
@@ -100,13 +102,14 @@ def _planted(diff: tuple[float, float, float], overlap: float, margin: float = 0
     ((0.05, 0.02, 0.08), 0.6, "untestable"),  # more than half shared: untestable whatever the interval
     ((-0.02, -0.04, 0.0), 0.3, "refuted"),
     ((0.01, -0.01, 0.03), 0.3, "undecided"),
-    ((0.015, 0.005, 0.02), 0.5, "undecided"),  # at exactly one half still testable; contains the margin
+    ((0.015, 0.005, 0.02), 0.5, "undecided"),  # at exactly one half still testable (drawn: 55 %); contains the margin
 ])
 def test_the_section_verdict_follows_overlap_and_margin(diff, overlap, verdict) -> None:
     page = _planted(diff, overlap)
     assert power_claim(page).outcome == verdict
     text = "\n".join(power_section(page))
     assert f"**{verdict}**" in text and "**0.01**" in text
+    assert f"| {overlap:.0%} ({overlap + 0.05:.0%}) |" in text
 
 
 def test_no_testable_k_is_untestable_in_the_section() -> None:
@@ -124,14 +127,18 @@ def test_rows_of_a_planted_result_file(tmp_path: Path) -> None:
                    for r in ("standard", "pgd") for c in ("top", "bottom") for m in ("clean", "pgd")]
     save_json({"settings": {"k": 2, "eps": 0.1, "spec": {"margin": 0.02, "seeds": 5, "epochs": 1, "random_sets": 10,
                                                            "train_images": None, "test_images": 300}},
-               "variants": {"top": ["a", "b"], "bottom": ["c", "d"]}, "comparisons": comparisons, "runs": 4,
+               "variants": {"top": ["conv1", "conv2"], "bottom": ["fc1", "fc2"]}, "comparisons": comparisons, "runs": 4,
                "seconds": 10.0}, power_folder(at) / "result-x.json")
     frame = pd.DataFrame(power_rows(s, at), columns=list(COLUMNS))
     top = frame[(frame.text == "top") & (frame.quantity == "pgd difference") & (frame.regime == "pgd")].iloc[0]
-    assert (top.value, top.lo, top.hi, top.layer) == (0.03, 0.01, 0.05, "a b")
+    assert (top.value, top.lo, top.hi, top.layer) == (0.03, 0.01, 0.05, "conv1 conv2")
     assert frame[frame.quantity == "seconds per run"].value.iloc[0] == 2.5
     assert math.isnan(frame[frame.quantity == "train images"].value.iloc[0])
-    assert power_claim(Page(frame)).outcome == "undecided", "lo 0.01 lies below the run's margin 0.02"
+    # mnist_cnn has one layer per stage: a stratified random set is the chosen set itself by design (overlap 1),
+    # whatever the drawn sets' recorded 0.25
+    design = frame[frame.quantity == "design overlap"]
+    assert len(design) == 4 and (design.value == 1.0).all()
+    assert power_claim(Page(frame)).outcome == "untestable"
 
 
 def test_adversarial_retraining_trains_on_the_trainers_adversarial_batches() -> None:

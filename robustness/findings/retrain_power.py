@@ -30,13 +30,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from .. import paths
 from ..attacks import check_count, make_attack
 from ..data import load_dataset, loader_to_tensors, make_loader
 from ..errors import InvalidArgument
 from ..files import load_json, save_json
-from ..models import arch_depths, checkpoint_model, current_lr, filterable_layers, read_checkpoint
+from ..models import arch_depths, build_model, checkpoint_model, current_lr, filterable_layers, read_checkpoint
 from ..retraining import (
+    expected_overlap,
     largest_testable_k,
     layer_stages,
     overlap_power,
@@ -125,10 +128,9 @@ def run_power_retraining(s: StudySpec, at: Place, scores: Mapping[str, float]) -
     ckpt = read_checkpoint(paths.checkpoint_path(arch, dataset, 1, epoch, at.regime_root(paths.STANDARD)), arch,
                            dataset)
     model = checkpoint_model(ckpt, pick_device(at.device))
-    swept = s.sweep.layers  # the layers the study covers (None: every one): each needs its score
-    layers = [name for name, _ in filterable_layers(model) if swept is None or name in swept]
+    stages = study_stages(s, model)
+    layers = list(stages)
     ranked = _ranked(scores, layers)
-    stages = layer_stages(layers, arch_depths(arch, dataset))
     k = p.k or min(largest_testable_k(ranked, stages), largest_testable_k(ranked[::-1], stages))
     adv = replace(s.adversarial, steps=p.adv_steps, step_size=None, warmup=0)
     settings = {"spec": asdict(p), "k": k, "scores": {x: float(scores[x]) for x in ranked}, "eps": s.adversarial.eps,
@@ -173,6 +175,15 @@ def run_power_retraining(s: StudySpec, at: Place, scores: Mapping[str, float]) -
     return result
 
 
+def study_stages(s: StudySpec, model: nn.Module | None = None) -> dict[str, str]:
+    """The stage of every layer the study sweeps (``sweep.layers``, ``None``: every one), in the model's order
+    (``model``: the study's architecture, built when not given)."""
+    model = build_model(s.train.arch, s.train.dataset) if model is None else model
+    swept = s.sweep.layers
+    layers = [name for name, _ in filterable_layers(model) if swept is None or name in swept]
+    return layer_stages(layers, arch_depths(s.train.arch, s.train.dataset))
+
+
 def _untrained(variants: Mapping[str, list[str]], seeds: list[int], folder: Path, tag: str) -> int:
     """How many retraining runs :func:`retrain_runs` will compute: the distinct (layers, seed) pairs with layers
     whose outcomes no variant of those layers has written yet (for the cost per run)."""
@@ -202,10 +213,13 @@ def power_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
             row(SECTION, "test images", _count(spec["test_images"]), **where),
             row(SECTION, "eps", settings["eps"], **where), row(SECTION, "seconds per run", per_run,
                                                                  text=str(result["runs"]), **where)]
+    stages = study_stages(s) if result["comparisons"] else {}
     for c in result["comparisons"]:
         cell = {**where, "regime": c["retraining"], "layer": " ".join(result["variants"][c["chosen"]])}
         if c["metric"] == METRICS[0]:
-            rows.append(row(SECTION, "overlap", c["overlap"], text=c["chosen"], **cell))
+            rows += [row(SECTION, "overlap", c["overlap"], text=c["chosen"], **cell),
+                     row(SECTION, "design overlap", expected_overlap(result["variants"][c["chosen"]], stages),
+                         text=c["chosen"], **cell)]
         rows += [row(SECTION, f"{c['metric']} difference", c["diff"], c["lo"], c["hi"], c["chosen"], **cell),
                  row(SECTION, f"{c['metric']} chosen", c["chosen_acc"], text=c["chosen"], **cell),
                  row(SECTION, f"{c['metric']} random", c["random_acc"], text=c["chosen"], **cell),
@@ -229,7 +243,7 @@ def power_verdicts(page: Page) -> dict[str, Verdict]:
         for metric in METRICS:
             d = q[f"{metric} difference"]
             found[f"{regime} {chosen} {metric}"] = retraining_verdict(Estimate(d.value, d.lo, d.hi),
-                                                                      q["overlap"].value, margin)
+                                                                      q["design overlap"].value, margin)
     return found
 
 
@@ -276,7 +290,7 @@ def power_section(page: Page) -> list[str]:
         g = {r.quantity: r for r in group.itertuples()}
         for metric in METRICS:
             d = g[f"{metric} difference"]
-            table.append([regime, chosen, f"{g['overlap'].value:.0%}", metric,
+            table.append([regime, chosen, f"{g['design overlap'].value:.0%} ({g['overlap'].value:.0%})", metric,
                           f"{g[f'{metric} none'].value:.3f}", f"{g[f'{metric} chosen'].value:.3f}",
                           f"{g[f'{metric} random'].value:.3f}", ci(d.value, d.lo, d.hi),
                           f"**{verdicts[f'{regime} {chosen} {metric}'].outcome}**"])
@@ -284,8 +298,8 @@ def power_section(page: Page) -> list[str]:
     rule = next(iter(verdicts.values())).rule
     claim = power_claim(page)
     return [*head, *(f"- {chosen} {k}: {', '.join(f'`{x}`' for x in layers[chosen].split())}" for chosen in CHOSEN),
-            "", *page.markdown(["retraining", "chosen", "overlap", "accuracy", "not retrained", "chosen", "random sets",
-                                "chosen − random", "verdict"], table), "",
+            "", *page.markdown(["retraining", "chosen", "overlap: design (drawn)", "accuracy", "not retrained",
+                                "chosen", "random sets", "chosen − random", "verdict"], table), "",
             f"Rule: {rule}. The claim (top {k} under PGD, both retrainings): **{claim.outcome}**.", ""]
 
 

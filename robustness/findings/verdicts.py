@@ -104,8 +104,9 @@ def invariance_verdict(kappas: Sequence[Estimate], partials: Sequence[Estimate],
     return Verdict(UNDECIDED, rule, text, numbers)
 
 
-RETRAINING_RULE = (f"untestable when the random sets share more than {MAX_OVERLAP:.0%} of the chosen layers on "
-                   f"average (no outcome could separate them); confirmed when the interval of chosen minus random "
+RETRAINING_RULE = (f"untestable when a stratified random set shares more than {MAX_OVERLAP:.0%} of the chosen layers "
+                   f"in expectation (the design's overlap, fixed before any set is drawn: no outcome could separate "
+                   f"them); confirmed when the interval of chosen minus random "
                    f"lies wholly above the equivalence margin {{margin:g}}; refuted when it lies wholly below it (any "
                    f"gain is smaller than the margin); undecided when it contains the margin")
 
