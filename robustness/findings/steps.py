@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import paths
 from ..attacks import FGSM
-from ..distributed import shard
+from ..distributed import is_main, shard
 from ..errors import DataNotFoundError
 from ..filtering import load_result_json
 from ..models import arch_depths
@@ -42,7 +42,7 @@ def train_models(s: StudySpec, at: Place) -> None:
     for number, regime in enumerate(s.regimes):
         if not s.source(regime):
             train(train_config(s, at, number))
-        elif number == 1:  # the model's results record the regime the spec says it was trained in
+        elif number == 1 and is_main():  # the model's results record the regime the spec says it was trained in
             claim_regime(s.adversarial, study_config(s, at, regime).tree_arch, s.train.dataset, at.models_root)
     if compares_depth(s):
         train(train_config(s, at, 0, arch=s.depth.arch))
