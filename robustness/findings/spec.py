@@ -90,7 +90,8 @@ class Sources:
     checkpoint, a plain state_dict of the spec's arch, ``torchvision:…``, ``robustbench:…``), by regime: ``standard``
     and ``adversarial`` (``None``: trained). Such a regime is one model, studied as one initialisation at one epoch
     (epoch 0 in its own ``From_…`` folder, :func:`robustness.paths.source_dir_name`); the steps that need several
-    initialisations, an epoch-0 checkpoint or a training history skip it (:data:`SKIPPED`)."""
+    initialisations, an epoch-0 checkpoint or a training history skip it
+    (:data:`robustness.findings.outside.SKIPPED`)."""
 
     standard: str | None = None
     adversarial: str | None = None
