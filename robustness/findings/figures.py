@@ -31,7 +31,15 @@ from ..study import attack_tag
 from .collect_null import null_sweeps
 from .field_report import CURVES_FIGURE, curves_figure
 from .spec import Place, StudySpec
-from .steps import compares_depth, depth_config, probed_regimes, run_retraining, study_config, study_depths
+from .steps import (
+    compares_depth,
+    depth_config,
+    probed_regimes,
+    retrained_scores,
+    run_retraining,
+    study_config,
+    study_depths,
+)
 from .tables import Page
 
 
@@ -51,7 +59,7 @@ def draw_figures(s: StudySpec, at: Place, frame: pd.DataFrame) -> list[Path]:
         return plot_regimes(result, f"{t.arch} on {t.dataset}, Init_1 epoch {t.epochs}: high-pass scores by regime")
 
     drawn.append(draw_and_save(regimes, "regimes", **keep))
-    for score in s.retrain_scores:
+    for score in retrained_scores(s):
         title = f"{s.train.arch} on {s.train.dataset}: selective retraining of Init_1, layers by the {score} labels"
         drawn.append(draw_and_save(lambda x=score, t=title: plot_retraining(run_retraining(s, at)[x], t),
                                    f"retraining_{score}", **keep))

@@ -218,8 +218,12 @@ def retraining_study(s: StudySpec, at: Place, score: Score) -> RetrainingStudy:
                    models_root=at.models_root, data_root=at.data_root, plots_root=str(at.plots))
 
 
+def retrained_scores(s: StudySpec) -> tuple[Score, ...]:
+    """The scores whose labels choose layers to retrain: the spec's, none when the standard regime is a model from
+    elsewhere (retraining continues this package's training of its checkpoint)."""
+    return () if s.source(paths.STANDARD) else s.retrain_scores
+
+
 def run_retraining(s: StudySpec, at: Place) -> dict[str, list[dict[str, Any]]]:
-    """The selective-retraining comparisons, by score (their rows; resumable run by run); none when the standard
-    regime is a model from elsewhere (retraining continues this package's training of its checkpoint)."""
-    scores = () if s.source(paths.STANDARD) else s.retrain_scores
-    return {score: run_comparison(retraining_study(s, at, score))[0] for score in scores}
+    """The selective-retraining comparisons, by score (their rows; resumable run by run)."""
+    return {score: run_comparison(retraining_study(s, at, score))[0] for score in retrained_scores(s)}
