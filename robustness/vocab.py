@@ -46,6 +46,10 @@ DEFAULT_FLOOR = 0.05  # a reference accuracy below it leaves a score undefined
 DEFAULT_CI = 0.95  # coverage of every interval
 DEFAULT_BOOT = 1000  # paired bootstrap resamples of the images
 
+# The two regimes a study compares, by role (a model from elsewhere per role: findings --checkpoint ROLE=PATH).
+Role = Literal["standard", "adversarial"]
+ROLES: tuple[str, ...] = get_args(Role)
+
 # The defense.
 LabelMode = Literal["predicted", "oracle"]
 Threat = Literal["preemptive", "test-time"]

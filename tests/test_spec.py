@@ -116,7 +116,8 @@ def test_the_command_refuses_before_any_work(tmp_path: Path, capsys: pytest.Capt
     command = ["findings", "--preset", "smoke", "--models-root", str(models), "--device", "cpu"]
     assert main([*command, "--out", str(tmp_path / "out"), "--budget", "0.001"]) == 2
     captured = capsys.readouterr()
-    assert captured.out.startswith("plan of the smoke preset") and "over the budget" in captured.err
+    assert captured.out.startswith("plan of the smoke preset") and "below the smallest plan" in captured.err
+    assert "choose --preset smoke and a --budget of at least" in captured.err.splitlines()[-1]
     assert not (models / "spec.json").exists() and not (tmp_path / "out" / "spec.json").exists()
     (tmp_path / "file").write_text("")
     assert main([*command, "--out", str(tmp_path / "file")]) == 2

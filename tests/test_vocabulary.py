@@ -13,6 +13,7 @@ import pytest
 from robustness import paths
 from robustness.cli import build_parser, main
 from robustness.cli.concepts import CONCEPTS, SPELLINGS
+from robustness.cli.findings import per_regime
 from robustness.runtime import LineProgress, progress, progress_bar
 
 # Spellings an earlier version had for a concept that now has another (its one spelling after the arrow), or for
@@ -47,15 +48,20 @@ def test_the_table_has_one_spelling_per_concept_and_one_concept_per_spelling() -
 
 
 def test_every_option_of_every_command_is_a_concept_of_the_table_spelled_and_meant_alike() -> None:
-    meanings: dict[str, set[tuple]] = {}
+    """One kind of value per spelling; a per-regime form (REGIME=VALUE) only where the spelling's row states it."""
+    meanings: dict[tuple[str, bool], set[tuple]] = {}
     for name, parser in _commands().items():
         for action in _options(parser):
             spelling = "/".join(action.option_strings)
             assert spelling in SPELLINGS, f"{name} {spelling}: add its concept to robustness/cli/concepts.py, or " \
                                           f"spell it as the table does"
-            meanings.setdefault(spelling, set()).add(_meaning(action))
+            keyed = action.type is per_regime
+            assert not keyed or SPELLINGS[spelling].per_regime, f"{name} {spelling}: state its per-regime form"
+            meanings.setdefault((spelling, keyed), set()).add(_meaning(action))
     two = {spelling: found for spelling, found in meanings.items() if len(found) > 1}
     assert not two, f"one spelling, values of two kinds: {two}"
+    stated = {row.spelling for row in CONCEPTS if row.per_regime}
+    assert stated == {spelling for spelling, keyed in meanings if keyed}, "a per-regime form no command takes"
 
 
 def test_retired_spellings_are_gone_from_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,8 +4,12 @@ A researcher learns one word per idea and it means the same in every command: a 
 ``--n-<things>`` (``--n-inits 3``) and the things themselves are named by the plain plural (``--inits 1 2``);
 test images are ``--test-subset``, training images ``--train-subset``; the attack is ``-p/--norm``, ``-e/--eps``,
 ``-k/--steps`` and ``-a/--alpha`` wherever an attack is set, the training attack of ``train`` included; every
-list is space-separated. ``tests/test_cli.py`` parses every subcommand's options and fails when one is missing
-here, when a spelling takes different values in two commands, or when a retired spelling comes back.
+list is space-separated. A model from elsewhere is ``--checkpoint PATH`` or ``--weights SOURCE`` in every command
+that studies one model; ``findings``, which studies two regimes, takes the same values keyed by the regime,
+``--checkpoint REGIME=PATH`` (repeatable, once per regime): a spelling's *per-regime form*, the one other kind of
+value a spelling may take, stated in its row. ``tests/test_vocabulary.py`` parses every subcommand's options and
+fails when one is missing here, when a spelling takes different values in two commands (its per-regime form aside),
+or when a retired spelling comes back.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from typing import NamedTuple
 
 
 class Concept(NamedTuple):
-    """One row of the vocabulary: the idea, its spelling (short and long flags as ``--help`` shows them), and
-    what its value is."""
+    """One row of the vocabulary: the idea, its spelling (short and long flags as ``--help`` shows them), what its
+    value is, and its per-regime form where a command takes one value per regime."""
 
     concept: str
     spelling: str
     value: str
+    per_regime: str = ""  # its per-regime form (findings: one value per regime), where it has one
 
 
 CONCEPTS: tuple[Concept, ...] = (
@@ -31,8 +36,9 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("figures folder", "--plots-root", "a folder"),
     Concept("device", "--device", "auto, cpu, cuda, cuda:N, mps, xla"),
     Concept("seed of every random choice", "--seed", "an integer >= 0"),
-    Concept("a model file from elsewhere", "--checkpoint", "a path"),
-    Concept("pretrained weights from elsewhere", "--weights", "SOURCE:NAME..."),
+    Concept("a model file from elsewhere", "--checkpoint", "a path", "REGIME=PATH, once per regime (findings)"),
+    Concept("pretrained weights from elsewhere", "--weights", "SOURCE:NAME...",
+            "REGIME=SOURCE:NAME..., once per regime (findings)"),
     Concept("training regime of the checkpoints read", "--regime", "a regime tag"),
     Concept("the two regimes compared", "--regimes", "two regime tags"),
     Concept("one initialisation", "--init", "an init number, from 1"),

@@ -64,13 +64,14 @@ def check_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     for regime in s.regimes:
         check = check_config(s, at, regime)
         full_meta, full = load_results(result_path(check, 1, 0, "highpass", "local"))
-        main_meta, main = load_results(result_path(study_config(s, at, regime), 1, s.train.epochs, "highpass", "local"))
+        final = s.final_of(regime)
+        main_meta, main = load_results(result_path(study_config(s, at, regime), 1, final, "highpass", "local"))
         k = _stride(s, at)
         layers = list(full)
         scored = {"full": layer_scores(full, s.scoring),
                   "thresholds": layer_scores({x: every_kth(full[x], k) for x in layers}, s.scoring),
                   "chosen": layer_scores({x: main[x] for x in layers}, s.scoring)}
-        where = {"arch": s.train.arch, "regime": regime, "init": 1, "epoch": s.train.epochs}
+        where = {"arch": s.train.arch, "regime": regime, "init": 1, "epoch": final}
         for setting, found in scored.items():
             for layer in layers:
                 for score in SCORES:
@@ -91,8 +92,8 @@ def skip_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
         config = study_config(s, at, regime)
         wrong = leaked = total = 0
         largest = 0.0
-        for init in range(1, s.train.inits + 1):
-            results = load_results(result_path(config, init, s.train.epochs, "highpass", "local"))[1]
+        for init in s.inits_of(regime):
+            results = load_results(result_path(config, init, s.final_of(regime), "highpass", "local"))[1]
             as_is = layer_scores(results, s.scoring)
             strict = layer_scores({x: _clean_correct_only(r) for x, r in results.items()}, s.scoring)
             for x, r in results.items():
@@ -101,7 +102,7 @@ def skip_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
                 total += r.clean_correct.size
                 change = abs(strict[x]["adversarial"] - as_is[x]["adversarial"])
                 largest = max(largest, 0.0 if np.isnan(change) else change)
-        where = {"arch": s.train.arch, "regime": regime, "epoch": s.train.epochs}
+        where = {"arch": s.train.arch, "regime": regime, "epoch": s.final_of(regime)}
         rows += [row("skip", "misclassified clean", wrong / total, text=str(total), **where),
                  row("skip", "of those correct after FGSM", leaked / max(wrong, 1), text=str(wrong), **where),
                  row("skip", "largest adversarial score change", largest, **where)]

@@ -33,15 +33,19 @@ from ..study import attack_tag
 from ..vocab import SCORES
 from .collect_null import ablation_rows, null_rows
 from .field_report import field_rows
+from .outside import skipped_rows
 from .pgd_scores import pgd_rows
 from .retrain_power import power_rows
 from .spec import Place, StudySpec
 from .specfile import spec_dict
 from .steps import (
+    compares_depth,
     depth_config,
     run_all_probes,
     run_retraining,
+    shared_inits,
     study_config,
+    study_depths,
 )
 from .table import COLUMNS, row
 
@@ -82,12 +86,12 @@ def score_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     interval and label, and each checkpoint's eps and unfiltered accuracies."""
     rows = []
     studies = [(s.train.arch, regime, study_config(s, at, regime)) for regime in s.regimes]
-    if s.depth.arch != s.train.arch:
+    if compares_depth(s):
         studies.append((s.depth.arch, paths.STANDARD, depth_config(s, at)))
     for arch, regime, config in studies:
-        tables = score_study(arch, s.train.dataset, kinds=("highpass", "lowpass"), scopes=("local",),
+        tables = score_study(config.tree_arch, s.train.dataset, kinds=("highpass", "lowpass"), scopes=("local",),
                              root=config.models_root, attack=attack_tag(config), scoring=s.scoring)
-        rows += scores_table_rows(tables, arch_depths(arch, s.train.dataset), arch=arch, regime=regime)
+        rows += scores_table_rows(tables, study_depths(config), arch=arch, regime=regime)
     return rows
 
 
@@ -132,6 +136,8 @@ def invariance_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     initialisation), in both regimes."""
     rows = []
     for regime in s.regimes:
+        if s.source(regime):  # one model: nothing to compare (the page says so, from the skipped rows)
+            continue
         config, where = study_config(s, at, regime), {"arch": s.train.arch, "regime": regime}
         sets = dict(arch=s.train.arch, dataset=s.train.dataset, kind="highpass", attack=attack_tag(config),
                     root=config.models_root, scoring=s.scoring)
@@ -150,10 +156,10 @@ def regime_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     correlation of the adversarial-score difference with depth (interval from a bootstrap over layers)."""
     rows = []
     standard, adversarial = s.regimes
-    for init in range(1, s.train.inits + 1):
-        loaded = [regime_result(s.train.arch, s.train.dataset, "highpass", init, s.train.epochs, regime,
-                                attack=attack_tag(study_config(s, at, regime)), root=at.models_root)
-                  for regime in s.regimes]
+    for init in shared_inits(s):
+        loaded = [regime_result(config.tree_arch, s.train.dataset, "highpass", init, s.final_of(regime), regime,
+                                attack=attack_tag(config), root=at.models_root)
+                  for regime, config in ((r, study_config(s, at, r)) for r in s.regimes)]
         result = compare_regimes(*loaded, names=s.regimes, scoring=s.scoring)
         cell = {"arch": s.train.arch, "regime": f"{standard} - {adversarial}", "init": init, "epoch": s.train.epochs}
         for r in result.frame.itertuples():
@@ -190,7 +196,7 @@ def probe_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
 
 def depth_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """``arch`` beside ``depth_arch`` (standard, final epoch, each initialisation) on bins of normalised depth."""
-    if s.depth.arch == s.train.arch:
+    if not compares_depth(s):
         return []
     rows = []
     for init in range(1, s.train.inits + 1):
@@ -241,6 +247,6 @@ def collect(s: StudySpec, at: Place, record: Mapping[str, Any]) -> pd.DataFrame:
     from .check import check_rows, skip_rows  # noqa: PLC0415 (check reads the same files; kept apart for size)
 
     steps = (settings_rows, score_rows, null_rows, ablation_rows, field_rows, check_rows, skip_rows, invariance_rows,
-             pgd_rows, regime_rows, probe_rows, depth_rows, retraining_rows, power_rows)
+             pgd_rows, regime_rows, probe_rows, depth_rows, retraining_rows, power_rows, skipped_rows)
     rows = [r for step in steps for r in (step(s, at, record) if step is settings_rows else step(s, at))]
     return pd.DataFrame(rows, columns=list(COLUMNS))

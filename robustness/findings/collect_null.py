@@ -35,7 +35,16 @@ from ..study import result_path
 from ..vocab import SCORES
 from .plan import SPLIT_SIZES
 from .spec import Place, StudySpec
-from .steps import null_checkpoints, null_config, null_scoring, run_ablations
+from .steps import (
+    null_checkpoints,
+    null_config,
+    null_scoring,
+    probed_regimes,
+    run_ablations,
+    shared_inits,
+    study_config,
+    study_depths,
+)
 from .table import row
 
 # the steps that write these rows (the page names them when missing)
@@ -48,13 +57,13 @@ def null_sweeps(s: StudySpec, at: Place, regime: str, init: int, eps: float | No
     """The random-null sweeps of one final-epoch checkpoint, by layer (``eps``: the common eps's; default the
     calibrated one's)."""
     config = null_config(s, at, regime, init, eps)
-    return load_results(result_path(config, init, s.train.epochs, "highpass", "local"))[1]
+    return load_results(result_path(config, init, s.final_of(regime), "highpass", "local"))[1]
 
 
 def null_scores(s: StudySpec, at: Place) -> dict[str, float]:
     """The standard regime's consensus random-null adversarial score of every layer at the final epoch, over the
     initialisations (what the retraining with power ranks the layers by)."""
-    per_init = [null_sweeps(s, at, s.regimes[0], init) for init in range(1, s.train.inits + 1)]
+    per_init = [null_sweeps(s, at, s.regimes[0], init) for init in s.inits_of(s.regimes[0])]
     return {layer: float(c["adversarial"]) for layer, c in layer_consensus(per_init, null_scoring(s)).items()}
 
 
@@ -107,39 +116,41 @@ def _differences(section: str, a: Mapping[str, SweepResult], b: Mapping[str, Swe
 
 def null_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     """Every row of the random-null sweeps (see the module docstring)."""
-    depths = arch_depths(s.train.arch, s.train.dataset)
+    depths = {regime: study_depths(study_config(s, at, regime)) for regime in s.regimes}
     scoring, density = null_scoring(s), replace(s.scoring, baseline="density")
     epoch, rows = s.train.epochs, []
     sweeps = {(regime, init): null_sweeps(s, at, regime, init) for regime, init, _ in null_checkpoints(s)}
     for regime in s.regimes:
-        where = {"arch": s.train.arch, "regime": regime, "epoch": epoch}
-        per_init = [sweeps[regime, init] for init in range(1, s.train.inits + 1)]
-        consensus = layer_consensus(per_init, scoring)
-        rows += _consensus("null score", consensus, depths, **where)
-        rows += [row(IMAGE_SHARE, score, c["image_share"][score], layer=layer, depth=depths[layer], **where)
-                 for layer, c in consensus.items() for score in SCORES]
-        rows += _consensus("density score", layer_consensus(per_init, density), depths, **where)
+        where = {"arch": s.train.arch, "regime": regime, "epoch": s.final_of(regime)}
+        per_init = [sweeps[regime, init] for init in s.inits_of(regime)]
+        if len(per_init) > 1:  # a consensus needs two initialisations (the skipped rows say so)
+            consensus = layer_consensus(per_init, scoring)
+            rows += _consensus("null score", consensus, depths[regime], **where)
+            rows += [row(IMAGE_SHARE, score, c["image_share"][score], layer=layer, depth=depths[regime][layer],
+                         **where) for layer, c in consensus.items() for score in SCORES]
+            rows += _consensus("density score", layer_consensus(per_init, density), depths[regime], **where)
         scored = []
         for init, found in enumerate(per_init, 1):
             scored.append({layer: filtering_scores(r, scoring) for layer, r in found.items()})
             for layer, f in scored[-1].items():
                 rows += [row("null init score", score, f[score], *f["ci"][score], str(f["n_images"]),
-                             label=f["labels"][score], init=init, layer=layer, depth=depths[layer], **where)
-                         for score in SCORES]
-        rows += _pairs(scored, depths, s, **where)
+                             label=f["labels"][score], init=init, layer=layer, depth=depths[regime][layer],
+                             **where) for score in SCORES]
+        rows += _pairs(scored, depths[regime], s, **where)
     rows.append(row(IMAGE_SHARE, AVAILABLE, SPLIT_SIZES[s.train.dataset][1] - s.sweep.eps_images,
                     arch=s.train.arch, epoch=epoch))
     standard, adversarial = s.regimes
     pair = {"arch": s.train.arch, "regime": f"{standard} - {adversarial}", "epoch": epoch}
-    for init in range(1, s.train.inits + 1):
-        rows += _differences("null regime", sweeps[standard, init], sweeps[adversarial, init], scoring, depths,
-                             init=init, **pair)
+    for init in shared_inits(s):
+        rows += _differences("null regime", sweeps[standard, init], sweeps[adversarial, init], scoring,
+                             depths[standard], init=init, **pair)
     common = {regime: null_sweeps(s, at, regime, 1, s.null.common_eps) for regime in s.regimes}
-    rows += _differences("common eps", common[standard], common[adversarial], scoring, depths, init=1,
+    rows += _differences("common eps", common[standard], common[adversarial], scoring, depths[standard], init=1,
                          text=f"{s.null.common_eps:g}", **pair)
     for regime, found in common.items():
         rows += [row("common eps", score, f[score], *f["ci"][score], f"{s.null.common_eps:g}", label=f["labels"][score],
-                     arch=s.train.arch, regime=regime, init=1, epoch=epoch, layer=layer, depth=depths[layer])
+                     arch=s.train.arch, regime=regime, init=1, epoch=s.final_of(regime), layer=layer,
+                     depth=depths[regime][layer])
                  for layer, f in ((x, filtering_scores(r, scoring)) for x, r in found.items()) for score in SCORES]
     return rows
 
@@ -160,9 +171,9 @@ def ablation_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     depths = arch_depths(s.train.arch, s.train.dataset)
     scoring, n_boot, seed = null_scoring(s), s.scoring.n_boot, s.scoring.seed
     rows = []
-    for regime in s.regimes:
+    for regime in probed_regimes(s):
         where = {"arch": s.train.arch, "regime": regime, "epoch": s.train.epochs}
-        probes = [load_probes(files[regime, init, s.train.epochs])[1] for init in range(1, s.train.inits + 1)]
+        probes = [load_probes(files[regime, init, s.train.epochs])[1] for init in s.inits_of(regime)]
         for layer in probes[0]:
             for which, name in (("clean", "clean drop"), ("adv", "adversarial drop")):
                 found = [_drop_draws(p[layer], which, n_boot, seed + i) for i, p in enumerate(probes)]

@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.figure import Figure
+from torch import nn
 
 from .. import paths
 from ..attacks import MEMBERS, Ensemble, check_count, ensemble_outcomes, ensemble_report, make_attack
 from ..data import load_dataset, loader_to_tensors, make_loader
 from ..errors import InvalidArgument
 from ..files import save_npz
-from ..models import load_checkpoint
+from ..models import load_checkpoint, load_model
 from ..retraining import per_image_outcomes
 from ..runtime import pick_device
 from ..stats import wilson_interval
@@ -99,20 +102,31 @@ def run_field_report(s: StudySpec, at: Place) -> Path:
     curve_x, curve_y = loader_to_tensors(make_loader(test, 100, subset=r.curve_images, seed=s.train.seed + 1))
     pgd = make_attack("pgd", s.adversarial.eps, steps=r.curve_pgd_steps, norm=s.adversarial.norm, seed=s.train.seed)
     for regime in s.regimes:
-        root = at.regime_root(regime)
-        for init in r.inits:
-            for epoch, path in paths.list_checkpoints(s.train.arch, s.train.dataset, init, root).items():
-                model, _ = load_checkpoint(path, s.train.arch, s.train.dataset, map_location=device)
+        for init, epoch, model in _checkpoints(s, at, regime, device):
+            if not s.source(regime):  # a model from elsewhere has no training to draw
                 _outcomes(folder / f"{regime}_Init_{init}_epoch{epoch}_curve.npz",
                           lambda m=model: per_image_outcomes(m, curve_x, curve_y, {"pgd": pgd}))
-                if epoch != s.train.epochs:
-                    continue
-                for eps in r.eps:
-                    ensemble = Ensemble(eps, s.adversarial.norm, r.pgd_steps, apgd_steps=r.apgd_steps,
-                                        square_queries=r.square_queries, seed=s.train.seed)
-                    _outcomes(folder / f"{regime}_Init_{init}_eps{eps:g}.npz",
-                              lambda m=model, e=ensemble: ensemble_outcomes(m, loader, e))
+            if epoch != s.final_of(regime):
+                continue
+            for eps in r.eps:
+                ensemble = Ensemble(eps, s.adversarial.norm, r.pgd_steps, apgd_steps=r.apgd_steps,
+                                    square_queries=r.square_queries, seed=s.train.seed)
+                _outcomes(folder / f"{regime}_Init_{init}_eps{eps:g}.npz",
+                          lambda m=model, e=ensemble: ensemble_outcomes(m, loader, e))
     return folder
+
+
+def _checkpoints(s: StudySpec, at: Place, regime: str, device: torch.device) -> Iterator[tuple[int, int, nn.Module]]:
+    """``(init, epoch, model)`` of every saved checkpoint of the report's initialisations of ``regime`` (a model
+    from elsewhere: its one model, Init 1 at epoch 0)."""
+    source = s.source(regime)
+    if source is not None:
+        if 1 in s.field_report.inits:
+            yield 1, 0, load_model(source, arch=s.train.arch, dataset=s.train.dataset, device=device)[0]
+        return
+    for init in s.field_report.inits:
+        for epoch, path in paths.list_checkpoints(s.train.arch, s.train.dataset, init, at.regime_root(regime)).items():
+            yield init, epoch, load_checkpoint(path, s.train.arch, s.train.dataset, map_location=device)[0]
 
 
 def field_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
@@ -136,7 +150,7 @@ def field_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
                 with np.load(path) as saved:
                     report = ensemble_report({name: saved[name] for name in saved.files})
                 rows += [row(SECTION, x["attack"], x["accuracy"], x["lo"], x["hi"], f"{eps:g}",
-                             flagged=x["masking"] == "POSSIBLE", epoch=s.train.epochs, **cell) for x in report]
+                             flagged=x["masking"] == "POSSIBLE", epoch=s.final_of(regime), **cell) for x in report]
             for path in sorted(folder.glob(f"{regime}_Init_{init}_epoch*_curve.npz")):
                 epoch = int(path.name.split("epoch")[1].removesuffix("_curve.npz"))
                 with np.load(path) as saved:

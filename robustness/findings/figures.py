@@ -31,7 +31,15 @@ from ..study import attack_tag
 from .collect_null import null_sweeps
 from .field_report import CURVES_FIGURE, curves_figure
 from .spec import Place, StudySpec
-from .steps import depth_config, run_retraining, study_config
+from .steps import (
+    compares_depth,
+    depth_config,
+    probed_regimes,
+    retrained_scores,
+    run_retraining,
+    study_config,
+    study_depths,
+)
 from .tables import Page
 
 
@@ -43,25 +51,27 @@ def draw_figures(s: StudySpec, at: Place, frame: pd.DataFrame) -> list[Path]:
         drawn.append(draw_and_save(lambda r=regime: _scores(s, at, r), f"scores_{regime}", **keep))
 
     def regimes() -> Figure:
-        loaded = [regime_result(s.train.arch, s.train.dataset, "highpass", 1, s.train.epochs, regime,
-                                attack=attack_tag(study_config(s, at, regime)), root=at.models_root)
-                  for regime in s.regimes]
+        loaded = [regime_result(config.tree_arch, s.train.dataset, "highpass", 1, s.final_of(regime), regime,
+                                attack=attack_tag(config), root=at.models_root)
+                  for regime, config in ((r, study_config(s, at, r)) for r in s.regimes)]
         result = compare_regimes(*loaded, names=s.regimes, scoring=s.scoring)
         t = s.train
         return plot_regimes(result, f"{t.arch} on {t.dataset}, Init_1 epoch {t.epochs}: high-pass scores by regime")
 
     drawn.append(draw_and_save(regimes, "regimes", **keep))
-    for score in s.retrain_scores:
+    for score in retrained_scores(s):
         title = f"{s.train.arch} on {s.train.dataset}: selective retraining of Init_1, layers by the {score} labels"
         drawn.append(draw_and_save(lambda x=score, t=title: plot_retraining(run_retraining(s, at)[x], t),
                                    f"retraining_{score}", **keep))
-    drawn.append(draw_and_save(lambda: plot_probe(frame, s), "probe", **keep))
-    drawn.append(draw_and_save(lambda: curves_figure(Page(frame)), CURVES_FIGURE, **keep))
-    if s.depth.arch != s.train.arch:
+    if probed_regimes(s):
+        drawn.append(draw_and_save(lambda: plot_probe(frame, s), "probe", **keep))
+    if not all(s.source(regime) for regime in s.regimes):
+        drawn.append(draw_and_save(lambda: curves_figure(Page(frame)), CURVES_FIGURE, **keep))
+    if compares_depth(s):
         drawn.append(draw_and_save(lambda: _depth(s, at), "depth", **keep))
     sweeps = {regime: null_sweeps(s, at, regime, 1) for regime in s.regimes}
-    t = s.train
-    drawn.append(draw_and_save(lambda: plot_raw_curves(sweeps, raw_curve_layers(arch_depths(t.arch, t.dataset)),
+    t, depths = s.train, study_depths(study_config(s, at, s.regimes[0]))
+    drawn.append(draw_and_save(lambda: plot_raw_curves(sweeps, raw_curve_layers(depths),
                                                        f"{t.arch} on {t.dataset}, Init_1 epoch {t.epochs}"),
                                "raw_curves", **keep))
     return drawn
@@ -107,7 +117,7 @@ def plot_raw_curves(sweeps: dict[str, dict[str, SweepResult]], layers: list[str]
 
 def _scores(s: StudySpec, at: Place, regime: str) -> Figure:
     config = study_config(s, at, regime)
-    tables = {t.score: t for t in score_study(s.train.arch, s.train.dataset, kinds=("highpass",), scopes=("local",),
+    tables = {t.score: t for t in score_study(config.tree_arch, s.train.dataset, kinds=("highpass",), scopes=("local",),
                                               root=config.models_root, attack=attack_tag(config), scoring=s.scoring)}
     return plot_score_heatmaps(tables, f"{s.train.arch} on {s.train.dataset}, {regime}: high-pass local scores")
 
@@ -127,13 +137,14 @@ def plot_probe(frame: pd.DataFrame, s: StudySpec) -> Figure:
     its interval; the critical threshold dashed."""
     fig, ax = plt.subplots(figsize=(10, 4))
     rows = frame[(frame.section == "probe") & (frame.init == 1) & (frame.epoch == s.train.epochs)]
-    width = 0.8 / len(s.regimes)
-    for k, regime in enumerate(s.regimes):
+    regimes = probed_regimes(s)
+    width = 0.8 / len(regimes)
+    for k, regime in enumerate(regimes):
         r = rows[rows.regime == regime]
-        x = np.arange(len(r)) + (k - (len(s.regimes) - 1) / 2) * width
+        x = np.arange(len(r)) + (k - (len(regimes) - 1) / 2) * width
         ax.bar(x, r.value, width, label=regime,
                yerr=np.vstack([r.value - r.lo, r.hi - r.value]).clip(min=0), capsize=2)
-    layers = rows[rows.regime == s.regimes[0]].layer
+    layers = rows[rows.regime == regimes[0]].layer
     ax.set_xticks(np.arange(len(layers)), layers, rotation=70, ha="right", rotation_mode="anchor", fontsize=7)
     ax.axhline(s.probe_threshold, color="k", ls="--", lw=0.8, label=f"critical above {s.probe_threshold:g}")
     ax.set_ylabel("adversarial accuracy drop")

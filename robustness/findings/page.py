@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..vocab import DEFAULT_TAU
 from .field_report import field_section
+from .outside import skipped_lines, sources_sentence
 from .pgd_scores import pgd_section
 from .retrain_power import power_claim, power_section
 from .sections import (
@@ -70,8 +71,8 @@ def render(frame: pd.DataFrame) -> str:
         f"every number below, and the study's spec (its settings are listed below); do not edit by hand "
         f"(`--page` rewrites this page from that table). {page.setting('train.arch')} on "
         f"{page.setting('train.dataset')}, trained {standard} and {adversarial} ({page.setting('train.inits')} "
-        f"initialisations each, {page.setting('train.epochs')} epochs); every interval is 95 % from a paired "
-        f"bootstrap over the evaluation images unless it says otherwise.",
+        f"initialisations each, {page.setting('train.epochs')} epochs);{sources_sentence(page)} every interval is "
+        f"95 % from a paired bootstrap over the evaluation images unless it says otherwise.",
         "",
         *MEANINGS,
         "## The claims",
@@ -133,6 +134,7 @@ def _run_section(page: Page) -> list[str]:
         "",
         *page.markdown(["step", "time", "load", "runs"], rows),
         "",
+        *skipped_lines(page),
         "Settings:",
         "",
         *page.markdown(["setting", "value"], [[f"`{q}`", f"`{t}`"] for q, t in

@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .. import paths
 from ..filtering import load_results
 from ..scoring import filtering_scores, label_agreement, layer_scores
-from ..study import attack_tag, fgsm_gain, run_recheck
+from ..study import fgsm_gain, result_path, run_recheck
 from .steps import study_config
 from .table import row
 from .tables import Page, ci, missing
@@ -38,14 +37,11 @@ def pgd_rows(s: StudySpec, at: Place) -> list[dict[str, Any]]:
     beyond 2 SE); per regime, initialisation and score the agreement and κ with their intervals and the count of
     changed labels."""
     scoring = replace(s.scoring, baseline="density")
-    epoch, rows = s.train.epochs, []
+    rows = []
     for regime in s.regimes:
-        config = replace(study_config(s, at, regime), kinds=(KIND,))
-        fgsm = {}
-        for init in s.recheck.inits:
-            path = paths.sweep_result_path(s.train.arch, s.train.dataset, init, epoch, KIND, "local",
-                                           attack_tag(config), config.models_root)
-            fgsm[init] = load_results(path)[1]
+        config, epoch = replace(study_config(s, at, regime), kinds=(KIND,)), s.final_of(regime)
+        fgsm = {init: load_results(result_path(config, init, epoch, KIND, "local"))[1]
+                for init in s.recheck.inits if init in s.inits_of(regime)}
         written = run_recheck(config, {(init, epoch): list(found) for init, found in fgsm.items()},
                               steps=s.recheck.steps, restarts=s.recheck.restarts)
         for (init, _), path in written.items():

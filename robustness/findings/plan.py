@@ -27,7 +27,7 @@ from ..errors import InvalidArgument
 from ..filtering import local_analysis, recalibrate_batchnorm, select_layers
 from ..models import build_model
 from ..runtime import channels_last, pick_device
-from .spec import Place, StudySpec
+from .spec import Place, StudySpec, preset
 
 # (train, test) images of each dataset's split
 SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "tinyimagenet": (80000, 20000),
@@ -109,10 +109,12 @@ def _calibration(work: Work, s: StudySpec, arch: str, times: int) -> None:
 
 
 def _train_work(s: StudySpec, z: _Sizes, work: Work) -> None:
-    """Both regimes (the adversarial one attacks every batch) and the depth architecture, every epoch evaluated."""
+    """Both regimes (the adversarial one attacks every batch; a model from elsewhere is not trained) and the depth
+    architecture, every epoch evaluated."""
     t = s.train
     k = s.adversarial.steps or (10 if s.adversarial.method == "pgd" else 1)
-    trained = [(t.arch, 0), (t.arch, k)] + ([(s.depth.arch, 0)] if s.depth.arch != t.arch else [])
+    regimes = [(t.arch, steps) for regime, steps in zip(s.regimes, (0, k), strict=True) if not s.source(regime)]
+    trained = regimes + ([(s.depth.arch, 0)] if s.depth.arch != t.arch else [])
     for arch, steps in trained:
         work["train", arch] += t.inits * t.epochs * z.n_train
         work["attack", arch] += t.inits * t.epochs * z.n_train * steps
@@ -370,14 +372,30 @@ def plan_text(s: StudySpec, at: Place, steps: list[StepPlan]) -> str:
     return "\n".join(lines)
 
 
-def check_budget(steps: list[StepPlan], budget_minutes: float | None) -> None:
-    """Refuse a plan predicted over ``budget_minutes``: name the largest step and the settings that size it."""
+def smallest_plan(s: StudySpec, at: Place) -> float:
+    """The predicted seconds of the smallest plan for ``s``'s model and data on the run's device: the smoke
+    preset's."""
+    smoke = replace(preset("smoke").with_model(s.train.arch, s.train.dataset), sources=s.sources)
+    return sum(p.seconds for p in predict(smoke, at))
+
+
+def check_budget(steps: list[StepPlan], budget_minutes: float | None,
+                 smallest: Callable[[], float] | None = None) -> None:
+    """Refuse a plan predicted over ``budget_minutes``: below ``smallest()`` (the smallest plan's predicted seconds,
+    :func:`smallest_plan`), say so and how long it takes; else name the largest step and the settings that size
+    it."""
     if budget_minutes is None:
         return
     if not budget_minutes > 0:
         raise InvalidArgument(f"--budget is in minutes and must be positive, got {budget_minutes}")
     total = sum(p.seconds for p in steps)
     if total > 60 * budget_minutes:
+        least = smallest() if smallest is not None else 0.0
+        if least > 60 * budget_minutes:
+            raise InvalidArgument(
+                f"--budget {budget_minutes:g} min is below the smallest plan, the smoke preset's for this model, "
+                f"predicted to take {least / 60:.1f} min on this device: choose --preset smoke and a --budget of at "
+                f"least {least / 60:.1f} min")
         largest = max(steps, key=lambda p: p.seconds)
         raise InvalidArgument(
             f"the plan is predicted to take {total / 60:.1f} min, over the budget of {budget_minutes:g} min: the "

@@ -24,14 +24,16 @@ import pandas as pd
 from ..distributed import is_main, on_all, on_main, process_group, world_size
 from ..errors import InvalidArgument
 from ..files import load_json, save_json, write_if_changed
+from ..paths import STANDARD
 from ..runtime import pick_device
 from .collect import collect, settings_rows
 from .collect_null import null_scores
 from .field_report import run_field_report
 from .figures import draw_figures
+from .outside import check_sources
 from .page import render
 from .pgd_scores import pgd_rows
-from .plan import check_budget, plan_text, predict
+from .plan import check_budget, plan_text, predict, smallest_plan
 from .retrain_power import run_power_retraining
 from .spec import Place, StudySpec
 from .specfile import claim_folder
@@ -61,7 +63,7 @@ STEPS: dict[str, tuple[str, Callable[[StudySpec, Place], Any], str]] = {
     "report": ("the models under PGD, APGD-CE, APGD-DLR and Square; training curves", run_field_report, "main"),
     "retrain": ("selective retraining against matched random layer sets", run_retraining, "main"),
     "power": ("retraining the top/bottom-k layers by the random-null score against stratified random k-sets",
-              lambda s, at: run_power_retraining(s, at, null_scores(s, at)), "main"),
+              lambda s, at: None if s.source(STANDARD) else run_power_retraining(s, at, null_scores(s, at)), "main"),
 }
 GROUP_TIMEOUT = timedelta(hours=24)  # a rank waits this long for the others' share of a step
 
@@ -139,15 +141,17 @@ def write_page(table: str | Path, page: str | Path) -> bool:
 
 
 def prepare(s: StudySpec, at: Place, budget: float | None = None) -> str:
-    """Before any work: refuse an ``out`` that is a file, print the plan (each step's passes and predicted time),
-    refuse it over ``budget`` minutes, and claim the models root and ``out`` for this spec; the plan's text."""
+    """Before any work: refuse an ``out`` that is a file and a model from elsewhere that does not load or fit, print
+    the plan (each step's passes and predicted time), refuse it over ``budget`` minutes, and claim the models root and
+    ``out`` for this spec; the plan's text."""
     for folder in (at.models_root, at.out):
         if Path(folder).exists() and not Path(folder).is_dir():
             raise InvalidArgument(f"{folder} is a file: --out and --models-root name folders")
+    check_sources(s)
     steps = predict(s, at)
     text = plan_text(s, at, steps)
     print(text, flush=True)
-    check_budget(steps, budget)
+    check_budget(steps, budget, lambda: smallest_plan(s, at))
     claim_folder(s, at.models_root, "--models-root")
     claim_folder(s, at.out, "--out")
     return text

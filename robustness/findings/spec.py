@@ -28,7 +28,7 @@ from ..retraining import RetrainingStudy
 from ..scoring import Scoring
 from ..study import StudyConfig
 from ..training import AdvTraining, TrainConfig, regime_tag
-from ..vocab import SCORES, Score
+from ..vocab import ROLES, SCORES, Score
 from .field_report import FieldReport
 from .retrain_power import PowerRetraining
 
@@ -85,6 +85,30 @@ class NullStudy:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Models from elsewhere in place of training (:func:`robustness.models.load_model`'s sources: this package's
+    checkpoint, a plain state_dict of the spec's arch, ``torchvision:…``, ``robustbench:…``), by regime: ``standard``
+    and ``adversarial`` (``None``: trained). Such a regime is one model, studied as one initialisation at one epoch
+    (epoch 0 in its own ``From_…`` folder, :func:`robustness.paths.source_dir_name`); the steps that need several
+    initialisations, an epoch-0 checkpoint or a training history skip it
+    (:data:`robustness.findings.outside.SKIPPED`)."""
+
+    standard: str | None = None
+    adversarial: str | None = None
+
+    def __post_init__(self) -> None:
+        for role in ROLES:
+            if getattr(self, role) == "":
+                raise InvalidArgument(f"sources.{role} is empty: name a model file or a source such as "
+                                      f"robustbench:NAME:DATASET:THREAT, or leave it out (null) to train")
+
+    @property
+    def given(self) -> bool:
+        """Whether a regime comes from elsewhere."""
+        return any(getattr(self, role) is not None for role in ROLES)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A whole study. ``train`` is the training of every regime (its ``adv`` is replaced by each of
     :attr:`regimes`' settings), ``sweep`` the high-pass local study of every layer at the swept epochs
@@ -111,6 +135,7 @@ class StudySpec:
     null: NullStudy = NullStudy()
     power_retraining: PowerRetraining = PowerRetraining()
     field_report: FieldReport = FieldReport()
+    sources: Sources = Sources()
 
     def __post_init__(self) -> None:
         t = self.train
@@ -155,6 +180,23 @@ class StudySpec:
     def swept_epochs(self) -> tuple[int, ...]:
         """The checkpoint epochs every initialisation is swept at: the earlier one, then the final one."""
         return tuple(sorted({self.early_epoch, self.train.epochs}))
+
+    def source(self, regime: str) -> str | None:
+        """The model from elsewhere ``regime`` (a tag of :attr:`regimes`) is studied on, or ``None`` (trained)."""
+        return getattr(self.sources, ROLES[self.regimes.index(regime)])
+
+    def inits_of(self, regime: str) -> tuple[int, ...]:
+        """The initialisations of ``regime``: every one trained, or the one model from elsewhere."""
+        return (1,) if self.source(regime) else tuple(range(1, self.train.inits + 1))
+
+    def epochs_of(self, regime: str) -> tuple[int, ...]:
+        """The checkpoint epochs ``regime`` is swept at: :attr:`swept_epochs`, or epoch 0 of a model from
+        elsewhere."""
+        return (0,) if self.source(regime) else self.swept_epochs
+
+    def final_of(self, regime: str) -> int:
+        """The final epoch of ``regime``'s checkpoints (0 for a model from elsewhere)."""
+        return self.epochs_of(regime)[-1]
 
     def with_model(self, arch: str | None = None, dataset: str | None = None) -> StudySpec:
         """The spec for another architecture and/or dataset (set in every nested object alike)."""

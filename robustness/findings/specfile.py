@@ -32,10 +32,13 @@ DERIVED = {"train": ("adv",), "sweep": ("arch", "dataset", "inits", "epochs"),
 
 def spec_dict(spec: StudySpec) -> dict[str, Any]:
     """The spec as plain JSON values (nested objects as objects; the attack by its class name), each setting
-    once: what the steps set from the rest (:data:`DERIVED`) is left out."""
+    once: what the steps set from the rest (:data:`DERIVED`) is left out, and so are the sources when every regime
+    is trained."""
     data = _plain(spec)
     for part, names in DERIVED.items():
         data[part] = {k: v for k, v in data[part].items() if k not in names}
+    if not spec.sources.given:  # a study that trains both regimes: its file is as it was before sources existed
+        del data["sources"]
     return data
 
 def spec_from_dict(data: dict[str, Any]) -> StudySpec:

@@ -14,15 +14,19 @@ from typing import Any
 
 from .. import paths
 from ..attacks import FGSM
-from ..distributed import shard
+from ..distributed import is_main, shard
 from ..errors import DataNotFoundError
+from ..filtering import load_result_json
+from ..models import arch_depths
 from ..probes import ProbeConfig, run_probes
 from ..retraining import RetrainingStudy, run_comparison
 from ..scoring import Scoring, Sequential
-from ..study import StudyConfig, attack_tag, recorded_eps, run_study
-from ..training import TrainConfig, train
+from ..study import StudyConfig, attack_tag, recorded_eps, result_path, run_study
+from ..training import TrainConfig, claim_regime, train
 from ..vocab import Score
 from .spec import Place, StudySpec
+
+CHECK_FOLDER = "settings_check"  # a model from elsewhere's settings check, apart from its main sweep (same source)
 
 
 def train_config(s: StudySpec, at: Place, regime: int, **changes: Any) -> TrainConfig:
@@ -32,18 +36,28 @@ def train_config(s: StudySpec, at: Place, regime: int, **changes: Any) -> TrainC
 
 
 def train_models(s: StudySpec, at: Place) -> None:
-    """Train what is missing: ``arch`` standard and adversarially, and the depth architecture standard, with a
-    checkpoint at every epoch (epoch 0 too: the re-initialisation probe's reference)."""
-    train(train_config(s, at, 0))
-    train(train_config(s, at, 1))
-    if s.depth.arch != s.train.arch:
+    """Train what is missing: ``arch`` standard and adversarially (a regime from elsewhere is not trained), and the
+    depth architecture standard, with a checkpoint at every epoch (epoch 0 too: the re-initialisation probe's
+    reference)."""
+    for number, regime in enumerate(s.regimes):
+        if not s.source(regime):
+            train(train_config(s, at, number))
+        elif number == 1 and is_main():  # the model's results record the regime the spec says it was trained in
+            claim_regime(s.adversarial, study_config(s, at, regime).tree_arch, s.train.dataset, at.models_root)
+    if compares_depth(s):
         train(train_config(s, at, 0, arch=s.depth.arch))
 
 
+def compares_depth(s: StudySpec) -> bool:
+    """Whether the study compares the depth architecture with the trained standard regime's."""
+    return s.depth.arch != s.train.arch and not s.source(paths.STANDARD)
+
+
 def study_config(s: StudySpec, at: Place, regime: str, **changes: Any) -> StudyConfig:
-    """The high-pass local study of ``regime`` (the spec's sweep): every initialisation at the swept epochs, eps
-    calibrated per checkpoint on held-out test images, BatchNorm re-estimated at every threshold."""
-    config = replace(s.sweep, inits=tuple(range(1, s.train.inits + 1)), epochs=s.swept_epochs,
+    """The high-pass local study of ``regime`` (the spec's sweep): every initialisation at the swept epochs (a model
+    from elsewhere: its one model), eps calibrated per checkpoint on held-out test images, BatchNorm re-estimated at
+    every threshold."""
+    config = replace(s.sweep, inits=s.inits_of(regime), epochs=s.epochs_of(regime), source=s.source(regime),
                      models_root=at.regime_root(regime), data_root=at.data_root, device=at.device)
     return replace(config, **changes)
 
@@ -58,11 +72,28 @@ def run_sweeps(s: StudySpec, at: Place) -> None:
     low-pass at the final epoch of ``lowpass_inits``, and the depth architecture's high-pass."""
     for regime in s.regimes:
         run_study(study_config(s, at, regime))
-        if s.lowpass_inits:
-            run_study(study_config(s, at, regime, kinds=("lowpass",), inits=s.lowpass_inits,
-                                   epochs=(s.train.epochs,)))
-    if s.depth.arch != s.train.arch:
+        if inits := lowpass_inits(s, regime):
+            run_study(study_config(s, at, regime, kinds=("lowpass",), inits=inits, epochs=(s.final_of(regime),)))
+    if compares_depth(s):
         run_study(depth_config(s, at))
+
+
+def shared_inits(s: StudySpec) -> tuple[int, ...]:
+    """The initialisations both regimes have (the regimes are compared init by init)."""
+    return tuple(i for i in s.inits_of(s.regimes[0]) if i in s.inits_of(s.regimes[1]))
+
+
+def study_depths(config: StudyConfig) -> dict[str, float]:
+    """Each layer's normalised depth in the model ``config`` studies: its architecture's, or for a model from
+    elsewhere the depths its high-pass sweep recorded."""
+    if config.source is None:
+        return arch_depths(config.arch, config.dataset)
+    return load_result_json(result_path(config, 1, 0, "highpass", "local"))["meta"]["depth"]
+
+
+def lowpass_inits(s: StudySpec, regime: str) -> tuple[int, ...]:
+    """The initialisations of ``regime`` swept low-pass at the final epoch."""
+    return tuple(i for i in s.lowpass_inits if i in s.inits_of(regime))
 
 
 def checkpoint_eps(s: StudySpec, at: Place, regime: str, init: int, epoch: int) -> float:
@@ -80,18 +111,25 @@ def null_scoring(s: StudySpec) -> Scoring:
 
 
 def null_checkpoints(s: StudySpec) -> list[tuple[str, int, int]]:
-    """The checkpoints of the random-null sweeps and the ablation: every initialisation of both regimes at the final
-    epoch, as ``(regime, init, epoch)``."""
-    return [(regime, init, s.train.epochs) for regime in s.regimes for init in range(1, s.train.inits + 1)]
+    """The checkpoints of the random-null sweeps: every initialisation of both regimes at the final epoch, as
+    ``(regime, init, epoch)``."""
+    return [(regime, init, s.final_of(regime)) for regime in s.regimes for init in s.inits_of(regime)]
+
+
+def probed_regimes(s: StudySpec) -> tuple[str, ...]:
+    """The regimes the probes (ablation, re-initialisation) cover: those trained here (they read this package's
+    checkpoints, and the re-initialisation the epoch-0 one)."""
+    return tuple(regime for regime in s.regimes if not s.source(regime))
 
 
 def null_config(s: StudySpec, at: Place, regime: str, init: int, eps: float | None = None) -> StudyConfig:
     """The random-null sweep of one final-epoch checkpoint: high-pass, local, every layer, on the quantile grid with
     ``null.masks`` masks, at ``eps`` (default the eps its high-pass study calibrated; the common eps gives its own
     files), sequential when the spec says so."""
-    eps = checkpoint_eps(s, at, regime, init, s.train.epochs) if eps is None else eps
+    final = s.final_of(regime)
+    eps = checkpoint_eps(s, at, regime, init, final) if eps is None else eps
     sequential = Sequential(null_scoring(s), looks=s.null.looks) if s.null.sequential else None
-    return study_config(s, at, regime, attack=FGSM(eps), calibrate_eps=None, inits=(init,), epochs=(s.train.epochs,),
+    return study_config(s, at, regime, attack=FGSM(eps), calibrate_eps=None, inits=(init,), epochs=(final,),
                         kinds=("highpass",), scopes=("local",), grid="quantile", random_baseline=True,
                         null_masks=s.null.masks, sequential=sequential)
 
@@ -110,13 +148,20 @@ def ablation_config(s: StudySpec, at: Place, regime: str, init: int) -> ProbeCon
 
 
 def run_ablations(s: StudySpec, at: Place) -> dict[tuple[str, int, int], Path]:
-    """Ablate every layer of every final-epoch checkpoint; their result files by ``(regime, init, epoch)``."""
-    return {key: run_probes(ablation_config(s, at, key[0], key[1]))[0] for key in null_checkpoints(s)}
+    """Ablate every layer of every final-epoch checkpoint trained here; their result files by ``(regime, init,
+    epoch)``."""
+    return {key: run_probes(ablation_config(s, at, key[0], key[1]))[0] for key in ablated(s)}
+
+
+def ablated(s: StudySpec) -> list[tuple[str, int, int]]:
+    """The checkpoints of the ablation, as ``(regime, init, epoch)``: the random-null sweeps' of
+    :func:`probed_regimes`."""
+    return [key for key in null_checkpoints(s) if key[0] in probed_regimes(s)]
 
 
 def deal_ablations(s: StudySpec, at: Place) -> None:
     """The ablation step: under torchrun each process ablates its share of the checkpoints (round-robin)."""
-    for regime, init, _ in shard(null_checkpoints(s)):
+    for regime, init, _ in shard(ablated(s)):
         run_probes(ablation_config(s, at, regime, init))
 
 
@@ -124,10 +169,14 @@ def check_config(s: StudySpec, at: Place, regime: str) -> StudyConfig:
     """The settings check of ``regime``: its final Init_1 checkpoint studied as a model from elsewhere (so its files
     lie apart from the main study's) over the check's layers, thresholds and BatchNorm images, on the same images,
     its eps calibrated to the same target on the same held-out images (with its own BatchNorm images: the check
-    compares the whole setting)."""
-    source = paths.checkpoint_path(s.train.arch, s.train.dataset, 1, s.train.epochs, at.regime_root(regime))
-    return study_config(s, at, regime, inits=None, epochs=None, source=str(source), layers=s.check.layers,
-                        thresholds=s.check.thresholds, bn_images=s.check.bn_images)
+    compares the whole setting). A model from elsewhere is its own source, its check in a folder of its own."""
+    root, source = at.regime_root(regime), s.source(regime)
+    if source is None:
+        source = str(paths.checkpoint_path(s.train.arch, s.train.dataset, 1, s.train.epochs, root))
+    else:
+        root = str(Path(root) / CHECK_FOLDER)
+    return study_config(s, at, regime, inits=None, epochs=None, source=source, layers=s.check.layers,
+                        thresholds=s.check.thresholds, bn_images=s.check.bn_images, models_root=root)
 
 
 def run_checks(s: StudySpec, at: Place) -> None:
@@ -145,15 +194,19 @@ def probe_config(s: StudySpec, at: Place, regime: str, init: int, epoch: int) ->
 
 def run_all_probes(s: StudySpec, at: Place) -> dict[tuple[str, int, int], Path]:
     """Probe every swept checkpoint of both regimes; their result files by ``(regime, init, epoch)``."""
-    return {(regime, init, epoch): run_probes(probe_config(s, at, regime, init, epoch))[0]
-            for regime in s.regimes for init in range(1, s.train.inits + 1) for epoch in s.swept_epochs}
+    return {key: run_probes(probe_config(s, at, *key))[0] for key in probed(s)}
+
+
+def probed(s: StudySpec) -> list[tuple[str, int, int]]:
+    """The checkpoints of the re-initialisation probe, as ``(regime, init, epoch)``: every swept one of
+    :func:`probed_regimes`."""
+    return [(regime, init, epoch) for regime in probed_regimes(s) for init in s.inits_of(regime)
+            for epoch in s.epochs_of(regime)]
 
 
 def deal_probes(s: StudySpec, at: Place) -> None:
     """The probe step: under torchrun each process probes its share of the swept checkpoints (round-robin)."""
-    keys = [(regime, init, epoch) for regime in s.regimes for init in range(1, s.train.inits + 1)
-            for epoch in s.swept_epochs]
-    for key in shard(keys):
+    for key in shard(probed(s)):
         run_probes(probe_config(s, at, *key))
 
 
@@ -165,6 +218,12 @@ def retraining_study(s: StudySpec, at: Place, score: Score) -> RetrainingStudy:
                    models_root=at.models_root, data_root=at.data_root, plots_root=str(at.plots))
 
 
+def retrained_scores(s: StudySpec) -> tuple[Score, ...]:
+    """The scores whose labels choose layers to retrain: the spec's, none when the standard regime is a model from
+    elsewhere (retraining continues this package's training of its checkpoint)."""
+    return () if s.source(paths.STANDARD) else s.retrain_scores
+
+
 def run_retraining(s: StudySpec, at: Place) -> dict[str, list[dict[str, Any]]]:
     """The selective-retraining comparisons, by score (their rows; resumable run by run)."""
-    return {score: run_comparison(retraining_study(s, at, score))[0] for score in s.retrain_scores}
+    return {score: run_comparison(retraining_study(s, at, score))[0] for score in retrained_scores(s)}
