@@ -270,7 +270,7 @@ def _findings() -> StudySpec:
                                    seeds=3, random_sets=5, subset=1000, pgd_steps=5, seed=seed),
         # What fits the 2-hour budget on 2 cores (the page states each cut): the final epoch only (the random-null
         # sweeps and the ablation in place of the early epoch's sweeps and probes); 300 evaluated images (the
-        # spread over initialisations, not over images, dominates the consensus intervals); no low-pass sweep
+        # page states what the cut costs the headline labels, from each interval's image share); no low-pass sweep
         # (the random null asks whether the order matters); the top/bottom-k retraining in place of the
         # retraining of every layer some label chose (whose chosen and random sets overlap by more than half).
         early_epoch=3, lowpass_inits=(), retrain_scores=(),
