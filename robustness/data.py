@@ -38,6 +38,9 @@ DATASET_INFO: dict[str, DatasetInfo] = {
     "tinyimagenet": DatasetInfo((3, 64, 64), 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "mnist5k": DatasetInfo((1, 28, 28), 10, (0.1307,), (0.3081,)),
 }
+# (train, test) images of each dataset's split, as the loaders below give them
+SPLIT_SIZES: dict[str, tuple[int, int]] = {"mnist": (60000, 10000), "cifar10": (50000, 10000),
+                                           "tinyimagenet": (80000, 20000), "mnist5k": (4000, 1000)}
 
 if set(DATASET_INFO) != set(DATASETS):
     raise ImportError("robustness.data.DATASET_INFO and robustness.vocab.DATASETS must name the same datasets")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from robustness.cli import main
+from robustness.data import SPLIT_SIZES
 from robustness.errors import InvalidArgument
 from robustness.findings import PRESETS, Place, StudySpec, load_spec, make_plan, preset, save_spec, spec_dict
-from robustness.findings.plan import SPLIT_SIZES, StepPlan, check_budget
+from robustness.findings.plan import StepPlan, check_budget
 from robustness.findings.specfile import claim_folder
 
 

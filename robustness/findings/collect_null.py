@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import SPLIT_SIZES
 from ..filtering import SweepResult, load_results
 from ..models import arch_depths
 from ..probes import ProbeResult, load_probes
@@ -33,7 +34,6 @@ from ..stats import (
 )
 from ..study import result_path
 from ..vocab import SCORES
-from .plan import SPLIT_SIZES
 from .spec import Place, StudySpec
 from .steps import (
     null_checkpoints,

@@ -22,16 +22,13 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..attacks import FGSM
-from ..data import dataset_info
+from ..data import SPLIT_SIZES, dataset_info
 from ..errors import InvalidArgument
 from ..filtering import local_analysis, recalibrate_batchnorm, select_layers
 from ..models import build_model
 from ..runtime import channels_last, pick_device
 from .spec import Place, StudySpec, preset
 
-# (train, test) images of each dataset's split
-SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "tinyimagenet": (80000, 20000),
-               "mnist5k": (4000, 1000)}
 CALIBRATION_STEPS = 12  # bisection steps of an eps calibration, each an FGSM pass over the held-out images
 # A local sweep re-estimates BatchNorm after the filtered layer only: over every layer, about half the network.
 SUFFIX_SHARE = 0.5
