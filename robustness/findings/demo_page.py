@@ -262,13 +262,10 @@ def _defense(page: Page) -> list[str]:
 def _settings(page: Page) -> list[str]:
     """Each step's computing time and every setting of the spec."""
     times = [[r.quantity, _duration(r.value), r.text] for r in page.select("time").itertuples()]
-    settings = page.select("setting")
     return ["## The run", "",
             "Computing time per step (summed over the runs that computed something; a rerun with every file present "
             "computes nothing):", "",
-            *page.markdown(["step", "time", "runs"], times), "", "Settings:", "",
-            *page.markdown(["setting", "value"], [[f"`{q}`", f"`{t}`"] for q, t in
-                                                  zip(settings.quantity, settings.text, strict=True)], "ll"), ""]
+            *page.markdown(["step", "time", "runs"], times), "", "Settings:", "", *page.settings_table(), ""]
 
 
 def with_block(text: str, block: str, where: str) -> str:

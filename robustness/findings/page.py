@@ -116,7 +116,6 @@ def _run_section(page: Page) -> list[str]:
     rows = [[r.quantity, f"{r.value / 60:.1f} min", "-" if math.isnan(r.lo) else f"{r.lo:.1f}", r.text]
             for r in times.itertuples()]
     rows.append(["**total**", f"**{total / 60:.1f} min**", "", ""])
-    settings = page.select("setting")
     device = page.setting("device used")
     gpu = ("No GPU was available to this run: the GPU benchmark (`benchmarks/sweep.py --device cuda`) and a GPU "
            "findings run were not made." if device == "cpu" else "")
@@ -137,7 +136,6 @@ def _run_section(page: Page) -> list[str]:
         *skipped_lines(page),
         "Settings:",
         "",
-        *page.markdown(["setting", "value"], [[f"`{q}`", f"`{t}`"] for q, t in
-                                              zip(settings.quantity, settings.text, strict=True)], "ll"),
+        *page.settings_table(),
         "",
     ]

@@ -96,6 +96,12 @@ class Page:
         rule = ["---:" if a == "r" else "---" for a in align]
         return [f"| {' | '.join(header)} |", f"|{'|'.join(rule)}|", *(f"| {' | '.join(r)} |" for r in rows)]
 
+    def settings_table(self) -> list[str]:
+        """Every setting of the run's spec as a Markdown table (name, value)."""
+        settings = self.select("setting")
+        return self.markdown(["setting", "value"], [[f"`{q}`", f"`{t}`"] for q, t in
+                                                    zip(settings.quantity, settings.text, strict=True)], "ll")
+
     def retrained(self, section: str, variant: str) -> list[str]:
         """The layers ``variant`` of a retraining comparison (section ``retrain by <score>``) retrained."""
         rows = self.select(section, text=variant, quantity="clean")
